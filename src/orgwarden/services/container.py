@@ -1,0 +1,38 @@
+"""All services, built once over one unit-of-work factory. The app factory and the CLI build this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orgwarden.config import Settings
+from orgwarden.services.admin_keys import AdminKeyService
+from orgwarden.services.api_keys import ApiKeyService
+from orgwarden.services.invites import InviteService
+from orgwarden.services.members import MemberService
+from orgwarden.services.organizations import OrganizationService
+from orgwarden.services.users import UserService
+from orgwarden.services.workspaces import WorkspaceService
+from orgwarden.storage.uow import UnitOfWorkFactory
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    organizations: OrganizationService
+    users: UserService
+    invites: InviteService
+    workspaces: WorkspaceService
+    members: MemberService
+    api_keys: ApiKeyService
+    admin_keys: AdminKeyService
+
+    @classmethod
+    def build(cls, uow: UnitOfWorkFactory, settings: Settings) -> Services:
+        return cls(
+            organizations=OrganizationService(uow),
+            users=UserService(uow),
+            invites=InviteService(uow, ttl_days=settings.invite_ttl_days),
+            workspaces=WorkspaceService(uow),
+            members=MemberService(uow),
+            api_keys=ApiKeyService(uow),
+            admin_keys=AdminKeyService(uow),
+        )

@@ -1,0 +1,71 @@
+"""Run Alembic migrations programmatically (no alembic.ini needed by users).
+
+These functions are synchronous and start their own event loop, so call them before the server's
+loop starts (the CLI does) or from a worker thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+
+from orgwarden.config import Settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config(settings: Settings) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["url"] = settings.sqlalchemy_url
+    return config
+
+
+def upgrade(settings: Settings, revision: str = "head") -> None:
+    if settings.is_sqlite and settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(settings), revision)
+
+
+def downgrade(settings: Settings, revision: str) -> None:
+    command.downgrade(alembic_config(settings), revision)
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config(Settings())).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(settings: Settings) -> str | None:
+    """The database's revision, or ``None`` when it has never been migrated."""
+    sync_url = settings.sqlalchemy_url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
+    if not settings.is_sqlite:
+        return _current_revision_async(settings)
+    engine = create_engine(sync_url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def _current_revision_async(settings: Settings) -> str | None:
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def read() -> str | None:
+        engine = create_async_engine(settings.sqlalchemy_url)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())

@@ -1,0 +1,260 @@
+"""Repositories: the queries the services need, one class per aggregate, over one session.
+
+They add and find rows; they never commit (the unit of work does) and hold no business rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from orgwarden.storage.pagination import Cursor, Page, paginate
+from orgwarden.storage.tables import (
+    AdminApiKey,
+    ApiKey,
+    AuditEvent,
+    Invite,
+    Organization,
+    User,
+    Workspace,
+    WorkspaceMember,
+)
+
+
+class _Repo:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, row: Any) -> None:
+        self.session.add(row)
+
+
+class Organizations(_Repo):
+    async def first(self) -> Organization | None:
+        return await self.session.scalar(select(Organization).order_by(Organization.created_at).limit(1))
+
+    async def get(self, organization_id: str) -> Organization | None:
+        return await self.session.get(Organization, organization_id)
+
+    async def lock(self, organization_id: str) -> None:
+        """Serialize membership changes in one organization (PostgreSQL row lock; SQLite already
+        serializes writers with ``BEGIN IMMEDIATE``)."""
+        if self.session.bind.dialect.name == "postgresql":
+            await self.session.execute(
+                select(Organization.id).where(Organization.id == organization_id).with_for_update()
+            )
+
+
+class Users(_Repo):
+    def _active(self, organization_id: str) -> Any:
+        return select(User).where(User.organization_id == organization_id, User.removed_at.is_(None))
+
+    async def get(self, organization_id: str, user_id: str) -> User | None:
+        return await self.session.scalar(self._active(organization_id).where(User.id == user_id))
+
+    async def by_email(self, organization_id: str, email: str) -> User | None:
+        return await self.session.scalar(self._active(organization_id).where(User.email == email))
+
+    async def page(
+        self, organization_id: str, cursor: Cursor, *, email: str | None, roles: Sequence[str]
+    ) -> Page[User]:
+        stmt = self._active(organization_id)
+        if email is not None:
+            stmt = stmt.where(User.email == email)
+        if roles:
+            stmt = stmt.where(User.role.in_(roles))
+        return await paginate(self.session, stmt, User.id, cursor)
+
+    async def count(self, organization_id: str, *, role: str | None = None) -> int:
+        stmt = select(func.count()).select_from(User)
+        stmt = stmt.where(User.organization_id == organization_id, User.removed_at.is_(None))
+        if role is not None:
+            stmt = stmt.where(User.role == role)
+        return int(await self.session.scalar(stmt) or 0)
+
+
+class Invites(_Repo):
+    async def get(self, organization_id: str, invite_id: str) -> Invite | None:
+        return await self.session.scalar(
+            select(Invite).where(Invite.organization_id == organization_id, Invite.id == invite_id)
+        )
+
+    async def by_token_hash(self, token_hash: str) -> Invite | None:
+        return await self.session.scalar(select(Invite).where(Invite.token_hash == token_hash))
+
+    async def pending_for(self, organization_id: str, email: str, now: datetime) -> Invite | None:
+        return await self.session.scalar(
+            select(Invite).where(
+                Invite.organization_id == organization_id,
+                Invite.email == email,
+                Invite.status == "pending",
+                Invite.expires_at > now,
+            )
+        )
+
+    async def page(
+        self,
+        organization_id: str,
+        cursor: Cursor,
+        *,
+        now: datetime,
+        email: str | None,
+        roles: Sequence[str],
+        statuses: Sequence[str],
+    ) -> Page[Invite]:
+        stmt = select(Invite).where(Invite.organization_id == organization_id)
+        if email is not None:
+            stmt = stmt.where(Invite.email == email)
+        if roles:
+            stmt = stmt.where(Invite.role.in_(roles))
+        wanted = set(statuses) or {"pending", "accepted", "expired"}
+        clauses: list[ColumnElement[bool]] = []
+        if "pending" in wanted:
+            clauses.append(and_(Invite.status == "pending", Invite.expires_at > now))
+        if "expired" in wanted:
+            clauses.append(and_(Invite.status == "pending", Invite.expires_at <= now))
+        if "accepted" in wanted:
+            clauses.append(Invite.status == "accepted")
+        if "deleted" in wanted:
+            clauses.append(Invite.status == "deleted")
+        stmt = stmt.where(or_(*clauses))
+        return await paginate(self.session, stmt, Invite.id, cursor)
+
+
+class Workspaces(_Repo):
+    async def get(self, organization_id: str, workspace_id: str) -> Workspace | None:
+        return await self.session.scalar(
+            select(Workspace).where(Workspace.organization_id == organization_id, Workspace.id == workspace_id)
+        )
+
+    async def default(self, organization_id: str) -> Workspace:
+        row = await self.session.scalar(
+            select(Workspace).where(Workspace.organization_id == organization_id, Workspace.is_default.is_(True))
+        )
+        if row is None:  # pragma: no cover - every organization is created with one
+            raise LookupError(f"organization {organization_id} has no default workspace")
+        return row
+
+    async def active_by_name(self, organization_id: str, name: str) -> Workspace | None:
+        return await self.session.scalar(
+            select(Workspace).where(
+                Workspace.organization_id == organization_id,
+                Workspace.archived_at.is_(None),
+                func.lower(Workspace.name) == name.lower(),
+            )
+        )
+
+    async def page(
+        self,
+        organization_id: str,
+        cursor: Cursor,
+        *,
+        include_archived: bool,
+        include_default: bool,
+        ids: Sequence[str],
+    ) -> Page[Workspace]:
+        stmt = select(Workspace).where(Workspace.organization_id == organization_id)
+        if not include_archived:
+            stmt = stmt.where(Workspace.archived_at.is_(None))
+        if not include_default:
+            stmt = stmt.where(Workspace.is_default.is_(False))
+        if ids:
+            stmt = stmt.where(Workspace.id.in_(ids))
+        return await paginate(self.session, stmt, Workspace.id, cursor)
+
+
+class Members(_Repo):
+    async def get(self, workspace_id: str, user_id: str) -> WorkspaceMember | None:
+        return await self.session.get(WorkspaceMember, (workspace_id, user_id))
+
+    async def page(self, workspace_id: str, cursor: Cursor) -> Page[WorkspaceMember]:
+        stmt = select(WorkspaceMember).where(WorkspaceMember.workspace_id == workspace_id)
+        return await paginate(self.session, stmt, WorkspaceMember.user_id, cursor)
+
+    async def delete_for_user(self, user_id: str) -> list[WorkspaceMember]:
+        rows = list(
+            (await self.session.scalars(select(WorkspaceMember).where(WorkspaceMember.user_id == user_id))).all()
+        )
+        for row in rows:
+            await self.session.delete(row)
+        return rows
+
+    async def delete(self, row: WorkspaceMember) -> None:
+        await self.session.delete(row)
+
+
+class ApiKeys(_Repo):
+    async def get(self, organization_id: str, key_id: str) -> ApiKey | None:
+        return await self.session.scalar(
+            select(ApiKey).where(ApiKey.organization_id == organization_id, ApiKey.id == key_id)
+        )
+
+    async def by_secret_hash(self, secret_hash: str) -> ApiKey | None:
+        return await self.session.scalar(select(ApiKey).where(ApiKey.secret_hash == secret_hash))
+
+    async def page(
+        self,
+        organization_id: str,
+        cursor: Cursor,
+        *,
+        now: datetime,
+        workspace_id: str | None,
+        status: str | None,
+        created_by_user_id: str | None,
+    ) -> Page[ApiKey]:
+        stmt = select(ApiKey).where(ApiKey.organization_id == organization_id)
+        if workspace_id is not None:
+            stmt = stmt.where(ApiKey.workspace_id == workspace_id)
+        if created_by_user_id is not None:
+            stmt = stmt.where(ApiKey.created_by_type == "user", ApiKey.created_by_id == created_by_user_id)
+        not_expired = or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now)
+        live = ApiKey.status.in_(("active", "inactive"))
+        if status == "expired":
+            stmt = stmt.where(live, ApiKey.expires_at.is_not(None), ApiKey.expires_at <= now)
+        elif status in ("active", "inactive"):
+            stmt = stmt.where(ApiKey.status == status, not_expired)
+        elif status == "archived":
+            stmt = stmt.where(ApiKey.status == "archived")
+        return await paginate(self.session, stmt, ApiKey.id, cursor)
+
+    async def archive_in_workspace(self, workspace_id: str, now: datetime) -> list[str]:
+        ids = list(
+            (
+                await self.session.scalars(
+                    select(ApiKey.id).where(ApiKey.workspace_id == workspace_id, ApiKey.status != "archived")
+                )
+            ).all()
+        )
+        if ids:
+            await self.session.execute(
+                update(ApiKey).where(ApiKey.id.in_(ids)).values(status="archived", archived_at=now)
+            )
+        return ids
+
+
+class AdminApiKeys(_Repo):
+    async def get(self, organization_id: str, key_id: str) -> AdminApiKey | None:
+        return await self.session.scalar(
+            select(AdminApiKey).where(AdminApiKey.organization_id == organization_id, AdminApiKey.id == key_id)
+        )
+
+    async def by_secret_hash(self, secret_hash: str) -> AdminApiKey | None:
+        return await self.session.scalar(select(AdminApiKey).where(AdminApiKey.secret_hash == secret_hash))
+
+    async def all(self, organization_id: str) -> list[AdminApiKey]:
+        stmt = select(AdminApiKey).where(AdminApiKey.organization_id == organization_id).order_by(AdminApiKey.id)
+        return list((await self.session.scalars(stmt)).all())
+
+    async def active_for_user(self, user_id: str) -> list[AdminApiKey]:
+        stmt = select(AdminApiKey).where(AdminApiKey.user_id == user_id, AdminApiKey.status == "active")
+        return list((await self.session.scalars(stmt)).all())
+
+
+class AuditEvents(_Repo):
+    async def all(self, organization_id: str) -> list[AuditEvent]:
+        stmt = select(AuditEvent).where(AuditEvent.organization_id == organization_id).order_by(AuditEvent.id)
+        return list((await self.session.scalars(stmt)).all())

@@ -1,0 +1,144 @@
+"""The schema, as SQLAlchemy 2 declarative models. Alembic migrations are the source of DDL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, String, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from orgwarden.storage.types import IdString, UTCDateTime
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+
+    id: Mapped[str] = mapped_column(IdString(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+
+
+class User(Base):
+    """A member of the organization. Removal keeps the row (``removed_at``) for the audit trail."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        Index(
+            "uq_users_active_email",
+            "organization_id",
+            "email",
+            unique=True,
+            sqlite_where=text("removed_at IS NULL"),
+            postgresql_where=text("removed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(32))
+    added_at: Mapped[datetime]
+    removed_at: Mapped[datetime | None]
+
+
+class Invite(Base):
+    __tablename__ = "invites"
+
+    id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))  # pending | accepted | deleted ("expired" is derived)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    accepted_at: Mapped[datetime | None]
+    invited_by: Mapped[str | None] = mapped_column(IdString())
+    user_id: Mapped[str | None] = mapped_column(IdString())
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+
+    id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    is_default: Mapped[bool] = mapped_column(default=False)
+    display_color: Mapped[str] = mapped_column(String(7))
+    tags: Mapped[dict[str, str]] = mapped_column(JSON)
+    workspace_geo: Mapped[str] = mapped_column(String(32))
+    allowed_inference_geos: Mapped[Any] = mapped_column(JSON)  # a list of geos, or "unrestricted"
+    default_inference_geo: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+    archived_at: Mapped[datetime | None]
+
+
+class WorkspaceMember(Base):
+    __tablename__ = "workspace_members"
+
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+
+
+class ApiKey(Base):
+    """A data-plane key, scoped to one workspace. Only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    partial_key_hint: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16))  # active | inactive | archived ("expired" is derived)
+    created_at: Mapped[datetime]
+    created_by_type: Mapped[str] = mapped_column(String(32))
+    created_by_id: Mapped[str] = mapped_column(IdString())
+    expires_at: Mapped[datetime | None]
+    archived_at: Mapped[datetime | None]
+
+
+class AdminApiKey(Base):
+    """A key for the Admin API, owned by an admin user. Only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "admin_api_keys"
+
+    id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    partial_key_hint: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16))  # active | revoked
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class AuditEvent(Base):
+    """An append-only record of a mutation or refusal, written in the transaction of the change."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    occurred_at: Mapped[datetime] = mapped_column(index=True)
+    actor_type: Mapped[str] = mapped_column(String(32))
+    actor_id: Mapped[str] = mapped_column(String(64))
+    actor_user_id: Mapped[str | None] = mapped_column(IdString())
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(String(64))
+    workspace_id: Mapped[str | None] = mapped_column(IdString())
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    source_ip: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)

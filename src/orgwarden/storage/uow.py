@@ -1,0 +1,71 @@
+"""The unit of work owns the transaction: ``async with uow: ...; await uow.commit()``.
+
+Leaving the block without ``commit()`` rolls everything back, so a request that fails half-way leaves
+nothing half-written. Audit events are added through the same session, so they commit or roll back
+with the change they describe.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from orgwarden.storage import repositories as repos
+
+
+class UnitOfWork:
+    organizations: repos.Organizations
+    users: repos.Users
+    invites: repos.Invites
+    workspaces: repos.Workspaces
+    members: repos.Members
+    api_keys: repos.ApiKeys
+    admin_keys: repos.AdminApiKeys
+    audit: repos.AuditEvents
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._session: AsyncSession | None = None
+
+    async def __aenter__(self) -> UnitOfWork:
+        session = self._session = self._sessions()
+        await session.begin()
+        self.organizations = repos.Organizations(session)
+        self.users = repos.Users(session)
+        self.invites = repos.Invites(session)
+        self.workspaces = repos.Workspaces(session)
+        self.members = repos.Members(session)
+        self.api_keys = repos.ApiKeys(session)
+        self.admin_keys = repos.AdminApiKeys(session)
+        self.audit = repos.AuditEvents(session)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._session is not None
+        try:
+            if self._session.in_transaction():
+                await self._session.rollback()
+        finally:
+            await self._session.close()
+            self._session = None
+
+    async def commit(self) -> None:
+        assert self._session is not None
+        await self._session.commit()
+
+    async def flush(self) -> None:
+        assert self._session is not None
+        await self._session.flush()
+
+
+class UnitOfWorkFactory:
+    """Makes a fresh unit of work per use case; services hold one of these."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    def __call__(self) -> UnitOfWork:
+        return UnitOfWork(self._sessions)
