@@ -55,7 +55,9 @@ class OrganizationService:
         now = utcnow()
         async with self._uow() as uow:
             if await uow.organizations.first() is not None:
-                raise Conflict("orgwarden is already initialized: the database holds an organization")
+                raise Conflict(
+                    "orgwarden is already initialized (the database holds an organization); nothing was changed"
+                )
             org = Organization(id=ids.new_organization_id(), name=name, created_at=now)
             uow.organizations.add(org)
             await uow.flush()

@@ -33,6 +33,11 @@ class UserService:
     def __init__(self, uow: UnitOfWorkFactory) -> None:
         self._uow = uow
 
+    async def first_admin(self, organization_id: str) -> User | None:
+        """The longest-standing admin: the CLI acts on their behalf (see ``cli.runtime``)."""
+        async with self._uow() as uow:
+            return await uow.users.first_admin(organization_id)
+
     async def get(self, ctx: Context, user_id: str) -> User:
         async with self._uow() as uow:
             return await require_user(uow, ctx.organization_id, user_id)

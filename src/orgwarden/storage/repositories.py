@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orgwarden.storage.pagination import Cursor, Page, paginate
@@ -43,14 +43,14 @@ class Organizations(_Repo):
     async def lock(self, organization_id: str) -> None:
         """Serialize membership changes in one organization (PostgreSQL row lock; SQLite already
         serializes writers with ``BEGIN IMMEDIATE``)."""
-        if self.session.bind.dialect.name == "postgresql":
+        if self.session.get_bind().dialect.name == "postgresql":
             await self.session.execute(
                 select(Organization.id).where(Organization.id == organization_id).with_for_update()
             )
 
 
 class Users(_Repo):
-    def _active(self, organization_id: str) -> Any:
+    def _active(self, organization_id: str) -> Select[User]:
         return select(User).where(User.organization_id == organization_id, User.removed_at.is_(None))
 
     async def get(self, organization_id: str, user_id: str) -> User | None:
@@ -68,6 +68,9 @@ class Users(_Repo):
         if roles:
             stmt = stmt.where(User.role.in_(roles))
         return await paginate(self.session, stmt, User.id, cursor)
+
+    async def first_admin(self, organization_id: str) -> User | None:
+        return await self.session.scalar(self._active(organization_id).where(User.role == "admin").order_by(User.id))
 
     async def count(self, organization_id: str, *, role: str | None = None) -> int:
         stmt = select(func.count()).select_from(User)

@@ -45,12 +45,10 @@ class UnitOfWork:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._session is not None
-        try:
-            if self._session.in_transaction():
-                await self._session.rollback()
-        finally:
-            await self._session.close()
-            self._session = None
+        # close() rolls back an uncommitted transaction without expiring what was loaded, so the
+        # rows a read-only use case returns stay readable after the block.
+        await self._session.close()
+        self._session = None
 
     async def commit(self) -> None:
         assert self._session is not None

@@ -1,0 +1,76 @@
+"""``/v1/organizations/workspaces``: create, get, list, update, archive."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from starlette.responses import Response
+
+from orgwarden.api import render
+from orgwarden.api.params import QueryParams, parse_body, parse_optional_body
+from orgwarden.api.routing import AdminRouter, context, ok, services
+from orgwarden.api.schemas import CreateWorkspace, Empty, ResidencyIn, UpdateWorkspace
+from orgwarden.domain.policy import Permission
+from orgwarden.services.workspaces import Residency
+
+routes = AdminRouter()
+
+
+def _residency(value: ResidencyIn | None) -> Residency | None:
+    if value is None:
+        return None
+    return Residency(value.workspace_geo, value.allowed_inference_geos, value.default_inference_geo)
+
+
+@routes.route("POST", "/v1/organizations/workspaces", permission=Permission.WORKSPACES_WRITE)
+async def create_workspace(request: Request) -> Response:
+    body = await parse_body(request, CreateWorkspace)
+    created = await services(request).workspaces.create(
+        context(request),
+        name=body.name,
+        residency=_residency(body.data_residency),
+        tags=body.tags,
+        display_color=body.display_color,
+        external_key_id=body.external_key_id,
+        user_profile_id=body.user_profile_id,
+    )
+    return ok(render.workspace(created))
+
+
+@routes.route("GET", "/v1/organizations/workspaces", permission=Permission.WORKSPACES_READ)
+async def list_workspaces(request: Request) -> Response:
+    q = QueryParams(request)
+    result = await services(request).workspaces.list(
+        context(request),
+        q.cursor(),
+        include_archived=q.boolean("include_archived"),
+        include_default=q.boolean("include_default"),
+        ids_filter=q.strings("ids"),
+    )
+    return ok(render.page(result, render.workspace))
+
+
+@routes.route("GET", "/v1/organizations/workspaces/{workspace_id}", permission=Permission.WORKSPACES_READ)
+async def get_workspace(request: Request, workspace_id: str) -> Response:
+    return ok(render.workspace(await services(request).workspaces.get(context(request), workspace_id)))
+
+
+@routes.route("POST", "/v1/organizations/workspaces/{workspace_id}", permission=Permission.WORKSPACES_WRITE)
+async def update_workspace(request: Request, workspace_id: str) -> Response:
+    body = await parse_body(request, UpdateWorkspace)
+    updated = await services(request).workspaces.update(
+        context(request),
+        workspace_id,
+        name=body.name,
+        residency=_residency(body.data_residency),
+        tags=body.tags,
+        display_color=body.display_color,
+        external_key_id=body.external_key_id,
+        user_profile_id=body.user_profile_id,
+    )
+    return ok(render.workspace(updated))
+
+
+@routes.route("POST", "/v1/organizations/workspaces/{workspace_id}/archive", permission=Permission.WORKSPACES_WRITE)
+async def archive_workspace(request: Request, workspace_id: str) -> Response:
+    await parse_optional_body(request, Empty)
+    return ok(render.workspace(await services(request).workspaces.archive(context(request), workspace_id)))

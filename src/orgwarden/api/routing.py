@@ -1,0 +1,91 @@
+"""Admin routes declare their permission; registering one without it is an error.
+
+``AdminRouter.route`` is the only way Admin API endpoints are registered. It adds a guard that
+authenticates the admin key (``x-api-key`` or ``Authorization: Bearer``), asks the policy whether the
+actor holds the permission, and leaves a ``Context`` on the request for the handler (``context()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import JSONResponse, Response
+
+from orgwarden.domain.policy import Permission, allows
+from orgwarden.errors import AuthenticationFailed, PermissionDenied
+from orgwarden.services.container import Services
+from orgwarden.services.context import Context
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def credential(request: Request) -> str | None:
+    """The presented key: ``x-api-key``, else ``Authorization: Bearer``. Never logged."""
+    key = request.headers.get("x-api-key")
+    if key:
+        return key.strip()
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return None
+
+
+def source_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def context(request: Request) -> Context:
+    ctx: Context = request.state.context
+    return ctx
+
+
+def _guard(permission: Permission) -> Callable[[Request], Awaitable[None]]:
+    async def guard(request: Request) -> None:
+        secret = credential(request)
+        if secret is None:
+            raise AuthenticationFailed(
+                "missing credentials: send your admin API key in the x-api-key header or as Authorization: Bearer"
+            )
+        actor = await services(request).admin_keys.authenticate(secret)
+        if not allows(actor, permission):
+            raise PermissionDenied(f"this credential does not have the {permission.value} permission")
+        request.state.context = Context(actor, request.state.request_id, source_ip(request))
+
+    return guard
+
+
+class AdminRouter:
+    def __init__(self) -> None:
+        self.router = APIRouter()
+
+    def route(
+        self, method: str, path: str, *, permission: Permission, status_code: int = 200
+    ) -> Callable[[Handler], Handler]:
+        if not isinstance(permission, Permission):
+            raise TypeError(f"{method} {path}: every Admin API route must declare a Permission")
+
+        def register(handler: Handler) -> Handler:
+            self.router.add_api_route(
+                path,
+                handler,
+                methods=[method],
+                status_code=status_code,
+                dependencies=[Depends(_guard(permission))],
+                response_class=JSONResponse,
+            )
+            return handler
+
+        return register
+
+
+def ok(payload: Any, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(payload, status_code=status_code)

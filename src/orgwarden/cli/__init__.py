@@ -1,0 +1,1 @@
+"""The ``orgwarden`` command: Typer commands over the same services the API uses."""

@@ -1,0 +1,173 @@
+"""``orgwarden``: init, serve, db, keys, admin-keys, workspaces."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from rich.panel import Panel
+
+from orgwarden import __version__
+from orgwarden.api import render
+from orgwarden.cli import resources
+from orgwarden.cli.runtime import err, fail, out, print_json, run, settings_from
+from orgwarden.config import CONFIG_ENV, Settings
+from orgwarden.errors import Conflict
+from orgwarden.services.container import Services
+from orgwarden.services.organizations import Bootstrap
+from orgwarden.storage import migrate
+
+app = typer.Typer(
+    name="orgwarden",
+    help="A self-hosted access plane for Claude: organizations, workspaces, scoped keys, limits, audit.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(resources.keys, name="keys")
+app.add_typer(resources.admin_keys, name="admin-keys")
+app.add_typer(resources.workspaces, name="workspaces")
+db = typer.Typer(help="Database migrations (Alembic), for operators.", no_args_is_help=True)
+app.add_typer(db, name="db")
+
+DEFAULT_ORG_NAME = "My Organization"
+DEFAULT_ADMIN_EMAIL = "admin@orgwarden.local"
+DEFAULT_ADMIN_NAME = "Administrator"
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="A TOML settings file (ORGWARDEN_* variables override it).")
+    ] = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        out.print(f"orgwarden {__version__}")
+        raise typer.Exit()
+    ctx.obj = {"config": str(config) if config else None}
+
+
+def _bootstrap(settings: Settings, org_name: str, admin_email: str, admin_name: str) -> Bootstrap:
+    async def work(services: Services) -> Bootstrap:
+        return await services.organizations.bootstrap(org_name=org_name, admin_email=admin_email, admin_name=admin_name)
+
+    return run(settings, work)
+
+
+def _show_admin_key(result: Bootstrap) -> None:
+    out.print(
+        Panel.fit(
+            f"Organization [bold]{result.organization.name}[/] ({result.organization.id})\n"
+            f"Admin user   {result.user.email} ({result.user.id})\n\n"
+            f"Admin API key (shown once, store it now):\n[bold green]{result.admin_key_secret}[/]",
+            title="orgwarden initialized",
+        )
+    )
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    org_name: Annotated[str, typer.Option(help="Name of the organization.")] = DEFAULT_ORG_NAME,
+    admin_email: Annotated[str, typer.Option(help="Email of the first admin user.")] = DEFAULT_ADMIN_EMAIL,
+    admin_name: Annotated[str, typer.Option(help="Name of the first admin user.")] = DEFAULT_ADMIN_NAME,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a panel.")] = False,
+) -> None:
+    """Migrate the database and create the organization, its default workspace, the first admin
+    user and one admin API key (printed once). Changes nothing, and exits 1, if already initialized."""
+    settings = settings_from(ctx)
+    try:
+        result = _bootstrap(settings, org_name, admin_email, admin_name)
+    except typer.Exit:
+        raise
+    if as_json:
+        print_json(
+            {
+                "organization": render.organization(result.organization),
+                "user": render.user(result.user),
+                "admin_api_key": result.admin_key_secret,
+            }
+        )
+    else:
+        _show_admin_key(result)
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to listen on. [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on. [default: 8080]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes. [default: 1]")] = None,
+) -> None:
+    """Serve the Admin API (and, later, the gateway) on one port. On an empty database, initialize
+    first and print the admin key once."""
+    settings = settings_from(ctx, host=host, port=port, workers=workers)
+
+    async def bootstrap_if_empty(services: Services) -> Bootstrap | None:
+        if await services.organizations.current() is not None:
+            return None
+        try:
+            return await services.organizations.bootstrap(
+                org_name=DEFAULT_ORG_NAME, admin_email=DEFAULT_ADMIN_EMAIL, admin_name=DEFAULT_ADMIN_NAME
+            )
+        except Conflict:  # another instance initialized it first
+            return None
+
+    created = run(settings, bootstrap_if_empty)
+    if created is not None:
+        _show_admin_key(created)
+    where = settings.database_url.split("@")[-1] if settings.database_url else str(settings.data_dir)
+    err.print(f"orgwarden {__version__} on http://{settings.host}:{settings.port} (database: {where})")
+    if ctx.obj and ctx.obj.get("config"):
+        os.environ[CONFIG_ENV] = ctx.obj["config"]  # workers load the same settings
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "loop": "uvloop",
+        "http": "httptools",
+        "proxy_headers": True,
+        "server_header": False,
+    }
+    if settings.workers > 1:
+        uvicorn.run("orgwarden.api.app:app_from_environment", factory=True, workers=settings.workers, **common)
+    else:
+        from orgwarden.api.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+
+
+@db.command("upgrade")
+def db_upgrade(ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply migrations up to REVISION (default: the latest)."""
+    settings = settings_from(ctx)
+    migrate.upgrade(settings, revision)
+    out.print(f"database at revision {migrate.current_revision(settings)}")
+
+
+@db.command("downgrade")
+def db_downgrade(
+    ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision, or base.")]
+) -> None:
+    """Revert migrations down to REVISION ('base' empties the database)."""
+    settings = settings_from(ctx)
+    migrate.downgrade(settings, revision)
+    out.print(f"database at revision {migrate.current_revision(settings) or 'base'}")
+
+
+@db.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Print the database's migration revision."""
+    out.print(migrate.current_revision(settings_from(ctx)) or "base")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        fail("interrupted", 130)

@@ -1,0 +1,73 @@
+"""What every CLI command needs: settings, services over a fresh engine, the acting context, and
+uniform error output (one line on stderr, exit status 1; 2 for bad configuration)."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from orgwarden.config import Settings, load_settings
+from orgwarden.domain.policy import Actor
+from orgwarden.errors import ConfigError, OrgwardenError
+from orgwarden.services.container import Services
+from orgwarden.services.context import Context
+from orgwarden.storage import migrate
+from orgwarden.storage.engine import create_engine, session_factory
+from orgwarden.storage.uow import UnitOfWorkFactory
+
+T = TypeVar("T")
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
+    try:
+        return load_settings(ctx.obj.get("config") if ctx.obj else None, **overrides)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+
+
+def run(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
+    """Migrate, then run ``work`` with services over a fresh engine, mapping errors to one line."""
+
+    async def main() -> T:
+        engine = create_engine(settings)
+        try:
+            return await work(Services.build(UnitOfWorkFactory(session_factory(engine)), settings))
+        finally:
+            await engine.dispose()
+
+    try:
+        migrate.upgrade(settings)
+        return asyncio.run(main())
+    except OrgwardenError as exc:
+        fail(exc.message)
+    except OSError as exc:
+        fail(f"cannot reach the database: {exc}")
+
+
+async def cli_context(services: Services) -> Context:
+    """CLI actions act as the organization's longest-standing admin; the audit trail records the
+    actor as ``cli`` with the operating-system user, so they are told apart from API calls."""
+    org = await services.organizations.current()
+    if org is None:
+        fail("orgwarden is not initialized: run `orgwarden init` (or `orgwarden serve`) first")
+    admin = await services.users.first_admin(org.id)
+    actor = Actor("cli", f"cli:{getpass.getuser()}", org.id, admin.id if admin else None)
+    return Context(actor, None, "cli")
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
