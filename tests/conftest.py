@@ -1,0 +1,227 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL) and real ``orgwarden serve`` processes.
+
+PostgreSQL tests use the server on 127.0.0.1:5432 (database ``test`` for administration); each test
+session creates its own throw-away databases and drops them at the end. When PostgreSQL cannot be
+reached the tests that need it are skipped with a loud message, unless
+``ORGWARDEN_TEST_REQUIRE_POSTGRES=1`` (set by ``.ci/run``), in which case they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+
+PG_HOST = os.environ.get("ORGWARDEN_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("ORGWARDEN_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("ORGWARDEN_TEST_PG_USER", "")
+PG_ADMIN_DB = os.environ.get("ORGWARDEN_TEST_PG_DB", "test")
+REQUIRE_PG = os.environ.get("ORGWARDEN_TEST_REQUIRE_POSTGRES") == "1"
+ORGWARDEN = str(Path(sys.executable).with_name("orgwarden"))
+BACKENDS = ["sqlite", "postgres"]
+
+
+def _pg_dsn(database: str) -> str:
+    user = f"{PG_USER}@" if PG_USER else ""
+    return f"postgresql://{user}{PG_HOST}:{PG_PORT}/{database}"
+
+
+def _pg_admin(sql: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(_pg_dsn(PG_ADMIN_DB), timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+_pg_state: dict[str, Any] = {}
+
+
+def postgres_available() -> bool:
+    if "ok" not in _pg_state:
+        try:
+            _pg_admin("SELECT 1")
+            _pg_state["ok"] = True
+        except Exception as exc:  # any failure to connect means "not available"
+            _pg_state["ok"] = False
+            _pg_state["why"] = f"{type(exc).__name__}: {exc}"
+            sys.stderr.write(
+                f"\n\n*** PostgreSQL at {PG_HOST}:{PG_PORT} is unreachable ({_pg_state['why']}); "
+                "PostgreSQL tests will be SKIPPED ***\n\n"
+            )
+    return bool(_pg_state["ok"])
+
+
+def require_postgres() -> None:
+    if postgres_available():
+        return
+    message = f"PostgreSQL unreachable at {PG_HOST}:{PG_PORT}: {_pg_state.get('why')}"
+    if REQUIRE_PG:
+        pytest.fail(message + " (ORGWARDEN_TEST_REQUIRE_POSTGRES=1)")
+    pytest.skip(message)
+
+
+@dataclass
+class Database:
+    """A fresh, empty database and the ORGWARDEN_* environment that points at it."""
+
+    backend: str
+    env: dict[str, str]
+    _cleanup: list[str] = field(default_factory=list)
+
+    @property
+    def settings_kwargs(self) -> dict[str, str]:
+        return {k.removeprefix("ORGWARDEN_").lower(): v for k, v in self.env.items()}
+
+
+def make_database(backend: str, tmp: Path) -> Database:
+    if backend == "sqlite":
+        return Database("sqlite", {"ORGWARDEN_DATA_DIR": str(tmp / "data")})
+    require_postgres()
+    name = f"orgwarden_test_{uuid.uuid4().hex[:12]}"
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    return Database("postgres", {"ORGWARDEN_DATABASE_URL": _pg_dsn(name)}, [name])
+
+
+def drop_database(db: Database) -> None:
+    for name in db._cleanup:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=BACKENDS)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A fresh empty database, once per backend."""
+    db = make_database(request.param, tmp_path)
+    yield db
+    drop_database(db)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cli(db: Database, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the real ``orgwarden`` command against ``db``."""
+    env = {**os.environ, **db.env, "COLUMNS": "200"}
+    env.pop("ORGWARDEN_CONFIG", None)
+    result = subprocess.run(
+        [ORGWARDEN, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"orgwarden {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+    return result
+
+
+@dataclass
+class Server:
+    """A running ``orgwarden serve`` process on an initialized database."""
+
+    db: Database
+    base_url: str
+    admin_key: str
+    organization: dict[str, Any]
+    user: dict[str, Any]
+    process: subprocess.Popen[str]
+    log_path: Path
+
+    def client(self, api_key: str | None = None, **kwargs: Any) -> anthropic.Anthropic:
+        return anthropic.Anthropic(
+            api_key=api_key or self.admin_key, base_url=self.base_url, max_retries=0, **kwargs
+        )
+
+    def http(self, api_key: str | None = None) -> httpx.Client:
+        headers = {"anthropic-version": "2023-06-01", "x-api-key": api_key or self.admin_key}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+def start_server(db: Database, tmp: Path, *extra: str) -> Server:
+    init = json.loads(cli(db, "init", "--json", "--org-name", "Acme", "--admin-email", "root@acme.test").stdout)
+    port = free_port()
+    log_path = tmp / f"server-{port}.log"
+    env = {**os.environ, **db.env}
+    handle = log_path.open("w")
+    process = subprocess.Popen(
+        [ORGWARDEN, "serve", "--port", str(port), *extra], env=env, stdout=handle, stderr=subprocess.STDOUT, text=True
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"orgwarden serve did not start:\n{log_path.read_text()}")
+        time.sleep(0.1)
+    return Server(db, base_url, init["admin_api_key"], init["organization"], init["user"], process, log_path)
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+    text = server.log()
+    assert "Traceback" not in text, f"the server logged a traceback:\n{text}"
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    """One server per backend per test module (tests in a module share its organization)."""
+    with tempfile.TemporaryDirectory(prefix="orgwarden-test-") as tmp:
+        db = make_database(request.param, Path(tmp))
+        srv = start_server(db, Path(tmp))
+        try:
+            yield srv
+        finally:
+            stop_server(srv)
+            drop_database(db)
+
+
+@pytest.fixture
+def client(server: Server) -> anthropic.Anthropic:
+    return server.client()
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def assert_error(response: httpx.Response, status: int, error_type: str, message_part: str) -> dict[str, Any]:
+    """Assert the Anthropic error envelope, status, type, and that the message names the problem."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["type"] == "error", body
+    assert body["error"]["type"] == error_type, body
+    assert message_part.lower() in body["error"]["message"].lower(), body
+    assert body["request_id"].startswith("req_"), body
+    assert response.headers["request-id"] == body["request_id"]
+    return dict(body)
