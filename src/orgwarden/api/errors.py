@@ -2,14 +2,13 @@
 
     {"type": "error", "error": {"type": T, "message": M, "details": {"error_code": C}}, "request_id": "req_..."}
 
-``details`` is present only when there is a machine-readable code. Unknown exceptions become a 500
-``api_error`` with a generic message; the traceback goes to the log with the request id, never to the
-client.
+``details`` is present only when there is a machine-readable code. Unknown exceptions (bugs) are
+answered by ``middleware.RequestIdMiddleware``: a 500 ``api_error`` with a generic message, the traceback
+logged once with the request id, never sent to the client.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,9 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from orgwarden.errors import InternalError, InvalidRequest, MethodNotAllowed, NotFound, OrgwardenError
-
-log = logging.getLogger("orgwarden.api")
+from orgwarden.errors import InvalidRequest, MethodNotAllowed, NotFound, OrgwardenError
 
 
 def request_id_of(request: Request) -> str:
@@ -65,14 +62,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(error, request_id_of(request))
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    request_id = request_id_of(request)
-    log.error("unhandled error in %s %s (%s)", request.method, request.url.path, request_id, exc_info=exc)
-    return error_response(InternalError("an internal error occurred; it has been logged"), request_id)
-
-
 def install(app: FastAPI) -> None:
     app.add_exception_handler(OrgwardenError, _orgwarden_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -11,10 +12,15 @@ from orgwarden import ids
 from orgwarden.api.errors import envelope
 from orgwarden.errors import RequestTooLarge
 
+log = logging.getLogger("orgwarden.api")
+
 
 class RequestIdMiddleware:
     """Gives every request a ``req_...`` id (``scope["state"]["request_id"]``) and echoes it in the
-    ``request-id`` response header, errors included."""
+    ``request-id`` response header, errors included.
+
+    It is also the last line of defence: an exception no handler knew (a bug) is logged once, with the
+    request id, and answered with a 500 ``api_error`` envelope that reveals nothing of it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -26,13 +32,22 @@ class RequestIdMiddleware:
         request_id = ids.new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"request-id", request_id.encode())
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            log.error("unhandled error in %s %s (%s)", scope["method"], scope["path"], request_id, exc_info=exc)
+            if not started:
+                body = envelope("api_error", "an internal error occurred; it has been logged", request_id)
+                await _send_json(send_with_id, 500, body)
 
 
 class BodyLimitMiddleware:
@@ -76,12 +91,11 @@ class BodyLimitMiddleware:
             status, kind = 413, "request_too_large"
             text = f"request body of {declared} bytes is larger than the limit of {self.limit} bytes"
         state: dict[str, Any] = scope.get("state", {})
-        body = json.dumps(envelope(kind, text, str(state.get("request_id", "")))).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send_json(send, status, envelope(kind, text, str(state.get("request_id", ""))))
+
+
+async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
