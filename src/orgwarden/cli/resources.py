@@ -41,6 +41,15 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     out.print(table)
 
 
+def _show_created(payload: dict[str, Any], as_json: bool, what: str) -> None:
+    """A new key: as JSON, or a line and its secret, which is never shown again."""
+    if as_json:
+        print_json(payload)
+        return
+    out.print(f"Created {what}")
+    out.print(f"Secret (shown once, store it now):\n[bold green]{payload['key']}[/]")
+
+
 async def _all_pages(fetch: Any) -> list[Any]:
     items: list[Any] = []
     cursor = Cursor(limit=1000)
@@ -72,11 +81,8 @@ def keys_create(
         return payload
 
     payload = run(settings_from(ctx), work)
-    if as_json:
-        print_json(payload)
-        return
-    out.print(f"Created API key [bold]{payload['name']}[/] ({payload['id']}) in {payload['scope']['workspace_id']}")
-    out.print(f"Secret (shown once, store it now):\n[bold green]{payload['key']}[/]")
+    _show_created(payload, as_json, f"API key [bold]{payload['name']}[/] ({payload['id']}) in "
+                  f"{payload['scope']['workspace_id']}")  # fmt: skip
 
 
 @keys.command("list")
@@ -139,11 +145,9 @@ def admin_keys_create(
         return {**_admin_key_json(created.key), "key": created.secret}
 
     payload = run(settings_from(ctx), work)
-    if as_json:
-        print_json(payload)
-        return
-    out.print(f"Created admin API key [bold]{payload['name']}[/] ({payload['id']}) for {payload['user_id']}")
-    out.print(f"Secret (shown once, store it now):\n[bold green]{payload['key']}[/]")
+    _show_created(
+        payload, as_json, f"admin API key [bold]{payload['name']}[/] ({payload['id']}) for {payload['user_id']}"
+    )
 
 
 @admin_keys.command("list")

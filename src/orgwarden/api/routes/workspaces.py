@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 from starlette.responses import Response
 
@@ -15,24 +17,21 @@ from orgwarden.services.workspaces import Residency
 routes = AdminRouter()
 
 
-def _residency(value: ResidencyIn | None) -> Residency | None:
-    if value is None:
-        return None
-    return Residency(value.workspace_geo, value.allowed_inference_geos, value.default_inference_geo)
+def _fields(body: CreateWorkspace | UpdateWorkspace) -> dict[str, Any]:
+    """The body as the service's keyword arguments (both create and update take the same ones)."""
+    fields = {name: getattr(body, name) for name in type(body).model_fields if name != "data_residency"}
+    residency: ResidencyIn | None = body.data_residency
+    if residency is not None:
+        fields["residency"] = Residency(
+            residency.workspace_geo, residency.allowed_inference_geos, residency.default_inference_geo
+        )
+    return fields
 
 
 @routes.route("POST", "/v1/organizations/workspaces", permission=Permission.WORKSPACES_WRITE)
 async def create_workspace(request: Request) -> Response:
     body = await parse_body(request, CreateWorkspace)
-    created = await services(request).workspaces.create(
-        context(request),
-        name=body.name,
-        residency=_residency(body.data_residency),
-        tags=body.tags,
-        display_color=body.display_color,
-        external_key_id=body.external_key_id,
-        user_profile_id=body.user_profile_id,
-    )
+    created = await services(request).workspaces.create(context(request), **_fields(body))
     return ok(render.workspace(created))
 
 
@@ -57,16 +56,7 @@ async def get_workspace(request: Request, workspace_id: str) -> Response:
 @routes.route("POST", "/v1/organizations/workspaces/{workspace_id}", permission=Permission.WORKSPACES_WRITE)
 async def update_workspace(request: Request, workspace_id: str) -> Response:
     body = await parse_body(request, UpdateWorkspace)
-    updated = await services(request).workspaces.update(
-        context(request),
-        workspace_id,
-        name=body.name,
-        residency=_residency(body.data_residency),
-        tags=body.tags,
-        display_color=body.display_color,
-        external_key_id=body.external_key_id,
-        user_profile_id=body.user_profile_id,
-    )
+    updated = await services(request).workspaces.update(context(request), workspace_id, **_fields(body))
     return ok(render.workspace(updated))
 
 
