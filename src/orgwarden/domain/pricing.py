@@ -1,0 +1,76 @@
+"""What a request cost, exactly: integer picodollars from token counts and the catalogue's prices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from orgwarden.domain.catalog import PICO_PER_TOKEN_PER_PRICE, Catalog, Model
+
+WEB_SEARCH_USD_PER_1000 = Decimal(10)  # $10 per 1,000 searches (public pricing)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Usage as metered: the five token kinds and server-tool requests."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_5m: int = 0
+    cache_creation_1h: int = 0
+    cache_read: int = 0
+    web_search_requests: int = 0
+
+    @property
+    def total_input(self) -> int:
+        return self.input_tokens + self.cache_creation_5m + self.cache_creation_1h + self.cache_read
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """Per-kind cost in picodollars; ``total`` is their exact sum."""
+
+    input: int
+    output: int
+    cache_write_5m: int
+    cache_write_1h: int
+    cache_read: int
+    web_search: int
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_write_5m + self.cache_write_1h + self.cache_read + self.web_search
+
+
+def multiplier(catalog: Catalog, model: Model, *, batch: bool, inference_geo: str | None) -> Decimal:
+    factor = Decimal(1)
+    if batch:
+        factor *= catalog.batch_multiplier
+    if inference_geo == "us" and model.geo_multiplier_applies:
+        factor *= catalog.geo_us_multiplier
+    return factor
+
+
+def cost_of(
+    catalog: Catalog, model: Model, usage: TokenUsage, *, batch: bool = False, inference_geo: str | None = None
+) -> Cost:
+    factor = multiplier(catalog, model, batch=batch, inference_geo=inference_geo)
+
+    def pico(tokens: int, token_type: str) -> int:
+        exact = tokens * model.prices[token_type] * factor * PICO_PER_TOKEN_PER_PRICE
+        return int(exact)  # whole by construction: the catalogue refuses prices that are not
+
+    searches = usage.web_search_requests * WEB_SEARCH_USD_PER_1000 * 10**12 / 1000
+    return Cost(
+        input=pico(usage.input_tokens, "input"),
+        output=pico(usage.output_tokens, "output"),
+        cache_write_5m=pico(usage.cache_creation_5m, "cache_write_5m"),
+        cache_write_1h=pico(usage.cache_creation_1h, "cache_write_1h"),
+        cache_read=pico(usage.cache_read, "cache_read"),
+        web_search=int(searches),
+    )
+
+
+def picodollars_to_cents(picodollars: int) -> Decimal:
+    """Cents as an exact decimal (1 cent = 1e10 picodollars), for reports and spend limits."""
+    return Decimal(picodollars).scaleb(-10)
