@@ -95,12 +95,15 @@ class Database:
 
 
 def make_database(backend: str, tmp: Path) -> Database:
+    # Tests never reach a real upstream: the simulator answers the data plane.
+    common = {"ORGWARDEN_UPSTREAM": "simulator"}
     if backend == "sqlite":
-        return Database("sqlite", {"ORGWARDEN_DATA_DIR": str(tmp / "data")})
+        return Database("sqlite", {**common, "ORGWARDEN_DATA_DIR": str(tmp / "data")})
     require_postgres()
     name = f"orgwarden_test_{uuid.uuid4().hex[:12]}"
     _pg_admin(f'CREATE DATABASE "{name}"')
-    return Database("postgres", {"ORGWARDEN_DATABASE_URL": _pg_dsn(name)}, [name])
+    env = {**common, "ORGWARDEN_DATABASE_URL": _pg_dsn(name), "ORGWARDEN_SECRET_KEY": uuid.uuid4().hex * 2}
+    return Database("postgres", env, [name])
 
 
 def drop_database(db: Database) -> None:

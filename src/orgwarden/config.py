@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from orgwarden.errors import ConfigError
@@ -48,6 +48,38 @@ class Settings(BaseSettings):
 
     invite_ttl_days: int = Field(default=21, ge=1, le=365)
 
+    upstream: str = "https://api.anthropic.com"
+    """Where /v1/messages goes: a base URL, or ``simulator`` for the built-in one."""
+
+    upstream_api_key: SecretStr | None = None
+    """The organization's real Anthropic API key. Without one (and no workspace key), the simulator
+    answers instead, and start-up says so."""
+
+    upstream_timeout_seconds: float = Field(default=600, gt=0)
+    """How long to wait for the upstream to start answering, and between streamed chunks (504 after)."""
+
+    upstream_connect_timeout_seconds: float = Field(default=10, gt=0)
+
+    max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    """Largest data-plane request body (the Messages API's own limit is 32 MB); larger ones get 413."""
+
+    secret_key: SecretStr | None = None
+    """Encrypts stored upstream credentials. Required with PostgreSQL (every instance needs the same);
+    with SQLite one is generated into ``<data_dir>/secret.key`` on first start."""
+
+    models_file: Path | None = None
+    """A JSON models/prices file replacing the shipped one (``orgwarden/data/models.json``)."""
+
+    simulator_latency_ms: float = Field(default=0, ge=0)
+    simulator_tokens_per_second: float = Field(default=0, ge=0)
+
+    cache_poll_interval_ms: int = Field(default=200, ge=10, le=1000)
+    """How often each worker checks for key and workspace changes made elsewhere."""
+
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    """Serve HTTPS with this certificate chain and private key (PEM), e.g. behind a TLS-inspecting proxy."""
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str | None) -> str | None:
@@ -57,6 +89,33 @@ class Settings(BaseSettings):
         if scheme not in {"sqlite", "postgresql", "postgres"}:
             raise ValueError("must start with postgresql:// or sqlite:///")
         return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream(cls, value: str) -> str:
+        if value != "simulator" and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s):// base URL or 'simulator'")
+        return value.rstrip("/")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        if len(secret) < 32 or secret.lower() in {"changethis", "changeme", "secret"}:
+            raise ValueError("must be at least 32 random characters (e.g. `openssl rand -hex 32`)")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together: set both or neither")
+        return self
+
+    @property
+    def uses_simulator(self) -> bool:
+        return self.upstream == "simulator" or self.upstream_api_key is None
 
     @field_validator("public_url")
     @classmethod
@@ -94,8 +153,11 @@ class Settings(BaseSettings):
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
     name = ".".join(str(part) for part in first["loc"]) or "settings"
+    if not first["loc"]:  # a rule across settings: the message names them
+        return f"invalid settings: {first['msg'].removeprefix('Value error, ')}"
     value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    secret = name in {"secret_key", "upstream_api_key"}
+    shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
     return f"invalid setting ORGWARDEN_{name.upper()}: {first['msg']}{shown}"
 
 

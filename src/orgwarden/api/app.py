@@ -1,33 +1,86 @@
-"""The app factory: the one place where settings, storage, services and routes are wired together."""
+"""The app factory: the one place where settings, storage, services, the gateway and routes meet.
+
+One ASGI app serves both planes on one port. A thin dispatcher sends the data-plane paths
+(``/v1/messages``, ``/v1/messages/count_tokens``, ``/v1/models[/{id}]``) straight to the gateway
+pipeline, a plain ASGI app, and everything else to the FastAPI Admin API app; the request-id
+middleware wraps both.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orgwarden import __version__
 from orgwarden.api import errors
 from orgwarden.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from orgwarden.api.routes import api_keys, invites, members, organization, users, workspaces
 from orgwarden.config import Settings, load_settings
+from orgwarden.crypto import SecretBox, resolve_secret
+from orgwarden.data import load_catalog
+from orgwarden.gateway.keys import KeyCache
+from orgwarden.gateway.pipeline import Gateway, is_data_plane
+from orgwarden.gateway.recorder import Recorder
+from orgwarden.gateway.upstream import Upstreams
 from orgwarden.services.container import Services
+from orgwarden.services.credentials import CredentialService
 from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.uow import UnitOfWorkFactory
 
+log = logging.getLogger("orgwarden")
 
-def create_app(settings: Settings) -> FastAPI:
+
+class Dispatcher:
+    def __init__(self, admin: ASGIApp, gateway: ASGIApp) -> None:
+        self.admin = admin
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and is_data_plane(scope["path"]) and scope["method"] in ("GET", "POST"):
+            await self.gateway(scope, receive, send)
+        else:
+            await self.admin(scope, receive, send)
+
+
+def create_app(settings: Settings) -> ASGIApp:
     engine = create_engine(settings)
     uow = UnitOfWorkFactory(session_factory(engine))
+    catalog = load_catalog(settings.models_file)
+    box = SecretBox(resolve_secret(settings))
+    services = Services.build(uow, settings, box)
+    keys = KeyCache(CredentialService(uow, box), settings.cache_poll_interval_ms / 1000)
+    recorder = Recorder(uow)
+    upstreams = Upstreams(settings, catalog)
+    organization_id: list[str | None] = [None]
+    gateway = Gateway(
+        keys=keys,
+        upstreams=upstreams,
+        recorder=recorder,
+        catalog=catalog,
+        max_body=settings.max_request_bytes,
+        organization_id=lambda: organization_id[0],
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await engine.dispose()
+        org = await services.organizations.current()
+        organization_id[0] = org.id if org else None
+        await keys.start()
+        await recorder.start()
+        try:
+            yield
+        finally:
+            await recorder.stop()  # after uvicorn finished in-flight requests: nothing metered is lost
+            await keys.stop()
+            await upstreams.aclose()
+            await engine.dispose()
 
-    app = FastAPI(
+    admin = FastAPI(
         title="orgwarden",
         version=__version__,
         lifespan=lifespan,
@@ -35,23 +88,22 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json",
     )
-    app.state.settings = settings
-    app.state.services = Services.build(uow, settings)
+    admin.state.settings = settings
+    admin.state.services = services
 
     for module in (organization, invites, users, workspaces, members, api_keys):
-        app.include_router(module.routes.router)
-    app.include_router(invites.public)
+        admin.include_router(module.routes.router)
+    admin.include_router(invites.public)
 
-    @app.get("/health", include_in_schema=False)
+    @admin.get("/health", include_in_schema=False)
     async def health() -> Response:
         return JSONResponse({"status": "ok"})
 
-    errors.install(app)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.admin_max_body_bytes)
-    app.add_middleware(RequestIdMiddleware)  # outermost: every response, errors included, gets an id
-    return app
+    errors.install(admin)
+    admin.add_middleware(BodyLimitMiddleware, limit=settings.admin_max_body_bytes)
+    return RequestIdMiddleware(Dispatcher(admin, gateway))
 
 
-def app_from_environment() -> FastAPI:
+def app_from_environment() -> ASGIApp:
     """Entry point for uvicorn's workers: settings come from ORGWARDEN_* and ORGWARDEN_CONFIG."""
     return create_app(load_settings())

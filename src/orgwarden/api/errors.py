@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from orgwarden.errors import InvalidRequest, MethodNotAllowed, NotFound, OrgwardenError
+from orgwarden.errors import InternalError, InvalidRequest, MethodNotAllowed, NotFound, OrgwardenError
 
 
 def request_id_of(request: Request) -> str:
@@ -62,7 +62,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(error, request_id_of(request))
 
 
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Logged once, with the request id, by middleware.RequestIdMiddleware (the exception goes on there).
+    return error_response(InternalError("an internal error occurred; it has been logged"), request_id_of(request))
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(OrgwardenError, _orgwarden_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

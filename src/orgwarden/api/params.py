@@ -83,16 +83,31 @@ def _describe(error: ErrorDetails) -> str:
     return f"{where}: {error['msg']}" if where else error["msg"]
 
 
+def has_nul(value: object) -> bool:
+    """Whether a string anywhere in ``value`` holds a NUL character, which PostgreSQL cannot store."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(has_nul(v) for v in value)
+    return False
+
+
 async def parse_body(request: Request, model: type[M]) -> M:
     raw = await request.body()
     if not raw.strip():
         raise InvalidRequest("request body is required: send a JSON object")
     try:
-        return model.model_validate_json(raw)
+        body = model.model_validate_json(raw)
     except ValidationError as exc:
         raise InvalidRequest(_describe(exc.errors()[0])) from None
     except (UnicodeDecodeError, json.JSONDecodeError):  # pragma: no cover - pydantic reports these itself
         raise InvalidRequest("request body is not valid UTF-8 JSON") from None
+    for name, value in body.model_dump().items():
+        if has_nul(value):
+            raise InvalidRequest(f"{name}: must not contain NUL (\\u0000) characters")
+    return body
 
 
 async def parse_optional_body(request: Request, model: type[M]) -> M:

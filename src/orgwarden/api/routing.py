@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse, Response
 
 from orgwarden.domain.policy import Permission, allows
-from orgwarden.errors import AuthenticationFailed, PermissionDenied
+from orgwarden.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from orgwarden.services.container import Services
 from orgwarden.services.context import Context
 
@@ -58,6 +58,9 @@ def _guard(permission: Permission) -> Callable[[Request], Awaitable[None]]:
         actor = await services(request).admin_keys.authenticate(secret)
         if not allows(actor, permission):
             raise PermissionDenied(f"this credential does not have the {permission.value} permission")
+        for name, value in [*request.path_params.items(), *request.query_params.multi_items()]:
+            if "\x00" in value:
+                raise InvalidRequest(f"{name}: must not contain NUL characters")
         request.state.context = Context(actor, request.state.request_id, source_ip(request))
 
     return guard

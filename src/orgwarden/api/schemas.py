@@ -86,3 +86,7 @@ class CreateApiKey(Body):
 class UpdateApiKey(Body):
     name: str | None = None
     status: str | None = None
+
+
+class UpstreamKey(Body):
+    api_key: str

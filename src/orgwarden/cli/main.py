@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 import uvicorn
+from rich.console import Console
 from rich.panel import Panel
 
 from orgwarden import __version__
@@ -38,17 +39,23 @@ DEFAULT_ADMIN_EMAIL = "admin@orgwarden.local"
 DEFAULT_ADMIN_NAME = "Administrator"
 
 
+def _print_version(value: bool) -> None:
+    # Eager, so it runs while the options are parsed: before click insists on a command.
+    if value:
+        out.print(f"orgwarden {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
     config: Annotated[
         Path | None, typer.Option("--config", help="A TOML settings file (ORGWARDEN_* variables override it).")
     ] = None,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
 ) -> None:
-    if version:
-        out.print(f"orgwarden {__version__}")
-        raise typer.Exit()
     ctx.obj = {"config": str(config) if config else None}
 
 
@@ -60,7 +67,11 @@ def _bootstrap(settings: Settings, org_name: str, admin_email: str, admin_name: 
 
 
 def _show_admin_key(result: Bootstrap) -> None:
-    out.print(
+    # Wide enough for the key on one line (plus the panel's border and padding), so that it is never
+    # folded, which would break copying it: it is shown once.
+    needed = len(result.admin_key_secret) + 4
+    console = out if out.width >= needed else Console(width=needed)
+    console.print(
         Panel.fit(
             f"Organization [bold]{result.organization.name}[/] ({result.organization.id})\n"
             f"Admin user   {result.user.email} ({result.user.id})\n\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -29,7 +30,12 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text.strip())
     if not match or int(match.group(1)) == 0:
         fail(f"--expires-in: {text!r} is not a duration like 90d, 12h, 30m or 2w")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        duration = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        utcnow() + duration  # the expiry must be a date Python can represent
+    except OverflowError:
+        fail(f"--expires-in: {text!r} is too long")
+    return duration
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
@@ -47,7 +53,7 @@ def _show_created(payload: dict[str, Any], as_json: bool, what: str) -> None:
         print_json(payload)
         return
     out.print(f"Created {what}")
-    out.print(f"Secret (shown once, store it now):\n[bold green]{payload['key']}[/]")
+    out.print(f"Secret (shown once, store it now):\n[bold green]{payload['key']}[/]", soft_wrap=True)
 
 
 async def _all_pages(fetch: Any) -> list[Any]:
@@ -245,3 +251,21 @@ def workspaces_archive(
         print_json(payload)
     else:
         out.print(f"Archived workspace {payload['name']} ({payload['id']}) and its API keys")
+
+
+@workspaces.command("set-upstream-key")
+def workspaces_set_upstream_key(
+    ctx: typer.Context,
+    workspace_id: Annotated[str, typer.Argument(help="The workspace's id.")],
+    clear: Annotated[bool, typer.Option("--clear", help="Forget the key; use the server's again.")] = False,
+) -> None:
+    """Give a workspace its own upstream (Anthropic) API key, read from standard input; stored encrypted."""
+    api_key: str | None = None
+    if not clear:
+        api_key = typer.prompt("Upstream API key", hide_input=True) if sys.stdin.isatty() else sys.stdin.read().strip()
+
+    async def work(services: Services) -> None:
+        await services.workspaces.set_upstream_key(await cli_context(services), workspace_id, api_key)
+
+    run(settings_from(ctx), work)
+    out.print(f"{'Cleared' if clear else 'Set'} the upstream key of workspace {workspace_id}")

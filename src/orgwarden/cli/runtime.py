@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from orgwarden.config import Settings, load_settings
+from orgwarden.crypto import SecretBox, resolve_secret
 from orgwarden.domain.policy import Actor
 from orgwarden.errors import ConfigError, OrgwardenError
 from orgwarden.services.container import Services
@@ -45,7 +46,8 @@ def run(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
     async def main() -> T:
         engine = create_engine(settings)
         try:
-            return await work(Services.build(UnitOfWorkFactory(session_factory(engine)), settings))
+            box = SecretBox(resolve_secret(settings))
+            return await work(Services.build(UnitOfWorkFactory(session_factory(engine)), settings, box))
         finally:
             await engine.dispose()
 

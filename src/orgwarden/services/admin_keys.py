@@ -75,6 +75,7 @@ class AdminKeyService:
                 raise NotFound(f"admin API key {key_id!r} not found")
             if key.status != "revoked":
                 key.status, key.revoked_at = "revoked", utcnow()
+                uow.cache_events.changed("admin_api_key", key.id, key.revoked_at)
                 audit.record(uow, ctx, "admin_api_key.revoke", "admin_api_key", key.id)
             await uow.commit()
             return key

@@ -134,6 +134,7 @@ class ApiKeyService:
                 if status == "archived":
                     key.archived_at = now
             if changes:
+                uow.cache_events.changed("api_key", key.id, now)
                 audit.record(
                     uow,
                     ctx,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orgwarden.config import Settings
+from orgwarden.crypto import SecretBox
 from orgwarden.services.admin_keys import AdminKeyService
 from orgwarden.services.api_keys import ApiKeyService
 from orgwarden.services.invites import InviteService
@@ -26,12 +27,12 @@ class Services:
     admin_keys: AdminKeyService
 
     @classmethod
-    def build(cls, uow: UnitOfWorkFactory, settings: Settings) -> Services:
+    def build(cls, uow: UnitOfWorkFactory, settings: Settings, box: SecretBox) -> Services:
         return cls(
             organizations=OrganizationService(uow),
             users=UserService(uow),
             invites=InviteService(uow, ttl_days=settings.invite_ttl_days),
-            workspaces=WorkspaceService(uow),
+            workspaces=WorkspaceService(uow, box),
             members=MemberService(uow),
             api_keys=ApiKeyService(uow),
             admin_keys=AdminKeyService(uow),

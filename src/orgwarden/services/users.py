@@ -83,6 +83,7 @@ class UserService:
             revoked = await uow.admin_keys.active_for_user(user.id)
             for key in revoked:
                 key.status, key.revoked_at = "revoked", now
+                uow.cache_events.changed("admin_api_key", key.id, now)
             audit.record(
                 uow,
                 ctx,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orgwarden import ids
+from orgwarden.crypto import SecretBox
 from orgwarden.domain import workspaces as rules
 from orgwarden.domain.clock import utcnow
 from orgwarden.errors import Conflict, InvalidRequest, NotFound
@@ -56,8 +57,9 @@ def _unsupported(external_key_id: str | None, user_profile_id: str | None) -> No
 
 
 class WorkspaceService:
-    def __init__(self, uow: UnitOfWorkFactory) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, box: SecretBox) -> None:
         self._uow = uow
+        self._box = box
 
     async def create(
         self,
@@ -171,6 +173,7 @@ class WorkspaceService:
             for field, value in changes.items():
                 setattr(workspace, field, value)
             if changes:
+                uow.cache_events.changed("workspace", workspace.id, utcnow())
                 audit.record(
                     uow, ctx, "workspace.update", "workspace", workspace.id, workspace_id=workspace.id,
                     details={"before": before, "after": changes},
@@ -187,11 +190,30 @@ class WorkspaceService:
             if workspace.archived_at is not None:
                 return workspace
             workspace.archived_at = now
+            uow.cache_events.changed("workspace", workspace.id, now)
             archived_keys = await uow.api_keys.archive_in_workspace(workspace.id, now)
             audit.record(
                 uow, ctx, "workspace.archive", "workspace", workspace.id, workspace_id=workspace.id,
                 details={"archived_api_keys": archived_keys},
             )  # fmt: skip
+            await uow.commit()
+            return workspace
+
+    async def set_upstream_key(self, ctx: Context, workspace_id: str, api_key: str | None) -> Workspace:
+        """Set (or, with ``None``, clear) the workspace's own upstream API key, stored encrypted.
+
+        Write-only: no interface ever returns it; the audit event records only its hint."""
+        if api_key is not None and (not api_key.strip() or len(api_key) > 256 or any(c.isspace() for c in api_key)):
+            raise InvalidRequest("api_key: must be a non-empty key of at most 256 characters without spaces")
+        now = utcnow()
+        async with self._uow() as uow:
+            workspace = await require_workspace(uow, ctx.organization_id, workspace_id)
+            require_active(workspace)
+            workspace.upstream_api_key_encrypted = self._box.seal(api_key, workspace.id) if api_key else None
+            uow.cache_events.changed("workspace", workspace.id, now)
+            hint = ids.partial_hint(api_key) if api_key else None
+            action = "workspace.upstream_key.set" if api_key else "workspace.upstream_key.clear"
+            audit.record(uow, ctx, action, "workspace", workspace.id, workspace_id=workspace.id, details={"hint": hint})
             await uow.commit()
             return workspace
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orgwarden.storage.pagination import Cursor, Page, paginate
@@ -17,8 +17,10 @@ from orgwarden.storage.tables import (
     AdminApiKey,
     ApiKey,
     AuditEvent,
+    CacheEvent,
     Invite,
     Organization,
+    UsageRecord,
     User,
     Workspace,
     WorkspaceMember,
@@ -199,6 +201,11 @@ class ApiKeys(_Repo):
     async def by_secret_hash(self, secret_hash: str) -> ApiKey | None:
         return await self.session.scalar(select(ApiKey).where(ApiKey.secret_hash == secret_hash))
 
+    async def with_workspace_by_hash(self, secret_hash: str) -> tuple[ApiKey, Workspace] | None:
+        stmt = select(ApiKey, Workspace).join(Workspace, Workspace.id == ApiKey.workspace_id)
+        row = (await self.session.execute(stmt.where(ApiKey.secret_hash == secret_hash))).first()
+        return (row[0], row[1]) if row else None
+
     async def page(
         self,
         organization_id: str,
@@ -260,4 +267,29 @@ class AdminApiKeys(_Repo):
 class AuditEvents(_Repo):
     async def all(self, organization_id: str) -> list[AuditEvent]:
         stmt = select(AuditEvent).where(AuditEvent.organization_id == organization_id).order_by(AuditEvent.id)
+        return list((await self.session.scalars(stmt)).all())
+
+
+class CacheEvents(_Repo):
+    def changed(self, entity_type: str, entity_id: str, now: datetime) -> None:
+        """Tell every worker's caches that this entity changed (committed with the change)."""
+        self.session.add(CacheEvent(entity_type=entity_type, entity_id=entity_id, created_at=now))
+
+    async def since(self, low_seq: int, limit: int = 5000) -> list[CacheEvent]:
+        stmt = select(CacheEvent).where(CacheEvent.seq > low_seq).order_by(CacheEvent.seq).limit(limit)
+        return list((await self.session.scalars(stmt)).all())
+
+    async def last_seq(self) -> int:
+        return int(await self.session.scalar(select(func.max(CacheEvent.seq))) or 0)
+
+    async def prune(self, before: datetime) -> None:
+        await self.session.execute(delete(CacheEvent).where(CacheEvent.created_at < before))
+
+
+class UsageRecords(_Repo):
+    def add_all(self, rows: Sequence[UsageRecord]) -> None:
+        self.session.add_all(rows)
+
+    async def for_organization(self, organization_id: str) -> list[UsageRecord]:
+        stmt = select(UsageRecord).where(UsageRecord.organization_id == organization_id).order_by(UsageRecord.id)
         return list((await self.session.scalars(stmt)).all())

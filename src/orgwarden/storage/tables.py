@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from orgwarden.storage.types import IdString, UTCDateTime
@@ -77,6 +77,8 @@ class Workspace(Base):
     default_inference_geo: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime]
     archived_at: Mapped[datetime | None]
+    # The workspace's own upstream API key, encrypted with the server secret (write-only on the API).
+    upstream_api_key_encrypted: Mapped[str | None] = mapped_column(String(512), default=None)
 
 
 class WorkspaceMember(Base):
@@ -142,3 +144,52 @@ class AuditEvent(Base):
     source_ip: Mapped[str | None] = mapped_column(String(64))
     outcome: Mapped[str] = mapped_column(String(16))
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class UsageRecord(Base):
+    """One record per request that reached the upstream: what it used and what it cost.
+
+    Costs are integer picodollars (1e-12 USD), so sums are exact (``domain.catalog``).
+    """
+
+    __tablename__ = "usage_records"
+    __table_args__ = (Index("ix_usage_records_org_time", "organization_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(IdString(), primary_key=True)  # the request id
+    organization_id: Mapped[str] = mapped_column(IdString(36))
+    workspace_id: Mapped[str] = mapped_column(IdString())
+    api_key_id: Mapped[str] = mapped_column(IdString())
+    model: Mapped[str] = mapped_column(String(128))
+    service_tier: Mapped[str] = mapped_column(String(32))
+    inference_geo: Mapped[str] = mapped_column(String(32))
+    context_window: Mapped[str] = mapped_column(String(16))
+    speed: Mapped[str] = mapped_column(String(16))
+    endpoint: Mapped[str] = mapped_column(String(32))
+    stream: Mapped[bool]
+    completed: Mapped[bool]
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_creation_5m_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_creation_1h_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger)
+    web_search_requests: Mapped[int] = mapped_column(Integer)
+    cost_picodollars: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+
+
+class CacheEvent(Base):
+    """A change that caches on other workers and instances must hear about (keys, workspaces).
+
+    Written in the transaction of the change; every gateway worker polls for new rows a few times a
+    second (``gateway.keys``), which is what makes a revocation effective everywhere within a second
+    without a database round trip per request.
+    """
+
+    __tablename__ = "cache_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    entity_type: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]

@@ -23,6 +23,8 @@ class UnitOfWork:
     api_keys: repos.ApiKeys
     admin_keys: repos.AdminApiKeys
     audit: repos.AuditEvents
+    cache_events: repos.CacheEvents
+    usage: repos.UsageRecords
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -39,6 +41,8 @@ class UnitOfWork:
         self.api_keys = repos.ApiKeys(session)
         self.admin_keys = repos.AdminApiKeys(session)
         self.audit = repos.AuditEvents(session)
+        self.cache_events = repos.CacheEvents(session)
+        self.usage = repos.UsageRecords(session)
         return self
 
     async def __aexit__(

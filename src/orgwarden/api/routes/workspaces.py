@@ -10,7 +10,7 @@ from starlette.responses import Response
 from orgwarden.api import render
 from orgwarden.api.params import QueryParams, parse_body, parse_optional_body
 from orgwarden.api.routing import AdminRouter, context, ok, services
-from orgwarden.api.schemas import CreateWorkspace, Empty, ResidencyIn, UpdateWorkspace
+from orgwarden.api.schemas import CreateWorkspace, Empty, ResidencyIn, UpdateWorkspace, UpstreamKey
 from orgwarden.domain.policy import Permission
 from orgwarden.services.workspaces import Residency
 
@@ -64,3 +64,26 @@ async def update_workspace(request: Request, workspace_id: str) -> Response:
 async def archive_workspace(request: Request, workspace_id: str) -> Response:
     await parse_optional_body(request, Empty)
     return ok(render.workspace(await services(request).workspaces.archive(context(request), workspace_id)))
+
+
+def _upstream_state(workspace_id: str, configured: bool) -> dict[str, Any]:
+    return {"type": "workspace_upstream_key", "workspace_id": workspace_id, "configured": configured}
+
+
+@routes.route(
+    "POST", "/v1/organizations/workspaces/{workspace_id}/upstream_key", permission=Permission.WORKSPACES_WRITE
+)
+async def set_upstream_key(request: Request, workspace_id: str) -> Response:
+    """Extension: the workspace's own upstream API key (write-only, stored encrypted)."""
+    body = await parse_body(request, UpstreamKey)
+    await services(request).workspaces.set_upstream_key(context(request), workspace_id, body.api_key)
+    return ok(_upstream_state(workspace_id, True))
+
+
+@routes.route(
+    "DELETE", "/v1/organizations/workspaces/{workspace_id}/upstream_key", permission=Permission.WORKSPACES_WRITE
+)
+async def clear_upstream_key(request: Request, workspace_id: str) -> Response:
+    """Extension: forget the workspace's upstream key; it falls back to the server's."""
+    await services(request).workspaces.set_upstream_key(context(request), workspace_id, None)
+    return ok(_upstream_state(workspace_id, False))

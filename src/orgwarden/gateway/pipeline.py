@@ -1,0 +1,461 @@
+"""The data-plane pipeline, as a plain ASGI app (no framework on the hot path).
+
+    headers (tenant-restriction syntax, 400) -> authenticate (401/403) -> restrict (403)
+    -> workspace header (403) -> body and data residency (400/413) -> forward -> relay -> meter
+
+Each step either refuses with the Anthropic error envelope or passes on. The request body is
+forwarded as the client sent it, byte for byte, with one documented exception: when a Messages
+request names no ``inference_geo`` and its workspace's default is not ``global``, the default is
+inserted so that the workspace's data-residency setting holds. Responses (status, headers, body) come
+back as the upstream sent them, SSE relayed chunk by chunk; orgwarden adds ``request-id``,
+``anthropic-organization-id`` and ``anthropic-workspace-id`` (the upstream's own request id is kept
+as ``upstream-request-id``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+from starlette.types import Message, Receive, Scope, Send
+
+from orgwarden import ids
+from orgwarden.domain import tenant
+from orgwarden.domain.catalog import Catalog
+from orgwarden.domain.clock import rfc3339, utcnow
+from orgwarden.domain.pricing import cost_of
+from orgwarden.domain.statuses import api_key_status
+from orgwarden.domain.usage import Extracted, StreamMeter, from_message
+from orgwarden.domain.workspaces import UNRESTRICTED
+from orgwarden.gateway.keys import KeyCache
+from orgwarden.gateway.recorder import Recorder
+from orgwarden.gateway.upstream import Upstreams, forwarded_headers
+from orgwarden.services.credentials import AdminKeyPresented, KeyGrant
+from orgwarden.storage.tables import AuditEvent, UsageRecord
+
+log = logging.getLogger("orgwarden.gateway")
+
+TENANT_MESSAGE = "Access restricted by network policy. Contact IT Administrator."
+TENANT_CODE = "tenant_restriction_violation"
+LONG_CONTEXT_TOKENS = 200_000
+_HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-connection"}
+)
+_ROUTES = {
+    ("POST", "/v1/messages"): "messages",
+    ("POST", "/v1/messages/count_tokens"): "count_tokens",
+    ("GET", "/v1/models"): "models",
+}
+
+
+def route_of(method: str, path: str) -> str | None:
+    """The data-plane endpoint a request is for, or ``None`` (the admin app answers it)."""
+    if method == "GET" and path.startswith("/v1/models/") and path.count("/") == 3:
+        return "model"
+    return _ROUTES.get((method, path))
+
+
+def is_data_plane(path: str) -> bool:
+    return path in ("/v1/messages", "/v1/messages/count_tokens", "/v1/models") or (
+        path.startswith("/v1/models/") and path.count("/") == 3
+    )
+
+
+class Refusal(Exception):
+    """A refusal with its envelope; ``extra`` goes into ``error`` (the tenant body's ``error_code``)."""
+
+    def __init__(self, status: int, kind: str, message: str, *, code: str | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message, self.code, self.extra = status, kind, message, code, extra
+
+
+@dataclass(slots=True)
+class Call:
+    """What the pipeline has learned about one request."""
+
+    request_id: str
+    method: str
+    path: str
+    endpoint: str
+    source_ip: str | None
+    started: float
+    grant: KeyGrant | None = None
+    body: bytes = b""
+    stream: bool = False
+    model: str = ""
+    inference_geo: str | None = None
+    service_tier: str | None = None
+    speed: str | None = None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _credential(scope: Scope) -> str | None:
+    key = _header(scope, b"x-api-key")
+    if key:
+        return key.strip()
+    auth = _header(scope, b"authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return None
+
+
+def _envelope(refusal: Refusal, request_id: str) -> bytes:
+    error: dict[str, Any] = {"type": refusal.kind, "message": refusal.message, **refusal.extra}
+    if refusal.code is not None:
+        error["details"] = {"error_code": refusal.code}
+    return json.dumps({"type": "error", "error": error, "request_id": request_id}).encode()
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        keys: KeyCache,
+        upstreams: Upstreams,
+        recorder: Recorder,
+        catalog: Catalog,
+        max_body: int,
+        organization_id: Callable[[], str | None],
+    ) -> None:
+        self.keys = keys
+        self.upstreams = upstreams
+        self.recorder = recorder
+        self.catalog = catalog
+        self.max_body = max_body
+        self.organization_id = organization_id
+        self._unpriced: set[str] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = route_of(scope["method"], scope["path"])
+        assert endpoint is not None, "the dispatcher sends only data-plane requests here"
+        client = scope.get("client")
+        call = Call(
+            request_id=scope["state"]["request_id"],
+            method=scope["method"],
+            path=scope["path"],
+            endpoint=endpoint,
+            source_ip=client[0] if client else None,
+            started=time.perf_counter(),
+        )
+        try:
+            await self._handle(call, scope, receive, send)
+        except Refusal as refusal:
+            await self._refuse(send, call, refusal)
+
+    # -- the steps -------------------------------------------------------------------------------
+
+    async def _handle(self, call: Call, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            allowed = tenant.parse_allowed_org_ids(scope["headers"])
+        except tenant.TenantHeaderError as exc:
+            await self._audit_tenant(call, scope, "invalid_request", None, None, str(exc))
+            raise Refusal(400, "invalid_request_error", str(exc)) from None
+        grant = await self._authenticate(scope)
+        call.grant = grant
+        if not tenant.is_allowed(grant.organization_id, allowed):
+            await self._audit_tenant(call, scope, "denied", grant, sorted(allowed or ()), None)
+            raise Refusal(403, "permission_error", TENANT_MESSAGE, code=TENANT_CODE, error_code=TENANT_CODE)
+        wanted = _header(scope, b"anthropic-workspace-id")
+        if wanted is not None and wanted != grant.workspace_id:
+            raise Refusal(
+                403, "permission_error", f"anthropic-workspace-id {wanted!r} does not match this API key's workspace"
+            )
+        if scope["method"] == "POST":
+            call.body = await self._read_body(scope, receive)
+            if call.endpoint == "messages":
+                self._inspect_messages(call, grant)
+        await self._forward(call, scope, receive, send, grant)
+
+    async def _authenticate(self, scope: Scope) -> KeyGrant:
+        secret = _credential(scope)
+        if secret is None:
+            raise Refusal(
+                401,
+                "authentication_error",
+                "missing credentials: send your API key as x-api-key or Authorization: Bearer",
+            )
+        answer = await self.keys.lookup(secret)
+        if isinstance(answer, AdminKeyPresented):
+            raise Refusal(403, "permission_error", "admin API keys cannot call the Messages API; use an API key")
+        if answer is None:
+            raise Refusal(401, "authentication_error", "invalid x-api-key")
+        status = api_key_status(answer.status, answer.expires_at, utcnow())
+        if status == "expired":
+            raise Refusal(401, "authentication_error", f"this API key expired at {rfc3339(answer.expires_at)}")
+        if status != "active" or answer.workspace_archived:
+            raise Refusal(401, "authentication_error", f"this API key is {status}")
+        return answer
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise Refusal(413, "request_too_large", f"request body is larger than the limit of {self.max_body} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise Refusal(400, "invalid_request_error", "the client went away before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise Refusal(
+                    413, "request_too_large", f"request body is larger than the limit of {self.max_body} bytes"
+                )
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _inspect_messages(self, call: Call, grant: KeyGrant) -> None:
+        """Read what metering and residency need; insert the workspace's default geo if none is named."""
+        try:
+            request = json.loads(call.body)
+        except ValueError:
+            raise Refusal(400, "invalid_request_error", "request body is not valid JSON") from None
+        if not isinstance(request, dict):
+            raise Refusal(400, "invalid_request_error", "request body must be a JSON object")
+        model = request.get("model")
+        if not isinstance(model, str) or not model:
+            raise Refusal(400, "invalid_request_error", "model: field required")
+        call.model = model
+        call.stream = request.get("stream") is True
+        tier, speed = request.get("service_tier"), request.get("speed")
+        call.service_tier = tier if isinstance(tier, str) else None
+        call.speed = speed if isinstance(speed, str) else None
+        geo = request.get("inference_geo")
+        allowed = grant.allowed_inference_geos
+        if geo is None:
+            geo = grant.default_inference_geo
+            if geo != "global":
+                call.body = _insert_field(call.body, "inference_geo", geo)
+        elif not isinstance(geo, str):
+            raise Refusal(400, "invalid_request_error", "inference_geo: must be a string")
+        elif allowed != UNRESTRICTED and geo not in allowed:
+            raise Refusal(
+                400,
+                "invalid_request_error",
+                f"inference_geo: {geo!r} is not allowed in workspace {grant.workspace_id} (allowed: {allowed})",
+            )
+        call.inference_geo = geo
+
+    # -- forwarding and relaying -----------------------------------------------------------------
+
+    async def _forward(self, call: Call, scope: Scope, receive: Receive, send: Send, grant: KeyGrant) -> None:
+        client, upstream_key = self.upstreams.pick(grant.upstream_api_key)
+        headers = forwarded_headers(scope["headers"])
+        if upstream_key is not None:
+            headers.append((b"x-api-key", upstream_key.encode()))
+        query = scope.get("query_string", b"")
+        url = call.path + ("?" + query.decode("latin-1") if query else "")
+        request = client.build_request(call.method, url, headers=headers, content=call.body or None)
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.ConnectTimeout:
+            raise Refusal(504, "timeout_error", "the upstream did not accept the connection in time") from None
+        except httpx.TimeoutException:
+            await self._meter(call, 504, Extracted())
+            raise Refusal(504, "timeout_error", "the upstream did not answer in time") from None
+        except httpx.HTTPError as exc:
+            log.warning("upstream unreachable for %s: %s", call.request_id, exc)
+            raise Refusal(502, "api_error", "the upstream could not be reached") from None
+        try:
+            await self._relay(call, response, receive, send, grant)
+        finally:
+            await response.aclose()
+
+    def _response_headers(self, response: httpx.Response, grant: KeyGrant) -> list[tuple[bytes, bytes]]:
+        headers: list[tuple[bytes, bytes]] = []
+        for name, value in response.headers.raw:
+            lower = name.lower()
+            if lower in _HOP_BY_HOP:
+                continue
+            if lower == b"request-id":
+                headers.append((b"upstream-request-id", value))
+                continue
+            if lower in (b"anthropic-organization-id", b"anthropic-workspace-id"):
+                continue
+            headers.append((lower, value))
+        headers.append((b"anthropic-organization-id", grant.organization_id.encode()))
+        headers.append((b"anthropic-workspace-id", grant.workspace_id.encode()))
+        return headers
+
+    async def _relay(self, call: Call, response: httpx.Response, receive: Receive, send: Send, grant: KeyGrant) -> None:
+        is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
+        meter = StreamMeter() if is_sse else None
+        await send({"type": "http.response.start", "status": response.status_code,
+                    "headers": self._response_headers(response, grant)})  # fmt: skip
+        collected: list[bytes] = []
+        outcome = {"status": response.status_code}
+
+        async def pump() -> None:
+            try:
+                async for chunk in response.aiter_raw():
+                    if meter is not None:
+                        meter.feed(chunk)
+                    else:
+                        collected.append(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except httpx.HTTPError as exc:
+                log.warning("upstream failed mid-response for %s: %s", call.request_id, exc)
+                outcome["status"] = 504 if isinstance(exc, httpx.TimeoutException) else 502
+                if is_sse:
+                    kind = "timeout_error" if outcome["status"] == 504 else "api_error"
+                    error = {"type": "error", "error": {"type": kind, "message": "the upstream stream was interrupted"},
+                             "request_id": call.request_id}  # fmt: skip
+                    event = f"event: error\ndata: {json.dumps(error)}\n\n".encode()
+                    await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        aborted = await _until_disconnect(pump(), receive)
+        if aborted:
+            outcome["status"] = 499
+        extracted = meter.result if meter is not None else from_message(b"".join(collected))
+        await self._meter(call, outcome["status"], extracted)
+
+    # -- metering and auditing -------------------------------------------------------------------
+
+    async def _meter(self, call: Call, status: int, extracted: Extracted) -> None:
+        grant = call.grant
+        if grant is None:
+            return
+        usage = extracted.usage
+        model_name = extracted.model or call.model
+        model = self.catalog.find(model_name) if model_name else None
+        geo = extracted.inference_geo or call.inference_geo or "global"
+        cost = 0
+        if model is not None:
+            cost = cost_of(self.catalog, model, usage, inference_geo=geo).total
+        elif model_name and call.endpoint == "messages" and model_name not in self._unpriced:
+            self._unpriced.add(model_name)
+            log.warning(
+                "no price for model %r: its usage is recorded with cost 0 (add it to the models file)", model_name
+            )
+        record = UsageRecord(
+            id=call.request_id,
+            organization_id=grant.organization_id,
+            workspace_id=grant.workspace_id,
+            api_key_id=grant.key_id,
+            model=model.id if model else model_name,
+            service_tier=extracted.service_tier or "standard",
+            inference_geo=geo,
+            context_window="0-200k" if usage.total_input <= LONG_CONTEXT_TOKENS else "200k-1M",
+            speed=extracted.speed or call.speed or "standard",
+            endpoint=call.endpoint,
+            stream=call.stream,
+            completed=extracted.completed,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_creation_5m_tokens=usage.cache_creation_5m,
+            cache_creation_1h_tokens=usage.cache_creation_1h,
+            cache_read_tokens=usage.cache_read,
+            web_search_requests=usage.web_search_requests,
+            cost_picodollars=cost,
+            status=status,
+            latency_ms=int((time.perf_counter() - call.started) * 1000),
+            created_at=utcnow(),
+        )
+        await self.recorder.put(record)
+
+    async def _audit_tenant(
+        self,
+        call: Call,
+        scope: Scope,
+        outcome: str,
+        grant: KeyGrant | None,
+        listed: list[str] | None,
+        error: str | None,
+    ) -> None:
+        organization_id = grant.organization_id if grant else self.organization_id()
+        if organization_id is None:
+            return
+        now: datetime = utcnow()
+        auth = "api_key" if _credential(scope) else "none"
+        details: dict[str, Any] = {
+            "method": call.method,
+            "path": call.path,
+            "auth_kind": auth,
+            "allowed_org_ids": listed,
+        }
+        if error is not None:
+            details["error"] = error
+        event = AuditEvent(
+            id=ids.new_id(ids.AUDIT_EVENT),
+            organization_id=organization_id,
+            occurred_at=now,
+            actor_type="api_key" if grant else "anonymous",
+            actor_id=grant.key_id if grant else "unauthenticated",
+            actor_user_id=None,
+            action="tenant_restriction.check",
+            target_type="organization",
+            target_id=organization_id,
+            workspace_id=grant.workspace_id if grant else None,
+            request_id=call.request_id,
+            source_ip=call.source_ip,
+            outcome=outcome,
+            details=details,
+        )
+        await self.recorder.put(event)
+
+    async def _refuse(self, send: Send, call: Call, refusal: Refusal) -> None:
+        body = _envelope(refusal, call.request_id)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if call.grant is not None:
+            headers.append((b"anthropic-organization-id", call.grant.organization_id.encode()))
+            headers.append((b"anthropic-workspace-id", call.grant.workspace_id.encode()))
+        if refusal.status in (401, 403, 400, 413):
+            headers.append((b"x-should-retry", b"false"))
+        await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _insert_field(body: bytes, name: str, value: str) -> bytes:
+    """Insert ``"name": value`` right after the opening brace, leaving every other byte as it was."""
+    start = body.index(b"{") + 1
+    rest = body[start:].lstrip()
+    separator = b"" if rest.startswith(b"}") else b","
+    return body[:start] + json.dumps({name: value})[1:-1].encode() + separator + body[start:]
+
+
+async def _until_disconnect(work: Awaitable[None], receive: Receive) -> bool:
+    """Run ``work``; if the client disconnects first, cancel it and return True."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    if task.done():
+        try:
+            task.result()
+        except OSError:  # the server refused a send: the client is gone
+            return True
+        return False
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return True

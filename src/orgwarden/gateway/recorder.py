@@ -1,0 +1,93 @@
+"""Usage records and data-plane audit events, written off the request path in batches.
+
+Requests put rows on a bounded in-memory queue and go on; one task per worker writes whatever has
+queued every ``FLUSH_INTERVAL`` seconds (or at ``BATCH`` rows) in one transaction. A full queue makes
+requests wait for room rather than drop records (backpressure, not loss). On shutdown the task is
+stopped and everything still queued is written: uvicorn finishes in-flight requests first on SIGTERM,
+so a graceful stop under load loses nothing. A failed write is retried with backoff, keeping the rows
+(at shutdown, ten times; rows still unwritten then are reported as lost, loudly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from orgwarden.storage.tables import AuditEvent, UsageRecord
+from orgwarden.storage.uow import UnitOfWorkFactory
+
+log = logging.getLogger("orgwarden.gateway")
+
+FLUSH_INTERVAL = 0.2
+BATCH = 500
+QUEUE_SIZE = 50_000
+MAX_BACKOFF = 5.0
+SHUTDOWN_ATTEMPTS = 10
+
+Row = UsageRecord | AuditEvent
+
+
+class Recorder:
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
+        self._uow = uow
+        self._queue: asyncio.Queue[Row] = asyncio.Queue(QUEUE_SIZE)
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    async def put(self, row: Row) -> None:
+        await self._queue.put(row)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="orgwarden-recorder")
+
+    async def stop(self) -> None:
+        """Let the background task finish the batch it holds, then write everything still queued."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+        while not self._queue.empty():
+            await self._write(self._take())
+
+    def _take(self) -> list[Row]:
+        rows: list[Row] = []
+        while len(rows) < BATCH and not self._queue.empty():
+            rows.append(self._queue.get_nowait())
+        return rows
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), FLUSH_INTERVAL)
+            while self._queue.qsize():
+                await self._write(self._take())
+
+    async def _write(self, rows: list[Row]) -> None:
+        delay, attempt = 0.1, 0
+        while rows:
+            attempt += 1
+            try:
+                async with self._uow() as uow:
+                    usage: list[Any] = [r for r in rows if isinstance(r, UsageRecord)]
+                    uow.usage.add_all(usage)
+                    for event in rows:
+                        if isinstance(event, AuditEvent):
+                            uow.audit.add(event)
+                    await uow.commit()
+                return
+            except Exception as exc:
+                if self._stopping.is_set() and attempt >= SHUTDOWN_ATTEMPTS:
+                    log.critical("recorder: shutting down with %d rows that could not be written: %s", len(rows), exc)
+                    return
+                log.error("recorder: cannot write %d rows (%s); retrying in %.1fs", len(rows), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+                rows = [_fresh(r) for r in rows]
+
+
+def _fresh(row: Row) -> Row:
+    """A detached copy of a row, since a failed session may have left it in a broken state."""
+    cls = type(row)
+    columns = {c.key: getattr(row, c.key) for c in cls.__table__.columns}
+    return cls(**columns)
