@@ -16,7 +16,8 @@ from orgwarden.api import render
 from orgwarden.cli import resources
 from orgwarden.cli.runtime import err, fail, out, print_json, run, settings_from
 from orgwarden.config import CONFIG_ENV, Settings
-from orgwarden.errors import Conflict
+from orgwarden.data import load_catalog
+from orgwarden.errors import ConfigError, Conflict
 from orgwarden.services.container import Services
 from orgwarden.services.organizations import Bootstrap
 from orgwarden.storage import migrate
@@ -129,11 +130,24 @@ def serve(
         except Conflict:  # another instance initialized it first
             return None
 
-    created = run(settings, bootstrap_if_empty)
+    try:
+        load_catalog(settings.models_file)  # a broken models file stops start-up here, in one line
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    created = run(settings, bootstrap_if_empty)  # also makes the SQLite secret before workers start
     if created is not None:
         _show_admin_key(created)
     where = settings.database_url.split("@")[-1] if settings.database_url else str(settings.data_dir)
-    err.print(f"orgwarden {__version__} on http://{settings.host}:{settings.port} (database: {where})")
+    scheme = "https" if settings.tls_certfile else "http"
+    err.print(f"orgwarden {__version__} on {scheme}://{settings.host}:{settings.port} (database: {where})")
+    if settings.uses_simulator:
+        err.print(
+            "upstream: the built-in simulator answers /v1/messages "
+            + ("(ORGWARDEN_UPSTREAM=simulator)" if settings.upstream == "simulator" else
+               "(no ORGWARDEN_UPSTREAM_API_KEY; workspaces with their own upstream key use the real upstream)")
+        )  # fmt: skip
+    else:
+        err.print(f"upstream: {settings.upstream}")
     if ctx.obj and ctx.obj.get("config"):
         os.environ[CONFIG_ENV] = ctx.obj["config"]  # workers load the same settings
     common: dict[str, Any] = {
@@ -144,6 +158,8 @@ def serve(
         "http": "httptools",
         "proxy_headers": True,
         "server_header": False,
+        "ssl_certfile": str(settings.tls_certfile) if settings.tls_certfile else None,
+        "ssl_keyfile": str(settings.tls_keyfile) if settings.tls_keyfile else None,
     }
     if settings.workers > 1:
         uvicorn.run("orgwarden.api.app:app_from_environment", factory=True, workers=settings.workers, **common)

@@ -56,6 +56,8 @@ def run(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
         return asyncio.run(main())
     except OrgwardenError as exc:
         fail(exc.message)
+    except ConfigError as exc:
+        fail(str(exc), 2)
     except OSError as exc:
         fail(f"cannot reach the database: {exc}")
 

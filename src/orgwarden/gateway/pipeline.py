@@ -418,6 +418,8 @@ class Gateway:
         if call.grant is not None:
             headers.append((b"anthropic-organization-id", call.grant.organization_id.encode()))
             headers.append((b"anthropic-workspace-id", call.grant.workspace_id.encode()))
+        elif (installation := self.organization_id()) is not None:
+            headers.append((b"anthropic-organization-id", installation.encode()))
         if refusal.status in (401, 403, 400, 413):
             headers.append((b"x-should-retry", b"false"))
         await send({"type": "http.response.start", "status": refusal.status, "headers": headers})

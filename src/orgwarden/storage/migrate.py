@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, make_url
 
 from orgwarden.config import Settings
 
@@ -47,6 +47,9 @@ def current_revision(settings: Settings) -> str | None:
     sync_url = settings.sqlalchemy_url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
     if not settings.is_sqlite:
         return _current_revision_async(settings)
+    database = make_url(sync_url).database
+    if database and database != ":memory:" and not Path(database).exists():
+        return None  # no file yet: never migrated (and reading must not create it)
     engine = create_engine(sync_url)
     try:
         with engine.connect() as connection:
