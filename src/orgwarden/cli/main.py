@@ -169,6 +169,23 @@ def serve(
         uvicorn.run(create_app(settings), **common)
 
 
+@app.command("org")
+def org_show(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Print the organization: its UUID is what a proxy puts in anthropic-allowed-org-ids."""
+
+    async def work(services: Services) -> dict[str, Any]:
+        org = await services.organizations.current()
+        if org is None:
+            fail("orgwarden is not initialized: run `orgwarden init` (or `orgwarden serve`) first")
+        return render.organization(org)
+
+    payload = run(settings_from(ctx), work)
+    if as_json:
+        print_json(payload)
+    else:
+        out.print(f"{payload['name']}\norganization id: [bold]{payload['id']}[/]")
+
+
 @db.command("upgrade")
 def db_upgrade(ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply migrations up to REVISION (default: the latest)."""

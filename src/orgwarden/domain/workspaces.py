@@ -43,7 +43,7 @@ def check_name(name: str, field: str = "name") -> str:
 
 
 def check_color(color: str) -> str:
-    if not _COLOR.match(color):
+    if not _COLOR.fullmatch(color):  # not match(): '$' would also accept a trailing newline
         raise ValueError(f"display_color: {color!r} is not a hex colour like '#6C5BB9'")
     return color.upper()
 
