@@ -169,6 +169,28 @@ def serve(
         uvicorn.run(create_app(settings), **common)
 
 
+@app.command()
+def simulator(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8090,
+) -> None:
+    """Serve only the built-in simulator, as a stand-alone Anthropic-shaped upstream (for demos and
+    benchmarks: point ORGWARDEN_UPSTREAM at it)."""
+    from orgwarden.gateway.simulator import Simulator
+
+    settings = settings_from(ctx)
+    try:
+        catalog = load_catalog(settings.models_file)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    app_ = Simulator(
+        catalog, latency_ms=settings.simulator_latency_ms, tokens_per_second=settings.simulator_tokens_per_second
+    )
+    err.print(f"orgwarden simulator on http://{host}:{port}")
+    uvicorn.run(app_, host=host, port=port, log_level="warning", loop="uvloop", http="httptools", lifespan="off")
+
+
 @app.command("org")
 def org_show(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Print the organization: its UUID is what a proxy puts in anthropic-allowed-org-ids."""

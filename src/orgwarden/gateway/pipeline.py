@@ -143,17 +143,18 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = route_of(scope["method"], scope["path"])
-        assert endpoint is not None, "the dispatcher sends only data-plane requests here"
         client = scope.get("client")
         call = Call(
             request_id=scope["state"]["request_id"],
             method=scope["method"],
             path=scope["path"],
-            endpoint=endpoint,
+            endpoint=endpoint or "",
             source_ip=client[0] if client else None,
             started=time.perf_counter(),
         )
         try:
+            if endpoint is None:  # a data-plane path with another method, e.g. GET /v1/messages
+                raise Refusal(404, "not_found_error", f"no such endpoint: {call.method} {call.path}")
             await self._handle(call, scope, receive, send)
         except Refusal as refusal:
             await self._refuse(send, call, refusal)
