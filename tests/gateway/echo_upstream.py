@@ -1,0 +1,59 @@
+"""A stand-in for the upstream model API that shows what it received (run with uvicorn).
+
+``POST /v1/messages`` answers a Message whose text is a JSON report: the exact body bytes
+(base64) and the headers as received. With ``"stream": true`` it sends three SSE events 0.3 s
+apart, so a test can see that the gateway relays each one as it comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+USAGE = {"input_tokens": 7, "output_tokens": 3, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    report = {
+        "body_b64": base64.b64encode(body).decode(),
+        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+        "path": scope["path"],
+        "query": scope["query_string"].decode(),
+    }
+    request: dict[str, Any] = json.loads(body) if body else {}
+    if request.get("stream"):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"), (b"x-upstream-marker", b"yes")]})  # fmt: skip
+        start = {"type": "message_start", "message": {"id": "msg_echo", "type": "message", "role": "assistant",
+                 "model": request.get("model"), "content": [], "usage": {**USAGE, "output_tokens": 1}}}  # fmt: skip
+        delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}}
+        for name, data in (
+            ("message_start", start),
+            ("message_delta", delta),
+            ("message_stop", {"type": "message_stop"}),
+        ):
+            chunk = f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await asyncio.sleep(0.3)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    message = {"id": "msg_echo", "type": "message", "role": "assistant", "model": request.get("model", "x"),
+               "content": [{"type": "text", "text": json.dumps(report)}], "stop_reason": "end_turn",
+               "stop_sequence": None, "usage": USAGE}  # fmt: skip
+    payload = json.dumps(message).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/json"), (b"x-upstream-marker", b"yes"), (b"request-id", b"req_upstream"),
+    ]})  # fmt: skip
+    await send({"type": "http.response.body", "body": payload})

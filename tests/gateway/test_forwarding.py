@@ -1,0 +1,209 @@
+"""Forwarding is faithful: what the client sent is what the upstream gets, and back.
+
+The upstream here is ``echo_upstream`` (a stand-in for the model API that reports what it received),
+behind a real ``orgwarden serve`` on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import BACKENDS, Server, drop_database, free_port, make_database, start_server, stop_server, unique
+
+UPSTREAM_KEY = "sk-ant-api03-upstream-global-key"
+
+
+@pytest.fixture(scope="module")
+def echo() -> Iterator[str]:
+    port = free_port()
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "tests.gateway.echo_upstream:app", "--port", str(port), "--log-level",
+         "warning", "--lifespan", "off"],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx.post(f"{url}/v1/messages", content=b"{}", timeout=1)
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def gateway(request: pytest.FixtureRequest, echo: str) -> Iterator[Server]:
+    with tempfile.TemporaryDirectory(prefix="orgwarden-fwd-") as tmp:
+        db = make_database(request.param, Path(tmp))
+        db.env.update({"ORGWARDEN_UPSTREAM": echo, "ORGWARDEN_UPSTREAM_API_KEY": UPSTREAM_KEY})
+        server = start_server(db, Path(tmp))
+        try:
+            yield server
+        finally:
+            stop_server(server)
+            drop_database(db)
+
+
+def new_key(server: Server, workspace_id: str | None = None) -> dict[str, Any]:
+    with server.http() as http:
+        response = http.post("/v1/organizations/api_keys", json={"name": unique("key"), "workspace_id": workspace_id})
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def report_of(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    return dict(json.loads(response.json()["content"][0]["text"]))
+
+
+def headers_of(report: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in report["headers"]]
+
+
+def test_the_body_reaches_the_upstream_byte_for_byte(gateway: Server) -> None:
+    key = new_key(gateway)["key"]
+    body = (
+        b'{ "model":"claude-sonnet-4-6" ,\n "max_tokens": 5, '
+        b'"messages":[{"role":"user","content":"caf\\u00e9 \xe2\x9c\x93"}]}'
+    )
+    response = httpx.post(
+        f"{gateway.base_url}/v1/messages", content=body, headers={"x-api-key": key, "content-type": "application/json"}
+    )
+    assert base64.b64decode(report_of(response)["body_b64"]) == body
+
+
+def test_anthropic_headers_go_along_and_the_credential_is_replaced(gateway: Server) -> None:
+    key = new_key(gateway)
+    sent = [
+        ("authorization", f"Bearer {key['key']}"),
+        ("anthropic-version", "2023-06-01"),
+        ("anthropic-beta", "beta-one,beta-two"),
+        ("anthropic-beta", "beta-three"),
+        ("anthropic-custom-thing", "kept"),
+        ("anthropic-allowed-org-ids", gateway.organization["id"]),
+        ("anthropic-workspace-id", key["scope"]["workspace_id"]),
+        ("x-stainless-lang", "python"),
+        ("x-unrelated", "dropped"),
+        ("content-type", "application/json"),
+    ]
+    response = httpx.post(
+        f"{gateway.base_url}/v1/messages?beta=true",
+        headers=sent,
+        json={"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": []},
+    )
+    report = report_of(response)
+    received = headers_of(report)
+    assert ("anthropic-version", "2023-06-01") in received
+    assert [v for k, v in received if k == "anthropic-beta"] == ["beta-one,beta-two", "beta-three"]
+    assert ("anthropic-custom-thing", "kept") in received
+    assert ("x-stainless-lang", "python") in received
+    assert ("x-api-key", UPSTREAM_KEY) in received
+    names = {k for k, _ in received}
+    assert "authorization" not in names
+    assert "x-unrelated" not in names
+    assert not any(k.startswith("anthropic-allowed-org-ids") for k in names)
+    assert "anthropic-workspace-id" not in names
+    assert report["query"] == "beta=true"
+    assert report["path"] == "/v1/messages"
+
+
+def test_the_response_comes_back_with_orgwarden_headers_added(gateway: Server) -> None:
+    key = new_key(gateway)
+    response = httpx.post(
+        f"{gateway.base_url}/v1/messages",
+        headers={"x-api-key": key["key"]},
+        json={"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": []},
+    )
+    assert response.status_code == 200
+    assert response.headers["x-upstream-marker"] == "yes"
+    assert response.headers["upstream-request-id"] == "req_upstream"
+    assert response.headers["request-id"].startswith("req_01")
+    assert response.headers["anthropic-organization-id"] == gateway.organization["id"]
+    assert response.headers["anthropic-workspace-id"] == key["scope"]["workspace_id"]
+
+
+def test_a_workspace_upstream_key_takes_precedence_over_the_servers(gateway: Server) -> None:
+    admin = gateway.client()
+    workspace = admin.organization.workspaces.create(name=unique("ws"))
+    key = new_key(gateway, workspace.id)["key"]
+    request = {"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": []}
+
+    def upstream_key_seen() -> str:
+        report = report_of(httpx.post(f"{gateway.base_url}/v1/messages", headers={"x-api-key": key}, json=request))
+        return dict(headers_of(report))["x-api-key"]
+
+    assert upstream_key_seen() == UPSTREAM_KEY
+    with gateway.http() as http:
+        set_ = http.post(f"/v1/organizations/workspaces/{workspace.id}/upstream_key", json={"api_key": "sk-ws-own"})
+    assert set_.json() == {"type": "workspace_upstream_key", "workspace_id": workspace.id, "configured": True}
+    deadline = time.monotonic() + 1.0
+    while upstream_key_seen() != "sk-ws-own":
+        assert time.monotonic() < deadline, "the workspace key was not used within 1 s"
+        time.sleep(0.05)
+    with gateway.http() as http:
+        assert http.delete(f"/v1/organizations/workspaces/{workspace.id}/upstream_key").json()["configured"] is False
+    deadline = time.monotonic() + 1.0
+    while upstream_key_seen() != UPSTREAM_KEY:
+        assert time.monotonic() < deadline, "clearing the workspace key took effect later than 1 s"
+        time.sleep(0.05)
+
+
+def test_the_workspace_upstream_key_is_never_returned_or_logged(gateway: Server) -> None:
+    admin = gateway.client()
+    workspace = admin.organization.workspaces.create(name=unique("ws"))
+    secret = "sk-ant-api03-" + "Z" * 40
+    with gateway.http() as http:
+        http.post(f"/v1/organizations/workspaces/{workspace.id}/upstream_key", json={"api_key": secret})
+        assert secret not in http.get(f"/v1/organizations/workspaces/{workspace.id}").text
+    assert secret not in gateway.log()
+
+
+def test_a_stream_is_relayed_event_by_event_without_buffering(gateway: Server) -> None:
+    key = new_key(gateway)["key"]
+    arrivals: list[float] = []
+    started = time.monotonic()
+    request = {"model": "claude-sonnet-4-6", "max_tokens": 5, "stream": True, "messages": []}
+    with httpx.stream("POST", f"{gateway.base_url}/v1/messages", headers={"x-api-key": key}, json=request) as response:
+        assert response.status_code == 200
+        for chunk in response.iter_raw():
+            if b"event:" in chunk:
+                arrivals.append(time.monotonic() - started)
+    assert len(arrivals) >= 3
+    # The upstream sends an event every 0.3 s: the first must arrive long before the last.
+    assert arrivals[-1] - arrivals[0] > 0.45, arrivals
+
+
+def test_a_workspace_default_geo_is_inserted_and_nothing_else_changes(gateway: Server) -> None:
+    admin = gateway.client()
+    workspace = admin.organization.workspaces.create(
+        name=unique("eu"), data_residency={"allowed_inference_geos": ["us"], "default_inference_geo": "us"}
+    )
+    key = new_key(gateway, workspace.id)["key"]
+    body = b'{"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": []}'
+    report = report_of(httpx.post(f"{gateway.base_url}/v1/messages", content=body, headers={"x-api-key": key}))
+    forwarded = base64.b64decode(report["body_b64"])
+    assert forwarded == b'{"inference_geo": "us",' + body[1:]
+    assert json.loads(forwarded) == {**json.loads(body), "inference_geo": "us"}
+
+    explicit = b'{"model": "claude-sonnet-4-6", "inference_geo": "us", "max_tokens": 5, "messages": []}'
+    report = report_of(httpx.post(f"{gateway.base_url}/v1/messages", content=explicit, headers={"x-api-key": key}))
+    assert base64.b64decode(report["body_b64"]) == explicit
