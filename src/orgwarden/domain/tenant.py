@@ -48,7 +48,10 @@ def _slots(raw_headers: Iterable[tuple[bytes, bytes]]) -> dict[int, str]:
         suffix = name[len(_HEADER_BYTES) :]
         if suffix == b"":
             slot = 0
-        elif suffix.isdigit() and not suffix.startswith(b"0"):
+        elif suffix.isdigit():
+            if suffix.startswith(b"0"):  # "...ids0" would shadow the base header, "...ids01" slot 1
+                label = raw_name.decode("latin-1").lower()
+                raise TenantHeaderError("malformed", f"{label} is not a valid slot name")
             slot = int(suffix)
         else:
             continue  # another header that merely shares the prefix

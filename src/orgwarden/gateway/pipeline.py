@@ -165,7 +165,11 @@ class Gateway:
         try:
             allowed = tenant.parse_allowed_org_ids(scope["headers"])
         except tenant.TenantHeaderError as exc:
-            await self._audit_tenant(call, scope, "invalid_request", None, None, str(exc))
+            # The 400 stands whatever the key; who sent it is looked up only for the audit trail.
+            secret = _credential(scope)
+            known = await self.keys.lookup(secret) if secret else None
+            sender = known if isinstance(known, KeyGrant) else None
+            await self._audit_tenant(call, scope, "invalid_request", sender, None, str(exc))
             raise Refusal(400, "invalid_request_error", str(exc)) from None
         grant = await self._authenticate(scope)
         call.grant = grant

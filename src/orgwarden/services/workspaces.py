@@ -169,6 +169,7 @@ class WorkspaceService:
                     default = checked(rules.check_inference_geo, residency.default_inference_geo)
                     changes["default_inference_geo"] = default
                 checked(rules.check_default_in_allowed, default, allowed)
+            changes = {field: value for field, value in changes.items() if getattr(workspace, field) != value}
             before = {field: getattr(workspace, field) for field in changes}
             for field, value in changes.items():
                 setattr(workspace, field, value)
