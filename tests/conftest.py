@@ -129,9 +129,7 @@ def cli(db: Database, *args: str, check: bool = True, timeout: float = 60) -> su
     """Run the real ``orgwarden`` command against ``db``."""
     env = {**os.environ, **db.env, "COLUMNS": "200"}
     env.pop("ORGWARDEN_CONFIG", None)
-    result = subprocess.run(
-        [ORGWARDEN, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    result = subprocess.run([ORGWARDEN, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"orgwarden {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
     return result
@@ -150,9 +148,7 @@ class Server:
     log_path: Path
 
     def client(self, api_key: str | None = None, **kwargs: Any) -> anthropic.Anthropic:
-        return anthropic.Anthropic(
-            api_key=api_key or self.admin_key, base_url=self.base_url, max_retries=0, **kwargs
-        )
+        return anthropic.Anthropic(api_key=api_key or self.admin_key, base_url=self.base_url, max_retries=0, **kwargs)
 
     def http(self, api_key: str | None = None) -> httpx.Client:
         headers = {"anthropic-version": "2023-06-01", "x-api-key": api_key or self.admin_key}
