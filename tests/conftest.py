@@ -8,6 +8,8 @@ reached the tests that need it are skipped with a loud message, unless
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -16,14 +18,19 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anthropic
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from orgwarden.storage.uow import UnitOfWork
+
+T = TypeVar("T")
 
 PG_HOST = os.environ.get("ORGWARDEN_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("ORGWARDEN_TEST_PG_PORT", "5432"))
@@ -158,20 +165,25 @@ class Server:
         return self.log_path.read_text()
 
 
-def start_server(db: Database, tmp: Path, *extra: str) -> Server:
-    init = json.loads(cli(db, "init", "--json", "--org-name", "Acme", "--admin-email", "root@acme.test").stdout)
+def spawn_serve(env: dict[str, str], tmp: Path, *args: str, scheme: str = "http", **client: Any) -> Server:
+    """Start ``orgwarden serve`` with ``env`` on a free port and wait for ``/health``.
+
+    The returned Server has no admin key or organization filled in; ``start_server`` adds them."""
     port = free_port()
     log_path = tmp / f"server-{port}.log"
-    env = {**os.environ, **db.env}
     handle = log_path.open("w")
     process = subprocess.Popen(
-        [ORGWARDEN, "serve", "--port", str(port), *extra], env=env, stdout=handle, stderr=subprocess.STDOUT, text=True
+        [ORGWARDEN, "serve", "--port", str(port), *args],
+        env={**os.environ, **env},
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    base_url = f"http://127.0.0.1:{port}"
+    base_url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
-            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{base_url}/health", timeout=1, **client).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
@@ -179,7 +191,57 @@ def start_server(db: Database, tmp: Path, *extra: str) -> Server:
             process.kill()
             raise AssertionError(f"orgwarden serve did not start:\n{log_path.read_text()}")
         time.sleep(0.1)
-    return Server(db, base_url, init["admin_api_key"], init["organization"], init["user"], process, log_path)
+    return Server(Database("", env), base_url, "", {}, {}, process, log_path)
+
+
+def start_server(db: Database, tmp: Path, *extra: str) -> Server:
+    """Initialize ``db`` with ``orgwarden init`` and serve it."""
+    init = json.loads(cli(db, "init", "--json", "--org-name", "Acme", "--admin-email", "root@acme.test").stdout)
+    spawned = spawn_serve(db.env, tmp, *extra)
+    return Server(
+        db, spawned.base_url, init["admin_api_key"], init["organization"], init["user"], spawned.process,
+        spawned.log_path,
+    )  # fmt: skip
+
+
+def another_instance(first: Server, tmp: Path, *extra: str) -> Server:
+    """A second ``orgwarden serve`` on the database of ``first`` (already initialized)."""
+    spawned = spawn_serve(first.db.env, tmp, *extra)
+    return Server(
+        first.db, spawned.base_url, first.admin_key, first.organization, first.user, spawned.process,
+        spawned.log_path,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def dedicated_server(backend: str, settings: dict[str, str], *extra: str) -> Iterator[Server]:
+    """A server of its own with extra ``ORGWARDEN_*`` settings, torn down (database too) afterwards."""
+    with tempfile.TemporaryDirectory(prefix="orgwarden-test-") as tmp:
+        db = make_database(backend, Path(tmp))
+        db.env.update(settings)
+        srv = start_server(db, Path(tmp), *extra)
+        try:
+            yield srv
+        finally:
+            stop_server(srv)
+            drop_database(db)
+
+
+def query_db(db: Database, query: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+    """Run ``query`` in a unit of work on the real database behind ``db`` (to read what servers wrote)."""
+    from orgwarden.config import load_settings
+    from orgwarden.storage.engine import create_engine, session_factory
+    from orgwarden.storage.uow import UnitOfWorkFactory
+
+    async def run() -> T:
+        engine = create_engine(load_settings(**db.settings_kwargs))
+        try:
+            async with UnitOfWorkFactory(session_factory(engine))() as uow:
+                return await query(uow)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
 
 
 def stop_server(server: Server) -> None:
@@ -195,14 +257,8 @@ def stop_server(server: Server) -> None:
 @pytest.fixture(scope="module", params=BACKENDS)
 def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     """One server per backend per test module (tests in a module share its organization)."""
-    with tempfile.TemporaryDirectory(prefix="orgwarden-test-") as tmp:
-        db = make_database(request.param, Path(tmp))
-        srv = start_server(db, Path(tmp))
-        try:
-            yield srv
-        finally:
-            stop_server(srv)
-            drop_database(db)
+    with dedicated_server(request.param, {}) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ invite to the invite's token. A refused mutation writes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 from collections.abc import Mapping
@@ -18,10 +17,7 @@ import httpx
 import pytest
 
 from orgwarden import ids
-from orgwarden.config import load_settings
-from orgwarden.storage.engine import create_engine, session_factory
-from orgwarden.storage.uow import UnitOfWorkFactory
-from tests.conftest import Server, assert_error, cli, unique
+from tests.conftest import Server, assert_error, cli, query_db, unique
 
 EVENT_FIELDS = (
     "id",
@@ -44,15 +40,7 @@ EVENT_FIELDS = (
 
 
 def _read(server: Server, query: Any) -> Any:
-    async def run() -> Any:
-        engine = create_engine(load_settings(**server.db.settings_kwargs))
-        try:
-            async with UnitOfWorkFactory(session_factory(engine))() as uow:
-                return await query(uow)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+    return query_db(server.db, query)
 
 
 def audit_events(server: Server) -> list[dict[str, Any]]:

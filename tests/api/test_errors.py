@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -1025,3 +1027,98 @@ def test_the_sdk_raises_not_found_for_an_unknown_api_key(client: anthropic.Anthr
     with pytest.raises(anthropic.NotFoundError) as caught:
         client.organization.api_keys.retrieve("apikey_01000000000000000000000000")
     assert caught.value.status_code == 404
+
+
+# --------------------------------------------------------------------------------------------------
+# concurrent requests: each rule holds when the requests race (on PostgreSQL they run truly in
+# parallel; SQLite serializes writers). Before the services took the organization lock for these
+# changes, PostgreSQL created duplicate workspace names, answered a duplicate member with a 500, and
+# left keys created during an archive active in the archived workspace.
+
+RACERS = 8
+
+
+def race(server: Server, send: Callable[[httpx.Client, int], httpx.Response]) -> list[httpx.Response]:
+    """Send RACERS requests at the same moment, each on its own connection."""
+    start = threading.Barrier(RACERS)
+
+    def one(index: int) -> httpx.Response:
+        with server.http() as client:
+            start.wait(timeout=30)
+            return send(client, index)
+
+    with ThreadPoolExecutor(RACERS) as pool:
+        return list(pool.map(one, range(RACERS)))
+
+
+def test_racing_creates_of_one_workspace_name_make_exactly_one_workspace(server: Server, http: httpx.Client) -> None:
+    name = unique("race")
+    responses = race(server, lambda client, _: client.post(WORKSPACES, json={"name": name}))
+    assert sorted(r.status_code for r in responses) == [200] + [409] * (RACERS - 1), [r.text for r in responses]
+    for response in responses:
+        if response.status_code == 409:
+            assert_error(response, 409, "conflict_error", f"a workspace named {name!r} already exists")
+    listed = ok(http.get(WORKSPACES, params={"limit": 1000}))["data"]
+    assert [w["name"] for w in listed].count(name) == 1
+
+
+def test_racing_adds_of_one_member_make_one_membership_and_conflicts(server: Server, http: httpx.Client) -> None:
+    workspace, user = new_workspace(http), new_user(http)
+    body = {"user_id": user["id"], "workspace_role": "workspace_user"}
+    responses = race(server, lambda client, _: client.post(members_url(workspace["id"]), json=body))
+    assert sorted(r.status_code for r in responses) == [200] + [409] * (RACERS - 1), [r.text for r in responses]
+    for response in responses:
+        if response.status_code == 409:
+            assert_error(response, 409, "conflict_error", "is already a member")
+    assert len(ok(http.get(members_url(workspace["id"])))["data"]) == 1
+
+
+def test_keys_created_while_their_workspace_is_archived_end_up_archived_or_refused(
+    server: Server, http: httpx.Client
+) -> None:
+    workspace = new_workspace(http)
+
+    def send(client: httpx.Client, index: int) -> httpx.Response:
+        if index == RACERS // 2:
+            return client.post(f"{WORKSPACES}/{workspace['id']}/archive")
+        return client.post(API_KEYS, json={"name": unique("racer"), "workspace_id": workspace["id"]})
+
+    responses = race(server, send)
+    for response in responses:
+        if response.status_code != 200:
+            assert_error(response, 400, "invalid_request_error", f"workspace {workspace['id']} is archived")
+    keys = ok(http.get(API_KEYS, params={"workspace_id": workspace["id"], "limit": 1000}))["data"]
+    assert len(keys) == sum(r.status_code == 200 for r in responses) - 1  # minus the archive itself
+    assert {k["status"] for k in keys} <= {"archived"}
+
+
+def test_racing_accepts_of_one_token_make_one_user_and_the_others_are_told_it_was_used(
+    server: Server, http: httpx.Client
+) -> None:
+    invite = new_invite(http)
+    token = token_of(invite)
+    responses = race(server, lambda client, i: client.post(ACCEPT, json={"token": token, "name": f"Racer {i}"}))
+    assert sorted(r.status_code for r in responses) == [200] + [409] * (RACERS - 1), [r.text for r in responses]
+    for response in responses:
+        if response.status_code == 409:
+            assert_error(response, 409, "conflict_error", "has already been accepted")
+    assert len(ok(http.get(USERS, params={"email": invite["email"]}))["data"]) == 1
+
+
+def test_an_invite_deleted_while_it_is_accepted_ends_either_accepted_or_deleted(
+    server: Server, http: httpx.Client
+) -> None:
+    for _ in range(3):
+        invite = new_invite(http)
+        token = token_of(invite)
+
+        def send(client: httpx.Client, index: int, invite_id: str = invite["id"], token: str = token) -> httpx.Response:
+            if index % 2:
+                return client.delete(f"{INVITES}/{invite_id}")
+            return client.post(ACCEPT, json={"token": token, "name": f"Racer {index}"})
+
+        responses = race(server, send)
+        assert all(r.status_code in (200, 400, 409) for r in responses), [r.text for r in responses]
+        status = ok(http.get(f"{INVITES}/{invite['id']}"))["status"]
+        users = ok(http.get(USERS, params={"email": invite["email"]}))["data"]
+        assert (status, len(users)) in {("accepted", 1), ("deleted", 0)}

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import BACKENDS, Server, drop_database, free_port, make_database, start_server, stop_server, unique
+from tests.conftest import BACKENDS, Server, dedicated_server, free_port, unique
 
 UPSTREAM_KEY = "sk-ant-api03-upstream-global-key"
 
@@ -52,15 +51,10 @@ def echo() -> Iterator[str]:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def gateway(request: pytest.FixtureRequest, echo: str) -> Iterator[Server]:
-    with tempfile.TemporaryDirectory(prefix="orgwarden-fwd-") as tmp:
-        db = make_database(request.param, Path(tmp))
-        db.env.update({"ORGWARDEN_UPSTREAM": echo, "ORGWARDEN_UPSTREAM_API_KEY": UPSTREAM_KEY})
-        server = start_server(db, Path(tmp))
-        try:
-            yield server
-        finally:
-            stop_server(server)
-            drop_database(db)
+    with dedicated_server(
+        request.param, {"ORGWARDEN_UPSTREAM": echo, "ORGWARDEN_UPSTREAM_API_KEY": UPSTREAM_KEY}
+    ) as srv:
+        yield srv
 
 
 def new_key(server: Server, workspace_id: str | None = None) -> dict[str, Any]:

@@ -11,8 +11,6 @@ and measure how long after the Admin API's answer the last stale answer was seen
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,13 +22,10 @@ import pytest
 
 from tests.conftest import (
     BACKENDS,
-    ORGWARDEN,
     Server,
+    another_instance,
     assert_error,
-    drop_database,
-    free_port,
-    make_database,
-    start_server,
+    dedicated_server,
     stop_server,
     unique,
 )
@@ -42,47 +37,15 @@ PATH = "/v1/models/claude-sonnet-4-6"
 WORKERS = 2  # of the first instance
 
 
-def start_instance(first: Server, tmp: Path) -> Server:
-    """Another ``orgwarden serve`` on the database of ``first`` (no init: it exists already)."""
-    port = free_port()
-    log_path = tmp / f"server-{port}.log"
-    process = subprocess.Popen(
-        [ORGWARDEN, "serve", "--port", str(port)],
-        env={**os.environ, **first.db.env},
-        stdout=log_path.open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"the second instance did not start:\n{log_path.read_text()}")
-        time.sleep(0.1)
-    return Server(first.db, base_url, first.admin_key, first.organization, first.user, process, log_path)
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def instances(request: pytest.FixtureRequest) -> Iterator[list[Server]]:
     """[a two-worker server, a second instance], both on one fresh database."""
-    with tempfile.TemporaryDirectory(prefix="orgwarden-test-") as tmp:
-        db = make_database(request.param, Path(tmp))
-        first = start_server(db, Path(tmp), "--workers", str(WORKERS))
+    with dedicated_server(request.param, {}, "--workers", str(WORKERS)) as first:
+        second = another_instance(first, first.log_path.parent)
         try:
-            second = start_instance(first, Path(tmp))
-            try:
-                yield [first, second]
-            finally:
-                stop_server(second)
+            yield [first, second]
         finally:
-            stop_server(first)
-            drop_database(db)
+            stop_server(second)
 
 
 @pytest.fixture(scope="module")

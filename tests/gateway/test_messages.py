@@ -26,19 +26,19 @@ import httpx
 import httpx2
 import pytest
 
-from orgwarden.config import load_settings
 from orgwarden.data import load_catalog
 from orgwarden.gateway.simulator import Simulator
-from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.tables import UsageRecord
-from orgwarden.storage.uow import UnitOfWorkFactory
+from orgwarden.storage.uow import UnitOfWork
 from tests.conftest import (
     ORGWARDEN,
     Server,
     assert_error,
+    dedicated_server,
     drop_database,
     free_port,
     make_database,
+    query_db,
     start_server,
     stop_server,
     unique,
@@ -134,15 +134,10 @@ def sse_events(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
 
 
 def read_records(server: Server) -> dict[str, UsageRecord]:
-    async def read() -> dict[str, UsageRecord]:
-        engine = create_engine(load_settings(**server.db.settings_kwargs))
-        try:
-            async with UnitOfWorkFactory(session_factory(engine))() as uow:
-                return {row.id: row for row in await uow.usage.for_organization(server.organization["id"])}
-        finally:
-            await engine.dispose()
+    async def read(uow: UnitOfWork) -> dict[str, UsageRecord]:
+        return {row.id: row for row in await uow.usage.for_organization(server.organization["id"])}
 
-    return asyncio.run(read())
+    return query_db(server.db, read)
 
 
 def wait_for_record(server: Server, request_id: str, timeout: float = 5.0) -> UsageRecord:
@@ -538,15 +533,9 @@ def test_a_streaming_response_is_the_simulators_event_stream_byte_for_byte(
 @pytest.fixture(scope="module")
 def tight_server() -> Iterator[Server]:
     """The in-process simulator behind a 2 KiB body limit and a 1-second upstream timeout."""
-    with tempfile.TemporaryDirectory(prefix="orgwarden-test-") as tmp:
-        db = make_database("sqlite", Path(tmp))
-        db.env.update({"ORGWARDEN_MAX_REQUEST_BYTES": "2048", "ORGWARDEN_UPSTREAM_TIMEOUT_SECONDS": "1"})
-        srv = start_server(db, Path(tmp))
-        try:
-            yield srv
-        finally:
-            stop_server(srv)
-            drop_database(db)
+    settings = {"ORGWARDEN_MAX_REQUEST_BYTES": "2048", "ORGWARDEN_UPSTREAM_TIMEOUT_SECONDS": "1"}
+    with dedicated_server("sqlite", settings) as srv:
+        yield srv
 
 
 def test_a_body_over_the_configured_maximum_is_refused_with_413(tight_server: Server) -> None:

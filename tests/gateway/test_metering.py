@@ -12,10 +12,8 @@ The last tests stop a server with SIGTERM while it is under load and count what 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -27,11 +25,19 @@ import anthropic
 import httpx
 import pytest
 
-from orgwarden.config import load_settings
-from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.tables import UsageRecord
-from orgwarden.storage.uow import UnitOfWorkFactory
-from tests.conftest import BACKENDS, Server, drop_database, make_database, start_server, stop_server, unique
+from orgwarden.storage.uow import UnitOfWork
+from tests.conftest import (
+    BACKENDS,
+    Server,
+    dedicated_server,
+    drop_database,
+    make_database,
+    query_db,
+    start_server,
+    stop_server,
+    unique,
+)
 
 MODEL = "claude-sonnet-4-6"
 # USD per million tokens (public list prices), by token kind
@@ -72,18 +78,13 @@ def create_key(server: Server, workspace_id: str | None = None) -> dict[str, Any
 def read_records(server: Server) -> dict[str, UsageRecord]:
     """Every usage record of the server's organization, by id (= request id), read from the database."""
 
-    async def read() -> dict[str, UsageRecord]:
-        engine = create_engine(load_settings(**server.db.settings_kwargs))
-        try:
-            async with UnitOfWorkFactory(session_factory(engine))() as uow:
-                rows = await uow.usage.for_organization(server.organization["id"])
-        finally:
-            await engine.dispose()
+    async def read(uow: UnitOfWork) -> dict[str, UsageRecord]:
+        rows = await uow.usage.for_organization(server.organization["id"])
         by_id = {row.id: row for row in rows}
         assert len(by_id) == len(rows), "two records with one request id"
         return by_id
 
-    return asyncio.run(read())
+    return query_db(server.db, read)
 
 
 def wait_for_records(server: Server, request_ids: list[str], timeout: float = 5.0) -> dict[str, UsageRecord]:
@@ -412,15 +413,8 @@ def test_requests_refused_before_the_upstream_make_no_record(server: Server) -> 
 @pytest.fixture(scope="module")
 def slow_server() -> Iterator[Server]:
     """The simulator streaming 20 tokens a second: a 100-token answer takes 5 s."""
-    with tempfile.TemporaryDirectory(prefix="orgwarden-test-") as tmp:
-        db = make_database("sqlite", Path(tmp))
-        db.env["ORGWARDEN_SIMULATOR_TOKENS_PER_SECOND"] = "20"
-        srv = start_server(db, Path(tmp))
-        try:
-            yield srv
-        finally:
-            stop_server(srv)
-            drop_database(db)
+    with dedicated_server("sqlite", {"ORGWARDEN_SIMULATOR_TOKENS_PER_SECOND": "20"}) as srv:
+        yield srv
 
 
 def test_a_stream_the_client_aborts_is_metered_with_what_was_delivered(slow_server: Server) -> None:
