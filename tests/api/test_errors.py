@@ -1032,8 +1032,9 @@ def test_the_sdk_raises_not_found_for_an_unknown_api_key(client: anthropic.Anthr
 # --------------------------------------------------------------------------------------------------
 # concurrent requests: each rule holds when the requests race (on PostgreSQL they run truly in
 # parallel; SQLite serializes writers). Before the services took the organization lock for these
-# changes, PostgreSQL created duplicate workspace names, answered a duplicate member with a 500, and
-# left keys created during an archive active in the archived workspace.
+# changes, PostgreSQL created duplicate workspace names, answered a duplicate member with a 500, left
+# keys created during an archive active in the archived workspace, let a racing delete mark an
+# accepted invite deleted (its user kept), and told a second accept of a used token 400 already_member.
 
 RACERS = 8
 

@@ -60,6 +60,7 @@ class ApiKeyService:
             raise InvalidRequest("API keys must be created on behalf of a user")
         secret = ids.new_api_key_secret()
         async with self._uow() as uow:
+            await uow.organizations.lock(ctx.organization_id)
             default = await uow.workspaces.default(ctx.organization_id)
             workspace = default
             if workspace_id is not None:
@@ -118,6 +119,7 @@ class ApiKeyService:
             one_of(status, SETTABLE_STATUSES, "status")
         now = utcnow()
         async with self._uow() as uow:
+            await uow.organizations.lock(ctx.organization_id)
             key = await _require(uow, ctx.organization_id, key_id)
             current = api_key_status(key.status, key.expires_at, now)
             if current == "archived":

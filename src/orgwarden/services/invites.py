@@ -111,6 +111,7 @@ class InviteService:
 
     async def delete(self, ctx: Context, invite_id: str) -> str:
         async with self._uow() as uow:
+            await uow.organizations.lock(ctx.organization_id)
             invite = await _require(uow, ctx.organization_id, invite_id)
             if invite.status == "accepted":
                 raise Conflict(f"invite {invite_id} was accepted and cannot be deleted; remove the user instead")
@@ -131,6 +132,7 @@ class InviteService:
             if invite is None or not ids.secret_matches(token, invite.token_hash):
                 raise NotFound("invite token not recognised")
             await uow.organizations.lock(invite.organization_id)
+            await uow.invites.reload(invite)  # a racing accept or delete committed before the lock is seen
             status = invite_status(invite.status, invite.expires_at, now)
             if status == "accepted":
                 raise Conflict(f"invite {invite.id} has already been accepted")

@@ -34,6 +34,7 @@ class MemberService:
     async def add(self, ctx: Context, workspace_id: str, *, user_id: str, role: str) -> WorkspaceMember:
         one_of(role, ADDABLE_WORKSPACE_ROLES, "workspace_role", refused="workspace_billing")
         async with self._uow() as uow:
+            await uow.organizations.lock(ctx.organization_id)
             workspace = await require_workspace(uow, ctx.organization_id, workspace_id)
             require_active(workspace)
             await require_user(uow, ctx.organization_id, user_id)
@@ -61,6 +62,7 @@ class MemberService:
     async def update(self, ctx: Context, workspace_id: str, user_id: str, *, role: str) -> WorkspaceMember:
         one_of(role, WORKSPACE_ROLES, "workspace_role")
         async with self._uow() as uow:
+            await uow.organizations.lock(ctx.organization_id)
             workspace = await require_workspace(uow, ctx.organization_id, workspace_id)
             require_active(workspace)
             member = await _require_member(uow, workspace_id, user_id)
@@ -75,6 +77,7 @@ class MemberService:
 
     async def remove(self, ctx: Context, workspace_id: str, user_id: str) -> None:
         async with self._uow() as uow:
+            await uow.organizations.lock(ctx.organization_id)
             await require_workspace(uow, ctx.organization_id, workspace_id)
             member = await _require_member(uow, workspace_id, user_id)
             await uow.members.delete(member)

@@ -85,6 +85,7 @@ class WorkspaceService:
         default = checked(rules.check_inference_geo, residency.default_inference_geo or rules.DEFAULT_INFERENCE_GEO)
         checked(rules.check_default_in_allowed, default, allowed)
         async with self._uow() as uow:
+            await uow.organizations.lock(ctx.organization_id)
             await self._name_free(uow, ctx.organization_id, clean_name)
             workspace = Workspace(
                 id=ids.new_id(ids.WORKSPACE),
@@ -146,6 +147,7 @@ class WorkspaceService:
         _unsupported(external_key_id, user_profile_id)
         changes: dict[str, Any] = {}
         async with self._uow() as uow:
+            await uow.organizations.lock(ctx.organization_id)
             workspace = await require_workspace(uow, ctx.organization_id, workspace_id)
             require_active(workspace)
             if name is not None:
@@ -185,6 +187,7 @@ class WorkspaceService:
     async def archive(self, ctx: Context, workspace_id: str) -> Workspace:
         now = utcnow()
         async with self._uow() as uow:
+            await uow.organizations.lock(ctx.organization_id)
             workspace = await require_workspace(uow, ctx.organization_id, workspace_id)
             if workspace.is_default:
                 raise InvalidRequest("the default workspace cannot be archived")
@@ -208,6 +211,7 @@ class WorkspaceService:
             raise InvalidRequest("api_key: must be a non-empty key of at most 256 characters without spaces")
         now = utcnow()
         async with self._uow() as uow:
+            await uow.organizations.lock(ctx.organization_id)
             workspace = await require_workspace(uow, ctx.organization_id, workspace_id)
             require_active(workspace)
             workspace.upstream_api_key_encrypted = self._box.seal(api_key, workspace.id) if api_key else None

@@ -43,8 +43,8 @@ class Organizations(_Repo):
         return await self.session.get(Organization, organization_id)
 
     async def lock(self, organization_id: str) -> None:
-        """Serialize membership changes in one organization (PostgreSQL row lock; SQLite already
-        serializes writers with ``BEGIN IMMEDIATE``)."""
+        """Serialize changes in one organization: members, workspaces, their members and keys
+        (PostgreSQL row lock; SQLite already serializes writers with ``BEGIN IMMEDIATE``)."""
         if self.session.get_bind().dialect.name == "postgresql":
             await self.session.execute(
                 select(Organization.id).where(Organization.id == organization_id).with_for_update()
@@ -90,6 +90,10 @@ class Invites(_Repo):
 
     async def by_token_hash(self, token_hash: str) -> Invite | None:
         return await self.session.scalar(select(Invite).where(Invite.token_hash == token_hash))
+
+    async def reload(self, invite: Invite) -> None:
+        """Read the row again, e.g. once the organization lock is held, to see a racing change."""
+        await self.session.refresh(invite)
 
     async def pending_for(self, organization_id: str, email: str, now: datetime) -> Invite | None:
         return await self.session.scalar(
