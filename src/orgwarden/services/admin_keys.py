@@ -70,6 +70,7 @@ class AdminKeyService:
 
     async def revoke(self, ctx: Context, key_id: str) -> AdminApiKey:
         async with self._uow() as uow:
+            await uow.organizations.lock(ctx.organization_id)  # same lock order as removing the key's user
             key = await uow.admin_keys.get(ctx.organization_id, key_id)
             if key is None:
                 raise NotFound(f"admin API key {key_id!r} not found")
