@@ -1,0 +1,100 @@
+"""Token buckets that refill continuously, reserving several at once all-or-nothing.
+
+Anthropic's limits are per minute but enforced continuously: a bucket holds at most ``capacity``
+units and refills at ``limit / 60`` units a second. For requests the capacity is one second's worth
+(at least one request), so 60 RPM allows about one request a second rather than 60 at once; token
+buckets hold a whole minute's worth, so that one large request can pass when the bucket is full.
+
+``reserve`` takes from every bucket of a request or from none (a refusal leaves no trace), and says
+how long to wait until all of them could pass. ``settle`` corrects a reservation once the real
+usage is known: unused tokens go back (never above capacity), overruns are taken (the bucket may go
+negative, which delays the next requests, exactly as an estimate that was too low should).
+
+Not yet wired into the gateway (rate limits are the next issue): the in-process and Redis backends
+are to run exactly this arithmetic (Redis in one Lua script per call, atomic across instances), and
+this module is the reference to test both against.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Limiter(Enum):
+    REQUESTS_PER_MINUTE = "requests_per_minute"
+    INPUT_TOKENS_PER_MINUTE = "input_tokens_per_minute"
+    INPUT_TOKENS_PER_MINUTE_CACHE_AWARE = "input_tokens_per_minute_cache_aware"
+    OUTPUT_TOKENS_PER_MINUTE = "output_tokens_per_minute"
+
+
+def capacity_of(limiter: Limiter, limit: int) -> float:
+    if limiter is Limiter.REQUESTS_PER_MINUTE:
+        return max(1.0, limit / 60)
+    return float(limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A bucket's state: units available at time ``at`` (seconds, any monotonic-enough clock)."""
+
+    level: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    limiter: Limiter
+    limit: int  # per minute
+
+    @property
+    def capacity(self) -> float:
+        return capacity_of(self.limiter, self.limit)
+
+    @property
+    def rate(self) -> float:
+        return self.limit / 60
+
+
+def refilled(bucket: Bucket | None, spec: Spec, now: float) -> Bucket:
+    if bucket is None:
+        return Bucket(spec.capacity, now)
+    elapsed = max(0.0, now - bucket.at)
+    return Bucket(min(spec.capacity, bucket.level + elapsed * spec.rate), now)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    buckets: Mapping[str, Bucket]  # the new states (unchanged levels, refilled, when refused)
+    retry_after: float  # seconds until every bucket could pass (0 when allowed)
+    blocking: str | None  # the name of the bucket that refused, the one with the longest wait
+
+
+def reserve(state: Mapping[str, Bucket], wants: Sequence[tuple[str, Spec, float]], now: float) -> Verdict:
+    """Take ``amount`` from each named bucket, or from none of them."""
+    updated = {name: refilled(state.get(name), spec, now) for name, spec, _ in wants}
+    waits: dict[str, float] = {}
+    for name, spec, amount in wants:
+        if amount > spec.capacity:
+            waits[name] = math.inf  # can never pass: larger than the bucket itself
+        elif updated[name].level < amount:
+            waits[name] = (amount - updated[name].level) / spec.rate if spec.rate > 0 else math.inf
+    if waits:
+        blocking = max(waits, key=lambda n: waits[n])
+        return Verdict(False, updated, waits[blocking], blocking)
+    taken = {name: Bucket(updated[name].level - amount, now) for name, _, amount in wants}
+    return Verdict(True, taken, 0.0, None)
+
+
+def settle(
+    state: Mapping[str, Bucket], corrections: Sequence[tuple[str, Spec, float]], now: float
+) -> dict[str, Bucket]:
+    """Give back (positive) or take (negative) ``delta`` units after the fact."""
+    out: dict[str, Bucket] = {}
+    for name, spec, delta in corrections:
+        current = refilled(state.get(name), spec, now)
+        out[name] = Bucket(min(spec.capacity, current.level + delta), now)
+    return out
