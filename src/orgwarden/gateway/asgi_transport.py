@@ -1,9 +1,9 @@
-"""An httpx transport that serves requests from an ASGI app in the same process, streaming.
+"""An httpx2 transport that serves requests from an ASGI app in the same process, streaming.
 
-httpx's own ``ASGITransport`` collects the whole response before returning it, which would hide the
+httpx2's own ``ASGITransport`` collects the whole response before returning it, which would hide the
 very thing the gateway must get right: time to first byte and chunk-by-chunk SSE relaying. This one
 hands back the response as soon as the app starts it, then yields each body chunk as it is sent.
-It also honours httpx's read timeout (``ReadTimeout``) and turns an app that dies mid-body into
+It also honours httpx2's read timeout (``ReadTimeout``) and turns an app that dies mid-body into
 ``RemoteProtocolError``, exactly what a real connection would give the upstream client.
 """
 
@@ -14,13 +14,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import httpx2
 from starlette.types import ASGIApp, Message
 
 _END = object()
 
 
-class _Body(httpx.AsyncByteStream):
+class _Body(httpx2.AsyncByteStream):
     def __init__(self, queue: asyncio.Queue[Any], task: asyncio.Task[None], timeout: float | None) -> None:
         self._queue = queue
         self._task = task
@@ -31,11 +31,11 @@ class _Body(httpx.AsyncByteStream):
             try:
                 item = await asyncio.wait_for(self._queue.get(), self._timeout)
             except TimeoutError:
-                raise httpx.ReadTimeout("in-process upstream did not send in time") from None
+                raise httpx2.ReadTimeout("in-process upstream did not send in time") from None
             if item is _END:
                 return
             if isinstance(item, BaseException):
-                raise httpx.RemoteProtocolError(f"in-process upstream failed mid-body: {item}") from item
+                raise httpx2.RemoteProtocolError(f"in-process upstream failed mid-body: {item}") from item
             yield item
 
     async def aclose(self) -> None:
@@ -45,11 +45,11 @@ class _Body(httpx.AsyncByteStream):
                 await self._task
 
 
-class StreamingASGITransport(httpx.AsyncBaseTransport):
+class StreamingASGITransport(httpx2.AsyncBaseTransport):
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         body = await request.aread()
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         read_timeout = timeouts.get("read")
@@ -104,9 +104,9 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
             start = await asyncio.wait_for(asyncio.shield(started), read_timeout)
         except TimeoutError:
             task.cancel()
-            raise httpx.ReadTimeout("in-process upstream did not answer in time", request=request) from None
+            raise httpx2.ReadTimeout("in-process upstream did not answer in time", request=request) from None
         except Exception as exc:
-            raise httpx.ConnectError(f"in-process upstream failed: {exc}", request=request) from exc
-        return httpx.Response(
+            raise httpx2.ConnectError(f"in-process upstream failed: {exc}", request=request) from exc
+        return httpx2.Response(
             start["status"], headers=start.get("headers", []), stream=_Body(queue, task, read_timeout), request=request
         )

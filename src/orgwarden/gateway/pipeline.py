@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
+import httpx2
 from starlette.types import Message, Receive, Scope, Send
 
 from orgwarden import ids
@@ -39,7 +39,6 @@ from orgwarden.gateway.keys import KeyCache
 from orgwarden.gateway.recorder import Recorder
 from orgwarden.gateway.upstream import Upstreams, forwarded_headers
 from orgwarden.services.credentials import AdminKeyPresented, KeyGrant
-from orgwarden.storage.tables import AuditEvent, UsageRecord
 
 log = logging.getLogger("orgwarden.gateway")
 
@@ -271,12 +270,12 @@ class Gateway:
         request = client.build_request(call.method, url, headers=headers, content=call.body or None)
         try:
             response = await client.send(request, stream=True)
-        except httpx.ConnectTimeout:
+        except httpx2.ConnectTimeout:
             raise Refusal(504, "timeout_error", "the upstream did not accept the connection in time") from None
-        except httpx.TimeoutException:
+        except httpx2.TimeoutException:
             await self._meter(call, 504, Extracted())
             raise Refusal(504, "timeout_error", "the upstream did not answer in time") from None
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             log.warning("upstream unreachable for %s: %s", call.request_id, exc)
             raise Refusal(502, "api_error", "the upstream could not be reached") from None
         try:
@@ -284,7 +283,7 @@ class Gateway:
         finally:
             await response.aclose()
 
-    def _response_headers(self, response: httpx.Response, grant: KeyGrant) -> list[tuple[bytes, bytes]]:
+    def _response_headers(self, response: httpx2.Response, grant: KeyGrant) -> list[tuple[bytes, bytes]]:
         headers: list[tuple[bytes, bytes]] = []
         for name, value in response.headers.raw:
             lower = name.lower()
@@ -300,7 +299,9 @@ class Gateway:
         headers.append((b"anthropic-workspace-id", grant.workspace_id.encode()))
         return headers
 
-    async def _relay(self, call: Call, response: httpx.Response, receive: Receive, send: Send, grant: KeyGrant) -> None:
+    async def _relay(
+        self, call: Call, response: httpx2.Response, receive: Receive, send: Send, grant: KeyGrant
+    ) -> None:
         is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
         meter = StreamMeter() if is_sse else None
         await send({"type": "http.response.start", "status": response.status_code,
@@ -316,9 +317,9 @@ class Gateway:
                     else:
                         collected.append(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except httpx.HTTPError as exc:
+            except httpx2.HTTPError as exc:
                 log.warning("upstream failed mid-response for %s: %s", call.request_id, exc)
-                outcome["status"] = 504 if isinstance(exc, httpx.TimeoutException) else 502
+                outcome["status"] = 504 if isinstance(exc, httpx2.TimeoutException) else 502
                 if is_sse:
                     kind = "timeout_error" if outcome["status"] == 504 else "api_error"
                     error = {"type": "error", "error": {"type": kind, "message": "the upstream stream was interrupted"},
@@ -351,7 +352,7 @@ class Gateway:
             log.warning(
                 "no price for model %r: its usage is recorded with cost 0 (add it to the models file)", model_name
             )
-        record = UsageRecord(
+        record = dict(
             id=call.request_id,
             organization_id=grant.organization_id,
             workspace_id=grant.workspace_id,
@@ -375,7 +376,7 @@ class Gateway:
             latency_ms=int((time.perf_counter() - call.started) * 1000),
             created_at=utcnow(),
         )
-        await self.recorder.put(record)
+        await self.recorder.put("usage", record)
 
     async def _audit_tenant(
         self,
@@ -399,7 +400,7 @@ class Gateway:
         }
         if error is not None:
             details["error"] = error
-        event = AuditEvent(
+        event = dict(
             id=ids.new_id(ids.AUDIT_EVENT),
             organization_id=organization_id,
             occurred_at=now,
@@ -415,7 +416,7 @@ class Gateway:
             outcome=outcome,
             details=details,
         )
-        await self.recorder.put(event)
+        await self.recorder.put("audit", event)
 
     async def _refuse(self, send: Send, call: Call, refusal: Refusal) -> None:
         body = _envelope(refusal, call.request_id)

@@ -1,6 +1,6 @@
 """The upstream: one pooled HTTP client per worker, or the built-in simulator, behind one seam.
 
-Both are ``httpx.AsyncClient``s; only the transport differs (a real connection pool, or the simulator
+Both are ``httpx2.AsyncClient``s; only the transport differs (a real connection pool, or the simulator
 served in process by ``StreamingASGITransport``), so nothing above this module knows which it talks to.
 Which one a request uses: the simulator when ``ORGWARDEN_UPSTREAM=simulator``, or when neither the
 workspace nor the server has an upstream key; otherwise the real upstream with the workspace's own
@@ -9,7 +9,7 @@ key if it has one, else the server's.
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 
 from orgwarden.config import Settings
 from orgwarden.domain.catalog import Catalog
@@ -43,12 +43,12 @@ def forwarded_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes
 
 class Upstreams:
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
-        timeout = httpx.Timeout(
+        timeout = httpx2.Timeout(
             settings.upstream_timeout_seconds,
             connect=settings.upstream_connect_timeout_seconds,
             pool=settings.upstream_connect_timeout_seconds,
         )
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
+        limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
         self.always_simulate = settings.upstream == "simulator"
         self.default_key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
         simulator = Simulator(
@@ -56,16 +56,16 @@ class Upstreams:
             latency_ms=settings.simulator_latency_ms,
             tokens_per_second=settings.simulator_tokens_per_second,
         )
-        self.simulator = httpx.AsyncClient(
+        self.simulator = httpx2.AsyncClient(
             base_url=SIMULATOR_BASE, transport=StreamingASGITransport(simulator), timeout=timeout
         )
         self.real = (
             None
             if self.always_simulate
-            else httpx.AsyncClient(base_url=settings.upstream, timeout=timeout, limits=limits, trust_env=False)
+            else httpx2.AsyncClient(base_url=settings.upstream, timeout=timeout, limits=limits, trust_env=False)
         )
 
-    def pick(self, workspace_key: str | None) -> tuple[httpx.AsyncClient, str | None]:
+    def pick(self, workspace_key: str | None) -> tuple[httpx2.AsyncClient, str | None]:
         """The client and the upstream credential for a request of a workspace."""
         key = workspace_key or self.default_key
         if self.real is None or key is None:

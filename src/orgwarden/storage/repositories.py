@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orgwarden.storage.pagination import Cursor, Page, paginate
@@ -269,6 +269,10 @@ class AdminApiKeys(_Repo):
 
 
 class AuditEvents(_Repo):
+    async def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            await self.session.execute(insert(AuditEvent), list(rows))
+
     async def all(self, organization_id: str) -> list[AuditEvent]:
         stmt = select(AuditEvent).where(AuditEvent.organization_id == organization_id).order_by(AuditEvent.id)
         return list((await self.session.scalars(stmt)).all())
@@ -291,8 +295,10 @@ class CacheEvents(_Repo):
 
 
 class UsageRecords(_Repo):
-    def add_all(self, rows: Sequence[UsageRecord]) -> None:
-        self.session.add_all(rows)
+    async def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        """One multi-row INSERT (no ORM objects: this is the metering hot path)."""
+        if rows:
+            await self.session.execute(insert(UsageRecord), list(rows))
 
     async def for_organization(self, organization_id: str) -> list[UsageRecord]:
         stmt = select(UsageRecord).where(UsageRecord.organization_id == organization_id).order_by(UsageRecord.id)
