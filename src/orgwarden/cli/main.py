@@ -116,8 +116,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on. [default: 8080]")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes. [default: 1]")] = None,
 ) -> None:
-    """Serve the Admin API (and, later, the gateway) on one port. On an empty database, initialize
-    first and print the admin key once."""
+    """Serve the Admin API and the /v1/messages gateway on one port. On an empty database,
+    initialize first and print the admin key once."""
     settings = settings_from(ctx, host=host, port=port, workers=workers)
 
     async def bootstrap_if_empty(services: Services) -> Bootstrap | None:
