@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx2
 from starlette.types import Message, Receive, Scope, Send
 
 from orgwarden import ids
@@ -35,9 +34,10 @@ from orgwarden.domain.pricing import cost_of
 from orgwarden.domain.statuses import api_key_status
 from orgwarden.domain.usage import Extracted, StreamMeter, from_message
 from orgwarden.domain.workspaces import UNRESTRICTED
+from orgwarden.gateway.http1 import ConnectTimedOut, ReadTimedOut, UpstreamError
 from orgwarden.gateway.keys import KeyCache
 from orgwarden.gateway.recorder import Recorder
-from orgwarden.gateway.upstream import Upstreams, forwarded_headers
+from orgwarden.gateway.upstream import UpstreamResponse, Upstreams, forwarded_headers
 from orgwarden.services.credentials import AdminKeyPresented, KeyGrant
 
 log = logging.getLogger("orgwarden.gateway")
@@ -261,21 +261,20 @@ class Gateway:
     # -- forwarding and relaying -----------------------------------------------------------------
 
     async def _forward(self, call: Call, scope: Scope, receive: Receive, send: Send, grant: KeyGrant) -> None:
-        client, upstream_key = self.upstreams.pick(grant.upstream_api_key)
+        upstream, upstream_key = self.upstreams.pick(grant.upstream_api_key)
         headers = forwarded_headers(scope["headers"])
         if upstream_key is not None:
             headers.append((b"x-api-key", upstream_key.encode()))
         query = scope.get("query_string", b"")
-        url = call.path + ("?" + query.decode("latin-1") if query else "")
-        request = client.build_request(call.method, url, headers=headers, content=call.body or None)
+        target = call.path + ("?" + query.decode("latin-1") if query else "")
         try:
-            response = await client.send(request, stream=True)
-        except httpx2.ConnectTimeout:
+            response = await upstream.request(call.method, target, headers, call.body)
+        except ConnectTimedOut:
             raise Refusal(504, "timeout_error", "the upstream did not accept the connection in time") from None
-        except httpx2.TimeoutException:
+        except ReadTimedOut:
             await self._meter(call, 504, Extracted())
             raise Refusal(504, "timeout_error", "the upstream did not answer in time") from None
-        except httpx2.HTTPError as exc:
+        except UpstreamError as exc:
             log.warning("upstream unreachable for %s: %s", call.request_id, exc)
             raise Refusal(502, "api_error", "the upstream could not be reached") from None
         try:
@@ -283,9 +282,9 @@ class Gateway:
         finally:
             await response.aclose()
 
-    def _response_headers(self, response: httpx2.Response, grant: KeyGrant) -> list[tuple[bytes, bytes]]:
+    def _response_headers(self, response: UpstreamResponse, grant: KeyGrant) -> list[tuple[bytes, bytes]]:
         headers: list[tuple[bytes, bytes]] = []
-        for name, value in response.headers.raw:
+        for name, value in response.headers:
             lower = name.lower()
             if lower in _HOP_BY_HOP:
                 continue
@@ -300,26 +299,26 @@ class Gateway:
         return headers
 
     async def _relay(
-        self, call: Call, response: httpx2.Response, receive: Receive, send: Send, grant: KeyGrant
+        self, call: Call, response: UpstreamResponse, receive: Receive, send: Send, grant: KeyGrant
     ) -> None:
-        is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
+        is_sse = (response.header(b"content-type") or b"").startswith(b"text/event-stream")
         meter = StreamMeter() if is_sse else None
-        await send({"type": "http.response.start", "status": response.status_code,
+        await send({"type": "http.response.start", "status": response.status,
                     "headers": self._response_headers(response, grant)})  # fmt: skip
         collected: list[bytes] = []
-        outcome = {"status": response.status_code}
+        outcome = {"status": response.status}
 
         async def pump() -> None:
             try:
-                async for chunk in response.aiter_raw():
+                async for chunk in response:
                     if meter is not None:
                         meter.feed(chunk)
                     else:
                         collected.append(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except httpx2.HTTPError as exc:
+            except UpstreamError as exc:
                 log.warning("upstream failed mid-response for %s: %s", call.request_id, exc)
-                outcome["status"] = 504 if isinstance(exc, httpx2.TimeoutException) else 502
+                outcome["status"] = 504 if isinstance(exc, ReadTimedOut) else 502
                 if is_sse:
                     kind = "timeout_error" if outcome["status"] == 504 else "api_error"
                     error = {"type": "error", "error": {"type": kind, "message": "the upstream stream was interrupted"},

@@ -1,26 +1,42 @@
-"""The upstream: one pooled HTTP client per worker, or the built-in simulator, behind one seam.
+"""The upstream: a pooled HTTP/1.1 client per worker, or the built-in simulator, behind one seam.
 
-Both are ``httpx2.AsyncClient``s; only the transport differs (a real connection pool, or the simulator
-served in process by ``StreamingASGITransport``), so nothing above this module knows which it talks to.
-Which one a request uses: the simulator when ``ORGWARDEN_UPSTREAM=simulator``, or when neither the
-workspace nor the server has an upstream key; otherwise the real upstream with the workspace's own
-key if it has one, else the server's.
+Both answer ``request(method, target, headers, body)`` with a response that has ``status``, raw
+``headers`` and body chunks (``http1.Pool`` over the network, ``inprocess.InProcess`` for the
+simulator in this process), so nothing above this module knows which it talks to. Which one a
+request uses: the simulator when ``ORGWARDEN_UPSTREAM=simulator``, or when neither the workspace nor
+the server has an upstream key; otherwise the real upstream with the workspace's own key if it has
+one, else the server's.
 """
 
 from __future__ import annotations
 
-import httpx2
+from collections.abc import AsyncIterator
+from typing import Protocol
 
 from orgwarden.config import Settings
 from orgwarden.domain.catalog import Catalog
-from orgwarden.gateway.asgi_transport import StreamingASGITransport
+from orgwarden.gateway.http1 import Pool
+from orgwarden.gateway.inprocess import InProcess
 from orgwarden.gateway.simulator import Simulator
-
-SIMULATOR_BASE = "http://simulator.orgwarden.invalid"
 
 # Headers a client sends that are for orgwarden, not for the upstream.
 _NOT_FORWARDED = frozenset({"anthropic-workspace-id"})
 _FORWARDED_PLAIN = frozenset({b"content-type", b"accept", b"user-agent"})
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: list[tuple[bytes, bytes]]
+
+    def header(self, name: bytes) -> bytes | None: ...
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+    async def aclose(self) -> None: ...
+
+
+class Upstream(Protocol):
+    async def request(
+        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> UpstreamResponse: ...
 
 
 def forwarded_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -43,36 +59,30 @@ def forwarded_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes
 
 class Upstreams:
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
-        timeout = httpx2.Timeout(
-            settings.upstream_timeout_seconds,
-            connect=settings.upstream_connect_timeout_seconds,
-            pool=settings.upstream_connect_timeout_seconds,
-        )
-        limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
-        self.always_simulate = settings.upstream == "simulator"
         self.default_key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
         simulator = Simulator(
             catalog,
             latency_ms=settings.simulator_latency_ms,
             tokens_per_second=settings.simulator_tokens_per_second,
         )
-        self.simulator = httpx2.AsyncClient(
-            base_url=SIMULATOR_BASE, transport=StreamingASGITransport(simulator), timeout=timeout
-        )
+        self.simulator = InProcess(simulator, read_timeout=settings.upstream_timeout_seconds)
         self.real = (
             None
-            if self.always_simulate
-            else httpx2.AsyncClient(base_url=settings.upstream, timeout=timeout, limits=limits, trust_env=False)
+            if settings.upstream == "simulator"
+            else Pool(
+                settings.upstream,
+                connect_timeout=settings.upstream_connect_timeout_seconds,
+                read_timeout=settings.upstream_timeout_seconds,
+            )
         )
 
-    def pick(self, workspace_key: str | None) -> tuple[httpx2.AsyncClient, str | None]:
-        """The client and the upstream credential for a request of a workspace."""
+    def pick(self, workspace_key: str | None) -> tuple[Upstream, str | None]:
+        """The upstream and the credential for a request of a workspace."""
         key = workspace_key or self.default_key
         if self.real is None or key is None:
             return self.simulator, None
         return self.real, key
 
     async def aclose(self) -> None:
-        await self.simulator.aclose()
         if self.real is not None:
             await self.real.aclose()
