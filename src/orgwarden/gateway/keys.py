@@ -54,6 +54,7 @@ class KeyCache:
         self._high = 0
         self._seen: set[int] = set()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def lookup(self, secret: str) -> Answer:
         digest = hashlib.sha256(secret.encode()).hexdigest()
@@ -110,16 +111,20 @@ class KeyCache:
         self._task = asyncio.create_task(self._run(), name="orgwarden-key-cache")
 
     async def stop(self) -> None:
+        """Stop polling; a poll under way finishes first (cancelling it mid-query would leave the
+        database driver to clean up a half-done transaction during shutdown)."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
 
     async def _run(self) -> None:
         last_prune = time.monotonic()
         failing = False
-        while True:
-            await asyncio.sleep(self._interval)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
+            if self._stopping.is_set():
+                return
             try:
                 await self.poll_once()
                 if time.monotonic() - last_prune > PRUNE_EVERY:
