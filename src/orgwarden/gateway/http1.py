@@ -27,6 +27,14 @@ from urllib.parse import urlsplit
 import httptools
 
 
+def first_header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of a header in raw ASGI/HTTP pairs; ``name`` in lower case."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
 class UpstreamError(Exception):
     pass
 
@@ -141,10 +149,7 @@ class Response:
         self.headers = connection.headers
 
     def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        return first_header(self.headers, name)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         connection = self._connection

@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message
 
-from orgwarden.gateway.http1 import Broken, ConnectFailed, ReadTimedOut
+from orgwarden.gateway.http1 import Broken, ConnectFailed, ReadTimedOut, first_header
 
 _END = object()
 
@@ -30,10 +30,7 @@ class InProcessResponse:
         self._timeout = read_timeout
 
     def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        return first_header(self.headers, name)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while True:

@@ -34,7 +34,7 @@ from orgwarden.domain.pricing import cost_of
 from orgwarden.domain.statuses import api_key_status
 from orgwarden.domain.usage import Extracted, StreamMeter, from_message
 from orgwarden.domain.workspaces import UNRESTRICTED
-from orgwarden.gateway.http1 import ConnectTimedOut, ReadTimedOut, UpstreamError
+from orgwarden.gateway.http1 import ConnectTimedOut, ReadTimedOut, UpstreamError, first_header
 from orgwarden.gateway.keys import KeyCache
 from orgwarden.gateway.recorder import Recorder
 from orgwarden.gateway.upstream import UpstreamResponse, Upstreams, forwarded_headers
@@ -96,10 +96,8 @@ class Call:
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return str(value.decode("latin-1"))
-    return None
+    value = first_header(scope["headers"], name)
+    return value.decode("latin-1") if value is not None else None
 
 
 def _credential(scope: Scope) -> str | None:
