@@ -7,6 +7,7 @@ a one-line message naming the setting, and the CLI stops with it.
 
 from __future__ import annotations
 
+import base64
 import os
 import tomllib
 from pathlib import Path
@@ -80,6 +81,28 @@ class Settings(BaseSettings):
     tls_keyfile: Path | None = None
     """Serve HTTPS with this certificate chain and private key (PEM), e.g. behind a TLS-inspecting proxy."""
 
+    redis_url: str | None = None
+    """``redis://host:6379/0``: rate-limit and spend counters shared by every worker and instance.
+    Without it, counters live in the one server process (so ``workers`` must be 1)."""
+
+    rate_limits_on_store_failure: Literal["fail_open", "fail_closed"] = "fail_open"
+    """When Redis cannot be reached: let requests through unchecked by rate limits (logged and
+    counted), or refuse them with 503."""
+
+    spend_limits_on_store_failure: Literal["fail_open", "fail_closed"] = "fail_closed"
+    """When Redis cannot be reached and a spend limit applies: refuse with 503 (default), or let the
+    request through unchecked (logged and counted)."""
+
+    rate_limit_request_burst_seconds: float = Field(default=1.0, gt=0, le=60)
+    """How many seconds' worth of a requests-per-minute limit may arrive at once: 1 (default) makes
+    60 RPM about one request a second, as Anthropic enforces it; 60 allows a whole minute's worth."""
+
+    webhook_url: str | None = None
+    """Where spend alerts are delivered (Standard Webhooks, signed with ``webhook_secret``)."""
+
+    webhook_secret: SecretStr | None = None
+    """The signing secret, ``whsec_`` + base64 (Standard Webhooks); required with ``webhook_url``."""
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str | None) -> str | None:
@@ -111,7 +134,42 @@ class Settings(BaseSettings):
     def _tls_pair(self) -> Settings:
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("tls_certfile and tls_keyfile go together: set both or neither")
+        if self.workers > 1 and self.redis_url is None:
+            raise ValueError(
+                "workers > 1 needs redis_url: rate and spend limits are counted in one place, which is"
+                " the server process without Redis (set ORGWARDEN_REDIS_URL, or run one worker)"
+            )
+        if self.webhook_url is not None and self.webhook_secret is None:
+            raise ValueError("webhook_url needs webhook_secret (whsec_ + base64) to sign deliveries")
         return self
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        secret = value.get_secret_value().removeprefix("whsec_")
+        try:
+            raw = base64.b64decode(secret, validate=True)
+        except ValueError:
+            raise ValueError("must be whsec_ followed by base64") from None
+        if len(raw) < 24:
+            raise ValueError("must hold at least 24 random bytes (whsec_ + base64)")
+        return value
 
     @property
     def uses_simulator(self) -> bool:
@@ -156,7 +214,7 @@ def _describe(error: ValidationError) -> str:
     if not first["loc"]:  # a rule across settings: the message names them
         return f"invalid settings: {first['msg'].removeprefix('Value error, ')}"
     value = first.get("input")
-    secret = name in {"secret_key", "upstream_api_key"}
+    secret = name in {"secret_key", "upstream_api_key", "webhook_secret"}
     shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
     return f"invalid setting ORGWARDEN_{name.upper()}: {first['msg']}{shown}"
 

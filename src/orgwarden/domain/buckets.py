@@ -10,9 +10,9 @@ how long to wait until all of them could pass. ``settle`` corrects a reservation
 usage is known: unused tokens go back (never above capacity), overruns are taken (the bucket may go
 negative, which delays the next requests, exactly as an estimate that was too low should).
 
-Not yet wired into the gateway (rate limits are the next issue): the in-process and Redis backends
-are to run exactly this arithmetic (Redis in one Lua script per call, atomic across instances), and
-this module is the reference to test both against.
+The in-process backend (``gateway.limits.memory``) runs exactly this code; the Redis backend runs the
+same arithmetic in one Lua script per call, atomic across instances, and is tested against this
+module as the reference.
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ class Limiter(Enum):
     OUTPUT_TOKENS_PER_MINUTE = "output_tokens_per_minute"
 
 
-def capacity_of(limiter: Limiter, limit: int) -> float:
+def capacity_of(limiter: Limiter, limit: int, request_burst_seconds: float = 1.0) -> float:
+    """Requests: ``request_burst_seconds`` worth (one second by default, at least one request);
+    tokens: a whole minute's worth."""
     if limiter is Limiter.REQUESTS_PER_MINUTE:
-        return max(1.0, limit / 60)
+        return max(1.0, limit * request_burst_seconds / 60)
     return float(limit)
 
 
@@ -48,10 +50,11 @@ class Bucket:
 class Spec:
     limiter: Limiter
     limit: int  # per minute
+    request_burst_seconds: float = 1.0
 
     @property
     def capacity(self) -> float:
-        return capacity_of(self.limiter, self.limit)
+        return capacity_of(self.limiter, self.limit, self.request_burst_seconds)
 
     @property
     def rate(self) -> float:

@@ -153,7 +153,11 @@ class UsageRecord(Base):
     """
 
     __tablename__ = "usage_records"
-    __table_args__ = (Index("ix_usage_records_org_time", "organization_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_usage_records_org_time", "organization_id", "created_at"),
+        Index("ix_usage_records_workspace_time", "workspace_id", "created_at"),
+        Index("ix_usage_records_key_time", "api_key_id", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(IdString(), primary_key=True)  # the request id
     organization_id: Mapped[str] = mapped_column(IdString(36))
@@ -193,3 +197,60 @@ class CacheEvent(Base):
     entity_type: Mapped[str] = mapped_column(String(32))
     entity_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
+
+
+class RateLimitValue(Base):
+    """One limiter value of one rate-limit group at one level (organization, workspace, API key).
+
+    A row exists only for a value that is set: clearing an override deletes the row. ``scope_id``
+    is the organization, workspace or API key id; ``group_name`` the catalogue group or surface type.
+    """
+
+    __tablename__ = "rate_limit_values"
+
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    scope_type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    scope_id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    group_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    limiter: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
+
+
+class SpendLimit(Base):
+    """A spend limit: a cap on metered cost in one UTC period, for one scope.
+
+    One row per scope and period (setting again updates it). ``amount_cents`` null is an explicit
+    "no limit" for that scope and period. ``alert_thresholds`` are percentages of the amount.
+    """
+
+    __tablename__ = "spend_limits"
+    __table_args__ = (
+        Index("uq_spend_limits_scope_period", "organization_id", "scope_type", "scope_id", "period", unique=True),
+    )
+
+    id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    scope_type: Mapped[str] = mapped_column(String(16))
+    scope_id: Mapped[str] = mapped_column(IdString())
+    period: Mapped[str] = mapped_column(String(16))
+    amount_cents: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    alert_thresholds: Mapped[list[int]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class SpendAlert(Base):
+    """A spend alert that fired: at most one per limit, period and threshold, across every instance
+    (the primary key is what makes "once per period" hold when several instances cross together)."""
+
+    __tablename__ = "spend_alerts"
+
+    spend_limit_id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(primary_key=True)
+    threshold: Mapped[int] = mapped_column(Integer, primary_key=True)
+    organization_id: Mapped[str] = mapped_column(IdString(36))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    spent_picodollars: Mapped[int] = mapped_column(BigInteger)
+    fired_at: Mapped[datetime]

@@ -1,0 +1,146 @@
+"""Where rate-limit buckets and spend counters live: the seam between the gateway and its store.
+
+A request makes two calls. ``admit`` checks every applicable bucket and spend budget and, only if
+all of them have room, takes the request's reservation from each, atomically: concurrent requests
+(on any worker or instance sharing the store) can never together pass a limit. ``settle`` corrects
+the reservation once the real usage is known and adds the request's real cost to every spend
+counter of its scopes that the store holds.
+
+Two stores implement this: ``MemoryLimiter`` (one server process; the default) and
+``gateway.redis_limiter.RedisLimiter`` (every instance; one Lua script per call). Both run the
+arithmetic of ``domain.buckets``.
+
+Spend counters are named ``spend:<scope>:<id>:<period>:<start>`` (``domain.limits``). A counter the
+store does not hold yet is started from the usage records of the period so far (``baseline``), so a
+restart, or a limit set in the middle of a period, counts what was already spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from orgwarden.domain.buckets import Bucket, Spec, refilled, reserve, settle
+
+Baseline = Callable[[Sequence[str]], Awaitable[Mapping[str, int]]]
+"""Period-to-date metered spend in picodollars for each named counter (from usage records)."""
+
+
+class StoreUnavailable(Exception):
+    """The shared store could not be reached; the gateway applies the configured failure mode."""
+
+
+@dataclass(frozen=True, slots=True)
+class BucketWant:
+    """Take ``amount`` from the bucket ``name`` (in ``settle``: give back ``amount``; negative takes)."""
+
+    name: str
+    spec: Spec
+    amount: float
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetWant:
+    """Reserve ``amount`` picodollars on ``counter`` if it stays within ``limit`` picodollars."""
+
+    counter: str
+    limit: int
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    allowed: bool
+    now: float  # the store's clock, Unix seconds: what "reset" times are computed from
+    levels: Mapping[str, float] = field(default_factory=dict)  # each bucket after the call
+    spent: Mapping[str, int] = field(default_factory=dict)  # each budget's counter after the call
+    retry_after: float = 0.0  # seconds until the refusing bucket has room (0 if a budget refused)
+    blocking_bucket: str | None = None
+    blocking_counter: str | None = None
+
+
+class Limiter(Protocol):
+    async def admit(self, buckets: Sequence[BucketWant], budgets: Sequence[BudgetWant]) -> Admission:
+        """Reserve on every bucket and budget, or on none; budgets are checked first."""
+        ...
+
+    async def settle(self, buckets: Sequence[BucketWant], counters: Mapping[str, int]) -> Mapping[str, int]:
+        """Give back (or take) bucket units; add ``delta`` picodollars to each counter the store
+        holds (others are left for ``baseline`` to read from the records later). Returns the
+        counters' new values."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryLimiter:
+    """Buckets and counters in this process: exact for one server process, which is why several
+    workers need Redis (``config.Settings``). Each call runs without an ``await`` between check and
+    reservation, so concurrent requests on the event loop cannot interleave inside it."""
+
+    def __init__(self, baseline: Baseline, clock: Callable[[], float] = time.time) -> None:
+        self._baseline = baseline
+        self._clock = clock
+        self._buckets: dict[str, Bucket] = {}
+        self._counters: dict[str, int] = {}
+        self._loading: dict[str, asyncio.Future[None]] = {}
+
+    async def _ensure(self, names: Sequence[str]) -> None:
+        missing = [n for n in names if n not in self._counters]
+        if not missing:
+            return
+        waits = [self._loading[n] for n in missing if n in self._loading]
+        fresh = [n for n in missing if n not in self._loading]
+        if fresh:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            for name in fresh:
+                self._loading[name] = future
+            try:
+                loaded = await self._baseline(fresh)
+                for name in fresh:
+                    self._counters.setdefault(name, int(loaded.get(name, 0)))
+                future.set_result(None)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # retrieved: waiters re-raise it, nobody else needs to
+                raise
+            finally:
+                for name in fresh:
+                    self._loading.pop(name, None)
+        for wait in waits:
+            await wait
+
+    async def admit(self, buckets: Sequence[BucketWant], budgets: Sequence[BudgetWant]) -> Admission:
+        await self._ensure([b.counter for b in budgets])
+        now = self._clock()
+        for budget in budgets:
+            if self._counters[budget.counter] + budget.amount > budget.limit:
+                levels = {b.name: refilled(self._buckets.get(b.name), b.spec, now).level for b in buckets}
+                spent = {b.counter: self._counters[b.counter] for b in budgets}
+                return Admission(False, now, levels, spent, blocking_counter=budget.counter)
+        verdict = reserve(self._buckets, [(b.name, b.spec, b.amount) for b in buckets], now)
+        self._buckets.update(verdict.buckets)
+        levels = {name: bucket.level for name, bucket in verdict.buckets.items()}
+        if not verdict.allowed:
+            spent = {b.counter: self._counters[b.counter] for b in budgets}
+            return Admission(False, now, levels, spent, verdict.retry_after, verdict.blocking)
+        for budget in budgets:
+            self._counters[budget.counter] += budget.amount
+        return Admission(True, now, levels, {b.counter: self._counters[b.counter] for b in budgets})
+
+    async def settle(self, buckets: Sequence[BucketWant], counters: Mapping[str, int]) -> Mapping[str, int]:
+        now = self._clock()
+        if buckets:
+            self._buckets.update(settle(self._buckets, [(b.name, b.spec, b.amount) for b in buckets], now))
+        out: dict[str, int] = {}
+        for name, delta in counters.items():
+            if name in self._counters:
+                self._counters[name] += delta
+                out[name] = self._counters[name]
+        return out
+
+    async def close(self) -> None:
+        return None
