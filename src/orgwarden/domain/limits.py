@@ -127,15 +127,16 @@ class RateLimitConfig:
     api_keys: Mapping[str, Values]
 
     def buckets_for(
-        self, workspace_id: str, default_workspace: bool, key_id: str, group: str
+        self, organization_id: str, workspace_id: str, default_workspace: bool, key_id: str, group: str
     ) -> list[tuple[str, Limiter, int]]:
-        """``(bucket name, limiter, value)`` for every value in force for a request of ``group``."""
+        """``(bucket name, limiter, value)`` for every value in force for a request of ``group``.
+        Names hold the level's id, so one store can serve several organizations."""
         found: list[tuple[str, Limiter, int]] = []
-        levels: list[tuple[str, Values]] = [("org", self.organization)]
+        levels: list[tuple[str, Values]] = [(f"rl:org:{organization_id}", self.organization)]
         if not default_workspace and workspace_id in self.workspaces:
-            levels.append((f"ws:{workspace_id}", self.workspaces[workspace_id]))
+            levels.append((f"rl:ws:{workspace_id}", self.workspaces[workspace_id]))
         if key_id in self.api_keys:
-            levels.append((f"key:{key_id}", self.api_keys[key_id]))
+            levels.append((f"rl:key:{key_id}", self.api_keys[key_id]))
         for prefix, values in levels:
             for limiter_type, value in values.get(group, {}).items():
                 found.append((f"{prefix}:{group}:{limiter_type}", Limiter(limiter_type), value))
