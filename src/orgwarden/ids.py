@@ -32,6 +32,7 @@ API_KEY = "apikey"
 INVITE = "invite"
 REQUEST = "req"
 AUDIT_EVENT = "evt"
+SPEND_LIMIT = "spl"
 
 API_KEY_PREFIX = "sk-ant-api03-"
 ADMIN_KEY_PREFIX = "sk-ant-admin01-"

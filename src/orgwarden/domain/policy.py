@@ -27,6 +27,10 @@ class Permission(enum.Enum):
     MEMBERS_WRITE = "members:write"
     API_KEYS_READ = "api_keys:read"
     API_KEYS_WRITE = "api_keys:write"
+    RATE_LIMITS_READ = "rate_limits:read"
+    RATE_LIMITS_WRITE = "rate_limits:write"
+    SPEND_LIMITS_READ = "spend_limits:read"
+    SPEND_LIMITS_WRITE = "spend_limits:write"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,7 @@
-"""All services, built once over one unit-of-work factory. The app factory and the CLI build this."""
+"""All services, built once over one unit-of-work factory. The app factory and the CLI build this.
+
+The rate-limit service needs the model catalogue (its groups are the catalogue's model families); it
+is loaded from the settings, as the gateway's, unless the caller passes the one it already has."""
 
 from __future__ import annotations
 
@@ -6,11 +9,15 @@ from dataclasses import dataclass
 
 from orgwarden.config import Settings
 from orgwarden.crypto import SecretBox
+from orgwarden.data import load_catalog
+from orgwarden.domain.catalog import Catalog
 from orgwarden.services.admin_keys import AdminKeyService
 from orgwarden.services.api_keys import ApiKeyService
 from orgwarden.services.invites import InviteService
 from orgwarden.services.members import MemberService
 from orgwarden.services.organizations import OrganizationService
+from orgwarden.services.rate_limits import RateLimitService
+from orgwarden.services.spend_limits import SpendLimitService
 from orgwarden.services.users import UserService
 from orgwarden.services.workspaces import WorkspaceService
 from orgwarden.storage.uow import UnitOfWorkFactory
@@ -25,9 +32,13 @@ class Services:
     members: MemberService
     api_keys: ApiKeyService
     admin_keys: AdminKeyService
+    rate_limits: RateLimitService
+    spend_limits: SpendLimitService
 
     @classmethod
-    def build(cls, uow: UnitOfWorkFactory, settings: Settings, box: SecretBox) -> Services:
+    def build(
+        cls, uow: UnitOfWorkFactory, settings: Settings, box: SecretBox, catalog: Catalog | None = None
+    ) -> Services:
         return cls(
             organizations=OrganizationService(uow),
             users=UserService(uow),
@@ -36,4 +47,6 @@ class Services:
             members=MemberService(uow),
             api_keys=ApiKeyService(uow),
             admin_keys=AdminKeyService(uow),
+            rate_limits=RateLimitService(uow, catalog or load_catalog(settings.models_file)),
+            spend_limits=SpendLimitService(uow),
         )

@@ -20,6 +20,8 @@ from orgwarden.storage.tables import (
     CacheEvent,
     Invite,
     Organization,
+    RateLimitValue,
+    SpendLimit,
     UsageRecord,
     User,
     Workspace,
@@ -235,6 +237,30 @@ class ApiKeys(_Repo):
             stmt = stmt.where(ApiKey.status == "archived")
         return await paginate(self.session, stmt, ApiKey.id, cursor)
 
+    async def unarchived_after(
+        self,
+        organization_id: str,
+        after_id: str | None,
+        limit: int,
+        *,
+        ids: Sequence[str],
+        created_by_user_ids: Sequence[str],
+        workspace_ids: Sequence[str] | None = None,
+        or_ids: Sequence[str] = (),
+    ) -> list[ApiKey]:
+        """Up to ``limit`` keys that are not archived, after ``after_id`` in id (creation) order; when
+        ``workspace_ids`` is given, only the keys in those workspaces or among ``or_ids``."""
+        stmt = select(ApiKey).where(ApiKey.organization_id == organization_id, ApiKey.status != "archived")
+        if workspace_ids is not None:
+            stmt = stmt.where(or_(ApiKey.workspace_id.in_(workspace_ids), ApiKey.id.in_(or_ids)))
+        if ids:
+            stmt = stmt.where(ApiKey.id.in_(ids))
+        if created_by_user_ids:
+            stmt = stmt.where(ApiKey.created_by_type == "user", ApiKey.created_by_id.in_(created_by_user_ids))
+        if after_id is not None:
+            stmt = stmt.where(ApiKey.id > after_id)
+        return list((await self.session.scalars(stmt.order_by(ApiKey.id).limit(limit))).all())
+
     async def archive_in_workspace(self, workspace_id: str, now: datetime) -> list[str]:
         ids = list(
             (
@@ -300,6 +326,98 @@ class UsageRecords(_Repo):
         if rows:
             await self.session.execute(insert(UsageRecord), list(rows))
 
+    async def cost_since(
+        self, organization_id: str, scope_type: str, scope_ids: Sequence[str], since: datetime
+    ) -> dict[str, int]:
+        """Metered cost in picodollars since ``since``, per organization, workspace or API key id."""
+        if not scope_ids:
+            return {}
+        column = {
+            "organization": UsageRecord.organization_id,
+            "workspace": UsageRecord.workspace_id,
+            "api_key": UsageRecord.api_key_id,
+        }[scope_type]
+        stmt = (
+            select(column, func.coalesce(func.sum(UsageRecord.cost_picodollars), 0))
+            .where(UsageRecord.organization_id == organization_id, UsageRecord.created_at >= since)
+            .where(column.in_(scope_ids))
+            .group_by(column)
+        )
+        return {str(scope_id): int(total) for scope_id, total in (await self.session.execute(stmt)).all()}
+
     async def for_organization(self, organization_id: str) -> list[UsageRecord]:
         stmt = select(UsageRecord).where(UsageRecord.organization_id == organization_id).order_by(UsageRecord.id)
         return list((await self.session.scalars(stmt)).all())
+
+
+class RateLimitValues(_Repo):
+    """Rate-limit values: one row per value set, per level (organization, workspace, API key)."""
+
+    async def for_scope(self, organization_id: str, scope_type: str, scope_id: str) -> list[RateLimitValue]:
+        stmt = select(RateLimitValue).where(
+            RateLimitValue.organization_id == organization_id,
+            RateLimitValue.scope_type == scope_type,
+            RateLimitValue.scope_id == scope_id,
+        )
+        return list((await self.session.scalars(stmt)).all())
+
+    async def get(
+        self, organization_id: str, scope_type: str, scope_id: str, group_name: str, limiter: str
+    ) -> RateLimitValue | None:
+        return await self.session.get(RateLimitValue, (organization_id, scope_type, scope_id, group_name, limiter))
+
+    async def all(self, organization_id: str | None = None) -> list[RateLimitValue]:
+        """Every value (of one organization, or of all): what a gateway loads to enforce them."""
+        stmt = select(RateLimitValue)
+        if organization_id is not None:
+            stmt = stmt.where(RateLimitValue.organization_id == organization_id)
+        return list((await self.session.scalars(stmt)).all())
+
+    async def delete(self, row: RateLimitValue) -> None:
+        await self.session.delete(row)
+
+
+class SpendLimits(_Repo):
+    async def get(self, organization_id: str, spend_limit_id: str) -> SpendLimit | None:
+        return await self.session.scalar(
+            select(SpendLimit).where(SpendLimit.organization_id == organization_id, SpendLimit.id == spend_limit_id)
+        )
+
+    async def for_scope(self, organization_id: str, scope_type: str, scope_id: str, period: str) -> SpendLimit | None:
+        return await self.session.scalar(
+            select(SpendLimit).where(
+                SpendLimit.organization_id == organization_id,
+                SpendLimit.scope_type == scope_type,
+                SpendLimit.scope_id == scope_id,
+                SpendLimit.period == period,
+            )
+        )
+
+    async def after(
+        self,
+        organization_id: str,
+        after_id: str | None,
+        limit: int,
+        *,
+        scope_types: Sequence[str],
+        workspace_id: str | None,
+    ) -> list[SpendLimit]:
+        """Up to ``limit`` limits after ``after_id`` in id (creation) order."""
+        stmt = select(SpendLimit).where(SpendLimit.organization_id == organization_id)
+        if scope_types:
+            stmt = stmt.where(SpendLimit.scope_type.in_(scope_types))
+        if workspace_id is not None:
+            stmt = stmt.where(SpendLimit.scope_type == "workspace", SpendLimit.scope_id == workspace_id)
+        if after_id is not None:
+            stmt = stmt.where(SpendLimit.id > after_id)
+        return list((await self.session.scalars(stmt.order_by(SpendLimit.id).limit(limit))).all())
+
+    async def all(self, organization_id: str | None = None) -> list[SpendLimit]:
+        """Every limit (of one organization, or of all): what a gateway loads to enforce them."""
+        stmt = select(SpendLimit).order_by(SpendLimit.id)
+        if organization_id is not None:
+            stmt = stmt.where(SpendLimit.organization_id == organization_id)
+        return list((await self.session.scalars(stmt)).all())
+
+    async def delete(self, row: SpendLimit) -> None:
+        await self.session.delete(row)

@@ -25,6 +25,8 @@ class UnitOfWork:
     audit: repos.AuditEvents
     cache_events: repos.CacheEvents
     usage: repos.UsageRecords
+    rate_limits: repos.RateLimitValues
+    spend_limits: repos.SpendLimits
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -43,6 +45,8 @@ class UnitOfWork:
         self.audit = repos.AuditEvents(session)
         self.cache_events = repos.CacheEvents(session)
         self.usage = repos.UsageRecords(session)
+        self.rate_limits = repos.RateLimitValues(session)
+        self.spend_limits = repos.SpendLimits(session)
         return self
 
     async def __aexit__(
