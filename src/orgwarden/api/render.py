@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from decimal import ROUND_DOWN, Decimal
 from typing import Any, TypeVar
 
 from orgwarden.domain.clock import rfc3339
+from orgwarden.domain.limits import PICODOLLARS_PER_CENT, RateGroup
 from orgwarden.domain.statuses import api_key_status, invite_status
+from orgwarden.services.cursors import CursorPage
+from orgwarden.services.rate_limits import RateLimitEntry
+from orgwarden.services.spend_limits import EffectiveSpend
 from orgwarden.storage.pagination import Page
-from orgwarden.storage.tables import ApiKey, Invite, Organization, User, Workspace, WorkspaceMember
+from orgwarden.storage.tables import ApiKey, Invite, Organization, SpendLimit, User, Workspace, WorkspaceMember
 
 T = TypeVar("T")
 JSON = dict[str, Any]
@@ -104,4 +109,109 @@ def page(result: Page[T], render: Callable[[T], JSON], key: Callable[[T], str] |
         "first_id": ids[0] if ids else None,
         "has_more": result.has_more,
         "last_id": ids[-1] if ids else None,
+    }
+
+
+def cursor_page(result: CursorPage[T], render: Callable[[T], JSON]) -> JSON:
+    """The ``page`` / ``next_page`` list shape (rate limits, spend limits)."""
+    return {"data": [render(item) for item in result.items], "next_page": result.next_page}
+
+
+# -- rate limits ----------------------------------------------------------------------------------
+
+
+def rate_group(group: RateGroup) -> JSON:
+    return {"id": group.group_id, "display_name": group.display_name, "type": group.type}
+
+
+def _models(group: RateGroup) -> list[str] | None:
+    return list(group.models) if group.models is not None else None
+
+
+def rate_limit(entry: RateLimitEntry) -> JSON:
+    """An organization entry: the spec's fields plus the SDK's ``id`` and ``group``."""
+    return {
+        "id": entry.entry_id,
+        "group": rate_group(entry.group),
+        "group_type": entry.group.type,
+        "limits": [{"type": v.type, "value": v.value} for v in entry.limits],
+        "models": _models(entry.group),
+        "type": "rate_limit",
+    }
+
+
+def workspace_rate_limit(entry: RateLimitEntry) -> JSON:
+    return {
+        "group": rate_group(entry.group),
+        "group_type": entry.group.type,
+        "limits": [
+            {"org_limit": v.org_limit, "source": {"type": v.source}, "type": v.type, "value": v.value}
+            for v in entry.limits
+        ],
+        "models": _models(entry.group),
+        "rate_limit_id": entry.entry_id,
+        "type": "workspace_rate_limit",
+        "workspace_id": entry.scope_id,
+    }
+
+
+def api_key_rate_limit(entry: RateLimitEntry) -> JSON:
+    """Extension: an API key's own values, shaped like a workspace entry."""
+    return {
+        "api_key_id": entry.scope_id,
+        "group": rate_group(entry.group),
+        "group_type": entry.group.type,
+        "limits": [{"source": {"type": v.source}, "type": v.type, "value": v.value} for v in entry.limits],
+        "models": _models(entry.group),
+        "rate_limit_id": entry.entry_id,
+        "type": "api_key_rate_limit",
+    }
+
+
+# -- spend limits ---------------------------------------------------------------------------------
+
+
+def spend_scope(scope_type: str, scope_id: str) -> JSON:
+    if scope_type == "workspace":
+        return {"type": "workspace", "workspace_id": scope_id}
+    if scope_type == "api_key":
+        return {"type": "api_key", "api_key_id": scope_id}
+    return {"type": "organization"}
+
+
+def cents(picodollars: int) -> str:
+    """Picodollars as a decimal string of cents with at most three decimals, rounded down (the
+    report never shows more than was spent): 12_050_500_000_000 -> ``"1205.05"``."""
+    value = (Decimal(picodollars) / PICODOLLARS_PER_CENT).quantize(Decimal("0.001"), rounding=ROUND_DOWN)
+    text = format(value.normalize(), "f")
+    return text if text not in ("-0", "") else "0"
+
+
+def spend_limit(row: SpendLimit) -> JSON:
+    return {
+        "id": row.id,
+        "alert_thresholds": list(row.alert_thresholds),
+        "amount": None if row.amount_cents is None else str(row.amount_cents),
+        "created_at": rfc3339(row.created_at),
+        "currency": row.currency,
+        "is_enabled": True,
+        "period": row.period,
+        "scope": spend_scope(row.scope_type, row.scope_id),
+        "type": "spend_limit",
+        "updated_at": rfc3339(row.updated_at),
+    }
+
+
+def spend_summary(row: EffectiveSpend) -> JSON:
+    """A row of the effective report. orgwarden's members are API keys: the actor is the key."""
+    limit = row.limit
+    return {
+        "actor": {"type": "scoped_api_key_actor", "scoped_api_key_id": row.api_key_id},
+        "amount": None if limit.amount_cents is None else str(limit.amount_cents),
+        "currency": limit.currency,
+        "period": row.period,
+        "period_to_date_spend": cents(row.spent_picodollars),
+        "scope": spend_scope("api_key", row.api_key_id),
+        "source": spend_scope(limit.scope_type, limit.scope_id),
+        "spend_limit_id": limit.id,
     }
