@@ -88,6 +88,25 @@ def require_postgres() -> None:
     pytest.skip(message)
 
 
+REDIS_URL = "redis://127.0.0.1:6379/0"
+REQUIRE_REDIS = os.environ.get("ORGWARDEN_TEST_REQUIRE_REDIS") == "1"
+
+
+def redis_settings() -> dict[str, str]:
+    """``ORGWARDEN_REDIS_URL`` for a server sharing the real Redis; skip (or, in CI, fail) without it."""
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            if not conn.recv(16).startswith(b"+PONG"):
+                raise OSError("no PONG")
+    except OSError as exc:
+        message = f"Redis unreachable at 127.0.0.1:6379: {exc}"
+        if REQUIRE_REDIS:
+            pytest.fail(message + " (ORGWARDEN_TEST_REQUIRE_REDIS=1)")
+        pytest.skip(message)
+    return {"ORGWARDEN_REDIS_URL": REDIS_URL}
+
+
 @dataclass
 class Database:
     """A fresh, empty database and the ORGWARDEN_* environment that points at it."""

@@ -26,6 +26,7 @@ from tests.conftest import (
     another_instance,
     assert_error,
     dedicated_server,
+    redis_settings,
     stop_server,
     unique,
 )
@@ -40,7 +41,7 @@ WORKERS = 2  # of the first instance
 @pytest.fixture(scope="module", params=BACKENDS)
 def instances(request: pytest.FixtureRequest) -> Iterator[list[Server]]:
     """[a two-worker server, a second instance], both on one fresh database."""
-    with dedicated_server(request.param, {}, "--workers", str(WORKERS)) as first:
+    with dedicated_server(request.param, redis_settings(), "--workers", str(WORKERS)) as first:
         second = another_instance(first, first.log_path.parent)
         try:
             yield [first, second]

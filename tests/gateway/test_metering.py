@@ -34,6 +34,7 @@ from tests.conftest import (
     drop_database,
     make_database,
     query_db,
+    redis_settings,
     start_server,
     stop_server,
     unique,
@@ -461,6 +462,8 @@ def test_a_sigterm_under_load_loses_no_usage_record(tmp_path: Path, backend: str
     assert backend in BACKENDS
     db = make_database(backend, tmp_path)
     db.env["ORGWARDEN_SIMULATOR_LATENCY_MS"] = "100"  # 20 threads x 15 requests: about 1.5 s of load
+    if workers != "1":
+        db.env.update(redis_settings())  # several workers share their limit counters in Redis
     srv = start_server(db, tmp_path, "--workers", workers)
     try:
         key = create_key(srv)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -23,7 +24,11 @@ from orgwarden.api.routes import api_keys, invites, members, organization, rate_
 from orgwarden.config import Settings, load_settings
 from orgwarden.crypto import SecretBox, resolve_secret
 from orgwarden.data import load_catalog
+from orgwarden.domain.catalog import Catalog
 from orgwarden.gateway.keys import KeyCache
+from orgwarden.gateway.limiter import Limiter as Store
+from orgwarden.gateway.limiter import MemoryLimiter
+from orgwarden.gateway.limits import Enforcer, LimitSource
 from orgwarden.gateway.pipeline import Gateway, is_data_plane
 from orgwarden.gateway.recorder import Recorder
 from orgwarden.gateway.upstream import Upstreams
@@ -57,6 +62,8 @@ def create_app(settings: Settings) -> ASGIApp:
     recorder = Recorder(uow)
     upstreams = Upstreams(settings, catalog)
     organization_id: list[str | None] = [None]
+    limits = build_enforcer(settings, session_factory(engine), catalog)
+    keys.listeners.append(lambda entity_type, _entity_id: limits.changed(entity_type))
     gateway = Gateway(
         keys=keys,
         upstreams=upstreams,
@@ -64,6 +71,7 @@ def create_app(settings: Settings) -> ASGIApp:
         catalog=catalog,
         max_body=settings.max_request_bytes,
         organization_id=lambda: organization_id[0],
+        limits=limits,
     )
 
     @asynccontextmanager
@@ -71,12 +79,14 @@ def create_app(settings: Settings) -> ASGIApp:
         org = await services.organizations.current()
         organization_id[0] = org.id if org else None
         await keys.start()
+        await limits.start()
         await recorder.start()
         try:
             yield
         finally:
             await recorder.stop()  # after uvicorn finished in-flight requests: nothing metered is lost
             await keys.stop()
+            await limits.stop()
             await upstreams.aclose()
             await engine.dispose()
 
@@ -102,6 +112,26 @@ def create_app(settings: Settings) -> ASGIApp:
     errors.install(admin)
     admin.add_middleware(BodyLimitMiddleware, limit=settings.admin_max_body_bytes)
     return RequestIdMiddleware(Dispatcher(admin, gateway))
+
+
+def build_enforcer(settings: Settings, sessions: async_sessionmaker[AsyncSession], catalog: Catalog) -> Enforcer:
+    """Limits counted in this process, or in Redis when ``redis_url`` is set (every instance)."""
+    source = LimitSource(sessions)
+    store: Store
+    if settings.redis_url is not None:
+        from orgwarden.gateway.redis_limiter import RedisLimiter
+
+        store = RedisLimiter(settings.redis_url, source.baseline)
+    else:
+        store = MemoryLimiter(source.baseline)
+    return Enforcer(
+        store=store,
+        source=source,
+        catalog=catalog,
+        request_burst_seconds=settings.rate_limit_request_burst_seconds,
+        rate_fail_open=settings.rate_limits_on_store_failure == "fail_open",
+        spend_fail_open=settings.spend_limits_on_store_failure == "fail_open",
+    )
 
 
 def app_from_environment() -> ASGIApp:

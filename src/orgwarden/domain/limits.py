@@ -120,9 +120,9 @@ Values = Mapping[str, Mapping[str, int]]  # group name -> limiter type -> value
 
 @dataclass(frozen=True, slots=True)
 class RateLimitConfig:
-    """Every rate-limit value set in one organization, by level."""
+    """Every rate-limit value set, by level (organizations, workspaces and keys by id)."""
 
-    organization: Values
+    organizations: Mapping[str, Values]
     workspaces: Mapping[str, Values]
     api_keys: Mapping[str, Values]
 
@@ -132,7 +132,7 @@ class RateLimitConfig:
         """``(bucket name, limiter, value)`` for every value in force for a request of ``group``.
         Names hold the level's id, so one store can serve several organizations."""
         found: list[tuple[str, Limiter, int]] = []
-        levels: list[tuple[str, Values]] = [(f"rl:org:{organization_id}", self.organization)]
+        levels: list[tuple[str, Values]] = [(f"rl:org:{organization_id}", self.organizations.get(organization_id, {}))]
         if not default_workspace and workspace_id in self.workspaces:
             levels.append((f"rl:ws:{workspace_id}", self.workspaces[workspace_id]))
         if key_id in self.api_keys:

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -33,6 +34,8 @@ MAX_ENTRIES = 100_000
 LOOK_BACK = 1000  # sequence numbers re-read each poll
 PRUNE_EVERY = 60.0
 KEEP_EVENTS = timedelta(hours=1)
+
+NOT_KEYS = frozenset({"rate_limits", "spend_limits"})  # changes that leave every cached key as it was
 
 Answer = KeyGrant | AdminKeyPresented | None
 
@@ -55,6 +58,7 @@ class KeyCache:
         self._seen: set[int] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self.listeners: list[Callable[[str, str], None]] = []  # others that cache what changes announce
 
     async def lookup(self, secret: str) -> Answer:
         digest = hashlib.sha256(secret.encode()).hexdigest()
@@ -85,6 +89,10 @@ class KeyCache:
         self._digests_of_workspace.clear()
 
     def invalidate(self, entity_type: str, entity_id: str) -> None:
+        for listener in self.listeners:
+            listener(entity_type, entity_id)
+        if entity_type in NOT_KEYS:
+            return
         self._generation += 1
         if entity_type == "workspace":
             for digest in self._digests_of_workspace.pop(entity_id, set()):

@@ -36,7 +36,9 @@ from orgwarden.domain.usage import Extracted, StreamMeter, from_message
 from orgwarden.domain.workspaces import UNRESTRICTED
 from orgwarden.gateway.http1 import ConnectTimedOut, ReadTimedOut, UpstreamError, first_header
 from orgwarden.gateway.keys import KeyCache
+from orgwarden.gateway.limits import Enforcer, Ticket
 from orgwarden.gateway.recorder import Recorder
+from orgwarden.gateway.refusal import Refusal
 from orgwarden.gateway.upstream import UpstreamResponse, Upstreams, forwarded_headers
 from orgwarden.services.credentials import AdminKeyPresented, KeyGrant
 
@@ -68,14 +70,6 @@ def is_data_plane(path: str) -> bool:
     )
 
 
-class Refusal(Exception):
-    """A refusal with its envelope; ``extra`` goes into ``error`` (the tenant body's ``error_code``)."""
-
-    def __init__(self, status: int, kind: str, message: str, *, code: str | None = None, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.kind, self.message, self.code, self.extra = status, kind, message, code, extra
-
-
 @dataclass(slots=True)
 class Call:
     """What the pipeline has learned about one request."""
@@ -93,6 +87,7 @@ class Call:
     inference_geo: str | None = None
     service_tier: str | None = None
     speed: str | None = None
+    ticket: Ticket | None = None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -129,6 +124,7 @@ class Gateway:
         catalog: Catalog,
         max_body: int,
         organization_id: Callable[[], str | None],
+        limits: Enforcer | None = None,
     ) -> None:
         self.keys = keys
         self.upstreams = upstreams
@@ -136,6 +132,7 @@ class Gateway:
         self.catalog = catalog
         self.max_body = max_body
         self.organization_id = organization_id
+        self.limits = limits
         self._unpriced: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -178,11 +175,19 @@ class Gateway:
             raise Refusal(
                 403, "permission_error", f"anthropic-workspace-id {wanted!r} does not match this API key's workspace"
             )
+        request: dict[str, Any] | None = None
         if scope["method"] == "POST":
             call.body = await self._read_body(scope, receive)
             if call.endpoint == "messages":
-                self._inspect_messages(call, grant)
-        await self._forward(call, scope, receive, send, grant)
+                request = self._inspect_messages(call, grant)
+        if self.limits is not None and call.endpoint in ("messages", "count_tokens"):
+            call.ticket = await self.limits.admit(call.endpoint, grant, call.body, request)
+        try:
+            await self._forward(call, scope, receive, send, grant)
+        finally:
+            if call.ticket is not None:  # not metered (the upstream was never reached): give it all back
+                ticket, call.ticket = call.ticket, None
+                await self._settle(ticket, Extracted(), 0)
 
     async def _authenticate(self, scope: Scope) -> KeyGrant:
         secret = _credential(scope)
@@ -224,7 +229,7 @@ class Gateway:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    def _inspect_messages(self, call: Call, grant: KeyGrant) -> None:
+    def _inspect_messages(self, call: Call, grant: KeyGrant) -> dict[str, Any]:
         """Read what metering and residency need; insert the workspace's default geo if none is named."""
         try:
             request = json.loads(call.body)
@@ -255,6 +260,9 @@ class Gateway:
                 f"inference_geo: {geo!r} is not allowed in workspace {grant.workspace_id} (allowed: {allowed})",
             )
         call.inference_geo = geo
+        if self.limits is not None and geo is not None and request.get("inference_geo") is None:
+            request["inference_geo"] = geo  # priced as the upstream will see it
+        return request
 
     # -- forwarding and relaying -----------------------------------------------------------------
 
@@ -280,7 +288,9 @@ class Gateway:
         finally:
             await response.aclose()
 
-    def _response_headers(self, response: UpstreamResponse, grant: KeyGrant) -> list[tuple[bytes, bytes]]:
+    def _response_headers(
+        self, response: UpstreamResponse, grant: KeyGrant, ticket: Ticket | None
+    ) -> list[tuple[bytes, bytes]]:
         headers: list[tuple[bytes, bytes]] = []
         for name, value in response.headers:
             lower = name.lower()
@@ -294,6 +304,8 @@ class Gateway:
             headers.append((lower, value))
         headers.append((b"anthropic-organization-id", grant.organization_id.encode()))
         headers.append((b"anthropic-workspace-id", grant.workspace_id.encode()))
+        if ticket is not None:
+            headers.extend(ticket.headers)
         return headers
 
     async def _relay(
@@ -302,7 +314,7 @@ class Gateway:
         is_sse = (response.header(b"content-type") or b"").startswith(b"text/event-stream")
         meter = StreamMeter() if is_sse else None
         await send({"type": "http.response.start", "status": response.status,
-                    "headers": self._response_headers(response, grant)})  # fmt: skip
+                    "headers": self._response_headers(response, grant, call.ticket)})  # fmt: skip
         collected: list[bytes] = []
         outcome = {"status": response.status}
 
@@ -374,6 +386,13 @@ class Gateway:
             created_at=utcnow(),
         )
         await self.recorder.put("usage", record)
+        if call.ticket is not None:
+            ticket, call.ticket = call.ticket, None
+            await self._settle(ticket, extracted, cost)
+
+    async def _settle(self, ticket: Ticket, extracted: Extracted, cost: int) -> None:
+        if self.limits is not None:
+            await self.limits.settle(ticket, extracted, cost)
 
     async def _audit_tenant(
         self,
@@ -425,6 +444,7 @@ class Gateway:
             headers.append((b"anthropic-organization-id", installation.encode()))
         if refusal.status in (401, 403, 400, 413):
             headers.append((b"x-should-retry", b"false"))
+        headers.extend(refusal.headers)
         await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
