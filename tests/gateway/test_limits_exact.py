@@ -15,6 +15,7 @@ output per million tokens: 1e6 and 5e6 picodollars a token).
 
 from __future__ import annotations
 
+import base64
 import shutil
 import socket
 import subprocess
@@ -331,6 +332,62 @@ def test_when_redis_is_unreachable_each_kind_of_limit_does_what_its_setting_says
                 time.sleep(0.2)
             assert message(server.base_url, rate_key).status_code == 200
             assert message(server.base_url, spend_key).status_code == 200
+        finally:
+            stop_server(server)
+            drop_database(db)
+
+
+# -- alerts, end to end ---------------------------------------------------------------------------------
+
+
+def test_spend_alerts_fire_once_each_through_the_gateway_with_signed_webhooks(tmp_path: Path) -> None:
+    """A 4-cent daily limit with thresholds 25/50/100 %: requests of 1 cent each cross 25 % and 50 %
+    (an audit event and a verified webhook each, once), and never 100 % (the last cent cannot be
+    reserved: the worst case does not fit)."""
+    from standardwebhooks import Webhook
+
+    from orgwarden.storage.tables import AuditEvent
+    from tests.gateway.webhook_receiver import running_receiver
+
+    secret = "whsec_" + base64.b64encode(b"orgwarden-test-webhook-secret-32b").decode()
+    with running_receiver() as receiver:
+        db = make_database("sqlite", tmp_path)
+        db.env.update({"ORGWARDEN_WEBHOOK_URL": receiver.url, "ORGWARDEN_WEBHOOK_SECRET": secret})
+        server = start_server(db, tmp_path)
+        try:
+            key = create_key(server)
+            with server.http() as http:
+                created = http.post(
+                    "/v1/organizations/spend_limits",
+                    json={"amount": "4", "period": "daily", "scope": {"type": "organization"},
+                          "alert_thresholds": [25, 50, 100]},
+                )  # fmt: skip
+            assert created.status_code == 200, created.text
+            time.sleep(1.0)
+            statuses = [message(server.base_url, key, max_tokens=2000, output_tokens=2000).status_code
+                        for _ in range(4)]  # fmt: skip
+            assert statuses[:2] == [200, 200], statuses
+            deliveries = receiver.wait_for(2)
+            time.sleep(0.5)  # nothing more arrives
+            assert len(receiver.snapshot()) == 2
+            payloads = []
+            for delivery in deliveries:
+                payload = Webhook(secret).verify(delivery.body, delivery.headers)
+                assert payload["type"] == "spend_limit.threshold_reached"
+                payloads.append(payload["data"])
+            assert sorted(p["threshold_percent"] for p in payloads) == [25, 50]
+            assert {p["spend_limit_id"] for p in payloads} == {created.json()["id"]}
+
+            async def alerts(uow: UnitOfWork) -> list[AuditEvent]:
+                session = uow._session
+                assert session is not None
+                stmt = select(AuditEvent).where(AuditEvent.action == "spend_limit.alert")
+                return list((await session.execute(stmt)).scalars().all())
+
+            events = query_db(db, alerts)
+            assert sorted(e.details["threshold_percent"] for e in events) == [25, 50]
+            assert all(e.target_id == created.json()["id"] and e.actor_type == "system" for e in events)
+            assert "spend alert" in server.log()
         finally:
             stop_server(server)
             drop_database(db)

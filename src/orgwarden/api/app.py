@@ -25,13 +25,15 @@ from orgwarden.config import Settings, load_settings
 from orgwarden.crypto import SecretBox, resolve_secret
 from orgwarden.data import load_catalog
 from orgwarden.domain.catalog import Catalog
+from orgwarden.gateway.alerts import SpendAlerts
 from orgwarden.gateway.keys import KeyCache
 from orgwarden.gateway.limiter import Limiter as Store
 from orgwarden.gateway.limiter import MemoryLimiter
-from orgwarden.gateway.limits import Enforcer, LimitSource
+from orgwarden.gateway.limits import Alerts, Enforcer, LimitSource
 from orgwarden.gateway.pipeline import Gateway, is_data_plane
 from orgwarden.gateway.recorder import Recorder
 from orgwarden.gateway.upstream import Upstreams
+from orgwarden.gateway.webhooks import WebhookSender
 from orgwarden.services.container import Services
 from orgwarden.services.credentials import CredentialService
 from orgwarden.storage.engine import create_engine, session_factory
@@ -62,7 +64,11 @@ def create_app(settings: Settings) -> ASGIApp:
     recorder = Recorder(uow)
     upstreams = Upstreams(settings, catalog)
     organization_id: list[str | None] = [None]
-    limits = build_enforcer(settings, session_factory(engine), catalog)
+    webhooks = None
+    if settings.webhook_url is not None and settings.webhook_secret is not None:
+        webhooks = WebhookSender(settings.webhook_url, settings.webhook_secret.get_secret_value())
+    alerts = SpendAlerts(uow, webhooks, lambda: organization_id[0])
+    limits = build_enforcer(settings, session_factory(engine), catalog, alerts)
     keys.listeners.append(lambda entity_type, _entity_id: limits.changed(entity_type))
     gateway = Gateway(
         keys=keys,
@@ -79,6 +85,9 @@ def create_app(settings: Settings) -> ASGIApp:
         org = await services.organizations.current()
         organization_id[0] = org.id if org else None
         await keys.start()
+        if webhooks is not None:
+            await webhooks.start()
+        await alerts.start()
         await limits.start()
         await recorder.start()
         try:
@@ -87,6 +96,9 @@ def create_app(settings: Settings) -> ASGIApp:
             await recorder.stop()  # after uvicorn finished in-flight requests: nothing metered is lost
             await keys.stop()
             await limits.stop()
+            await alerts.stop()  # before the sender: its last alerts are handed to it
+            if webhooks is not None:
+                await webhooks.stop()
             await upstreams.aclose()
             await engine.dispose()
 
@@ -114,7 +126,9 @@ def create_app(settings: Settings) -> ASGIApp:
     return RequestIdMiddleware(Dispatcher(admin, gateway))
 
 
-def build_enforcer(settings: Settings, sessions: async_sessionmaker[AsyncSession], catalog: Catalog) -> Enforcer:
+def build_enforcer(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], catalog: Catalog, alerts: Alerts | None = None
+) -> Enforcer:
     """Limits counted in this process, or in Redis when ``redis_url`` is set (every instance)."""
     source = LimitSource(sessions)
     store: Store
@@ -131,6 +145,7 @@ def build_enforcer(settings: Settings, sessions: async_sessionmaker[AsyncSession
         request_burst_seconds=settings.rate_limit_request_burst_seconds,
         rate_fail_open=settings.rate_limits_on_store_failure == "fail_open",
         spend_fail_open=settings.spend_limits_on_store_failure == "fail_open",
+        alerts=alerts,
     )
 
 
