@@ -21,9 +21,13 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 from orgwarden.domain.buckets import Bucket, Spec, refilled, reserve, settle
+from orgwarden.domain.limits import parse_counter, period_window
+
+PRUNE_EVERY = 600.0  # seconds
 
 Baseline = Callable[[Sequence[str]], Awaitable[Mapping[str, int]]]
 """Period-to-date metered spend in picodollars for each named counter (from usage records)."""
@@ -87,6 +91,23 @@ class MemoryLimiter:
         self._buckets: dict[str, Bucket] = {}
         self._counters: dict[str, int] = {}
         self._loading: dict[str, asyncio.Future[None]] = {}
+        self._specs: dict[str, Spec] = {}
+        self._next_prune = clock() + PRUNE_EVERY
+
+    def _prune(self, now: float) -> None:
+        """Forget full buckets (a missing bucket is a full one) and counters of ended periods, so
+        memory follows the keys and periods in use, not every one ever seen."""
+        self._next_prune = now + PRUNE_EVERY
+        for name, bucket in list(self._buckets.items()):
+            spec = self._specs.get(name)
+            if spec is None or refilled(bucket, spec, now).level >= spec.capacity:
+                self._buckets.pop(name, None)
+                self._specs.pop(name, None)
+        today = datetime.fromtimestamp(now, UTC)
+        for name in list(self._counters):
+            _, _, period, start = parse_counter(name)
+            if period_window(period, start)[1] <= today:
+                del self._counters[name]
 
     async def _ensure(self, names: Sequence[str]) -> None:
         missing = [n for n in names if n not in self._counters]
@@ -116,6 +137,10 @@ class MemoryLimiter:
     async def admit(self, buckets: Sequence[BucketWant], budgets: Sequence[BudgetWant]) -> Admission:
         await self._ensure([b.counter for b in budgets])
         now = self._clock()
+        if now >= self._next_prune:
+            self._prune(now)
+        for want in buckets:
+            self._specs[want.name] = want.spec
         for budget in budgets:
             if self._counters[budget.counter] + budget.amount > budget.limit:
                 levels = {b.name: refilled(self._buckets.get(b.name), b.spec, now).level for b in buckets}
