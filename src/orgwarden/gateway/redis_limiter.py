@@ -1,0 +1,286 @@
+"""Rate-limit buckets and spend counters in Redis: one store shared by every worker and instance.
+
+``RedisLimiter`` implements ``gateway.limiter.Limiter`` with the arithmetic of ``domain.buckets``,
+run inside Redis by one Lua script per call. A script runs atomically, so checking every bucket and
+budget and then reserving on all of them cannot interleave with another instance's request, and
+each call costs exactly one round trip. The scripts read the clock with ``TIME``: every instance
+refills buckets against the same clock, whatever the skew between the gateway hosts. A refused
+call writes nothing: refill is recomputed from the stored state, so storing the refilled level
+would change no later decision.
+
+Keys (all under ``prefix``):
+
+* ``<prefix>rl:...`` (a bucket name): a hash ``{level, at}``, ``at`` in microseconds of Redis time.
+  The bucket's spec (limit, capacity) travels with every call because an administrator may change
+  it at any time. A key expires a minute after the bucket would be full again: an absent bucket is
+  a full one, so forgetting an idle bucket changes nothing and nothing accumulates.
+* ``<prefix>spend:...`` (a counter name, ``domain.limits``): a Redis integer in *nanodollars*.
+
+Why nanodollars: Lua numbers are doubles, exact only up to 2**53. Picodollars would pass that at
+about 9,000 USD; nanodollars stay exact up to about 9 million USD per counter (a counter is one
+scope's spend in one day, week or month). Every amount added is rounded *up* to whole nanodollars
+(``ceil``: reservations and overruns up, refunds towards zero), so the counter never falls below
+the true spend; it may exceed it by less than one nanodollar per amount added, i.e. under two per
+request (reservation plus settlement). Limits are compared as ``limit // 1000`` nanodollars, exact
+for limits set in cents (multiples of 10**10 picodollars). Values given back to the caller are
+multiplied by 1000 again, so callers only ever see picodollars.
+
+A counter key that does not exist yet is started from ``baseline`` (the period's spend so far, from
+the usage records): the admit script reports the missing counters without changing anything; this
+process reads their baselines, writes them with ``SET NX`` (the first instance wins, so concurrent
+instances cannot count the baseline twice), and runs the script again. Concurrent requests of one
+process share one baseline read; two instances may each read it once, but only one value is kept.
+Counter keys expire one day after the end of their period.
+
+Any failure to talk to Redis (refused connection, timeout, an error reply) raises
+``StoreUnavailable`` with a one-line reason; the gateway applies its configured failure mode. The
+connection pool reconnects by itself once Redis is back. Commands are not retried by redis-py: a
+retried script after a lost reply could reserve twice. A call that cannot get one of the pool's
+connections within the timeout (every one busy: Redis is too slow) is an outage too.
+
+Redis Cluster is not supported: one call touches several keys that would live in different slots.
+Needs Redis 6.2 or later (``SET ... EXAT``; scripts replicated by their effects, so that a script may
+read ``TIME`` and then write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from orgwarden.domain.limits import parse_counter, period_window
+from orgwarden.gateway.limiter import Admission, Baseline, BucketWant, BudgetWant, StoreUnavailable
+
+PICO_PER_NANO = 1000
+_INFINITE = "-1"  # how the scripts say "can never pass" (no portable spelling of infinity in Lua)
+_MAX_BUCKET_TTL = 366 * 86400  # a bucket that would take longer to refill (or never refills) is kept a year
+_LOAD_ATTEMPTS = 4
+_ALLOWED, _REFUSED, _MISSING = 1, 0, 2
+
+# Shared by both scripts. ARGV[1] = number of buckets (their keys come first in KEYS), ARGV[2] =
+# number of counters; then three values per bucket: limit per minute, capacity, amount.
+_COMMON = """
+local function fmt(x) return string.format('%.17g', x) end
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local nb = tonumber(ARGV[1])
+local nc = tonumber(ARGV[2])
+local cbase = 2 + 3 * nb
+local rates, caps, amounts, levels = {}, {}, {}, {}
+for i = 1, nb do
+  rates[i] = tonumber(ARGV[3 * i]) / 60
+  caps[i] = tonumber(ARGV[3 * i + 1])
+  amounts[i] = tonumber(ARGV[3 * i + 2])
+  local state = redis.call('HMGET', KEYS[i], 'level', 'at')
+  local level = caps[i]
+  if state[1] and state[2] then
+    local elapsed = math.max(0, (now_us - tonumber(state[2])) / 1000000)
+    level = math.min(caps[i], tonumber(state[1]) + elapsed * rates[i])
+  end
+  levels[i] = level
+end
+local function store(i, level)
+  redis.call('HSET', KEYS[i], 'level', fmt(level), 'at', fmt(now_us))
+  local ttl = MAX_TTL
+  if rates[i] > 0 then ttl = math.min(MAX_TTL, math.ceil((caps[i] - level) / rates[i]) + 60) end
+  redis.call('EXPIRE', KEYS[i], fmt(math.max(60, ttl)))
+end
+""".replace("MAX_TTL", str(_MAX_BUCKET_TTL))
+
+# Then two values per counter: limit and amount, in nanodollars. Returns
+# {status, now_us, missing counter indexes} when a counter has no key yet (nothing changed), else
+# {status, now_us, levels, counter values, retry_after, blocking bucket index, blocking counter index}.
+_ADMIT = (
+    _COMMON
+    + """
+local values, missing = {}, {}
+for j = 1, nc do
+  local v = redis.call('GET', KEYS[nb + j])
+  if v then values[j] = tonumber(v) else missing[#missing + 1] = j end
+end
+if #missing > 0 then return {2, now_us, missing} end
+local shown = {}
+for i = 1, nb do shown[i] = fmt(levels[i]) end
+for j = 1, nc do
+  if values[j] + tonumber(ARGV[cbase + 2 * j]) > tonumber(ARGV[cbase + 2 * j - 1]) then
+    return {0, now_us, shown, values, '0', 0, j}
+  end
+end
+local worst, blocking = 0, 0
+for i = 1, nb do
+  local wait = nil
+  if amounts[i] > caps[i] then
+    wait = math.huge
+  elseif levels[i] < amounts[i] then
+    if rates[i] > 0 then wait = (amounts[i] - levels[i]) / rates[i] else wait = math.huge end
+  end
+  if wait and (blocking == 0 or wait > worst) then worst, blocking = wait, i end
+end
+if blocking > 0 then
+  if worst == math.huge then return {0, now_us, shown, values, 'INFINITE', blocking, 0} end
+  return {0, now_us, shown, values, fmt(worst), blocking, 0}
+end
+for i = 1, nb do
+  local level = levels[i] - amounts[i]
+  store(i, level)
+  shown[i] = fmt(level)
+end
+for j = 1, nc do values[j] = redis.call('INCRBY', KEYS[nb + j], ARGV[cbase + 2 * j]) end
+return {1, now_us, shown, values, '0', 0, 0}
+""".replace("INFINITE", _INFINITE)
+)
+
+# Then one value per counter: the delta in nanodollars. Returns each counter's new value, or nil
+# for a counter without a key (left for the baseline to count).
+_SETTLE = (
+    _COMMON
+    + """
+for i = 1, nb do store(i, math.min(caps[i], levels[i] + amounts[i])) end
+local out = {}
+for j = 1, nc do
+  local key = KEYS[nb + j]
+  if redis.call('EXISTS', key) == 1 then out[j] = redis.call('INCRBY', key, ARGV[cbase + j]) else out[j] = false end
+end
+return out
+"""
+)
+
+
+def _nano(picodollars: int) -> int:
+    """Rounded up (so a negative amount rounds towards zero): the counter never undercounts."""
+    return -(-picodollars // PICO_PER_NANO)
+
+
+def _bucket_args(buckets: Sequence[BucketWant]) -> list[str]:
+    args: list[str] = []
+    for b in buckets:
+        args += [str(int(b.spec.limit)), repr(float(b.spec.capacity)), repr(float(b.amount))]
+    return args
+
+
+def _counter_expiry(name: str) -> int:
+    """Unix time one day after the counter's period ends (a day later than needed, for clock skew)."""
+    _, _, period, start = parse_counter(name)
+    _, end = period_window(period, start)
+    at = int((end + timedelta(days=1)).timestamp())
+    return max(at, int(time.time()) + 86400)  # a past period's counter still lives long enough to be read
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """Every way Redis can fail becomes ``StoreUnavailable``: the gateway decides what it means."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable(f"Redis: {type(exc).__name__}: {exc}") from None
+
+
+class RedisLimiter:
+    """``Limiter`` on a shared Redis (see the module docstring for the layout and its reasons)."""
+
+    def __init__(
+        self,
+        url: str,
+        baseline: Baseline,
+        *,
+        prefix: str = "orgwarden:",
+        timeout_seconds: float = 0.5,
+        max_connections: int = 50,
+    ) -> None:
+        self._baseline = baseline
+        self._prefix = prefix
+        # A call holds a connection for one round trip, so a few dozen serve thousands of requests a
+        # second. When all are busy a call waits for one (up to the timeout) rather than failing at
+        # once, as redis-py's default pool does past its size, or opening one per request in a burst.
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout_seconds,
+            decode_responses=True,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._redis: Redis = Redis.from_pool(pool)
+        self._admit = self._redis.register_script(_ADMIT)
+        self._settle = self._redis.register_script(_SETTLE)
+        self._loading: dict[str, asyncio.Future[None]] = {}
+
+    def _keys(self, buckets: Sequence[BucketWant], counters: Sequence[str]) -> list[str]:
+        return [self._prefix + b.name for b in buckets] + [self._prefix + c for c in counters]
+
+    async def admit(self, buckets: Sequence[BucketWant], budgets: Sequence[BudgetWant]) -> Admission:
+        keys = self._keys(buckets, [b.counter for b in budgets])
+        args = [str(len(buckets)), str(len(budgets)), *_bucket_args(buckets)]
+        for budget in budgets:
+            args += [str(budget.limit // PICO_PER_NANO), str(_nano(budget.amount))]
+        for _ in range(_LOAD_ATTEMPTS):
+            with _store_errors():
+                reply: list[Any] = await self._admit(keys=keys, args=args)
+            if reply[0] != _MISSING:
+                return self._admission(reply, buckets, budgets)
+            await self._load([budgets[int(j) - 1].counter for j in reply[2]])
+        raise StoreUnavailable("Redis: spend counters vanished while being loaded (is something deleting keys?)")
+
+    @staticmethod
+    def _admission(reply: list[Any], buckets: Sequence[BucketWant], budgets: Sequence[BudgetWant]) -> Admission:
+        status, now_us, levels, values, retry, blocking_bucket, blocking_counter = reply
+        return Admission(
+            allowed=status == _ALLOWED,
+            now=int(now_us) / 1_000_000,
+            levels={b.name: float(level) for b, level in zip(buckets, levels, strict=True)},
+            spent={b.counter: int(value) * PICO_PER_NANO for b, value in zip(budgets, values, strict=True)},
+            retry_after=math.inf if retry == _INFINITE else float(retry),
+            blocking_bucket=buckets[int(blocking_bucket) - 1].name if int(blocking_bucket) else None,
+            blocking_counter=budgets[int(blocking_counter) - 1].counter if int(blocking_counter) else None,
+        )
+
+    async def _load(self, names: Sequence[str]) -> None:
+        """Start missing counters from ``baseline``; concurrent requests of this process wait for
+        one read instead of each querying the database."""
+        waits = [self._loading[n] for n in names if n in self._loading]
+        fresh = [n for n in dict.fromkeys(names) if n not in self._loading]
+        if fresh:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            for name in fresh:
+                self._loading[name] = future
+            try:
+                loaded = await self._baseline(fresh)
+                with _store_errors():
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for name in fresh:
+                            value = _nano(int(loaded.get(name, 0)))
+                            pipe.set(self._prefix + name, value, nx=True, exat=_counter_expiry(name))
+                        await pipe.execute()
+                future.set_result(None)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # retrieved: waiters re-raise it, nobody else needs to
+                raise
+            finally:
+                for name in fresh:
+                    self._loading.pop(name, None)
+        for wait in waits:
+            await wait
+
+    async def settle(self, buckets: Sequence[BucketWant], counters: Mapping[str, int]) -> Mapping[str, int]:
+        names = list(counters)
+        keys = self._keys(buckets, names)
+        args = [str(len(buckets)), str(len(names)), *_bucket_args(buckets)]
+        args += [str(_nano(counters[name])) for name in names]
+        with _store_errors():
+            reply: list[Any] = await self._settle(keys=keys, args=args)
+        return {name: int(value) * PICO_PER_NANO for name, value in zip(names, reply, strict=True) if value is not None}
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,528 @@
+"""``RedisLimiter`` against a real Redis: the same decisions as ``MemoryLimiter`` (which runs
+``domain.buckets``), all-or-nothing reservations, baselines counted once across instances, exact
+budgets under concurrency, nanodollar rounding that never undercounts, and outages.
+
+The tests use the Redis on 127.0.0.1:6379, each under a prefix of its own whose keys are deleted at
+the end. Without Redis they are skipped, unless ``ORGWARDEN_TEST_REQUIRE_REDIS=1`` (``.ci/run``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import redis
+
+from orgwarden.domain.buckets import Limiter, Spec
+from orgwarden.domain.limits import parse_counter, period_window
+from orgwarden.gateway.limiter import Admission, BucketWant, BudgetWant, MemoryLimiter, StoreUnavailable
+from orgwarden.gateway.redis_limiter import RedisLimiter
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+REQUIRE_REDIS = os.environ.get("ORGWARDEN_TEST_REQUIRE_REDIS") == "1"
+CENT = 10**10  # picodollars
+
+T = TypeVar("T")
+
+
+def run(coro: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coro
+
+    return asyncio.run(main())
+
+
+def _require_redis() -> None:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        message = f"Redis unreachable at {REDIS_URL}: {exc}"
+        if REQUIRE_REDIS:
+            pytest.fail(message + " (ORGWARDEN_TEST_REQUIRE_REDIS=1)")
+        pytest.skip(message)
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    _require_redis()
+    name = f"orgwarden-test:{uuid.uuid4().hex}:"
+    yield name
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=name + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def limiter(baseline: Baselines, prefix: str) -> RedisLimiter:
+    """A limiter on the shared Redis with a patient timeout: these tests are about decisions and
+    atomicity, and a busy test machine opening dozens of connections in one event loop can take
+    longer than the 0.5 s default. Timeouts have tests of their own, on servers of their own."""
+    return RedisLimiter(REDIS_URL, baseline, prefix=prefix, timeout_seconds=5)
+
+
+def raw() -> redis.Redis:
+    return redis.Redis.from_url(REDIS_URL, decode_responses=True)
+
+
+def counter(scope_id: str, period: str = "daily") -> str:
+    start, _ = period_window(period, datetime.now(UTC))
+    return f"spend:organization:{scope_id}:{period}:{start:%Y%m%d}"
+
+
+class Baselines:
+    """A baseline source that counts its calls, per counter name."""
+
+    def __init__(self, values: Mapping[str, int] | None = None, delay: float = 0.0) -> None:
+        self.values = dict(values or {})
+        self.delay = delay
+        self.calls: Counter[str] = Counter()
+
+    async def __call__(self, names: Sequence[str]) -> Mapping[str, int]:
+        self.calls.update(names)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return {name: self.values.get(name, 0) for name in names}
+
+
+RPM = Spec(Limiter.REQUESTS_PER_MINUTE, 120)  # capacity 2, 2 a second
+ITPM = Spec(Limiter.INPUT_TOKENS_PER_MINUTE, 600)  # capacity 600, 10 a second
+
+
+# -- the same decisions as the in-process reference -------------------------------------------
+
+
+def test_decisions_match_the_memory_limiter_call_for_call(prefix: str) -> None:
+    """Random admits and settles, with pauses for refill. The memory limiter is run at the Redis
+    clock of each call (``Admission.now``, and the ``at`` a settle stored), so the two must agree
+    on decisions and counter values; levels and retry-after agree to float precision (a Unix time
+    as a float keeps about a quarter of a microsecond, Redis counts whole microseconds)."""
+    spend = counter(uuid.uuid4().hex)
+    baseline = Baselines({spend: 7 * CENT})
+    rng = random.Random(1234)
+
+    async def scenario() -> None:
+        store = limiter(baseline, prefix)
+        clock = [0.0]
+        reference = MemoryLimiter(baseline, clock=lambda: clock[0])
+        decisions: Counter[tuple[bool, str | None, str | None]] = Counter()
+        try:
+            for step in range(40):
+                # Each call names a random selection of the buckets and budget, so that each can be the
+                # one that refuses (a budget, checked first, would otherwise hide every bucket).
+                tokens = float(rng.choice([100, 250, 400]))
+                wants = [BucketWant("rl:rpm", RPM, 1.0)]
+                wants += [BucketWant("rl:itpm", ITPM, tokens)] if rng.random() < 0.7 else []
+                budgets = [BudgetWant(spend, rng.choice([8, 100]) * CENT, rng.choice([1, 2, 3]) * 10**9)]
+                budgets = budgets if rng.random() < 0.7 else []
+                got = await store.admit(wants, budgets)
+                clock[0] = got.now
+                want = await reference.admit(wants, budgets)
+                assert_same(got, want, step)
+                decisions[(got.allowed, got.blocking_bucket, got.blocking_counter)] += 1
+                if got.allowed and len(wants) == 2 and rng.random() < 0.5:
+                    used = float(rng.choice([0, tokens, tokens + 300]))
+                    corrections = [BucketWant("rl:itpm", ITPM, tokens - used)]
+                    deltas = {spend: rng.choice([-1, 1]) * 10**9}
+                    settled = await store.settle(corrections, deltas)
+                    with raw() as client:
+                        clock[0] = int(client.hget(prefix + "rl:itpm", "at")) / 1_000_000
+                    assert settled == await reference.settle(corrections, deltas)
+                await asyncio.sleep(rng.choice([0, 0.05, 0.25]))
+        finally:
+            await store.close()
+        # The scenario exercised every outcome, not only the easy one.
+        assert {(allowed, bucket, c is not None) for allowed, bucket, c in decisions} == {
+            (True, None, False),
+            (False, "rl:rpm", False),
+            (False, "rl:itpm", False),
+            (False, None, True),
+        }
+
+    run(scenario())
+    assert baseline.calls[spend] == 2  # once per limiter: each holds its own counter
+
+
+def assert_same(got: Admission, want: Admission, step: int) -> None:
+    where = f"step {step}: redis {got} vs memory {want}"
+    assert (got.allowed, got.blocking_bucket, got.blocking_counter) == (
+        want.allowed,
+        want.blocking_bucket,
+        want.blocking_counter,
+    ), where
+    assert got.levels.keys() == want.levels.keys(), where
+    for name, level in got.levels.items():
+        assert level == pytest.approx(want.levels[name], abs=1e-3), where
+    assert got.retry_after == pytest.approx(want.retry_after, abs=1e-3), where
+    assert got.spent == want.spent, where  # amounts are whole nanodollars here: exact
+
+
+def test_refill_over_time_follows_the_redis_clock(prefix: str) -> None:
+    async def scenario() -> None:
+        store = limiter(Baselines(), prefix)
+        try:
+            first = await store.admit([BucketWant("rl:rpm", RPM, 2.0)], [])
+            assert first.allowed
+            assert first.levels == {"rl:rpm": 0.0}
+            refused = await store.admit([BucketWant("rl:rpm", RPM, 1.0)], [])
+            assert not refused.allowed
+            assert refused.blocking_bucket == "rl:rpm"
+            level = refused.levels["rl:rpm"]
+            assert level == pytest.approx(2 * (refused.now - first.now), abs=1e-5)  # two a second
+            assert refused.retry_after == pytest.approx((1 - level) / 2)  # until one request fits
+            await asyncio.sleep(0.55)
+            again = await store.admit([BucketWant("rl:rpm", RPM, 1.0)], [])
+            assert again.allowed
+            await asyncio.sleep(1.2)
+            full = await store.admit([BucketWant("rl:rpm", RPM, 0.0)], [])
+            assert full.levels["rl:rpm"] == 2.0  # capped at capacity
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+# -- all or nothing ---------------------------------------------------------------------------
+
+
+def test_a_refused_request_changes_no_bucket_and_no_counter(prefix: str) -> None:
+    spend = counter(uuid.uuid4().hex)
+
+    async def scenario() -> None:
+        store = limiter(Baselines({spend: 5 * CENT}), prefix)
+        try:
+            assert (await store.admit([BucketWant("rl:rpm", RPM, 1.0), BucketWant("rl:itpm", ITPM, 500.0)], [])).allowed
+            with raw() as client:
+                before = {k: client.hgetall(prefix + k) for k in ("rl:rpm", "rl:itpm")}
+            # The token bucket refuses: the request bucket, listed first, keeps its request.
+            refused = await store.admit(
+                [BucketWant("rl:rpm", RPM, 1.0), BucketWant("rl:itpm", ITPM, 500.0)],
+                [BudgetWant(spend, CENT * 100, CENT)],
+            )
+            assert not refused.allowed
+            assert refused.blocking_bucket == "rl:itpm"
+            assert refused.retry_after == pytest.approx((500 - refused.levels["rl:itpm"]) / 10)
+            assert refused.spent == {spend: 5 * CENT}
+            # A budget refuses (checked before the buckets, which have room for this one).
+            over = await store.admit([BucketWant("rl:rpm", RPM, 1.0)], [BudgetWant(spend, 5 * CENT, 1)])
+            assert not over.allowed
+            assert (over.blocking_counter, over.blocking_bucket, over.retry_after) == (spend, None, 0.0)
+            # Larger than the bucket: never, and still nothing taken.
+            never = await store.admit([BucketWant("rl:rpm", RPM, 1.0), BucketWant("rl:itpm", ITPM, 601.0)], [])
+            assert not never.allowed
+            assert never.blocking_bucket == "rl:itpm"
+            assert math.isinf(never.retry_after)
+            with raw() as client:
+                assert {k: client.hgetall(prefix + k) for k in ("rl:rpm", "rl:itpm")} == before
+                assert client.get(prefix + spend) == str(5 * CENT // 1000)
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_budgets_reserve_the_amount_and_refuse_past_the_limit(prefix: str) -> None:
+    org, ws = counter(uuid.uuid4().hex), counter(uuid.uuid4().hex, "monthly")
+    baseline = Baselines({org: 90 * CENT, ws: 0})
+
+    async def scenario() -> None:
+        store = limiter(baseline, prefix)
+        try:
+            budgets = [BudgetWant(org, 100 * CENT, 6 * CENT), BudgetWant(ws, 10 * CENT, 6 * CENT)]
+            first = await store.admit([], budgets)
+            assert first.allowed
+            assert first.spent == {org: 96 * CENT, ws: 6 * CENT}
+            second = await store.admit([], budgets)  # both would pass 100 and 10 cents: the first refuses
+            assert not second.allowed
+            assert second.blocking_counter == org
+            assert second.spent == {org: 96 * CENT, ws: 6 * CENT}
+            exact = await store.admit([], [BudgetWant(org, 100 * CENT, 4 * CENT)])  # reaching the limit passes
+            assert exact.allowed
+            assert exact.spent == {org: 100 * CENT}
+        finally:
+            await store.close()
+
+    run(scenario())
+    assert baseline.calls == Counter({org: 1, ws: 1})
+
+
+# -- settle -----------------------------------------------------------------------------------
+
+
+def test_settle_refunds_up_to_capacity_takes_overruns_and_counts_only_held_counters(prefix: str) -> None:
+    held, unheld = counter(uuid.uuid4().hex), counter(uuid.uuid4().hex)
+
+    async def scenario() -> None:
+        store = limiter(Baselines({held: CENT}), prefix)
+        try:
+            reserved = await store.admit([BucketWant("rl:itpm", ITPM, 400.0)], [BudgetWant(held, 100 * CENT, 5 * CENT)])
+            assert reserved.allowed
+            values = await store.settle([BucketWant("rl:itpm", ITPM, 10_000.0)], {held: -2 * CENT, unheld: 3 * CENT})
+            assert values == {held: 4 * CENT}  # 1 cent before, 5 reserved, 2 given back
+            level = (await store.admit([BucketWant("rl:itpm", ITPM, 0.0)], [])).levels["rl:itpm"]
+            assert level == 600.0  # never above capacity
+            await store.settle([BucketWant("rl:itpm", ITPM, -900.0)], {})  # the estimate was 900 too low
+            after = await store.admit([BucketWant("rl:itpm", ITPM, 1.0)], [])
+            assert not after.allowed
+            assert after.levels["rl:itpm"] == pytest.approx(-300, abs=1.0)
+            assert after.retry_after == pytest.approx((1 - after.levels["rl:itpm"]) / 10)
+            with raw() as client:
+                assert not client.exists(prefix + unheld)  # left for the baseline to read later
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+# -- shared by instances ----------------------------------------------------------------------
+
+
+def test_the_baseline_is_counted_once_however_many_instances_load_it_at_once(prefix: str) -> None:
+    names = [counter(uuid.uuid4().hex, period) for period in ("daily", "weekly", "monthly")]
+    first, second = Baselines(dict.fromkeys(names, 3 * CENT), delay=0.05), Baselines(dict.fromkeys(names, 3 * CENT))
+
+    async def scenario() -> None:
+        stores = [limiter(first, prefix), limiter(second, prefix)]
+        try:
+            budgets = [BudgetWant(name, 1000 * CENT, CENT) for name in names]
+            results = await asyncio.gather(*(stores[i % 2].admit([], budgets) for i in range(100)))
+            assert all(result.allowed for result in results)
+        finally:
+            for store in stores:
+                await store.close()
+
+    run(scenario())
+    for baselines in (first, second):
+        assert all(calls <= 1 for calls in baselines.calls.values())  # concurrent requests share a read
+    with raw() as client:
+        for name in names:
+            assert int(client.get(prefix + name)) * 1000 == 3 * CENT + 100 * CENT
+            # The counter lives until a day after its period ends, then disappears.
+            _, _, period, start = parse_counter(name)
+            _, end = period_window(period, start)
+            assert client.expiretime(prefix + name) == int((end + timedelta(days=1)).timestamp())
+
+
+def test_concurrent_admits_from_two_instances_never_pass_a_budget_together(prefix: str) -> None:
+    spend = counter(uuid.uuid4().hex)
+
+    async def scenario() -> list[Admission]:
+        stores = [limiter(Baselines(), prefix) for _ in range(2)]
+        try:
+            budgets = [BudgetWant(spend, 50 * CENT, CENT)]
+            buckets = [BucketWant("rl:itpm", ITPM, 5.0)]  # room for 120: the budget binds
+            return await asyncio.gather(*(stores[i % 2].admit(buckets, budgets) for i in range(200)))
+        finally:
+            for store in stores:
+                await store.close()
+
+    results = run(scenario())
+    assert sum(result.allowed for result in results) == 50
+    assert {r.blocking_counter for r in results if not r.allowed} == {spend}
+    assert max(max(r.spent.values()) for r in results) == 50 * CENT
+
+
+def test_concurrent_admits_never_take_more_than_a_bucket_holds(prefix: str) -> None:
+    async def scenario() -> tuple[list[Admission], float]:
+        stores = [limiter(Baselines(), prefix) for _ in range(2)]
+        try:
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(stores[i % 2].admit([BucketWant("rl:itpm", ITPM, 10.0)], []) for i in range(200))
+            )
+            return results, time.monotonic() - started
+        finally:
+            for store in stores:
+                await store.close()
+
+    results, elapsed = run(scenario())
+    # 60 fit at once; the bucket refills one such request a second while the test runs.
+    assert 60 <= sum(result.allowed for result in results) <= 60 + math.ceil(elapsed)
+
+
+# -- rounding ---------------------------------------------------------------------------------
+
+
+def test_nanodollar_rounding_never_counts_less_than_was_spent(prefix: str) -> None:
+    spend = counter(uuid.uuid4().hex)
+    rng = random.Random(99)
+    start = 123_456_789  # picodollars: not whole nanodollars
+
+    async def scenario() -> tuple[int, int, int]:
+        store = limiter(Baselines({spend: start}), prefix)
+        true_spend, requests, counted = start, 0, 0
+        try:
+            for _ in range(200):
+                reserved = rng.randrange(1, 10**7)
+                admission = await store.admit([], [BudgetWant(spend, 10**6 * CENT, reserved)])
+                assert admission.allowed
+                requests += 1
+                cost = rng.randrange(0, 2 * reserved)
+                true_spend += cost
+                counted = (await store.settle([], {spend: cost - reserved}))[spend]
+                assert counted >= true_spend
+        finally:
+            await store.close()
+        return true_spend, counted, requests
+
+    true_spend, counted, requests = run(scenario())
+    assert true_spend <= counted < true_spend + 1000 + 2000 * requests  # < 1 nanodollar per amount added
+
+
+def test_limits_are_compared_in_whole_nanodollars_without_passing_them(prefix: str) -> None:
+    spend = counter(uuid.uuid4().hex)
+
+    async def scenario() -> None:
+        store = limiter(Baselines(), prefix)
+        try:
+            assert (await store.admit([], [BudgetWant(spend, 10_500, 10_000)])).allowed  # 10 of 10 nanodollars
+            refused = await store.admit([], [BudgetWant(spend, 10_500, 1)])  # rounds up to 1 nanodollar: over
+            assert not refused.allowed
+            assert refused.spent == {spend: 10_000}
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+
+def test_idle_buckets_expire_once_they_would_be_full_again(prefix: str) -> None:
+    async def scenario() -> None:
+        store = limiter(Baselines(), prefix)
+        try:
+            await store.admit([BucketWant("rl:itpm", ITPM, 300.0)], [])  # 30 s to refill at 10 a second
+        finally:
+            await store.close()
+
+    run(scenario())
+    with raw() as client:
+        assert 85 <= client.ttl(prefix + "rl:itpm") <= 90
+        assert set(client.hgetall(prefix + "rl:itpm")) == {"level", "at"}
+
+
+# -- outages ----------------------------------------------------------------------------------
+
+
+def test_an_unreachable_redis_raises_store_unavailable_quickly() -> None:
+    async def scenario() -> None:
+        store = RedisLimiter("redis://127.0.0.1:1/0", Baselines(), timeout_seconds=0.2)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable) as refused:
+                await store.admit([BucketWant("rl:rpm", RPM, 1.0)], [])
+            with pytest.raises(StoreUnavailable):
+                await store.settle([BucketWant("rl:rpm", RPM, 1.0)], {counter("x"): 1})
+            assert time.monotonic() - started < 2
+            assert "\n" not in str(refused.value)
+            assert str(refused.value).startswith("Redis: ")
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_a_redis_that_does_not_answer_times_out() -> None:
+    async def scenario() -> None:
+        async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1 << 16)
+            await asyncio.sleep(5)
+            writer.close()
+
+        server = await asyncio.start_server(mute, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        store = RedisLimiter(f"redis://127.0.0.1:{port}/0", Baselines(), timeout_seconds=0.2)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="Timeout"):
+                await store.admit([BucketWant("rl:rpm", RPM, 1.0)], [])
+            assert time.monotonic() - started < 2
+        finally:
+            await store.close()
+            server.close()
+
+    run(scenario())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_redis(port: int, tmp: Path) -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "redis-server is not installed: cannot restart a Redis of this test's own"
+        if REQUIRE_REDIS:
+            pytest.fail(message)
+        pytest.skip(message)
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis(port=port, socket_timeout=0.5).ping()
+            return process
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.05)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_the_limiter_recovers_by_itself_once_redis_is_back(tmp_path: Path) -> None:
+    """A Redis of the test's own is stopped and started again (empty, as without persistence): the
+    limiter refuses with ``StoreUnavailable`` meanwhile, then works on the same client, and loads
+    the counter's baseline again since the restarted Redis lost it (and its scripts)."""
+    port = _free_port()
+    spend = counter("recovery")
+    baseline = Baselines({spend: 2 * CENT})
+    servers = [_start_redis(port, tmp_path)]
+
+    async def call(store: RedisLimiter) -> Admission:
+        return await store.admit([BucketWant("rl:rpm", RPM, 1.0)], [BudgetWant(spend, 100 * CENT, CENT)])
+
+    async def scenario() -> None:
+        store = RedisLimiter(f"redis://127.0.0.1:{port}/0", baseline, timeout_seconds=0.3)
+        try:
+            assert (await call(store)).spent == {spend: 3 * CENT}
+            _stop(servers[-1])
+            for _ in range(3):
+                with pytest.raises(StoreUnavailable):
+                    await call(store)
+            servers.append(_start_redis(port, tmp_path))
+            assert (await call(store)).spent == {spend: 3 * CENT}
+            assert (await call(store)).spent == {spend: 4 * CENT}
+        finally:
+            await store.close()
+
+    try:
+        run(scenario())
+    finally:
+        for server in servers:
+            if server.poll() is None:
+                _stop(server)
+    assert baseline.calls[spend] == 2
