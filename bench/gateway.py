@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Gateway benchmark: the upstream directly, nginx as a bare reverse proxy, and orgwarden.
+"""Gateway benchmark: the upstream directly, nginx as a bare reverse proxy, and orgwarden with and without limits.
 
 In one run on one machine this script starts the stand-alone simulator (``orgwarden simulator``, the
 same fast upstream for every target) and then loads, with ``wrk``:
@@ -9,17 +9,35 @@ same fast upstream for every target) and then loads, with ``wrk``:
   installed);
 * ``orgwarden``: ``orgwarden serve`` forwarding to it (``ORGWARDEN_UPSTREAM`` + an upstream key, so the
   real forwarding path is used) with every check on: a valid orgwarden API key, the
-  ``anthropic-allowed-org-ids`` header naming the organization, metering on; once per ``--workers``
-  value asked for (``orgwarden-w2`` is ``--workers 2``).
+  ``anthropic-allowed-org-ids`` header naming the organization, metering on, no limit set; once per
+  ``--workers`` value asked for (``orgwarden-w2`` is ``--workers 2``);
+* ``orgwarden+limits``: the same, one process, with limits on and counted in process: organization
+  ``requests_per_minute``, ``input_tokens_per_minute`` and ``output_tokens_per_minute`` for the model's
+  group, an organization and a workspace monthly spend limit, all far above what the run can use, so
+  that every request is checked and reserved against three buckets and two budgets (and settled
+  afterwards) but none is refused;
+* ``orgwarden+redis``: the same limits counted in Redis (``ORGWARDEN_REDIS_URL``, a database of its
+  own, ``--redis-url``), once per ``--workers`` value (``orgwarden+redis-w2``).
+
+``--limits off,memory,redis`` picks the orgwarden variants (default: all). The limit variants use a
+database of their own (the plain ``orgwarden`` targets run without any limit); their limits are set
+through the Admin API before they start. Before any load, each limit variant must answer with
+``anthropic-ratelimit-*`` headers showing the limits set, and must refuse a probe key whose own spend
+limit (1 cent) is below a request's worst case, which shows that spend limits are enforced in it too;
+for Redis, the spend counters and buckets must be in the Redis database. Any non-2xx answer during
+the load stops the run, so every figure comes from requests that were checked and admitted.
 
 Each target gets the same non-streaming and streaming ``POST /v1/messages`` requests. Per target and
-mode it measures throughput (``wrk -t THREADS -c CONNECTIONS``), latency at concurrency 1 (``wrk -t1
--c1``) and, for streaming, time to the first body byte at concurrency 1 with a raw-socket client
-(wrk cannot report it). It prints a table with requests/s, p50/p99 latency, the latency added to the
-upstream's, TTFB and its overhead, the orgwarden/nginx ratios and whether the targets of issue 3 are
+mode it measures throughput (``wrk -t THREADS -c CONNECTIONS``), the CPU time per request of the
+proxy (and of the simulator and, for Redis variants, of redis-server), latency at concurrency 1
+(``wrk -t1 -c1``) and, for streaming, time to the first body byte at concurrency 1 with a raw-socket
+client (wrk cannot report it). It prints a table with requests/s, p50/p99 latency, the latency added
+to the upstream's, TTFB and its overhead, the orgwarden/nginx ratios, the cost of limits (each limit
+variant against the same orgwarden without limits) and whether the targets of issues 3 and 4 are
 met. Everything listens on 127.0.0.1; every process started is stopped on exit, Ctrl-C or error.
 
-    .venv/bin/python bench/gateway.py                    # the full run (about 4 minutes)
+    .venv/bin/python bench/gateway.py                    # the full run (about 8 minutes)
+    .venv/bin/python bench/gateway.py --limits off,memory --workers 1
     .venv/bin/python bench/gateway.py --duration 5 --latency-duration 5 --ttfb-requests 300
 """
 
@@ -42,6 +60,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,9 +73,19 @@ HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 MODES = ("json", "stream")
+LIMIT_MODES = ("off", "memory", "redis")
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_PREFIX = "orgwarden:"  # every key orgwarden writes to Redis starts with it
+
+# The limits of the limit variants: far above what a run can use, so that none ever refuses.
+RATE_LIMIT_VALUE = 10**9  # per minute, for requests, input tokens and output tokens alike
+SPEND_LIMIT_CENTS = 100_000_000  # USD 1,000,000 a month (Redis keeps counters exact up to about 9 million)
+PROBE_SPEND_LIMIT_CENTS = 1  # the probe key's own limit: below any request's worst case, so it is refused
 
 # Targets of issue 3, section 9 (2-core development machine).
 MIN_THROUGHPUT_RATIO = 0.5
+# Target of issue 4: with limits on (in process and with Redis), throughput stays >= 45% of nginx's.
+MIN_THROUGHPUT_RATIO_LIMITS = 0.45
 MAX_ADDED_P50_MS = 1.0
 MAX_ADDED_P99_MS = 3.0
 MAX_TTFB_OVERHEAD_MS = 1.0
@@ -167,6 +197,74 @@ def run_command(argv: Sequence[str], env: dict[str, str], timeout: float = 60.0)
     if done.returncode != 0:
         raise BenchError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
     return done.stdout
+
+
+# -- Redis: a minimal RESP client (the script needs no package beyond the standard library) ------------
+
+
+class RedisClient:
+    """Just enough of the Redis protocol to check, measure and clean up the benchmark's own keys."""
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme != "redis":
+            raise BenchError(f"--redis-url: only redis:// URLs are supported, not {url!r}")
+        self.sock = socket.create_connection((parsed.hostname or HOST, parsed.port or 6379), timeout=timeout)
+        self.file = self.sock.makefile("rb")
+        if parsed.password:
+            self.call("AUTH", *([urllib.parse.unquote(parsed.username)] if parsed.username else []), parsed.password)
+        self.call("SELECT", (parsed.path.strip("/") or "0"))
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def call(self, *words: str) -> Any:
+        out = [f"*{len(words)}\r\n".encode()]
+        for word in words:
+            data = word.encode()
+            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+        self.sock.sendall(b"".join(out))
+        return self._read()
+
+    def _read(self) -> Any:
+        line = self.file.readline()
+        if not line.endswith(b"\r\n"):
+            raise BenchError("Redis closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise BenchError(f"Redis: {rest.decode()}")
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            size = int(rest)
+            return None if size < 0 else self.file.read(size + 2)[:-2].decode()
+        if kind == b"*":
+            size = int(rest)
+            return None if size < 0 else [self._read() for _ in range(size)]
+        raise BenchError(f"Redis: unexpected reply {line!r}")
+
+    def keys(self, pattern: str) -> list[str]:
+        found: list[str] = []
+        cursor = "0"
+        while True:
+            cursor, batch = self.call("SCAN", cursor, "MATCH", pattern, "COUNT", "1000")
+            found += batch
+            if cursor == "0":
+                return sorted(set(found))
+
+    def delete_prefix(self, prefix: str) -> int:
+        names = self.keys(prefix + "*")
+        for start in range(0, len(names), 500):
+            self.call("DEL", *names[start : start + 500])
+        return len(names)
+
+    def cpu_seconds(self) -> float:
+        """redis-server's user + system CPU time so far (``INFO cpu``)."""
+        info = dict(line.split(":", 1) for line in str(self.call("INFO", "cpu")).splitlines() if ":" in line)
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 # -- HTTP at concurrency 1: a raw-socket client ---------------------------------------------------
@@ -425,6 +523,12 @@ class Target:
     description: str
     managed: list[Managed] = field(default_factory=list)
     completed: int = 0  # requests answered in full (compared with the usage records at the end)
+    limits: str = "off"  # orgwarden: off, memory or redis
+    workers: int = 0  # orgwarden: --workers
+    database: Path | None = None  # orgwarden: its data directory (each database's records are counted)
+    workload: Workload | None = None  # the requests it gets (its key and organization)
+    scripts: dict[str, Path] = field(default_factory=dict)  # wrk's Lua script per mode
+    redis: RedisClient | None = None  # Redis variants: for redis-server's CPU time during the load
 
 
 NGINX_CONF = """\
@@ -515,19 +619,152 @@ def set_up_orgwarden(orgwarden: str, env: dict[str, str]) -> tuple[str, str]:
     return str(key), str(org_id)
 
 
+def target_name(limits: str, workers: int) -> str:
+    base = {"off": "orgwarden", "memory": "orgwarden+limits", "redis": "orgwarden+redis"}[limits]
+    return base if workers == 1 else f"{base}-w{workers}"
+
+
 def start_orgwarden(
-    processes: Processes, orgwarden: str, env: dict[str, str], upstream_port: int, workers: int
+    processes: Processes,
+    orgwarden: str,
+    env: dict[str, str],
+    upstream_port: int,
+    workers: int,
+    limits: str = "off",
+    redis_url: str | None = None,
 ) -> Target:
     port = free_port()
     upstream = f"http://{HOST}:{upstream_port}"
     serve_env = {**env, "ORGWARDEN_UPSTREAM": upstream, "ORGWARDEN_UPSTREAM_API_KEY": UPSTREAM_KEY}
-    name = "orgwarden" if workers == 1 else f"orgwarden-w{workers}"
+    if limits == "redis" or workers > 1:  # serve refuses several workers without Redis, even with no limit set
+        assert redis_url is not None
+        serve_env["ORGWARDEN_REDIS_URL"] = redis_url
+    name = target_name(limits, workers)
     argv = [orgwarden, "serve", "--host", HOST, "--port", str(port), "--workers", str(workers)]
     managed = processes.start(name, argv, serve_env)
     wait_for_port(managed, port)
     if f"upstream: {upstream}" not in managed.log.read_text(errors="replace"):
         raise BenchError(f"{name} does not forward to {upstream} (simulator in process?):\n{tail(managed.log)}")
-    return Target(name, port, f"orgwarden serve --workers {workers}, every check on, metering on", [managed])
+    what = {
+        "off": "no limits"
+        + (" (ORGWARDEN_REDIS_URL set, as several workers require; no limit uses it)" if workers > 1 else ""),
+        "memory": "limits on, counted in process",
+        "redis": f"limits on, counted in Redis ({redis_url})",
+    }[limits]
+    description = f"orgwarden serve --workers {workers}, every check on, metering on, {what}"
+    return Target(
+        name, port, description, [managed], limits=limits, workers=workers, database=Path(env["ORGWARDEN_DATA_DIR"])
+    )
+
+
+def admin_call(port: int, admin_key: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One Admin API call; its JSON answer (an error answer stops the run)."""
+    request = urllib.request.Request(
+        f"http://{HOST}:{port}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"x-api-key": admin_key, "anthropic-version": "2023-06-01", "content-type": "application/json"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
+    try:
+        with opener.open(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise BenchError(f"Admin API {method} {path}: {exc.code} {exc.read()[:500]!r}") from None
+    except OSError as exc:
+        raise BenchError(f"Admin API {method} {path}: {exc}") from None
+
+
+@dataclass
+class LimitsDatabase:
+    """The database of the limit variants: its key, organization and the probe key (see ``check_limits``)."""
+
+    workload: Workload
+    probe: Workload
+    workspace_id: str
+
+
+def set_up_limits(processes: Processes, orgwarden: str, env: dict[str, str], output_tokens: int) -> LimitsDatabase:
+    """A fresh database with the limits of the limit variants, set through the Admin API of a short-lived
+    ``orgwarden serve`` (stopped before the measured ones start, so they load the limits at start-up)."""
+    admin_key = json.loads(run_command([orgwarden, "init", "--json"], env))["admin_api_key"]
+    created = json.loads(run_command([orgwarden, "keys", "create", "--name", "bench", "--json"], env))
+    probe = json.loads(run_command([orgwarden, "keys", "create", "--name", "bench-probe", "--json"], env))
+    org_id = str(json.loads(run_command([orgwarden, "org", "--json"], env))["id"])
+    workspace_id = str(created["scope"]["workspace_id"])
+    port = free_port()
+    managed = processes.start("orgwarden-setup", [orgwarden, "serve", "--host", HOST, "--port", str(port)], env)
+    try:
+        wait_for_port(managed, port)
+        groups = admin_call(port, admin_key, "GET", f"/v1/organizations/rate_limits?model={MODEL}")["data"]
+        if not groups:
+            raise BenchError(f"no rate-limit group for {MODEL}")
+        values = [
+            {"type": kind, "value": RATE_LIMIT_VALUE}
+            for kind in ("requests_per_minute", "input_tokens_per_minute", "output_tokens_per_minute")
+        ]
+        admin_call(port, admin_key, "POST", f"/v1/organizations/rate_limits/{groups[0]['id']}", {"limits": values})
+        for scope, cents in (
+            ({"type": "organization"}, SPEND_LIMIT_CENTS),
+            ({"type": "workspace", "workspace_id": workspace_id}, SPEND_LIMIT_CENTS),
+            ({"type": "api_key", "api_key_id": probe["id"]}, PROBE_SPEND_LIMIT_CENTS),
+        ):
+            body = {"amount": str(cents), "period": "monthly", "scope": scope}
+            admin_call(port, admin_key, "POST", "/v1/organizations/spend_limits", body)
+    finally:
+        processes.stop(managed)
+    return LimitsDatabase(
+        Workload(output_tokens, str(created["key"]), org_id),
+        Workload(output_tokens, str(probe["key"]), org_id),
+        workspace_id,
+    )
+
+
+def check_limits(target: Target, limits_db: LimitsDatabase, redis_url: str | None) -> str:
+    """Show that the target really checks limits before it is measured: its answers carry the
+    ``anthropic-ratelimit-*`` headers of the limits set, a key whose own spend limit (1 cent) is below
+    a request's worst case is refused, and, for Redis, the buckets and spend counters are in Redis."""
+    client = RawClient(target.port)
+    try:
+        reply = client.request(limits_db.workload.http_request(target.port, "json"))
+        validate(reply, "json", target.name)
+        for kind in ("requests", "input-tokens", "output-tokens", "tokens"):
+            limit = reply.headers.get(f"anthropic-ratelimit-{kind}-limit")
+            remaining = reply.headers.get(f"anthropic-ratelimit-{kind}-remaining")
+            if (
+                limit != str(RATE_LIMIT_VALUE)
+                or remaining is None
+                or f"anthropic-ratelimit-{kind}-reset" not in reply.headers
+            ):
+                raise BenchError(
+                    f"{target.name}: no anthropic-ratelimit-{kind}-* headers of the limits set: {reply.headers}"
+                )
+        shown = reply.headers["anthropic-ratelimit-requests-remaining"]
+        refused = client.request(limits_db.probe.http_request(target.port, "json"))
+        if refused.status != 400 or b"usage limits" not in refused.body:
+            raise BenchError(
+                f"{target.name}: the probe key (spend limit 1 cent) was not refused: "
+                f"{refused.status} {refused.body[:300]!r}"
+            )
+    finally:
+        client.close()
+    target.completed += 1
+    found = ""
+    if target.limits == "redis":
+        assert redis_url is not None
+        redis = RedisClient(redis_url)
+        try:
+            keys = redis.keys(REDIS_PREFIX + "*")
+        finally:
+            redis.close()
+        spend = [k for k in keys if k.startswith(REDIS_PREFIX + "spend:")]
+        buckets = [k for k in keys if k.startswith(REDIS_PREFIX + "rl:")]
+        org_counter = any(":organization:" in k for k in spend)
+        ws_counter = any(f":workspace:{limits_db.workspace_id}:" in k for k in spend)
+        if not (org_counter and ws_counter and len(buckets) >= 3):
+            raise BenchError(f"{target.name}: the limits are not in Redis ({redis_url}): keys {keys}")
+        found = f"; in Redis: {len(spend)} spend counters, {len(buckets)} buckets"
+    return f"limits checked: anthropic-ratelimit-requests-remaining {shown}, probe key refused (400){found}"
 
 
 # -- measuring ---------------------------------------------------------------------------------------
@@ -541,6 +778,7 @@ class Measurement:
     latency: WrkResult
     proxy_cpu_us: float | None = None  # CPU time of the proxy's processes per request, throughput run
     upstream_cpu_us: float | None = None  # CPU time of the simulator per request, throughput run
+    redis_cpu_us: float | None = None  # CPU time of redis-server per request, throughput run (Redis variants)
     ttfb_p50_ms: float | None = None
     ttfb_p99_ms: float | None = None
     ttfb_samples: int = 0
@@ -588,9 +826,7 @@ def measure(
     target: Target,
     upstream: Target,
     mode: str,
-    workload: Workload,
     wrk: Wrk,
-    scripts: dict[str, Path],
     args: argparse.Namespace,
 ) -> Measurement:
     label = f"{target.name}-{mode}"
@@ -599,7 +835,7 @@ def measure(
     def load(threads: int, connections: int, seconds: float, what: str) -> WrkResult:
         result = wrk.run(
             target.port,
-            scripts[mode],
+            target.scripts[mode],
             threads=threads,
             connections=connections,
             seconds=seconds,
@@ -612,6 +848,7 @@ def measure(
         load(args.threads, args.connections, args.warmup, "warmup")
     groups = [m.process.pid for m in target.managed]
     proxy_cpu, upstream_cpu = sum(map(group_cpu_seconds, groups)), group_cpu_seconds(upstream.managed[0].process.pid)
+    redis_cpu = target.redis.cpu_seconds() if target.redis is not None else 0.0
     throughput = load(args.threads, args.connections, args.duration, "throughput")
     proxy_cpu = sum(map(group_cpu_seconds, groups)) - proxy_cpu
     upstream_cpu = group_cpu_seconds(upstream.managed[0].process.pid) - upstream_cpu
@@ -620,14 +857,21 @@ def measure(
         result.upstream_cpu_us = upstream_cpu / throughput.requests * 1e6
         if target is not upstream:
             result.proxy_cpu_us = proxy_cpu / throughput.requests * 1e6
+        if target.redis is not None:
+            result.redis_cpu_us = (target.redis.cpu_seconds() - redis_cpu) / throughput.requests * 1e6
     time.sleep(args.pause)
     print(f"  {label}: latency at concurrency 1 ...", flush=True)
     result.latency = load(1, 1, args.latency_duration, "c1")
     if mode == "stream" and args.ttfb_requests > 0:
         time.sleep(args.pause)
         print(f"  {label}: time to first byte at concurrency 1 ...", flush=True)
+        assert target.workload is not None
         samples = measure_ttfb(
-            target.port, workload, requests=args.ttfb_requests, warmup=TTFB_WARMUP, max_seconds=args.ttfb_max_seconds
+            target.port,
+            target.workload,
+            requests=args.ttfb_requests,
+            warmup=TTFB_WARMUP,
+            max_seconds=args.ttfb_max_seconds,
         )
         target.completed += len(samples) + TTFB_WARMUP
         result.ttfb_p50_ms = percentile(samples, 50) * 1000
@@ -669,6 +913,7 @@ def combine(rounds: list[Measurement]) -> Measurement:
         wrk_median([m.latency for m in rounds]),
         proxy_cpu_us=optional([m.proxy_cpu_us for m in rounds]),
         upstream_cpu_us=optional([m.upstream_cpu_us for m in rounds]),
+        redis_cpu_us=optional([m.redis_cpu_us for m in rounds]),
         ttfb_p50_ms=optional([m.ttfb_p50_ms for m in rounds]),
         ttfb_p99_ms=optional([m.ttfb_p99_ms for m in rounds]),
         ttfb_samples=sum(m.ttfb_samples for m in rounds),
@@ -733,7 +978,8 @@ def report(results: dict[tuple[str, str], Measurement], targets: list[str], args
     lines: list[str] = []
     header = (
         "| target | mode | req/s | errors | p50 c=1 (ms) | p99 c=1 (ms) | added p50 | added p99 "
-        "| TTFB p50 (ms) | TTFB p99 (ms) | added TTFB p50 | added TTFB p99 | proxy CPU µs/req | upstream CPU µs/req |"
+        "| TTFB p50 (ms) | TTFB p99 (ms) | added TTFB p50 | added TTFB p99 | proxy CPU µs/req | upstream CPU µs/req "
+        "| redis CPU µs/req |"
     )
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     for mode in MODES:
@@ -754,7 +1000,7 @@ def report(results: dict[tuple[str, str], Measurement], targets: list[str], args
                 f"| {name} | {mode} | {m.throughput.rps:,.0f} | {errors} | {ms(m.latency.p50_ms)} "
                 f"| {ms(m.latency.p99_ms)} | {ms(added50, True)} | {ms(added99, True)} | {ms(m.ttfb_p50_ms)} "
                 f"| {ms(m.ttfb_p99_ms)} | {ms(ttfb50, True)} | {ms(ttfb99, True)} | {us(m.proxy_cpu_us)} "
-                f"| {us(m.upstream_cpu_us)} |"
+                f"| {us(m.upstream_cpu_us)} | {us(m.redis_cpu_us)} |"
             )
     lines.append("")
     lines.append(
@@ -762,14 +1008,53 @@ def report(results: dict[tuple[str, str], Measurement], targets: list[str], args
         f"-d{args.latency_duration:g}s; TTFB: {args.ttfb_requests} sequential streaming requests, one "
         f"keep-alive connection, time to the first body byte; 'added' = minus the upstream directly; "
         f"{args.output_tokens} output tokens per answer; CPU µs/req: user+system time of the proxy's "
-        f"processes (and of the simulator) over the req/s run divided by its requests; median of "
-        f"{args.rounds} round(s)."
+        f"processes (and of the simulator, and of redis-server for the Redis variants) over the req/s run "
+        f"divided by its requests; median of {args.rounds} round(s). Limit variants: organization rate limits "
+        f"of {RATE_LIMIT_VALUE:,} requests, input and output tokens per minute, organization and workspace "
+        f"monthly spend limits of {SPEND_LIMIT_CENTS:,} cents; no answer was refused (any non-2xx stops the run)."
     )
     lines.append("")
     lines += ratios(results, targets)
     lines.append("")
+    lines += limit_costs(results, targets)
+    lines.append("")
     lines += checks(results, targets)
     return lines
+
+
+def baseline_of(name: str) -> str:
+    """The orgwarden target without limits that a limit variant is compared with (same workers)."""
+    match = re.search(r"-w(\d+)$", name)
+    return "orgwarden" + (f"-w{match.group(1)}" if match else "")
+
+
+def limit_costs(results: dict[tuple[str, str], Measurement], targets: list[str]) -> list[str]:
+    """What limits cost: each limit variant minus the same orgwarden without limits, in the same run."""
+    lines = [
+        "| cost of limits | vs | mode | req/s | change | proxy CPU µs/req | extra CPU µs/req | redis CPU µs/req "
+        "| extra p50 c=1 (ms) | extra p99 c=1 (ms) | extra TTFB p50 (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def diff(a: float | None, b: float | None, fmt: str) -> str:
+        return "-" if a is None or b is None else format(a - b, fmt)
+
+    for name in (t for t in targets if "+" in t):
+        plain = baseline_of(name)
+        for mode in MODES:
+            m, base = results.get((name, mode)), results.get((plain, mode))
+            if m is None or base is None:
+                continue
+            change = m.throughput.rps / base.throughput.rps - 1 if base.throughput.rps else None
+            lines.append(
+                f"| {name} | {plain} | {mode} | {m.throughput.rps:,.0f} vs {base.throughput.rps:,.0f} "
+                f"| {'-' if change is None else f'{change:+.0%}'} | {us(m.proxy_cpu_us)} vs {us(base.proxy_cpu_us)} "
+                f"| {diff(m.proxy_cpu_us, base.proxy_cpu_us, '+,.0f')} | {us(m.redis_cpu_us)} "
+                f"| {diff(m.latency.p50_ms, base.latency.p50_ms, '+.3f')} "
+                f"| {diff(m.latency.p99_ms, base.latency.p99_ms, '+.3f')} "
+                f"| {diff(m.ttfb_p50_ms, base.ttfb_p50_ms, '+.3f')} |"
+            )
+    return lines if len(lines) > 2 else ["(no cost of limits: no limit variant measured beside the same orgwarden)"]
 
 
 def ratios(results: dict[tuple[str, str], Measurement], targets: list[str]) -> list[str]:
@@ -792,7 +1077,7 @@ def ratios(results: dict[tuple[str, str], Measurement], targets: list[str]) -> l
 
 
 def checks(results: dict[tuple[str, str], Measurement], targets: list[str]) -> list[str]:
-    lines = ["| check (issue 3 §9) | target | mode | measured | goal | verdict |", "|---|---|---|---|---|---|"]
+    lines = ["| check | target | mode | measured | goal | verdict |", "|---|---|---|---|---|---|"]
 
     def verdict(ok: bool, by: str) -> str:
         return "met" if ok else f"**missed** by {by}"
@@ -804,16 +1089,18 @@ def checks(results: dict[tuple[str, str], Measurement], targets: list[str]) -> l
             ng = results.get(("nginx", mode))
             if m is None:
                 continue
+            goal, issue = (MIN_THROUGHPUT_RATIO_LIMITS, "issue 4") if "+" in name else (MIN_THROUGHPUT_RATIO, "issue 3")
             if ng is not None and ng.throughput.rps > 0:
                 ratio = m.throughput.rps / ng.throughput.rps
                 lines.append(
-                    f"| throughput vs nginx | {name} | {mode} | {ratio:.0%} ({m.throughput.rps:,.0f} / "
-                    f"{ng.throughput.rps:,.0f} req/s) | ≥ {MIN_THROUGHPUT_RATIO:.0%} "
-                    f"| {verdict(ratio >= MIN_THROUGHPUT_RATIO, f'{(MIN_THROUGHPUT_RATIO - ratio) * 100:.0f} points')}"
-                    " |"
+                    f"| throughput vs nginx ({issue}) | {name} | {mode} | {ratio:.1%} ({m.throughput.rps:,.0f} / "
+                    f"{ng.throughput.rps:,.0f} req/s) | ≥ {goal:.0%} "
+                    f"| {verdict(ratio >= goal, f'{(goal - ratio) * 100:.1f} points')} |"
                 )
             else:
-                lines.append(f"| throughput vs nginx | {name} | {mode} | n/a (nginx not measured) | ≥ 50% | - |")
+                lines.append(
+                    f"| throughput vs nginx ({issue}) | {name} | {mode} | n/a (nginx not measured) | ≥ {goal:.0%} | - |"
+                )
             if base is None:
                 continue
             added50 = m.latency.p50_ms - base.latency.p50_ms
@@ -861,6 +1148,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output-tokens", type=int, default=16, help="tokens per answer (default 16)")
     parser.add_argument("--upstream-latency-ms", type=float, default=0, help="simulator delay before its first byte")
     parser.add_argument("--workers", default="1,2", help="orgwarden --workers values to measure (default 1,2)")
+    parser.add_argument(
+        "--limits",
+        default=",".join(LIMIT_MODES),
+        help="orgwarden variants: off (no limits), memory (limits in process), redis (limits in Redis); default all",
+    )
+    parser.add_argument(
+        "--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis of the redis variant ({DEFAULT_REDIS_URL})"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="repeat everything; the table shows medians")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds of rest between runs")
     parser.add_argument("--no-nginx", action="store_true", help="skip nginx even when installed")
@@ -873,6 +1168,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--workers: a comma-separated list of positive integers")
     if args.duration < 1 or args.latency_duration < 1 or args.connections < 1 or args.threads < 1 or args.rounds < 1:
         parser.error("--duration, --latency-duration, --connections, --threads and --rounds must be positive")
+    args.limit_modes = [m for m in LIMIT_MODES if m in {w.strip() for w in str(args.limits).split(",")}]
+    unknown = {w.strip() for w in str(args.limits).split(",") if w.strip()} - set(LIMIT_MODES)
+    if unknown or not args.limit_modes:
+        parser.error(f"--limits: a comma-separated list of {', '.join(LIMIT_MODES)}")
     args.threads = min(args.threads, args.connections)
     return args
 
@@ -934,6 +1233,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             processes.stop_all()
 
 
+def write_scripts(target: Target, workload: Workload, tmp: Path, label: str) -> None:
+    target.workload = workload
+    for mode in MODES:
+        target.scripts[mode] = tmp / f"{label}-{mode}.lua"
+        target.scripts[mode].write_text(workload.lua(mode))
+
+
+def redis_reachable(url: str) -> str | None:
+    """None if Redis answers at ``url``, else why not."""
+    try:
+        client = RedisClient(url, timeout=2.0)
+    except (OSError, BenchError) as exc:
+        return str(exc)
+    try:
+        client.call("PING")
+    except (OSError, BenchError) as exc:
+        return str(exc)
+    finally:
+        client.close()
+    return None
+
+
 def run(args: argparse.Namespace, tmp: Path, processes: Processes, wrk_binary: str, nginx: str | None) -> int:
     orgwarden = find_orgwarden(args.orgwarden)
     data_dir = tmp / "data"
@@ -945,50 +1266,111 @@ def run(args: argparse.Namespace, tmp: Path, processes: Processes, wrk_binary: s
 
     api_key, org_id = set_up_orgwarden(orgwarden, env)
     workload = Workload(args.output_tokens, api_key, org_id)
-    scripts: dict[str, Path] = {}
-    for mode in MODES:
-        scripts[mode] = tmp / f"{mode}.lua"
-        scripts[mode].write_text(workload.lua(mode))
+    notes: list[str] = []
+    limit_modes = list(args.limit_modes)
+    redis_down = redis_reachable(args.redis_url) if "redis" in limit_modes or max(args.worker_counts) > 1 else None
+    if redis_down is not None:
+        redis_down = f"Redis not reachable at {args.redis_url}: {redis_down}"
+        if "redis" in limit_modes:
+            limit_modes.remove("redis")
+            notes.append(f"orgwarden+redis skipped: {redis_down}")
+    limits_db: LimitsDatabase | None = None
+    limits_env = base_env(tmp / "data-limits")
+    if "memory" in limit_modes or "redis" in limit_modes:
+        (tmp / "data-limits").mkdir()
+        limits_db = set_up_limits(processes, orgwarden, limits_env, args.output_tokens)
+        if "redis" in limit_modes:
+            redis = RedisClient(args.redis_url)
+            try:
+                removed = redis.delete_prefix(
+                    REDIS_PREFIX
+                )  # counters of an earlier run would skew nothing, but start clean
+            finally:
+                redis.close()
+            if removed:
+                print(f"removed {removed} {REDIS_PREFIX}* keys of an earlier run from {args.redis_url}")
 
     targets = [start_simulator(processes, orgwarden, env, args.upstream_latency_ms)]
     upstream_port = targets[0].port
-    notes: list[str] = []
     if nginx is None:
         notes.append(
             "nginx skipped: " + ("--no-nginx" if args.no_nginx else "not installed (apt-get install -y nginx)")
         )
     else:
         targets.append(start_nginx(processes, nginx, tmp, upstream_port, env))
-    orgwarden_targets = [start_orgwarden(processes, orgwarden, env, upstream_port, w) for w in args.worker_counts]
+    for target in targets:
+        write_scripts(target, workload, tmp, "plain")
+    orgwarden_targets: list[Target] = []
+    if "off" in limit_modes:
+        for w in args.worker_counts:
+            if w > 1 and redis_down is not None:
+                notes.append(f"{target_name('off', w)} skipped: several workers need Redis ({redis_down})")
+                continue
+            orgwarden_targets.append(
+                start_orgwarden(processes, orgwarden, env, upstream_port, w, "off", args.redis_url)
+            )
+            write_scripts(orgwarden_targets[-1], workload, tmp, "plain")
+    if "memory" in limit_modes:  # limits in process need one process: --workers 1 only
+        assert limits_db is not None
+        orgwarden_targets.append(start_orgwarden(processes, orgwarden, limits_env, upstream_port, 1, "memory"))
+        write_scripts(orgwarden_targets[-1], limits_db.workload, tmp, "limits")
+        if args.worker_counts != [1]:
+            notes.append("orgwarden+limits runs with --workers 1 only: limits counted in process need one process")
+    if "redis" in limit_modes:
+        assert limits_db is not None
+        for w in args.worker_counts:
+            target = start_orgwarden(processes, orgwarden, limits_env, upstream_port, w, "redis", args.redis_url)
+            target.redis = RedisClient(args.redis_url)
+            orgwarden_targets.append(target)
+            write_scripts(target, limits_db.workload, tmp, "limits")
     targets += orgwarden_targets
     for target in targets:  # every path answers, and answers right, before any load
+        assert target.workload is not None
         client = RawClient(target.port)
         try:
             for mode in MODES:
-                validate(client.request(workload.http_request(target.port, mode)), mode, target.name)
+                validate(client.request(target.workload.http_request(target.port, mode)), mode, target.name)
         finally:
             client.close()
         print(f"{target.name}: http://{HOST}:{target.port} ({target.description})")
+        if target.limits != "off":
+            assert limits_db is not None
+            print(f"  {check_limits(target, limits_db, args.redis_url)}")
     for note in notes:
         print(f"note: {note}")
 
     wrk = Wrk(wrk_binary, processes, tmp, env)
     rounds: dict[tuple[str, str], list[Measurement]] = {}
-    for number in range(1, args.rounds + 1):
-        print(f"round {number}/{args.rounds}", flush=True)
-        for mode in MODES:
-            for target in targets:
-                rounds.setdefault((target.name, mode), []).append(
-                    measure(target, targets[0], mode, workload, wrk, scripts, args)
-                )
+    try:
+        for number in range(1, args.rounds + 1):
+            print(f"round {number}/{args.rounds}", flush=True)
+            for mode in MODES:
+                for target in targets:
+                    rounds.setdefault((target.name, mode), []).append(measure(target, targets[0], mode, wrk, args))
+    finally:
+        for target in targets:
+            if target.redis is not None:
+                target.redis.close()
+                target.redis = None
     results = {key: combine(values) for key, values in rounds.items()}
     load_after = os.getloadavg()
 
     for target in orgwarden_targets:  # a graceful stop flushes the usage records still queued
         for managed in target.managed:
             processes.stop(managed)
-    records = count_usage_records(data_dir)
-    completed = sum(t.completed for t in orgwarden_targets)
+    records: dict[str, int | None] = {}
+    completed: dict[str, int] = {}
+    for target in orgwarden_targets:
+        assert target.database is not None
+        records.setdefault(str(target.database), count_usage_records(target.database))
+        completed[str(target.database)] = completed.get(str(target.database), 0) + target.completed
+    if "redis" in limit_modes:
+        redis = RedisClient(args.redis_url)
+        try:
+            removed = redis.delete_prefix(REDIS_PREFIX)
+        finally:
+            redis.close()
+        notes.append(f"removed the run's {removed} {REDIS_PREFIX}* keys from {args.redis_url}")
 
     names = [t.name for t in targets]
     lines = report(results, names, args)
@@ -997,10 +1379,12 @@ def run(args: argparse.Namespace, tmp: Path, processes: Processes, wrk_binary: s
     print()
     for note in notes:
         print(f"note: {note}")
-    print(
-        f"metering: {records} usage records written for {completed} completed orgwarden requests (plus the "
-        "requests in flight when each wrk run stopped, recorded as aborted)"
-    )
+    for database, count in records.items():
+        which = "limit variants" if database == str(tmp / "data-limits") else "orgwarden without limits"
+        print(
+            f"metering ({which}): {count} usage records written for {completed[database]} completed requests (plus "
+            "the requests in flight when each wrk run stopped, recorded as aborted)"
+        )
     print(f"load average: before {info['machine']['load_average']}, after {tuple(round(x, 2) for x in load_after)}")
     if args.json_out:
         payload = {

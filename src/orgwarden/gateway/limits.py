@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
@@ -69,6 +70,7 @@ from orgwarden.storage.tables import RateLimitValue, SpendLimit, UsageRecord
 log = logging.getLogger("orgwarden.gateway")
 
 WORST_CASE_FRAMING_TOKENS = 4096  # system prompts the API adds (tools, caching), beyond the body's bytes
+_PLAN_CACHE_SIZE = 4096  # per-key plans kept (see ``Enforcer._spend_plan``); the cache starts over beyond that
 _SCOPE_COLUMNS = {
     "organization": UsageRecord.organization_id,
     "workspace": UsageRecord.workspace_id,
@@ -142,32 +144,72 @@ class Ticket:
     at: datetime
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     checked: bool = True
+    rule_counters: Sequence[str] = ()  # the counter of each of ``rules`` (computed once, in ``admit``)
+
+
+# Tuples, not sets: ``in`` on a tuple of enum members compares by identity; a set would hash them
+# (``Enum.__hash__`` is Python code).
+_INPUT = (Limiter.INPUT_TOKENS_PER_MINUTE, Limiter.INPUT_TOKENS_PER_MINUTE_CACHE_AWARE)
+_OUTPUT = (Limiter.OUTPUT_TOKENS_PER_MINUTE,)
+# Per kind: its three header names, and the limiters it covers, in the order ties are broken.
+_HEADER_KINDS: tuple[tuple[bytes, bytes, bytes, tuple[tuple[Limiter, ...], ...]], ...] = tuple(
+    (
+        f"anthropic-ratelimit-{kind}-limit".encode(),
+        f"anthropic-ratelimit-{kind}-remaining".encode(),
+        f"anthropic-ratelimit-{kind}-reset".encode(),
+        members,
+    )
+    for kind, members in (
+        ("requests", ((Limiter.REQUESTS_PER_MINUTE,),)),
+        ("input-tokens", (_INPUT,)),
+        ("output-tokens", (_OUTPUT,)),
+        ("tokens", (_INPUT, _OUTPUT)),
+    )
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _reset_value(unix_seconds: int) -> bytes:
+    """RFC 3339 of a whole second (most responses of a second share one)."""
+    return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
 
 
 def _headers(admission: Admission, wants: Sequence[tuple[BucketWant, Limiter]]) -> list[tuple[bytes, bytes]]:
-    """``anthropic-ratelimit-*`` for the most restrictive bucket of each kind in force."""
-    kinds: dict[str, list[tuple[BucketWant, Limiter]]] = {
-        "requests": [w for w in wants if w[1] is Limiter.REQUESTS_PER_MINUTE],
-        "input-tokens": [
-            w for w in wants if w[1] in (Limiter.INPUT_TOKENS_PER_MINUTE, Limiter.INPUT_TOKENS_PER_MINUTE_CACHE_AWARE)
-        ],
-        "output-tokens": [w for w in wants if w[1] is Limiter.OUTPUT_TOKENS_PER_MINUTE],
-    }
-    kinds["tokens"] = kinds["input-tokens"] + kinds["output-tokens"]
+    """``anthropic-ratelimit-*`` for the most restrictive bucket of each kind in force (the first of
+    equally restrictive ones)."""
+    levels = admission.levels
+    found: list[tuple[float, BucketWant, Limiter]] = []
+    for want, limiter in wants:
+        level = levels.get(want.name)
+        found.append((want.spec.capacity if level is None else level, want, limiter))
     headers: list[tuple[bytes, bytes]] = []
-    for kind, members in kinds.items():
-        if not members:
+    for limit_name, remaining_name, reset_name, members in _HEADER_KINDS:
+        best: tuple[float, BucketWant, Limiter] | None = None
+        for limiters in members:
+            for item in found:
+                if item[2] in limiters and (best is None or item[0] < best[0]):
+                    best = item
+        if best is None:
             continue
-        want = min(members, key=lambda w: admission.levels.get(w[0].name, w[0].spec.capacity))
-        spec = want[0].spec
-        level = admission.levels.get(want[0].name, spec.capacity)
-        full_in = max(0.0, spec.capacity - level) / spec.rate if spec.rate > 0 else 0.0
-        reset = datetime.fromtimestamp(math.ceil(admission.now + full_in), UTC)
-        prefix = f"anthropic-ratelimit-{kind}-".encode()
-        headers.append((prefix + b"limit", str(spec.limit).encode()))
-        headers.append((prefix + b"remaining", str(max(0, math.floor(level))).encode()))
-        headers.append((prefix + b"reset", reset.strftime("%Y-%m-%dT%H:%M:%SZ").encode()))
+        level, want, _ = best
+        spec = want.spec
+        rate = spec.rate
+        full_in = max(0.0, spec.capacity - level) / rate if rate > 0 else 0.0
+        headers.append((limit_name, str(spec.limit).encode()))
+        headers.append((remaining_name, str(max(0, math.floor(level))).encode()))
+        headers.append((reset_name, _reset_value(math.ceil(admission.now + full_in))))
     return headers
+
+
+@dataclass(frozen=True, slots=True)
+class _SpendPlan:
+    """What a key's requests reserve on a given UTC day: its rules, every counter its cost goes into,
+    and one budget (the lowest amount) per counter that a rule reads."""
+
+    rules: tuple[SpendRule, ...]
+    rule_counters: tuple[str, ...]
+    counters: tuple[str, ...]
+    budgets: tuple[tuple[str, int], ...]  # (counter, limit in picodollars), in the order of the rules
 
 
 def _level_of(name: str) -> str:
@@ -205,6 +247,12 @@ class Enforcer:
         self._task: asyncio.Task[None] | None = None
         self.unchecked = 0  # requests passed without a check because the store was unreachable
         self._last_outage_log = 0.0
+        # Per-key plans, valid as long as ``self.spend`` / ``self.rates`` are the objects they were
+        # computed from (a reload replaces them) and, for spend, for the UTC day in their key.
+        self._spend_plans: dict[tuple[str, str, str, date], _SpendPlan] = {}
+        self._spend_plans_of: SpendConfig | None = None
+        self._bucket_plans: dict[tuple[str, str, str, str], list[tuple[str, Limiter, int, Spec, float]]] = {}
+        self._bucket_plans_of: RateLimitConfig | None = None
 
     # -- configuration -----------------------------------------------------------------------------
 
@@ -243,19 +291,17 @@ class Enforcer:
         """Reserve what the request may use; raise ``Refusal`` (429, 400 or 503) if it may not pass."""
         now = self._clock()
         wants = self._bucket_wants(endpoint, grant, request)
-        rules = self.spend.rules_for(grant.organization_id, grant.workspace_id, grant.key_id) if request else []
-        counters = list(counters_of(grant.organization_id, grant.workspace_id, grant.key_id, now)) if request else []
         budgets: list[BudgetWant] = []
-        if rules and request is not None:
-            worst = self._worst_case(request, body)
-            seen: set[str] = set()
-            for rule in rules:
-                counter = rule.counter(now)
-                if counter not in seen:
-                    seen.add(counter)
-                    limit = min(r.amount_picodollars for r in rules if r.counter(now) == counter)
-                    budgets.append(BudgetWant(counter, limit, worst))
-        ticket = Ticket(wants, budgets, rules, counters, now)
+        if request:
+            plan = self._spend_plan(grant, now)
+            if plan.budgets:
+                worst = self._worst_case(request, body)
+                budgets = [BudgetWant(counter, limit, worst) for counter, limit in plan.budgets]
+            ticket = Ticket(
+                wants, budgets, list(plan.rules), list(plan.counters), now, rule_counters=plan.rule_counters
+            )
+        else:
+            ticket = Ticket(wants, budgets, [], [], now)
         if not wants and not budgets:
             return ticket
         try:
@@ -266,7 +312,7 @@ class Enforcer:
         if admission.allowed:
             return ticket
         if admission.blocking_counter is not None:
-            raise self._spend_refusal(admission.blocking_counter, rules, now, ticket.headers)
+            raise self._spend_refusal(admission.blocking_counter, ticket.rules, now, ticket.headers)
         raise self._rate_refusal(admission, wants, ticket.headers)
 
     def _bucket_wants(
@@ -288,10 +334,7 @@ class Enforcer:
             raw = request.get("max_tokens")
             max_tokens = raw if isinstance(raw, int) and raw > 0 else 0
         for group in groups:
-            for name, limiter, value in self.rates.buckets_for(
-                grant.organization_id, grant.workspace_id, False, grant.key_id, group
-            ):
-                spec = Spec(limiter, value, self._burst)
+            for name, limiter, value, spec, capacity in self._bucket_plan(grant, group):
                 if limiter is Limiter.REQUESTS_PER_MINUTE:
                     amount = 1.0
                 elif group == "web_search" or endpoint != "messages":
@@ -300,7 +343,7 @@ class Enforcer:
                     amount = float(max_tokens)
                 else:
                     amount = float(estimate)
-                if amount > spec.capacity:
+                if amount > capacity:
                     raise Refusal(
                         400,
                         "invalid_request_error",
@@ -310,6 +353,47 @@ class Enforcer:
                     )
                 wants.append((BucketWant(name, spec, amount), limiter))
         return wants
+
+    def _bucket_plan(self, grant: KeyGrant, group: str) -> list[tuple[str, Limiter, int, Spec, float]]:
+        """``(bucket name, limiter, value, spec, capacity)`` of every value in force for the key's
+        requests of ``group``, computed once per key and group while the rate limits stay the same."""
+        rates = self.rates
+        if rates is not self._bucket_plans_of or len(self._bucket_plans) >= _PLAN_CACHE_SIZE:
+            self._bucket_plans.clear()
+            self._bucket_plans_of = rates
+        key = (grant.organization_id, grant.workspace_id, grant.key_id, group)
+        plan = self._bucket_plans.get(key)
+        if plan is None:
+            plan = []
+            for name, limiter, value in rates.buckets_for(
+                grant.organization_id, grant.workspace_id, False, grant.key_id, group
+            ):
+                spec = Spec(limiter, value, self._burst)
+                plan.append((name, limiter, value, spec, spec.capacity))
+            self._bucket_plans[key] = plan
+        return plan
+
+    def _spend_plan(self, grant: KeyGrant, now: datetime) -> _SpendPlan:
+        """The key's spend rules, counters and budgets on ``now``'s UTC day (every period of a counter
+        starts on a UTC day), computed once per key and day while the spend limits stay the same."""
+        spend = self.spend
+        if spend is not self._spend_plans_of or len(self._spend_plans) >= _PLAN_CACHE_SIZE:
+            self._spend_plans.clear()
+            self._spend_plans_of = spend
+        org, workspace, key_id = grant.organization_id, grant.workspace_id, grant.key_id
+        key = (org, workspace, key_id, now.astimezone(UTC).date())
+        plan = self._spend_plans.get(key)
+        if plan is None:
+            rules = tuple(spend.rules_for(org, workspace, key_id))
+            rule_counters = tuple(rule.counter(now) for rule in rules)
+            limits: dict[str, int] = {}
+            for rule, counter in zip(rules, rule_counters, strict=True):
+                amount = rule.amount_picodollars
+                limits[counter] = min(limits.get(counter, amount), amount)
+            counters = tuple(counters_of(org, workspace, key_id, now))
+            plan = _SpendPlan(rules, rule_counters, counters, tuple(limits.items()))
+            self._spend_plans[key] = plan
+        return plan
 
     def _worst_case(self, request: Mapping[str, Any], body: bytes) -> int:
         model_name = str(request.get("model"))
@@ -409,8 +493,9 @@ class Enforcer:
             log.error("limits: cannot settle a request's reservation (%s); it stays reserved", exc)
             return
         if self._alerts is not None:
-            for rule in ticket.rules:
-                value = values.get(rule.counter(ticket.at))
+            rule_counters = ticket.rule_counters or [rule.counter(ticket.at) for rule in ticket.rules]
+            for rule, counter in zip(ticket.rules, rule_counters, strict=True):
+                value = values.get(counter)
                 if value is not None:
                     self._alerts.observe(rule, value, ticket.at)
 
