@@ -336,6 +336,24 @@ def test_concurrent_admits_from_two_instances_never_pass_a_budget_together(prefi
     assert max(max(r.spent.values()) for r in results) == 50 * CENT
 
 
+def test_a_burst_far_larger_than_the_connection_pool_is_batched_not_refused(prefix: str) -> None:
+    """3000 calls at once on one instance with the default 0.5 s timeout and 50 connections: they go
+    out in pipelined batches, so none waits for a connection, and the budget still binds exactly."""
+    spend = counter(uuid.uuid4().hex)
+
+    async def scenario() -> list[Admission]:
+        store = RedisLimiter(REDIS_URL, Baselines(), prefix=prefix)
+        try:
+            budgets = [BudgetWant(spend, 1000 * CENT, CENT)]
+            return await asyncio.gather(*(store.admit([], budgets) for _ in range(3000)))
+        finally:
+            await store.close()
+
+    results = run(scenario())
+    assert sum(result.allowed for result in results) == 1000
+    assert max(max(r.spent.values()) for r in results) == 1000 * CENT
+
+
 def test_concurrent_admits_never_take_more_than_a_bucket_holds(prefix: str) -> None:
     async def scenario() -> tuple[list[Admission], float]:
         stores = [limiter(Baselines(), prefix) for _ in range(2)]

@@ -10,7 +10,7 @@ how long to wait until all of them could pass. ``settle`` corrects a reservation
 usage is known: unused tokens go back (never above capacity), overruns are taken (the bucket may go
 negative, which delays the next requests, exactly as an estimate that was too low should).
 
-The in-process backend (``gateway.limits.memory``) runs exactly this code; the Redis backend runs the
+The in-process store (``gateway.limiter.MemoryLimiter``) runs exactly this code; the Redis backend runs the
 same arithmetic in one Lua script per call, atomic across instances, and is tested against this
 module as the reference.
 """

@@ -38,6 +38,12 @@ connection pool reconnects by itself once Redis is back. Commands are not retrie
 retried script after a lost reply could reserve twice. A call that cannot get one of the pool's
 connections within the timeout (every one busy: Redis is too slow) is an outage too.
 
+Calls are *batched*: every call made while the previous batch is on the wire goes out in the next
+one, as a pipeline of script calls on one connection (at most ``MAX_IN_FLIGHT`` batches at once).
+Each script still runs atomically and on its own, so batching changes no decision; it replaces one
+round trip and one pooled connection per call by one per batch, which is what keeps the cost per
+request low and a burst of thousands of concurrent requests from queueing for connections.
+
 Redis Cluster is not supported: one call touches several keys that would live in different slots.
 Needs Redis 6.2 or later (``SET ... EXAT``; scripts replicated by their effects, so that a script may
 read ``TIME`` and then write).
@@ -56,7 +62,8 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript as Script
+from redis.exceptions import NoScriptError, RedisError
 
 from orgwarden.domain.limits import parse_counter, period_window
 from orgwarden.gateway.limiter import Admission, Baseline, BucketWant, BudgetWant, StoreUnavailable
@@ -65,22 +72,28 @@ PICO_PER_NANO = 1000
 _INFINITE = "-1"  # how the scripts say "can never pass" (no portable spelling of infinity in Lua)
 _MAX_BUCKET_TTL = 366 * 86400  # a bucket that would take longer to refill (or never refills) is kept a year
 _LOAD_ATTEMPTS = 4
+MAX_BATCH = 256  # script calls per pipeline
+MAX_IN_FLIGHT = 8  # pipelines on the wire at once (each holds one pooled connection)
 _ALLOWED, _REFUSED, _MISSING = 1, 0, 2
 
-# Shared by both scripts. ARGV[1] = number of buckets (their keys come first in KEYS), ARGV[2] =
-# number of counters; then three values per bucket: limit per minute, capacity, amount.
+# Shared by both scripts. The numbers come as one space-separated string (ARGV[1], split into A):
+# one argument instead of dozens saves most of the client's cost of packing a call. A[1] = number
+# of buckets (their keys come first in KEYS), A[2] = number of counters; then three values per
+# bucket: limit per minute, capacity, amount.
 _COMMON = """
+local A = {}
+for word in string.gmatch(ARGV[1], '%S+') do A[#A + 1] = word end
 local function fmt(x) return string.format('%.17g', x) end
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local nb = tonumber(ARGV[1])
-local nc = tonumber(ARGV[2])
+local nb = tonumber(A[1])
+local nc = tonumber(A[2])
 local cbase = 2 + 3 * nb
 local rates, caps, amounts, levels = {}, {}, {}, {}
 for i = 1, nb do
-  rates[i] = tonumber(ARGV[3 * i]) / 60
-  caps[i] = tonumber(ARGV[3 * i + 1])
-  amounts[i] = tonumber(ARGV[3 * i + 2])
+  rates[i] = tonumber(A[3 * i]) / 60
+  caps[i] = tonumber(A[3 * i + 1])
+  amounts[i] = tonumber(A[3 * i + 2])
   local state = redis.call('HMGET', KEYS[i], 'level', 'at')
   local level = caps[i]
   if state[1] and state[2] then
@@ -112,7 +125,7 @@ if #missing > 0 then return {2, now_us, missing} end
 local shown = {}
 for i = 1, nb do shown[i] = fmt(levels[i]) end
 for j = 1, nc do
-  if values[j] + tonumber(ARGV[cbase + 2 * j]) > tonumber(ARGV[cbase + 2 * j - 1]) then
+  if values[j] + tonumber(A[cbase + 2 * j]) > tonumber(A[cbase + 2 * j - 1]) then
     return {0, now_us, shown, values, '0', 0, j}
   end
 end
@@ -135,7 +148,7 @@ for i = 1, nb do
   store(i, level)
   shown[i] = fmt(level)
 end
-for j = 1, nc do values[j] = redis.call('INCRBY', KEYS[nb + j], ARGV[cbase + 2 * j]) end
+for j = 1, nc do values[j] = redis.call('INCRBY', KEYS[nb + j], A[cbase + 2 * j]) end
 return {1, now_us, shown, values, '0', 0, 0}
 """.replace("INFINITE", _INFINITE)
 )
@@ -149,7 +162,7 @@ for i = 1, nb do store(i, math.min(caps[i], levels[i] + amounts[i])) end
 local out = {}
 for j = 1, nc do
   local key = KEYS[nb + j]
-  if redis.call('EXISTS', key) == 1 then out[j] = redis.call('INCRBY', key, ARGV[cbase + j]) else out[j] = false end
+  if redis.call('EXISTS', key) == 1 then out[j] = redis.call('INCRBY', key, A[cbase + j]) else out[j] = false end
 end
 return out
 """
@@ -215,6 +228,67 @@ class RedisLimiter:
         self._admit = self._redis.register_script(_ADMIT)
         self._settle = self._redis.register_script(_SETTLE)
         self._loading: dict[str, asyncio.Future[None]] = {}
+        self._pending: list[tuple[Script, list[str], list[str], asyncio.Future[Any]]] = []
+        self._flushing = False
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _call(self, script: Script, keys: list[str], args: list[str]) -> Any:
+        """Run ``script`` in the next batch; raise ``StoreUnavailable`` if Redis cannot be reached."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((script, keys, args, future))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        """Send what has queued; calls arriving meanwhile wait for the next batch."""
+        self._flushing = False
+        if self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            if self._pending:
+                self._flushing = True
+                asyncio.get_running_loop().call_soon(self._flush)
+            task = asyncio.ensure_future(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[Script, list[str], list[str], asyncio.Future[Any]]]) -> None:
+        try:
+            async with self._in_flight:
+                replies = await self._pipeline(batch)
+                missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+                if missing:  # Redis restarted or flushed its scripts: load them, run those again
+                    for script in {batch[i][0] for i in missing}:
+                        await self._redis.script_load(script.script)
+                    again = await self._pipeline([batch[i] for i in missing])
+                    for i, reply in zip(missing, again, strict=True):
+                        replies[i] = reply
+        except (RedisError, OSError) as exc:
+            error = StoreUnavailable(f"Redis: {type(exc).__name__}: {exc}")
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        except BaseException as exc:
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            raise
+        for (*_, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(StoreUnavailable(f"Redis: {type(reply).__name__}: {reply}"))
+            else:
+                future.set_result(reply)
+
+    async def _pipeline(self, batch: Sequence[tuple[Script, list[str], list[str], Any]]) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for script, keys, args, _ in batch:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
 
     def _keys(self, buckets: Sequence[BucketWant], counters: Sequence[str]) -> list[str]:
         return [self._prefix + b.name for b in buckets] + [self._prefix + c for c in counters]
@@ -225,8 +299,7 @@ class RedisLimiter:
         for budget in budgets:
             args += [str(budget.limit // PICO_PER_NANO), str(_nano(budget.amount))]
         for _ in range(_LOAD_ATTEMPTS):
-            with _store_errors():
-                reply: list[Any] = await self._admit(keys=keys, args=args)
+            reply: list[Any] = await self._call(self._admit, keys, [" ".join(args)])
             if reply[0] != _MISSING:
                 return self._admission(reply, buckets, budgets)
             await self._load([budgets[int(j) - 1].counter for j in reply[2]])
@@ -278,9 +351,10 @@ class RedisLimiter:
         keys = self._keys(buckets, names)
         args = [str(len(buckets)), str(len(names)), *_bucket_args(buckets)]
         args += [str(_nano(counters[name])) for name in names]
-        with _store_errors():
-            reply: list[Any] = await self._settle(keys=keys, args=args)
+        reply: list[Any] = await self._call(self._settle, keys, [" ".join(args)])
         return {name: int(value) * PICO_PER_NANO for name, value in zip(names, reply, strict=True) if value is not None}
 
     async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._redis.aclose()
