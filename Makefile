@@ -26,7 +26,7 @@ test: $(VENV)/.test
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 4 --dist worksteal  # most tests wait on server processes: 4 at once
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check src tests

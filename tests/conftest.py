@@ -145,6 +145,15 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
     drop_database(db)
 
 
+@pytest.fixture
+def sqlite_database(tmp_path: Path) -> Iterator[Database]:
+    """A fresh empty SQLite database: for behaviour that does not depend on the backend (argument
+    parsing, refusals), where running the slow CLI twice would only cost time."""
+    db = make_database("sqlite", tmp_path)
+    yield db
+    drop_database(db)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

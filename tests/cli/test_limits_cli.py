@@ -64,7 +64,8 @@ def test_rate_limits_list_and_set_at_every_level(database: Database) -> None:
     assert "requests_per_minute" in table
 
 
-def test_rate_limit_cli_refusals_are_one_line(database: Database) -> None:
+def test_rate_limit_cli_refusals_are_one_line(sqlite_database: Database) -> None:
+    database = sqlite_database
     init(database)
     default = cli_json(database, "workspaces", "list")[0]["id"]
     cases: list[tuple[tuple[str, ...], str]] = [
@@ -129,7 +130,8 @@ def test_spend_limits_set_list_effective_and_delete(database: Database) -> None:
     assert [c.entity_id for c in rows(database, CacheEvent) if c.entity_type == "spend_limits"] == [org] * 5
 
 
-def test_spend_limit_cli_refusals_are_one_line(database: Database) -> None:
+def test_spend_limit_cli_refusals_are_one_line(sqlite_database: Database) -> None:
+    database = sqlite_database
     init(database)
     cases: list[tuple[tuple[str, ...], str]] = [
         (("spend-limits", "set", "--amount-cents", "12.5"), "amount: '12.5'"),

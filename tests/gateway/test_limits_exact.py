@@ -242,6 +242,14 @@ def test_a_workspace_spend_limit_names_the_workspace(tmp_path: Path) -> None:
         )
         other = message(server.base_url, create_key(server), max_tokens=2000)  # the default workspace
         assert other.status_code == 200, other.text
+        # A model without a price cannot be bounded: refused while a spend limit applies, forwarded otherwise.
+        body = {"model": "claude-unpriced-9", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+        with httpx.Client(timeout=30) as client:
+            limited = client.post(f"{server.base_url}/v1/messages", json=body, headers={"x-api-key": secret})
+            free = client.post(f"{server.base_url}/v1/messages", json=body, headers={"x-api-key": create_key(server)})
+        assert limited.status_code == 400, limited.text
+        assert "has no price" in limited.json()["error"]["message"]
+        assert free.status_code == 404, free.text  # forwarded: the simulator does not know the model either
     finally:
         stop_server(server)
         drop_database(db)
@@ -325,6 +333,8 @@ def test_when_redis_is_unreachable_each_kind_of_limit_does_what_its_setting_says
                     assert answer.json()["error"]["type"] == "api_error"
                     assert "limits store" in answer.json()["error"]["message"]
             assert "limits store is unreachable" in server.log()
+            health = httpx.get(f"{server.base_url}/health").json()["limits"]
+            assert health == {"store": "redis", "unchecked_requests": 1}  # the one fail_open request
 
             start()  # back: limits are checked again, without a restart of orgwarden
             deadline = time.monotonic() + 10

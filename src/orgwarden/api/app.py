@@ -119,7 +119,10 @@ def create_app(settings: Settings) -> ASGIApp:
 
     @admin.get("/health", include_in_schema=False)
     async def health() -> Response:
-        return JSONResponse({"status": "ok"})
+        # Per worker: which store counts limits, and how many requests passed unchecked because it
+        # was unreachable (rate or spend limits set to fail_open) since this worker started.
+        store = "redis" if settings.redis_url else "memory"
+        return JSONResponse({"status": "ok", "limits": {"store": store, "unchecked_requests": limits.unchecked}})
 
     errors.install(admin)
     admin.add_middleware(BodyLimitMiddleware, limit=settings.admin_max_body_bytes)
