@@ -274,6 +274,14 @@ def burst_probe(burst: Server) -> Probe:
     return Probe(burst)
 
 
+def limited_key(server: Server, probe: Probe, limits: Limits) -> Key:
+    """A key in a workspace of its own with these key-level values for MODEL's group, in force."""
+    key = new_key(server, new_workspace(server))
+    set_key_limits(server, key.id, entry_id(server, model=MODEL), limits)
+    probe.sync()
+    return key
+
+
 # --------------------------------------------------------------------------------------------------
 # 1. continuous request buckets
 
@@ -282,9 +290,7 @@ def test_60_rpm_allows_one_request_a_second_refusing_the_next_with_retry_after(s
     """RPM 60 with the default burst is a bucket of one request refilling one a second: two requests
     back to back give 200 then 429 (``retry-after: 1``, the message naming the key's limit, headers
     on the refusal too); 1.1 s later a request passes. The 429 makes no usage record."""
-    key = new_key(srv, new_workspace(srv))
-    set_key_limits(srv, key.id, entry_id(srv, model=MODEL), {"requests_per_minute": 60})
-    probe.sync()
+    key = limited_key(srv, probe, {"requests_per_minute": 60})
     client = sdk(srv, key)
 
     started = time.monotonic()
@@ -462,9 +468,7 @@ def test_max_tokens_is_reserved_then_the_unused_part_given_back(srv: Server, pro
     """OTPM 600: a request with max_tokens 400 leaves 200 at admission whatever it then produces;
     once it has produced 100, the 300 unused come back, so the next request (max_tokens 100) sees
     600 - 100 - 100. max_tokens above the limit can never fit: 400, not metered."""
-    key = new_key(srv, new_workspace(srv))
-    set_key_limits(srv, key.id, entry_id(srv, model=MODEL), {"output_tokens_per_minute": 600})
-    probe.sync()
+    key = limited_key(srv, probe, {"output_tokens_per_minute": 600})
     client = sdk(srv, key)
 
     started = time.monotonic()
@@ -491,9 +495,7 @@ def test_a_streaming_request_holds_its_max_tokens_until_it_ends(srv: Server, pro
     """OTPM 600: while a stream with max_tokens 400 is under way (50 tokens at 50 a second), 200 are
     left: a request for 300 is refused with 429, one for 150 passes. After the stream ends having
     produced 50, its 350 unused tokens are back."""
-    key = new_key(srv, new_workspace(srv))
-    set_key_limits(srv, key.id, entry_id(srv, model=MODEL), {"output_tokens_per_minute": 600})
-    probe.sync()
+    key = limited_key(srv, probe, {"output_tokens_per_minute": 600})
     client = sdk(srv, key)
 
     started = time.monotonic()
@@ -541,9 +543,7 @@ def test_a_stream_the_client_aborts_gives_back_the_output_it_did_not_produce(srv
     """A stream of 200 tokens at 50 a second (4 s), max_tokens 500, closed by the client after three
     text events: it is metered (status 499) with the few tokens it produced, and everything else
     of its 500 comes back to the OTPM bucket."""
-    key = new_key(srv, new_workspace(srv))
-    set_key_limits(srv, key.id, entry_id(srv, model=MODEL), {"output_tokens_per_minute": 600})
-    probe.sync()
+    key = limited_key(srv, probe, {"output_tokens_per_minute": 600})
     client = sdk(srv, key)
 
     started = time.monotonic()
@@ -571,9 +571,7 @@ def test_a_stream_the_client_aborts_gives_back_the_output_it_did_not_produce(srv
 def test_a_stream_cut_by_the_upstream_gives_back_the_output_it_did_not_produce(srv: Server, probe: Probe) -> None:
     """A stream the upstream cuts half-way (``anthropic-simulator-fault: cut``) ends with an error
     event; it is metered (502) with what it produced, and the rest of its max_tokens comes back."""
-    key = new_key(srv, new_workspace(srv))
-    set_key_limits(srv, key.id, entry_id(srv, model=MODEL), {"output_tokens_per_minute": 600})
-    probe.sync()
+    key = limited_key(srv, probe, {"output_tokens_per_minute": 600})
 
     started = time.monotonic()
     with srv.http(key.secret) as http:

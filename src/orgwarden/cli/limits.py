@@ -8,10 +8,9 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.table import Table
 
 from orgwarden.api import render
-from orgwarden.cli.runtime import cli_context, fail, out, print_json, run, settings_from
+from orgwarden.cli.runtime import cli_context, fail, out, print_json, print_table, run, settings_from
 from orgwarden.domain.limits import LIMITER_TYPES
 from orgwarden.services.container import Services
 from orgwarden.services.cursors import CursorPage
@@ -33,15 +32,6 @@ SHORT = {
     "otpm": "output_tokens_per_minute",
 }
 LEVELS = {"organization": "organization", "workspace": "workspace", "api-key": "api_key", "api_key": "api_key"}
-
-
-def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*[("" if cell is None else str(cell)) for cell in row])
-    out.print(table)
 
 
 async def _every_page(fetch: Callable[[str | None], Awaitable[CursorPage[T]]]) -> list[T]:
@@ -130,7 +120,7 @@ def _show_entries(payloads: list[dict[str, Any]], title: str) -> None:
             source = limit.get("source", {}).get("type") if limit else None
             rows.append([name, entry["group_type"], rate_limit_id, limit.get("type"), limit.get("value"), source])
             name, rate_limit_id = "", ""
-    _table(title, ["group", "type", "rate_limit_id", "limiter", "value", "source"], rows)
+    print_table(title, ["group", "type", "rate_limit_id", "limiter", "value", "source"], rows)
 
 
 def _value(option: str, value: int | None) -> int | None:
@@ -210,7 +200,7 @@ def _scope_text(scope: dict[str, Any]) -> str:
 
 
 def _show_limits(payloads: list[dict[str, Any]]) -> None:
-    _table(
+    print_table(
         "Spend limits",
         ["id", "scope", "of", "period", "amount (cents)", "amount", "alerts at %", "updated"],
         [
@@ -342,7 +332,7 @@ def spend_limits_effective(
     if as_json:
         print_json(payloads)
         return
-    _table(
+    print_table(
         "Effective spend limits",
         ["api key", "period", "binding scope", "of", "limit", "spent this period (cents)", "spend_limit_id"],
         [

@@ -8,10 +8,9 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from orgwarden.api import render
-from orgwarden.cli.runtime import cli_context, fail, out, print_json, run, settings_from
+from orgwarden.cli.runtime import cli_context, fail, out, print_json, print_table, run, settings_from
 from orgwarden.domain.clock import rfc3339, utcnow
 from orgwarden.services.container import Services
 from orgwarden.storage.pagination import Cursor
@@ -36,15 +35,6 @@ def parse_duration(text: str) -> timedelta:
     except OverflowError:
         fail(f"--expires-in: {text!r} is too long")
     return duration
-
-
-def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*[("" if cell is None else str(cell)) for cell in row])
-    out.print(table)
 
 
 def _show_created(payload: dict[str, Any], as_json: bool, what: str) -> None:
@@ -113,7 +103,7 @@ def keys_list(
     if as_json:
         print_json(payloads)
         return
-    _table(
+    print_table(
         "API keys",
         ["id", "name", "workspace", "status", "hint", "created", "expires"],
         [
@@ -167,7 +157,7 @@ def admin_keys_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     if as_json:
         print_json(payloads)
         return
-    _table(
+    print_table(
         "Admin API keys",
         ["id", "name", "user", "status", "hint", "created"],
         [[k["id"], k["name"], k["user_id"], k["status"], k["partial_key_hint"], k["created_at"]] for k in payloads],
@@ -206,7 +196,7 @@ def workspaces_list(
     if as_json:
         print_json(payloads)
         return
-    _table(
+    print_table(
         "Workspaces",
         ["id", "name", "created", "archived", "inference geos"],
         [

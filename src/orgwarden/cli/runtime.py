@@ -12,6 +12,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from orgwarden.config import Settings, load_settings
 from orgwarden.crypto import SecretBox, resolve_secret
@@ -75,3 +76,13 @@ async def cli_context(services: Services) -> Context:
 
 def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """A Rich table on standard output; ``None`` cells are shown empty."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[("" if cell is None else str(cell)) for cell in row])
+    out.print(table)

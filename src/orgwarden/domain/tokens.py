@@ -7,6 +7,7 @@ rule of thumb; the upstream's real count replaces it once known.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 CHARS_PER_TOKEN = 4
@@ -27,7 +28,7 @@ def estimate(chars: int) -> int:
     return -(-chars // CHARS_PER_TOKEN)
 
 
-def estimate_request(body: dict[str, Any]) -> int:
+def estimate_request(body: Mapping[str, Any]) -> int:
     """Input tokens of a Messages request: system, messages and tools."""
     messages = body.get("messages")
     count = len(messages) if isinstance(messages, list) else 0

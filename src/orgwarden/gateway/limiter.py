@@ -80,6 +80,35 @@ class Limiter(Protocol):
     async def close(self) -> None: ...
 
 
+class SingleFlight:
+    """Starts each missing counter once per process however many requests need it at the same
+    moment: the first caller runs ``start`` for the names nobody is starting yet, the others wait
+    for that run (and see its error, if it fails)."""
+
+    def __init__(self) -> None:
+        self._starting: dict[str, asyncio.Future[None]] = {}
+
+    async def run(self, names: Sequence[str], start: Callable[[list[str]], Awaitable[None]]) -> None:
+        waits = {id(f): f for n in names if (f := self._starting.get(n)) is not None}
+        fresh = [n for n in dict.fromkeys(names) if n not in self._starting]
+        if fresh:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            for name in fresh:
+                self._starting[name] = future
+            try:
+                await start(fresh)
+                future.set_result(None)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # retrieved: waiters re-raise it, nobody else needs to
+                raise
+            finally:
+                for name in fresh:
+                    self._starting.pop(name, None)
+        for wait in waits.values():
+            await wait
+
+
 class MemoryLimiter:
     """Buckets and counters in this process: exact for one server process, which is why several
     workers need Redis (``config.Settings``). Each call runs without an ``await`` between check and
@@ -90,7 +119,7 @@ class MemoryLimiter:
         self._clock = clock
         self._buckets: dict[str, Bucket] = {}
         self._counters: dict[str, int] = {}
-        self._loading: dict[str, asyncio.Future[None]] = {}
+        self._loading = SingleFlight()
         self._specs: dict[str, Spec] = {}
         self._next_prune = clock() + PRUNE_EVERY
 
@@ -111,28 +140,13 @@ class MemoryLimiter:
 
     async def _ensure(self, names: Sequence[str]) -> None:
         missing = [n for n in names if n not in self._counters]
-        if not missing:
-            return
-        waits = [self._loading[n] for n in missing if n in self._loading]
-        fresh = [n for n in missing if n not in self._loading]
-        if fresh:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            for name in fresh:
-                self._loading[name] = future
-            try:
-                loaded = await self._baseline(fresh)
-                for name in fresh:
-                    self._counters.setdefault(name, int(loaded.get(name, 0)))
-                future.set_result(None)
-            except BaseException as exc:
-                future.set_exception(exc)
-                future.exception()  # retrieved: waiters re-raise it, nobody else needs to
-                raise
-            finally:
-                for name in fresh:
-                    self._loading.pop(name, None)
-        for wait in waits:
-            await wait
+        if missing:
+            await self._loading.run(missing, self._start)
+
+    async def _start(self, names: list[str]) -> None:
+        loaded = await self._baseline(names)
+        for name in names:
+            self._counters.setdefault(name, int(loaded.get(name, 0)))
 
     async def admit(self, buckets: Sequence[BucketWant], budgets: Sequence[BudgetWant]) -> Admission:
         await self._ensure([b.counter for b in budgets])

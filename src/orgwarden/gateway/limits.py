@@ -30,9 +30,7 @@ within a second.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import json
 import logging
 import math
 import time
@@ -330,7 +328,7 @@ class Enforcer:
         wants: list[tuple[BucketWant, Limiter]] = []
         estimate = max_tokens = 0
         if request is not None and endpoint == "messages":
-            estimate = estimate_request(dict(request))
+            estimate = estimate_request(request)
             raw = request.get("max_tokens")
             max_tokens = raw if isinstance(raw, int) and raw > 0 else 0
         for group in groups:
@@ -518,10 +516,3 @@ def _web_search_uses(request: Mapping[str, Any]) -> int:
             uses = tool.get("max_uses")
             total += uses if isinstance(uses, int) and uses > 0 else 0
     return total
-
-
-def parse_json(body: bytes) -> dict[str, Any] | None:
-    with contextlib.suppress(ValueError):
-        value = json.loads(body)
-        return value if isinstance(value, dict) else None
-    return None

@@ -66,7 +66,7 @@ from redis.commands.core import AsyncScript as Script
 from redis.exceptions import NoScriptError, RedisError
 
 from orgwarden.domain.limits import parse_counter, period_window
-from orgwarden.gateway.limiter import Admission, Baseline, BucketWant, BudgetWant, StoreUnavailable
+from orgwarden.gateway.limiter import Admission, Baseline, BucketWant, BudgetWant, SingleFlight, StoreUnavailable
 
 PICO_PER_NANO = 1000
 _INFINITE = "-1"  # how the scripts say "can never pass" (no portable spelling of infinity in Lua)
@@ -227,7 +227,7 @@ class RedisLimiter:
         self._redis: Redis = Redis.from_pool(pool)
         self._admit = self._redis.register_script(_ADMIT)
         self._settle = self._redis.register_script(_SETTLE)
-        self._loading: dict[str, asyncio.Future[None]] = {}
+        self._loading = SingleFlight()
         self._pending: list[tuple[Script, list[str], list[str], asyncio.Future[Any]]] = []
         self._flushing = False
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -321,30 +321,16 @@ class RedisLimiter:
     async def _load(self, names: Sequence[str]) -> None:
         """Start missing counters from ``baseline``; concurrent requests of this process wait for
         one read instead of each querying the database."""
-        waits = [self._loading[n] for n in names if n in self._loading]
-        fresh = [n for n in dict.fromkeys(names) if n not in self._loading]
-        if fresh:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            for name in fresh:
-                self._loading[name] = future
-            try:
-                loaded = await self._baseline(fresh)
-                with _store_errors():
-                    async with self._redis.pipeline(transaction=False) as pipe:
-                        for name in fresh:
-                            value = _nano(int(loaded.get(name, 0)))
-                            pipe.set(self._prefix + name, value, nx=True, exat=_counter_expiry(name))
-                        await pipe.execute()
-                future.set_result(None)
-            except BaseException as exc:
-                future.set_exception(exc)
-                future.exception()  # retrieved: waiters re-raise it, nobody else needs to
-                raise
-            finally:
-                for name in fresh:
-                    self._loading.pop(name, None)
-        for wait in waits:
-            await wait
+        await self._loading.run(names, self._start)
+
+    async def _start(self, names: list[str]) -> None:
+        loaded = await self._baseline(names)
+        with _store_errors():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    value = _nano(int(loaded.get(name, 0)))
+                    pipe.set(self._prefix + name, value, nx=True, exat=_counter_expiry(name))
+                await pipe.execute()
 
     async def settle(self, buckets: Sequence[BucketWant], counters: Mapping[str, int]) -> Mapping[str, int]:
         names = list(counters)
