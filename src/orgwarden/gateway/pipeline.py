@@ -30,7 +30,8 @@ from orgwarden import ids
 from orgwarden.domain import tenant
 from orgwarden.domain.catalog import Catalog
 from orgwarden.domain.clock import rfc3339, utcnow
-from orgwarden.domain.pricing import cost_of
+from orgwarden.domain.pricing import Cost, cost_of
+from orgwarden.domain.rollups import NOT_AVAILABLE, Entry
 from orgwarden.domain.statuses import api_key_status
 from orgwarden.domain.usage import Extracted, StreamMeter, from_message
 from orgwarden.domain.workspaces import UNRESTRICTED
@@ -47,6 +48,7 @@ log = logging.getLogger("orgwarden.gateway")
 TENANT_MESSAGE = "Access restricted by network policy. Contact IT Administrator."
 TENANT_CODE = "tenant_restriction_violation"
 LONG_CONTEXT_TOKENS = 200_000
+NO_COST = Cost(0, 0, 0, 0, 0, 0)
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-connection"}
 )
@@ -353,14 +355,15 @@ class Gateway:
         model_name = extracted.model or call.model
         model = self.catalog.find(model_name) if model_name else None
         geo = extracted.inference_geo or call.inference_geo or "global"
-        cost = 0
+        parts = NO_COST
         if model is not None:
-            cost = cost_of(self.catalog, model, usage, inference_geo=geo).total
+            parts = cost_of(self.catalog, model, usage, inference_geo=geo)
         elif model_name and call.endpoint == "messages" and model_name not in self._unpriced:
             self._unpriced.add(model_name)
             log.warning(
                 "no price for model %r: its usage is recorded with cost 0 (add it to the models file)", model_name
             )
+        cost = parts.total
         record = dict(
             id=call.request_id,
             organization_id=grant.organization_id,
@@ -385,7 +388,13 @@ class Gateway:
             latency_ms=int((time.perf_counter() - call.started) * 1000),
             created_at=utcnow(),
         )
-        await self.recorder.put("usage", record)
+        rollup = None
+        if call.endpoint == "messages":
+            # Reports show "not_available" for a model that takes no inference_geo (spec); unknown
+            # models keep the geo they were sent with.
+            report_geo = NOT_AVAILABLE if model is not None and not model.geo_multiplier_applies else geo
+            rollup = Entry(record, parts, report_geo)
+        await self.recorder.put("usage", record, rollup)
         if call.ticket is not None:
             ticket, call.ticket = call.ticket, None
             await self._settle(ticket, extracted, cost)

@@ -8,6 +8,10 @@ so a graceful stop under load loses nothing. A failed write is retried with back
 (at shutdown, ten times; rows still unwritten then are reported as lost, loudly). Rows are plain
 column dicts written with one multi-row INSERT per table: building and flushing ORM objects cost
 about ten times as much per row, on every request.
+
+Usage records of ``/v1/messages`` also carry a rollup entry: the batch is folded into the usage
+rollups (``domain.rollups``) and added to them in the same transaction as the records, so reports,
+which read only the rollups, always agree with the records.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import contextlib
 import logging
 from typing import Any, Literal
 
+from orgwarden.domain.rollups import Entry, fold
 from orgwarden.storage.uow import UnitOfWorkFactory
 
 log = logging.getLogger("orgwarden.gateway")
@@ -28,18 +33,20 @@ MAX_BACKOFF = 5.0
 SHUTDOWN_ATTEMPTS = 10
 
 Kind = Literal["usage", "audit"]
+Item = tuple[Kind, dict[str, Any], Entry | None]
 
 
 class Recorder:
     def __init__(self, uow: UnitOfWorkFactory) -> None:
         self._uow = uow
-        self._queue: asyncio.Queue[tuple[Kind, dict[str, Any]]] = asyncio.Queue(QUEUE_SIZE)
+        self._queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_SIZE)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
-    async def put(self, kind: Kind, row: dict[str, Any]) -> None:
-        """Queue a usage record or an audit event (column name -> value) for the next batch."""
-        await self._queue.put((kind, row))
+    async def put(self, kind: Kind, row: dict[str, Any], rollup: Entry | None = None) -> None:
+        """Queue a usage record or an audit event (column name -> value) for the next batch; a
+        usage record with a ``rollup`` entry is also added to the usage rollups."""
+        await self._queue.put((kind, row, rollup))
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="orgwarden-recorder")
@@ -52,8 +59,8 @@ class Recorder:
         while not self._queue.empty():
             await self._write(self._take())
 
-    def _take(self) -> list[tuple[Kind, dict[str, Any]]]:
-        rows: list[tuple[Kind, dict[str, Any]]] = []
+    def _take(self) -> list[Item]:
+        rows: list[Item] = []
         while len(rows) < BATCH and not self._queue.empty():
             rows.append(self._queue.get_nowait())
         return rows
@@ -65,15 +72,17 @@ class Recorder:
             while self._queue.qsize():
                 await self._write(self._take())
 
-    async def _write(self, rows: list[tuple[Kind, dict[str, Any]]]) -> None:
-        usage = [row for kind, row in rows if kind == "usage"]
-        events = [row for kind, row in rows if kind == "audit"]
+    async def _write(self, rows: list[Item]) -> None:
+        usage = [row for kind, row, _ in rows if kind == "usage"]
+        events = [row for kind, row, _ in rows if kind == "audit"]
+        rollups = fold(entry for _, _, entry in rows if entry is not None)
         delay, attempt = 0.1, 0
         while rows:
             attempt += 1
             try:
                 async with self._uow() as uow:
                     await uow.usage.insert_many(usage)
+                    await uow.rollups.add(rollups)
                     await uow.audit.insert_many(events)
                     await uow.commit()
                 return

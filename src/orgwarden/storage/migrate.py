@@ -23,6 +23,7 @@ def alembic_config(settings: Settings) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["url"] = settings.sqlalchemy_url
+    config.attributes["models_file"] = settings.models_file  # prices, for migrations that backfill costs
     return config
 
 

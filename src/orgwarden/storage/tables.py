@@ -183,6 +183,44 @@ class UsageRecord(Base):
     created_at: Mapped[datetime]
 
 
+class UsageRollup(Base):
+    """Usage summed per time bucket and every reporting dimension, kept as records are written.
+
+    One row per (organization, bucket width, bucket start, workspace, key, model, service tier,
+    context window, inference geo, speed), for each of the widths ``1m``, ``1h`` and ``1d``: a report
+    reads the width it asks for and never scans ``usage_records``. The recorder adds to these rows in
+    the transaction that inserts the records (an upsert that adds), so the two always agree. Costs are
+    kept per kind, in picodollars as metered, so the cost report's rows add up to the metered total.
+    Only ``/v1/messages`` records are rolled up (what the usage and cost reports describe).
+    """
+
+    __tablename__ = "usage_rollups"
+
+    organization_id: Mapped[str] = mapped_column(IdString(36), primary_key=True)
+    bucket_width: Mapped[str] = mapped_column(String(2), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    service_tier: Mapped[str] = mapped_column(String(32), primary_key=True)
+    context_window: Mapped[str] = mapped_column(String(16), primary_key=True)
+    inference_geo: Mapped[str] = mapped_column(String(32), primary_key=True)
+    speed: Mapped[str] = mapped_column(String(16), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_creation_5m_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_creation_1h_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger)
+    web_search_requests: Mapped[int] = mapped_column(BigInteger)
+    cost_input: Mapped[int] = mapped_column(BigInteger)
+    cost_output: Mapped[int] = mapped_column(BigInteger)
+    cost_cache_write_5m: Mapped[int] = mapped_column(BigInteger)
+    cost_cache_write_1h: Mapped[int] = mapped_column(BigInteger)
+    cost_cache_read: Mapped[int] = mapped_column(BigInteger)
+    cost_web_search: Mapped[int] = mapped_column(BigInteger)
+
+
 class CacheEvent(Base):
     """A change that caches on other workers and instances must hear about (keys, workspaces).
 

@@ -12,6 +12,7 @@ from types import TracebackType
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from orgwarden.storage import repositories as repos
+from orgwarden.storage.rollups import UsageRollups
 
 
 class UnitOfWork:
@@ -25,6 +26,7 @@ class UnitOfWork:
     audit: repos.AuditEvents
     cache_events: repos.CacheEvents
     usage: repos.UsageRecords
+    rollups: UsageRollups
     rate_limits: repos.RateLimitValues
     spend_limits: repos.SpendLimits
 
@@ -45,6 +47,7 @@ class UnitOfWork:
         self.audit = repos.AuditEvents(session)
         self.cache_events = repos.CacheEvents(session)
         self.usage = repos.UsageRecords(session)
+        self.rollups = UsageRollups(session)
         self.rate_limits = repos.RateLimitValues(session)
         self.spend_limits = repos.SpendLimits(session)
         return self

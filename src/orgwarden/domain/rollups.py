@@ -1,0 +1,98 @@
+"""Usage rolled up per time bucket and reporting dimension: what the usage and cost reports read.
+
+Every ``/v1/messages`` usage record adds itself to one row per bucket width (``1m``, ``1h``, ``1d``):
+the row of its bucket and its dimensions. A batch of records is folded here first (so a batch writes
+each row once, in a fixed order, which keeps concurrent writers on PostgreSQL from deadlocking), then
+added to the stored rows by an upsert in the transaction that inserts the records.
+
+Costs are kept per kind as metered (picodollars), not recomputed from tokens later: a price changed
+tomorrow must not rewrite yesterday's cost report, and the kinds add up to the metered total exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from orgwarden.domain.pricing import Cost
+
+Width = Literal["1m", "1h", "1d"]
+WIDTHS: tuple[Width, ...] = ("1m", "1h", "1d")
+STEP: dict[str, timedelta] = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
+
+DIMENSIONS = ("workspace_id", "api_key_id", "model", "service_tier", "context_window", "inference_geo", "speed")
+TOKENS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_5m_tokens",
+    "cache_creation_1h_tokens",
+    "cache_read_tokens",
+    "web_search_requests",
+)
+COSTS = (
+    "cost_input",
+    "cost_output",
+    "cost_cache_write_5m",
+    "cost_cache_write_1h",
+    "cost_cache_read",
+    "cost_web_search",
+)
+MEASURES = ("requests", *TOKENS, *COSTS)
+
+NOT_AVAILABLE = "not_available"  # the report's inference_geo for models that take no inference_geo
+
+
+def floor(moment: datetime, width: str) -> datetime:
+    """The start of the UTC minute, hour or day holding ``moment`` (which must be aware)."""
+    if width == "1m":
+        return moment.replace(second=0, microsecond=0)
+    if width == "1h":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A usage record as the rollups see it: the record's columns, its cost per kind, and the
+    inference geo reports show (``not_available`` for a model that does not take one)."""
+
+    record: Mapping[str, Any]
+    cost: Cost
+    inference_geo: str
+
+
+def _measures(entry: Entry) -> list[int]:
+    record, cost = entry.record, entry.cost
+    return [
+        1,
+        *(int(record[name]) for name in TOKENS),
+        cost.input,
+        cost.output,
+        cost.cache_write_5m,
+        cost.cache_write_1h,
+        cost.cache_read,
+        cost.web_search,
+    ]
+
+
+def fold(entries: Iterable[Entry]) -> list[dict[str, Any]]:
+    """The rollup rows a batch adds: one per (width, bucket, dimensions), sorted by their key."""
+    rows: dict[tuple[Any, ...], list[int]] = {}
+    for entry in entries:
+        record = entry.record
+        dimensions = tuple(entry.inference_geo if name == "inference_geo" else str(record[name]) for name in DIMENSIONS)
+        measures = _measures(entry)
+        for width in WIDTHS:
+            key = (str(record["organization_id"]), width, floor(record["created_at"], width), *dimensions)
+            total = rows.get(key)
+            if total is None:
+                rows[key] = list(measures)
+            else:
+                for i, value in enumerate(measures):
+                    total[i] += value
+    names = ("organization_id", "bucket_width", "bucket_start", *DIMENSIONS)
+    return [
+        {**dict(zip(names, key, strict=True)), **dict(zip(MEASURES, rows[key], strict=True))} for key in sorted(rows)
+    ]
