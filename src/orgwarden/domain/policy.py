@@ -31,6 +31,7 @@ class Permission(enum.Enum):
     RATE_LIMITS_WRITE = "rate_limits:write"
     SPEND_LIMITS_READ = "spend_limits:read"
     SPEND_LIMITS_WRITE = "spend_limits:write"
+    USAGE_READ = "usage:read"  # usage, cost and Claude Code reports
 
 
 @dataclass(frozen=True, slots=True)
