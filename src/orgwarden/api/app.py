@@ -20,7 +20,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from orgwarden import __version__
 from orgwarden.api import errors
 from orgwarden.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from orgwarden.api.routes import api_keys, invites, members, organization, rate_limits, spend_limits, users, workspaces
+from orgwarden.api.routes import (
+    api_keys,
+    invites,
+    members,
+    organization,
+    rate_limits,
+    reports,
+    spend_limits,
+    users,
+    workspaces,
+)
 from orgwarden.config import Settings, load_settings
 from orgwarden.crypto import SecretBox, resolve_secret
 from orgwarden.data import load_catalog
@@ -113,7 +123,7 @@ def create_app(settings: Settings) -> ASGIApp:
     admin.state.settings = settings
     admin.state.services = services
 
-    for module in (organization, invites, users, workspaces, members, api_keys, rate_limits, spend_limits):
+    for module in (organization, invites, users, workspaces, members, api_keys, rate_limits, spend_limits, reports):
         admin.include_router(module.routes.router)
     admin.include_router(invites.public)
 

@@ -17,6 +17,7 @@ from orgwarden.services.invites import InviteService
 from orgwarden.services.members import MemberService
 from orgwarden.services.organizations import OrganizationService
 from orgwarden.services.rate_limits import RateLimitService
+from orgwarden.services.reports import ReportService
 from orgwarden.services.spend_limits import SpendLimitService
 from orgwarden.services.users import UserService
 from orgwarden.services.workspaces import WorkspaceService
@@ -34,11 +35,13 @@ class Services:
     admin_keys: AdminKeyService
     rate_limits: RateLimitService
     spend_limits: SpendLimitService
+    reports: ReportService
 
     @classmethod
     def build(
         cls, uow: UnitOfWorkFactory, settings: Settings, box: SecretBox, catalog: Catalog | None = None
     ) -> Services:
+        catalog = catalog or load_catalog(settings.models_file)
         return cls(
             organizations=OrganizationService(uow),
             users=UserService(uow),
@@ -47,6 +50,7 @@ class Services:
             members=MemberService(uow),
             api_keys=ApiKeyService(uow),
             admin_keys=AdminKeyService(uow),
-            rate_limits=RateLimitService(uow, catalog or load_catalog(settings.models_file)),
+            rate_limits=RateLimitService(uow, catalog),
             spend_limits=SpendLimitService(uow),
+            reports=ReportService(uow, catalog),
         )
