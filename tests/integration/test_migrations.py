@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import DateTime, inspect
+from sqlalchemy import DateTime, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.types import TypeDecorator
@@ -133,3 +134,54 @@ def test_the_models_match_the_migrations_with_no_pending_autogenerate_diff(datab
 
     differences = [d for d in on_connection(database, diff) if not _datetime_representation_only(d)]
     assert differences == [], "the models and the migrations differ; run alembic revision --autogenerate"
+
+
+def test_0004_rolls_up_the_records_written_before_it_with_their_metered_totals(database: Database) -> None:
+    """Records of /v1/messages written at revision 0003 are rolled up by 0004 into the three widths;
+    costs per kind are recomputed from tokens, and what differs from the stored total (here an
+    unpriced model's cost) counts as input cost, so the rolled-up total is the metered total."""
+    settings = settings_of(database)
+    migrate.upgrade(settings, "0003")
+    columns = ("id", "organization_id", "workspace_id", "api_key_id", "model", "service_tier", "inference_geo",
+               "context_window", "speed", "endpoint", "stream", "completed", "input_tokens", "output_tokens",
+               "cache_creation_5m_tokens", "cache_creation_1h_tokens", "cache_read_tokens", "web_search_requests",
+               "cost_picodollars", "status", "latency_ms", "created_at")  # fmt: skip
+    at = datetime(2025, 6, 1, 10, 30, 15)
+
+    def row(n: int, model: str, endpoint: str, cost: int, geo: str = "global") -> dict[str, Any]:
+        values = (f"req_{n}", "org", "wrkspc_a", "apikey_a", model, "standard", geo, "0-200k", "standard", endpoint,
+                  False, True, 1000, 100, 0, 0, 0, 0, cost, 200, 1, at + timedelta(minutes=n))  # fmt: skip
+        return dict(zip(columns, values, strict=True))
+
+    sonnet = 1000 * 3 * 10**6 + 100 * 15 * 10**6  # claude-sonnet-4-5: $3 / $15 per million tokens
+    rows = [
+        row(1, "claude-sonnet-4-5-20250929", "messages", sonnet),
+        row(2, "claude-sonnet-4-5-20250929", "messages", sonnet),
+        row(3, "claude-unpriced-model", "messages", 777),  # priced by an override at the time
+        row(4, "claude-sonnet-4-5-20250929", "count_tokens", 0),  # not a message: not rolled up
+    ]
+
+    def insert(connection: Connection) -> None:
+        connection.execute(text(f"INSERT INTO usage_records ({', '.join(columns)}) "
+                                f"VALUES ({', '.join(':' + c for c in columns)})"), rows)  # fmt: skip
+        connection.commit()
+
+    on_connection(database, insert)
+    migrate.upgrade(settings)
+
+    def rollups(connection: Connection) -> list[Any]:
+        query = ("SELECT bucket_width, model, inference_geo, requests, input_tokens, output_tokens, cost_input, "
+                 "cost_output FROM usage_rollups ORDER BY bucket_width, bucket_start, model")  # fmt: skip
+        return [tuple(r) for r in connection.execute(text(query))]
+
+    got = on_connection(database, rollups)
+    per_width = {w: [r for r in got if r[0] == w] for w in ("1d", "1h", "1m")}
+    # one day and one hour hold all three records; minutes 10:31, 10:32 and 10:33 one each
+    for width in ("1d", "1h"):
+        by_model = {r[1]: r[2:] for r in per_width[width]}
+        assert by_model == {
+            "claude-sonnet-4-5-20250929": ("not_available", 2, 2000, 200, 2 * 1000 * 3 * 10**6, 2 * 100 * 15 * 10**6),
+            "claude-unpriced-model": ("global", 1, 1000, 100, 777, 0),
+        }
+    assert [r[3] for r in per_width["1m"]] == [1, 1, 1]
+    assert len(got) == 2 + 2 + 3

@@ -75,12 +75,18 @@ def _backfill() -> None:
     bind = op.get_bind()
     records = sa.table(
         "usage_records",
-        *(sa.column(name) for name in ("id", "organization_id", "endpoint", "cost_picodollars", "created_at")),
+        *(sa.column(name) for name in ("id", "organization_id", "endpoint", "cost_picodollars")),
+        sa.column("created_at", sa.DateTime()),  # typed: SQLite hands back text otherwise
         *(sa.column(name) for name in DIMENSIONS),
         *(sa.column(name) for name in MEASURES[1:7]),
     )
-    rollups = sa.table("usage_rollups", *(sa.column(n) for n in ("organization_id", "bucket_width", "bucket_start")),
-                       *(sa.column(n) for n in (*DIMENSIONS, *MEASURES)))  # fmt: skip
+    rollups = sa.table(
+        "usage_rollups",
+        sa.column("organization_id"),
+        sa.column("bucket_width"),
+        sa.column("bucket_start", sa.DateTime()),
+        *(sa.column(n) for n in (*DIMENSIONS, *MEASURES)),
+    )
     insert = postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
     catalog = None
     after = ""
