@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, text
@@ -292,3 +292,74 @@ class SpendAlert(Base):
     amount_cents: Mapped[int] = mapped_column(BigInteger)
     spent_picodollars: Mapped[int] = mapped_column(BigInteger)
     fired_at: Mapped[datetime]
+
+
+class ClaudeCodeDaily(Base):
+    """Claude Code's core figures for one UTC day, actor and terminal, summed from its telemetry.
+
+    ``actor`` is the user's email (``user_actor``) or the id of the API key that sent the export
+    (``api_actor``; its name is read at report time, so a renamed key shows its new name). Every
+    export that names an actor touches this row, so an actor with only token usage is listed too.
+    """
+
+    __tablename__ = "claude_code_daily"
+
+    organization_id: Mapped[str] = mapped_column(IdString(36), primary_key=True)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    actor_type: Mapped[str] = mapped_column(IdString(16), primary_key=True)
+    actor: Mapped[str] = mapped_column(IdString(320), primary_key=True)
+    terminal_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sessions: Mapped[int] = mapped_column(BigInteger)
+    commits: Mapped[int] = mapped_column(BigInteger)
+    pull_requests: Mapped[int] = mapped_column(BigInteger)
+    lines_added: Mapped[int] = mapped_column(BigInteger)
+    lines_removed: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
+
+
+class ClaudeCodeModelDaily(Base):
+    """Tokens and estimated cost (integer picodollars, exact sums) per day, actor and model."""
+
+    __tablename__ = "claude_code_model_daily"
+
+    organization_id: Mapped[str] = mapped_column(IdString(36), primary_key=True)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    actor_type: Mapped[str] = mapped_column(IdString(16), primary_key=True)
+    actor: Mapped[str] = mapped_column(IdString(320), primary_key=True)
+    model: Mapped[str] = mapped_column(IdString(128), primary_key=True)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_creation_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_picodollars: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
+
+
+class ClaudeCodeToolDaily(Base):
+    """Code edit tool decisions (accepted, rejected) per day, actor and tool (the report's key)."""
+
+    __tablename__ = "claude_code_tool_daily"
+
+    organization_id: Mapped[str] = mapped_column(IdString(36), primary_key=True)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    actor_type: Mapped[str] = mapped_column(IdString(16), primary_key=True)
+    actor: Mapped[str] = mapped_column(IdString(320), primary_key=True)
+    tool: Mapped[str] = mapped_column(IdString(64), primary_key=True)
+    accepted: Mapped[int] = mapped_column(BigInteger)
+    rejected: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
+
+
+class ClaudeCodeSeries(Base):
+    """The last point seen of one OTLP time series, so that a repeated or cumulative point adds
+    only what is new (``telemetry.ingest``). ``series_key`` is the SHA-256 of the series' identity;
+    ``last_value`` is in the metric's stored unit (picodollars for cost, a whole count otherwise)."""
+
+    __tablename__ = "claude_code_series"
+
+    organization_id: Mapped[str] = mapped_column(IdString(36), primary_key=True)
+    series_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    start_unix_nano: Mapped[int] = mapped_column(BigInteger)
+    time_unix_nano: Mapped[int] = mapped_column(BigInteger)
+    last_value: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(index=True)

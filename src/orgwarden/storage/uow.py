@@ -12,6 +12,7 @@ from types import TracebackType
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from orgwarden.storage import repositories as repos
+from orgwarden.storage.claude_code import ClaudeCodeUsage
 from orgwarden.storage.rollups import UsageRollups
 
 
@@ -29,6 +30,7 @@ class UnitOfWork:
     rollups: UsageRollups
     rate_limits: repos.RateLimitValues
     spend_limits: repos.SpendLimits
+    claude_code: ClaudeCodeUsage
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -50,6 +52,7 @@ class UnitOfWork:
         self.rollups = UsageRollups(session)
         self.rate_limits = repos.RateLimitValues(session)
         self.spend_limits = repos.SpendLimits(session)
+        self.claude_code = ClaudeCodeUsage(session)
         return self
 
     async def __aexit__(
