@@ -2,8 +2,9 @@
 
 One ASGI app serves both planes on one port. A thin dispatcher sends the data-plane paths
 (``/v1/messages``, ``/v1/messages/count_tokens``, ``/v1/models[/{id}]``) straight to the gateway
-pipeline, a plain ASGI app, and everything else to the FastAPI Admin API app; the request-id
-middleware wraps both.
+pipeline, a plain ASGI app, the OTLP paths (``/v1/metrics``, ``/v1/logs``) to the Claude Code
+telemetry receiver, another, and everything else to the FastAPI Admin API app; the request-id
+middleware wraps them all.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from orgwarden.api import errors
 from orgwarden.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from orgwarden.api.routes import (
     api_keys,
+    claude_code,
     invites,
     members,
     organization,
@@ -48,18 +50,22 @@ from orgwarden.services.container import Services
 from orgwarden.services.credentials import CredentialService
 from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.uow import UnitOfWorkFactory
+from orgwarden.telemetry.receiver import TelemetryReceiver, is_telemetry
 
 log = logging.getLogger("orgwarden")
 
 
 class Dispatcher:
-    def __init__(self, admin: ASGIApp, gateway: ASGIApp) -> None:
+    def __init__(self, admin: ASGIApp, gateway: ASGIApp, telemetry: ASGIApp) -> None:
         self.admin = admin
         self.gateway = gateway
+        self.telemetry = telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and is_data_plane(scope["path"]) and scope["method"] in ("GET", "POST"):
             await self.gateway(scope, receive, send)
+        elif scope["type"] == "http" and is_telemetry(scope["path"]):
+            await self.telemetry(scope, receive, send)
         else:
             await self.admin(scope, receive, send)
 
@@ -123,7 +129,18 @@ def create_app(settings: Settings) -> ASGIApp:
     admin.state.settings = settings
     admin.state.services = services
 
-    for module in (organization, invites, users, workspaces, members, api_keys, rate_limits, spend_limits, reports):
+    for module in (
+        organization,
+        invites,
+        users,
+        workspaces,
+        members,
+        api_keys,
+        rate_limits,
+        spend_limits,
+        reports,
+        claude_code,
+    ):
         admin.include_router(module.routes.router)
     admin.include_router(invites.public)
 
@@ -136,7 +153,8 @@ def create_app(settings: Settings) -> ASGIApp:
 
     errors.install(admin)
     admin.add_middleware(BodyLimitMiddleware, limit=settings.admin_max_body_bytes)
-    return RequestIdMiddleware(Dispatcher(admin, gateway))
+    telemetry = TelemetryReceiver(keys=keys, claude_code=services.claude_code, max_body=settings.max_request_bytes)
+    return RequestIdMiddleware(Dispatcher(admin, gateway, telemetry))
 
 
 def build_enforcer(

@@ -109,11 +109,34 @@ def _credential(scope: Scope) -> str | None:
     return None
 
 
-def _envelope(refusal: Refusal, request_id: str) -> bytes:
+def envelope(refusal: Refusal, request_id: str) -> bytes:
     error: dict[str, Any] = {"type": refusal.kind, "message": refusal.message, **refusal.extra}
     if refusal.code is not None:
         error["details"] = {"error_code": refusal.code}
     return json.dumps({"type": "error", "error": error, "request_id": request_id}).encode()
+
+
+async def authenticate(keys: KeyCache, scope: Scope, surface: str) -> KeyGrant:
+    """The active API key a request presents (through the key cache: no database round trip once
+    seen; a revocation is seen within a second), or a 401/403 refusal naming ``surface``."""
+    secret = _credential(scope)
+    if secret is None:
+        raise Refusal(
+            401,
+            "authentication_error",
+            "missing credentials: send your API key as x-api-key or Authorization: Bearer",
+        )
+    answer = await keys.lookup(secret)
+    if isinstance(answer, AdminKeyPresented):
+        raise Refusal(403, "permission_error", f"admin API keys cannot call {surface}; use an API key")
+    if answer is None:
+        raise Refusal(401, "authentication_error", "invalid x-api-key")
+    status = api_key_status(answer.status, answer.expires_at, utcnow())
+    if status == "expired":
+        raise Refusal(401, "authentication_error", f"this API key expired at {rfc3339(answer.expires_at)}")
+    if status != "active" or answer.workspace_archived:
+        raise Refusal(401, "authentication_error", f"this API key is {status}")
+    return answer
 
 
 class Gateway:
@@ -167,7 +190,7 @@ class Gateway:
             sender = known if isinstance(known, KeyGrant) else None
             await self._audit_tenant(call, scope, "invalid_request", sender, None, str(exc))
             raise Refusal(400, "invalid_request_error", str(exc)) from None
-        grant = await self._authenticate(scope)
+        grant = await authenticate(self.keys, scope, "the Messages API")
         call.grant = grant
         if not tenant.is_allowed(grant.organization_id, allowed):
             await self._audit_tenant(call, scope, "denied", grant, sorted(allowed or ()), None)
@@ -190,26 +213,6 @@ class Gateway:
             if call.ticket is not None:  # not metered (the upstream was never reached): give it all back
                 ticket, call.ticket = call.ticket, None
                 await self._settle(ticket, Extracted(), 0)
-
-    async def _authenticate(self, scope: Scope) -> KeyGrant:
-        secret = _credential(scope)
-        if secret is None:
-            raise Refusal(
-                401,
-                "authentication_error",
-                "missing credentials: send your API key as x-api-key or Authorization: Bearer",
-            )
-        answer = await self.keys.lookup(secret)
-        if isinstance(answer, AdminKeyPresented):
-            raise Refusal(403, "permission_error", "admin API keys cannot call the Messages API; use an API key")
-        if answer is None:
-            raise Refusal(401, "authentication_error", "invalid x-api-key")
-        status = api_key_status(answer.status, answer.expires_at, utcnow())
-        if status == "expired":
-            raise Refusal(401, "authentication_error", f"this API key expired at {rfc3339(answer.expires_at)}")
-        if status != "active" or answer.workspace_archived:
-            raise Refusal(401, "authentication_error", f"this API key is {status}")
-        return answer
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         declared = _header(scope, b"content-length")
@@ -444,7 +447,7 @@ class Gateway:
         await self.recorder.put("audit", event)
 
     async def _refuse(self, send: Send, call: Call, refusal: Refusal) -> None:
-        body = _envelope(refusal, call.request_id)
+        body = envelope(refusal, call.request_id)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if call.grant is not None:
             headers.append((b"anthropic-organization-id", call.grant.organization_id.encode()))

@@ -13,6 +13,7 @@ from orgwarden.data import load_catalog
 from orgwarden.domain.catalog import Catalog
 from orgwarden.services.admin_keys import AdminKeyService
 from orgwarden.services.api_keys import ApiKeyService
+from orgwarden.services.claude_code import ClaudeCodeService
 from orgwarden.services.invites import InviteService
 from orgwarden.services.members import MemberService
 from orgwarden.services.organizations import OrganizationService
@@ -36,6 +37,7 @@ class Services:
     rate_limits: RateLimitService
     spend_limits: SpendLimitService
     reports: ReportService
+    claude_code: ClaudeCodeService
 
     @classmethod
     def build(
@@ -53,4 +55,5 @@ class Services:
             rate_limits=RateLimitService(uow, catalog),
             spend_limits=SpendLimitService(uow),
             reports=ReportService(uow, catalog),
+            claude_code=ClaudeCodeService(uow),
         )

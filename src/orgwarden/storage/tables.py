@@ -352,8 +352,8 @@ class ClaudeCodeToolDaily(Base):
 
 class ClaudeCodeSeries(Base):
     """The last point seen of one OTLP time series, so that a repeated or cumulative point adds
-    only what is new (``telemetry.ingest``). ``series_key`` is the SHA-256 of the series' identity;
-    ``last_value`` is in the metric's stored unit (picodollars for cost, a whole count otherwise)."""
+    only what is new (``domain.claude_code.advance``). ``series_key`` is the SHA-256 of the series'
+    identity; ``last_value`` is in the metric's stored unit (picodollars for cost, else a count)."""
 
     __tablename__ = "claude_code_series"
 
