@@ -67,6 +67,9 @@ def test_values_are_stored_as_picodollars_or_whole_counts_rounding_half_to_even(
     assert stored_value(TOKENS, 2.5) == 2
     assert stored_value(TOKENS, 3.5) == 4
     assert stored_value(TOKENS, 12) == 12
+    for metric, value in [(COST, 1e300), (COST, 4_611_686.1), (TOKENS, -(2.0**62))]:
+        with pytest.raises(ValueError, match="out of range"):
+            stored_value(metric, value)
 
 
 def test_cents_are_rounded_half_to_even_to_a_hundredth() -> None:

@@ -388,20 +388,23 @@ def test_counters_that_cannot_be_counted_are_reported_back_as_partial_success(sc
     gauge = {"resourceMetrics": [{"scopeMetrics": [{"metrics": [
         {"name": "claude_code.session.count", "gauge": {"dataPoints": [{"asInt": "7", "timeUnixNano": "1"}]}},
         {"name": "claude_code.commit.count", "sum": {"dataPoints": [{"asInt": "7"}], "isMonotonic": True}},
+        {"name": "claude_code.cost.usage", "sum": {"aggregationTemporality": 1, "dataPoints": [
+            {"asDouble": 1e300, "timeUnixNano": "5"}, {"asDouble": 1, "timeUnixNano": "18446744073709551615"}]}},
         {"name": "something.else", "gauge": {"dataPoints": [{"asDouble": 1.5}]}},
     ]}]}]}  # fmt: skip
     response = post(scene.server, scene.keys["ci-bot"]["key"], json.dumps(gauge).encode(), "application/json")
     assert response.status_code == 200, response.text
     partial = response.json()["partialSuccess"]
-    assert partial["rejectedDataPoints"] == "2"
+    assert partial["rejectedDataPoints"] == "4"
     assert "not a sum" in partial["errorMessage"]
     assert "temporality is unspecified" in partial["errorMessage"]
+    assert "out of range" in partial["errorMessage"]
     # the same in protobuf
     request = json_format.ParseDict(gauge, ExportMetricsServiceRequest())
     response = post(scene.server, scene.keys["ci-bot"]["key"], request.SerializeToString(), "application/x-protobuf")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/x-protobuf"
-    assert ExportMetricsServiceResponse.FromString(response.content).partial_success.rejected_data_points == 2
+    assert ExportMetricsServiceResponse.FromString(response.content).partial_success.rejected_data_points == 4
     assert report(scene.server, starting_at="1970-01-01")["data"] == []
 
 

@@ -57,6 +57,7 @@ UNKNOWN_MODEL = "unknown"
 
 PICODOLLARS_PER_USD = 10**12
 PICODOLLARS_PER_CENT = 10**10
+MAX_STORED = 2**62  # in the stored unit: $4.6 million a point, or 4.6e18 of a count
 CENTS_QUANTUM = Decimal("0.01")  # the report's cents are rounded to a hundredth of a cent
 
 TOKEN_TYPES = {"input": "input", "output": "output", "cacheRead": "cache_read", "cacheCreation": "cache_creation"}
@@ -88,10 +89,13 @@ def stored_value(metric: str, value: float | int) -> int:
 
     A double is read as the shortest decimal that round-trips (``repr``), which is the value the
     exporter meant, then rounded half to even: cost to the picodollar (1e-12 USD), counts to 1.
+    A value that cannot be stored (``MAX_STORED`` or more) raises ``ValueError``.
     """
     exact = Decimal(value) if isinstance(value, int) else Decimal(repr(float(value)))
     if metric == COST:
         exact *= PICODOLLARS_PER_USD
+    if abs(exact) >= MAX_STORED:
+        raise ValueError(f"{value!r} is out of range")
     return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 

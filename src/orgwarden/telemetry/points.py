@@ -25,6 +25,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import DATA_POINT_FLAGS_NO_RECOR
 from orgwarden.domain.claude_code import CUMULATIVE, DELTA, KEPT_METRICS, Sample, stored_value
 
 MAX_PROBLEMS = 5  # problems named in partial_success.error_message
+LATEST_NANO = 2**62  # timestamps from here on (year 2116) are refused: they would not fit the database
 
 
 @dataclass(slots=True)
@@ -69,6 +70,13 @@ def extract(request: ExportMetricsServiceRequest, sender: str, received_unix_nan
                     if which is None or (isinstance(value, float) and not math.isfinite(value)):
                         out.reject(1, f"{metric.name}: a point without a finite value")
                         continue
+                    try:
+                        stored = stored_value(metric.name, value)
+                    except ValueError:
+                        stored = None
+                    if stored is None or max(point.time_unix_nano, point.start_time_unix_nano) >= LATEST_NANO:
+                        out.reject(1, f"{metric.name}: a value or timestamp out of range")
+                        continue
                     series = hashlib.sha256()
                     for part in (sender.encode(), resource_identity, scope, metric.name.encode()):
                         series.update(len(part).to_bytes(4, "big") + part)
@@ -80,7 +88,7 @@ def extract(request: ExportMetricsServiceRequest, sender: str, received_unix_nan
                             temporality=temporality,
                             start_unix_nano=point.start_time_unix_nano,
                             time_unix_nano=point.time_unix_nano or received_unix_nano,
-                            value=stored_value(metric.name, value),
+                            value=stored,
                             attributes={**resource_text, **_texts(point.attributes)},
                         )
                     )
