@@ -17,6 +17,7 @@ Every figure is then checked, for today and for yesterday, with paging and every
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import json
@@ -455,3 +456,35 @@ def test_a_revoked_key_is_refused_within_a_second(scene: Scene) -> None:
         assert time.monotonic() - revoked_at < 1.0, "the revoked key was still accepted after a second"
         time.sleep(0.05)
     assert_error(response, 401, "authentication_error", "inactive")
+
+
+def test_an_export_the_database_cannot_store_gets_503_so_the_exporter_retries_it() -> None:
+    """A real storage failure (the table gone from under the server) answers 503, which OTLP
+    exporters retry with backoff; once the database is back the same export is counted."""
+    import asyncpg
+
+    export_body = {"resourceMetrics": [{"scopeMetrics": [{"metrics": [
+        {"name": "claude_code.commit.count", "sum": {"aggregationTemporality": 1, "isMonotonic": True,
+         "dataPoints": [{"asInt": "3", "startTimeUnixNano": str(time.time_ns() - 10**9),
+                         "timeUnixNano": str(time.time_ns()),
+                         "attributes": [{"key": "user.email", "value": {"stringValue": "dana@acme.test"}}]}]}},
+    ]}]}]}  # fmt: skip
+
+    async def sql(dsn: str, statement: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    with dedicated_server("postgres", {}) as server:
+        key = create_key(server, "claude-code-dana")["key"]
+        dsn = server.db.env["ORGWARDEN_DATABASE_URL"]
+        asyncio.run(sql(dsn, "ALTER TABLE claude_code_daily RENAME TO claude_code_daily_away"))
+        response = post(server, key, json.dumps(export_body).encode(), "application/json")
+        assert_error(response, 503, "api_error", "cannot store telemetry right now")
+        asyncio.run(sql(dsn, "ALTER TABLE claude_code_daily_away RENAME TO claude_code_daily"))
+        response = post(server, key, json.dumps(export_body).encode(), "application/json")
+        assert response.status_code == 200, response.text
+        (row,) = report(server, starting_at=datetime.now(UTC).date().isoformat())["data"]
+        assert row["core_metrics"]["commits_by_claude_code"] == 3

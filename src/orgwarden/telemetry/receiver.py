@@ -27,6 +27,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Receive, Scope, Send
 
 from orgwarden.domain.clock import utcnow
@@ -77,7 +78,12 @@ class TelemetryReceiver:
     async def _metrics(self, grant: KeyGrant, body: bytes, content_type: str) -> bytes:
         request = otlp.parse(body, content_type, ExportMetricsServiceRequest)
         found = extract(request, grant.key_id, time.time_ns())
-        await self.claude_code.ingest(Sender(grant.organization_id, grant.key_id), found.samples, utcnow())
+        try:
+            await self.claude_code.ingest(Sender(grant.organization_id, grant.key_id), found.samples, utcnow())
+        except (SQLAlchemyError, OSError) as exc:
+            # 503 is what OTLP exporters retry (with backoff): the export is kept, not lost.
+            log.error("telemetry: cannot store an export from %s: %s", grant.key_id, exc)
+            raise Refusal(503, "api_error", "cannot store telemetry right now (database unavailable); retry") from None
         response = ExportMetricsServiceResponse()
         if found.rejected:
             response.partial_success.rejected_data_points = found.rejected
