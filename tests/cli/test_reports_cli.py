@@ -1,6 +1,7 @@
-"""``orgwarden report usage|cost``, run as the real command against a SQLite database whose usage was
-written by the gateway's own recorder (``gateway.recorder.Recorder``, records and rollups in one
-transaction), so every figure below is what a report of real traffic would show.
+"""``orgwarden report usage|cost|claude-code``, run as the real command against a SQLite database whose
+usage was written by the gateway's own recorder (``gateway.recorder.Recorder``, records and rollups in
+one transaction) and whose Claude Code telemetry went through the receiver's service
+(``ClaudeCodeService.ingest``), so every figure below is what a report of real traffic would show.
 
 Each CLI call costs about two seconds of imports, so the calls are few and each checks a lot: the
 table, CSV and JSON figures exactly, paging through more than one page, the implicit fast-mode beta,
@@ -21,12 +22,23 @@ from typing import Any
 from orgwarden.config import load_settings
 from orgwarden.crypto import SecretBox, resolve_secret
 from orgwarden.data import load_catalog
+from orgwarden.domain.claude_code import (
+    COMMITS,
+    COST,
+    DELTA,
+    EDIT_DECISIONS,
+    LINES_OF_CODE,
+    PULL_REQUESTS,
+    SESSIONS,
+    TOKENS,
+    Sample,
+)
 from orgwarden.domain.pricing import TokenUsage, cost_of
 from orgwarden.domain.rollups import NOT_AVAILABLE, Entry
 from orgwarden.gateway.recorder import Recorder
+from orgwarden.services.claude_code import Sender
 from orgwarden.services.container import Services
 from orgwarden.services.context import Context
-from orgwarden.services.workspaces import WorkspaceService
 from orgwarden.storage import migrate
 from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.uow import UnitOfWorkFactory
@@ -40,6 +52,41 @@ SONNET, HAIKU, OPUS = "claude-sonnet-4-6", "claude-haiku-4-5-20251001", "claude-
 class Known:
     default_workspace: str
     other_workspace: str
+
+
+NOON = int(datetime(2026, 10, 1, 12, tzinfo=UTC).timestamp()) * 10**9
+
+
+def claude_code_samples() -> list[tuple[str, list[Sample]]]:
+    """Claude Code telemetry of 2026-10-01, as decoded from exports: (sending key name, points).
+
+    * alice@acme.test (a user, in VS Code): 2 sessions, 1 commit, 1 pull request, +120/-30 lines,
+      Sonnet 4.6 tokens 1000 in / 200 out / 500 cache read / 100 cache creation costing 1.23 cents,
+      Opus 4.6 costing 0.5 cents; Edit accepted 3 times and rejected once;
+    * the ``ci-bot`` key (no user: the key is the actor): 1 session, Haiku 10 in / 5 out, 0.07 cents.
+    """
+
+    def point(metric: str, value: int, **attributes: str) -> Sample:
+        series = f"{metric}:{sorted(attributes.items())}"
+        return Sample(metric, series, DELTA, NOON - 60 * 10**9, NOON, value, attributes)
+
+    alice = {"user.email": "alice@acme.test", "terminal.type": "vscode"}
+    return [
+        ("alice-laptop", [
+            point(SESSIONS, 2, **alice), point(COMMITS, 1, **alice), point(PULL_REQUESTS, 1, **alice),
+            point(LINES_OF_CODE, 120, type="added", **alice), point(LINES_OF_CODE, 30, type="removed", **alice),
+            *(point(TOKENS, n, type=kind, model=SONNET, **alice)
+              for kind, n in (("input", 1000), ("output", 200), ("cacheRead", 500), ("cacheCreation", 100))),
+            point(COST, 12_300_000_000, model=SONNET, **alice), point(COST, 5_000_000_000, model=OPUS, **alice),
+            point(EDIT_DECISIONS, 3, tool_name="Edit", decision="accept", **alice),
+            point(EDIT_DECISIONS, 1, tool_name="Edit", decision="reject", **alice),
+        ]),
+        ("ci-bot", [
+            point(SESSIONS, 1, **{"terminal.type": "non-interactive"}),
+            point(TOKENS, 10, type="input", model=HAIKU), point(TOKENS, 5, type="output", model=HAIKU),
+            point(COST, 700_000_000, model=HAIKU),
+        ]),
+    ]  # fmt: skip
 
 
 def record_usage(db: Database) -> Known:
@@ -66,8 +113,7 @@ def record_usage(db: Database) -> Known:
             await services.organizations.bootstrap(org_name="Acme", admin_email="root@acme.test", admin_name="Root")
             ctx: Context = await cli_context(services)
             default = await services.api_keys.default_workspace_id(ctx.organization_id)
-            workspaces: WorkspaceService = services.workspaces
-            other = (await workspaces.create(ctx, name="research")).id
+            other = (await services.workspaces.create(ctx, name="research")).id
             recorder = Recorder(uow)
             requests: list[tuple[str, str, str, str, str, str, TokenUsage]] = [
                 ("2026-10-01T10:15:30", default, "key_a", SONNET, "global", "standard",
@@ -91,6 +137,11 @@ def record_usage(db: Database) -> Known:
                 report_geo = geo if model.geo_multiplier_applies else NOT_AVAILABLE
                 await recorder.put("usage", record, Entry(record, parts, report_geo))
             await recorder.stop()  # writes everything queued: records and rollups, one transaction
+
+            for name, samples in claude_code_samples():
+                key = (await services.api_keys.create(ctx, name=name, workspace_id=None)).key
+                sender = Sender(ctx.organization_id, key.id)
+                await services.claude_code.ingest(sender, samples, datetime(2026, 10, 1, 12, 1, tzinfo=UTC))
             return Known(default, other)
         finally:
             await engine.dispose()
@@ -153,7 +204,7 @@ def test_usage_table_and_paged_json_export_show_the_recorded_usage_exactly(
     assert sonnet["cache_creation"] == {"ephemeral_1h_input_tokens": 0, "ephemeral_5m_input_tokens": 0}
 
 
-def test_cost_csv_has_one_exact_row_per_day_workspace_and_description(sqlite_database: Database) -> None:
+def test_cost_and_claude_code_csv_have_exact_rows_and_a_refusal_is_one_line(sqlite_database: Database) -> None:
     db = sqlite_database
     known = record_usage(db)
     result = cli(db, "report", "cost", "--start", "2026-10-01T00:00:00Z", "--end", "2026-10-03T00:00:00Z",
@@ -179,6 +230,21 @@ def test_cost_csv_has_one_exact_row_per_day_workspace_and_description(sqlite_dat
          "0-200k", "us", "0.0055", "USD"],
         [*day2, "", "Claude Opus 4.6 Usage - Output Tokens", "tokens", OPUS, "standard", "output_tokens", "0-200k",
          "us", "0.055", "USD"],
+    ]  # fmt: skip
+
+    claude_code = cli(db, "report", "claude-code", "--date", "2026-10-01", "--format", "csv")
+    rows = list(csv.reader(io.StringIO(claude_code.stdout)))
+    tools = [f"{tool}.{d}" for tool in ("edit_tool", "multi_edit_tool", "write_tool", "notebook_edit_tool")
+             for d in ("accepted", "rejected")]  # fmt: skip
+    assert rows == [
+        ["date", "actor_type", "actor", "terminal_type", "num_sessions", "commits_by_claude_code",
+         "pull_requests_by_claude_code", "lines_added", "lines_removed", "input_tokens", "output_tokens",
+         "cache_read_tokens", "cache_creation_tokens", "estimated_cost_cents", "models", *tools],
+        # API actors first (by key id), then users; the key is shown by its name, as the API shows it
+        ["2026-10-01", "api_actor", "ci-bot", "non-interactive", "1", "0", "0", "0", "0", "10", "5", "0", "0",
+         "0.07", HAIKU, *["0"] * 8],
+        ["2026-10-01", "user_actor", "alice@acme.test", "vscode", "2", "1", "1", "120", "30", "1000", "200", "500",
+         "100", "1.73", f"{OPUS} {SONNET}", "3", "1", *["0"] * 6],
     ]  # fmt: skip
 
     refused = cli(db, "report", "usage", "--start", "2026-10-01", "--width", "2h", check=False)

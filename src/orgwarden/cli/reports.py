@@ -2,16 +2,17 @@
 
 The commands call the same report services as the Admin API, so the parameters are checked by the
 same code and refused with the same messages (one line on stderr, exit 1). Each export reads **every**
-page between ``--start`` and ``--end``, asking for the largest page the report allows, and:
+page (of buckets between ``--start`` and ``--end``; of actors for the Claude Code report), asking
+for the largest page the report allows, and:
 
 - ``--format table`` (default) prints one Rich table once everything is read;
 - ``--format csv`` writes one row per bucket and group (the table's rows), page by page as they come;
 - ``--format json`` writes the API's answer with every page's ``data`` concatenated (``has_more``
   false, ``next_page`` null), page by page as well, so a long export never sits whole in memory.
 
-A long export (more than one page) shows a progress bar on standard error, and only when standard
-error is a terminal: it never mixes into a file or a pipe, and since the data goes to standard output
-or ``--output``, redirecting one of them leaves the other clean. The bar is cleared when done.
+A long export (more than one page) shows a progress bar on standard error when standard error is a
+terminal and the data is not going to that terminal too (``--output FILE``, or standard output
+redirected): the bar never mixes into a file, a pipe or the rows on screen. It is cleared when done.
 
 The usage report's speed dimension is behind the ``fast-mode-2026-02-01`` beta in the API (a header).
 A CLI user has no header to send, so the CLI always passes that beta: ``--speed`` and
@@ -24,6 +25,7 @@ import csv
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -37,7 +39,9 @@ from orgwarden.errors import InvalidRequest
 from orgwarden.services.container import Services
 from orgwarden.services.reports import COST_LIMITS, FAST_MODE_BETA, LIMITS, window
 
-report = typer.Typer(help="Usage and cost reports: every page, as a table, CSV or JSON.", no_args_is_help=True)
+report = typer.Typer(
+    help="Usage, cost and Claude Code reports: every page, as a table, CSV or JSON.", no_args_is_help=True
+)
 
 FORMATS = ("table", "csv", "json")
 USAGE_GROUP_HELP = (
@@ -159,21 +163,29 @@ class Export:
 
 
 class Bar:
-    """A progress bar on standard error, only for an export of more than one page, only on a terminal."""
+    """A progress bar on standard error, started only once an export turns out to need a second page,
+    and only when standard error is a terminal that the data does not go to. ``total`` is in items
+    (buckets); None when unknown."""
 
-    def __init__(self, total: int, per_page: int, what: str) -> None:
+    def __init__(self, what: str, total: int | None, export: Export) -> None:
+        self.what = what
+        self.total = total
+        self.done = 0
+        self.wanted = err.is_terminal and not (export.output is None and out.is_terminal)
         self._progress: Progress | None = None
-        if total > per_page and err.is_terminal:
+
+    def page(self, items: int, more: bool) -> None:
+        self.done += items
+        if self._progress is None and more and self.wanted:
             self._progress = Progress(
-                TextColumn(f"exporting {what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn(f"exporting {self.what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 console=err, transient=True,
             )  # fmt: skip
-            self._task = self._progress.add_task(what, total=total)
+            self._task = self._progress.add_task(self.what, total=self.total)
             self._progress.start()
-
-    def advance(self, done: int) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task, done)
+            self._progress.update(self._task, completed=self.done)
+        elif self._progress is not None:
+            self._progress.update(self._task, completed=self.done)
 
     def stop(self) -> None:
         if self._progress is not None:
@@ -191,17 +203,18 @@ def _buckets_between(width: str, start: str, end: str | None) -> int:
         return 0
 
 
-async def _export_buckets(
+async def _export(
     export: Export,
     fetch: Callable[[str | None], Awaitable[dict[str, Any]]],
     flatten: Callable[[dict[str, Any]], list[list[Any]]],
     bar: Bar,
 ) -> None:
+    """Every page of a report into ``export``: its ``data`` items and their flattened rows."""
     try:
         async for answer in _pages(fetch):
-            buckets = answer["data"]
-            export.add(buckets, [row for bucket in buckets for row in flatten(bucket)])
-            bar.advance(len(buckets))
+            items = answer["data"]
+            export.add(items, [row for item in items for row in flatten(item)])
+            bar.page(len(items), answer["has_more"])
     finally:
         bar.stop()
     export.finish()
@@ -273,8 +286,8 @@ def usage(
                 filters=filters, limit=str(per_page), page=page, betas={FAST_MODE_BETA},
             )  # fmt: skip
 
-        total = _buckets_between(width, starting_at, ending_at)
-        await _export_buckets(export, fetch, flatten, Bar(total, per_page, "buckets"))
+        total = _buckets_between(width, starting_at, ending_at) or None
+        await _export(export, fetch, flatten, Bar("buckets", total, export))
 
     run(settings_from(ctx), work)
 
@@ -321,7 +334,65 @@ def cost(
                 context, starting_at=starting_at, ending_at=ending_at, group_by=groups, limit=str(per_page), page=page
             )
 
-        total = _buckets_between("1d", starting_at, ending_at)
-        await _export_buckets(export, fetch, flatten, Bar(total, per_page, "days"))
+        total = _buckets_between("1d", starting_at, ending_at) or None
+        await _export(export, fetch, flatten, Bar("days", total, export))
+
+    run(settings_from(ctx), work)
+
+
+CLAUDE_CODE_PAGE = 1000  # the report's largest page
+CLAUDE_CODE_COLUMNS = (
+    "date", "actor_type", "actor", "terminal_type", "num_sessions", "commits_by_claude_code",
+    "pull_requests_by_claude_code", "lines_added", "lines_removed", "input_tokens", "output_tokens",
+    "cache_read_tokens", "cache_creation_tokens", "estimated_cost_cents", "models",
+)  # fmt: skip
+
+
+@report.command("claude-code")
+def claude_code(
+    ctx: typer.Context,
+    day: Annotated[str, typer.Option("--date", help="The UTC day, YYYY-MM-DD.")],
+    fmt: Format = "table",
+    output: Output = None,
+) -> None:
+    """Claude Code use per actor on one UTC day, as in the Claude Code report (from its telemetry).
+
+    Every page is read.
+    Table and CSV: one row per actor; tokens and estimated cost are summed over the actor's models
+    (the cost as the sum of the amounts the report shows per model), and each code edit tool has an
+    accepted and a rejected column.
+    JSON: the API's answer, with every page's data in one list."""
+    from orgwarden.api.routes.claude_code import record  # the API's rendering: only this command needs it
+    from orgwarden.domain.claude_code import REPORTED_TOOLS
+
+    _check_format(fmt)
+    tools = [f"{tool}.{decision}" for tool in REPORTED_TOOLS for decision in ("accepted", "rejected")]
+    export = Export(fmt, output, f"Claude Code report ({day})", [*CLAUDE_CODE_COLUMNS, *tools])
+
+    def flatten(item: dict[str, Any]) -> list[list[Any]]:
+        actor = item["actor"]
+        core = item["core_metrics"]
+        models = item["model_breakdown"]
+        cost = sum((Decimal(str(m["estimated_cost"]["amount"])) for m in models), Decimal(0))
+        row: list[Any] = [
+            item["date"][:10], actor["type"], actor.get("email_address") or actor.get("api_key_name"),
+            item["terminal_type"], core["num_sessions"], core["commits_by_claude_code"],
+            core["pull_requests_by_claude_code"], core["lines_of_code"]["added"], core["lines_of_code"]["removed"],
+            *(sum(m["tokens"][kind] for m in models) for kind in ("input", "output", "cache_read", "cache_creation")),
+            format(cost, "f"), " ".join(m["model"] for m in models),
+        ]  # fmt: skip
+        for tool in REPORTED_TOOLS:
+            row += [item["tool_actions"][tool]["accepted"], item["tool_actions"][tool]["rejected"]]
+        return [row]
+
+    async def work(services: Services) -> None:
+        context = await cli_context(services)
+
+        async def fetch(page: str | None) -> dict[str, Any]:
+            result = await services.claude_code.report(context, day, CLAUDE_CODE_PAGE, page)
+            data = [record(item, context.organization_id) for item in result.items]
+            return {"data": data, "has_more": result.next_page is not None, "next_page": result.next_page}
+
+        await _export(export, fetch, flatten, Bar("actors", None, export))
 
     run(settings_from(ctx), work)
