@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from orgwarden.storage.types import IdString, UTCDateTime
@@ -363,3 +363,41 @@ class ClaudeCodeSeries(Base):
     time_unix_nano: Mapped[int] = mapped_column(BigInteger)
     last_value: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class Tunnel(Base):
+    """An MCP tunnel: a hostname under the configured base domain and a connection token.
+
+    orgwarden manages tunnels; it does not carry their traffic. The token is kept encrypted with the
+    server secret (``token_encrypted``, so reveal can return it) and as a SHA-256 (``token_hash``, so a
+    presented token can be checked by look-up); both are cleared on archive. ``domain`` is unique over
+    every row, archived ones included, which is what "never reused" rests on.
+    """
+
+    __tablename__ = "tunnels"
+    __table_args__ = (Index("ix_tunnels_org_created", "organization_id", "id"),)
+
+    id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    domain: Mapped[str] = mapped_column(String(253), unique=True)
+    token_id: Mapped[str | None] = mapped_column(String(69))
+    token_encrypted: Mapped[str | None] = mapped_column(String(256))
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    archived_at: Mapped[datetime | None]
+
+
+class TunnelCertificate(Base):
+    """A public CA certificate registered on a tunnel; archiving keeps the row (``archived_at``)."""
+
+    __tablename__ = "tunnel_certificates"
+
+    id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    tunnel_id: Mapped[str] = mapped_column(ForeignKey("tunnels.id"), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    archived_at: Mapped[datetime | None]
