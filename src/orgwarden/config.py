@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from orgwarden.errors import ConfigError
 
 CONFIG_ENV = "ORGWARDEN_CONFIG"
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def _default_data_dir() -> Path:
@@ -103,6 +105,9 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     """The signing secret, ``whsec_`` + base64 (Standard Webhooks); required with ``webhook_url``."""
 
+    tunnel_base_domain: str = "tunnels.orgwarden.local"
+    """Every MCP tunnel gets the hostname ``<random label>.<tunnel_base_domain>``, never reused."""
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str | None) -> str | None:
@@ -142,6 +147,16 @@ class Settings(BaseSettings):
         if self.webhook_url is not None and self.webhook_secret is None:
             raise ValueError("webhook_url needs webhook_secret (whsec_ + base64) to sign deliveries")
         return self
+
+    @field_validator("tunnel_base_domain")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        host = value.strip().lower().rstrip(".")
+        if len(host) > 200 or not all(_LABEL.fullmatch(label) for label in host.split(".")) or "." not in host:
+            raise ValueError(
+                "must be a DNS name of at least two labels (letters, digits, hyphens), e.g. tunnels.example.com"
+            )
+        return host
 
     @field_validator("redis_url")
     @classmethod

@@ -33,6 +33,8 @@ INVITE = "invite"
 REQUEST = "req"
 AUDIT_EVENT = "evt"
 SPEND_LIMIT = "spl"
+TUNNEL = "tnl"
+TUNNEL_CERTIFICATE = "tcrt"
 
 API_KEY_PREFIX = "sk-ant-api03-"
 ADMIN_KEY_PREFIX = "sk-ant-admin01-"

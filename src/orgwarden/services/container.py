@@ -20,6 +20,8 @@ from orgwarden.services.organizations import OrganizationService
 from orgwarden.services.rate_limits import RateLimitService
 from orgwarden.services.reports import ReportService
 from orgwarden.services.spend_limits import SpendLimitService
+from orgwarden.services.tunnel_certificates import TunnelCertificateService
+from orgwarden.services.tunnels import TunnelService
 from orgwarden.services.users import UserService
 from orgwarden.services.workspaces import WorkspaceService
 from orgwarden.storage.uow import UnitOfWorkFactory
@@ -38,6 +40,8 @@ class Services:
     spend_limits: SpendLimitService
     reports: ReportService
     claude_code: ClaudeCodeService
+    tunnels: TunnelService
+    tunnel_certificates: TunnelCertificateService
 
     @classmethod
     def build(
@@ -56,4 +60,6 @@ class Services:
             spend_limits=SpendLimitService(uow),
             reports=ReportService(uow, catalog),
             claude_code=ClaudeCodeService(uow),
+            tunnels=TunnelService(uow, box, settings.tunnel_base_domain),
+            tunnel_certificates=TunnelCertificateService(uow),
         )

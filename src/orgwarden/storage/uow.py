@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from orgwarden.storage import repositories as repos
 from orgwarden.storage.claude_code import ClaudeCodeUsage
 from orgwarden.storage.rollups import UsageRollups
+from orgwarden.storage.tunnels import TunnelCertificates, Tunnels
 
 
 class UnitOfWork:
@@ -31,6 +32,8 @@ class UnitOfWork:
     rate_limits: repos.RateLimitValues
     spend_limits: repos.SpendLimits
     claude_code: ClaudeCodeUsage
+    tunnels: Tunnels
+    tunnel_certificates: TunnelCertificates
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -53,6 +56,8 @@ class UnitOfWork:
         self.rate_limits = repos.RateLimitValues(session)
         self.spend_limits = repos.SpendLimits(session)
         self.claude_code = ClaudeCodeUsage(session)
+        self.tunnels = Tunnels(session)
+        self.tunnel_certificates = TunnelCertificates(session)
         return self
 
     async def __aexit__(
