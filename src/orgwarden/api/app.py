@@ -30,6 +30,7 @@ from orgwarden.api.routes import (
     rate_limits,
     reports,
     spend_limits,
+    tunnels,
     users,
     workspaces,
 )
@@ -140,6 +141,7 @@ def create_app(settings: Settings) -> ASGIApp:
         spend_limits,
         reports,
         claude_code,
+        tunnels,
     ):
         admin.include_router(module.routes.router)
     admin.include_router(invites.public)
