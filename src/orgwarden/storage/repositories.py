@@ -16,7 +16,6 @@ from orgwarden.storage.pagination import Cursor, Page, paginate
 from orgwarden.storage.tables import (
     AdminApiKey,
     ApiKey,
-    AuditEvent,
     CacheEvent,
     Invite,
     Organization,
@@ -291,16 +290,6 @@ class AdminApiKeys(_Repo):
 
     async def active_for_user(self, user_id: str) -> list[AdminApiKey]:
         stmt = select(AdminApiKey).where(AdminApiKey.user_id == user_id, AdminApiKey.status == "active")
-        return list((await self.session.scalars(stmt)).all())
-
-
-class AuditEvents(_Repo):
-    async def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            await self.session.execute(insert(AuditEvent), list(rows))
-
-    async def all(self, organization_id: str) -> list[AuditEvent]:
-        stmt = select(AuditEvent).where(AuditEvent.organization_id == organization_id).order_by(AuditEvent.id)
         return list((await self.session.scalars(stmt)).all())
 
 

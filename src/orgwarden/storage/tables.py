@@ -126,9 +126,17 @@ class AdminApiKey(Base):
 
 
 class AuditEvent(Base):
-    """An append-only record of a mutation or refusal, written in the transaction of the change."""
+    """An append-only record of a mutation or refusal, written in the transaction of the change.
+
+    Events are sealed into their organization's hash chain when the transaction commits
+    (``AuditEvents.seal``): ``seq`` numbers them 1, 2, 3, … per organization, ``hash`` covers every
+    other column and ``prev_hash`` is the hash of the event before (``domain.audit_chain``). The
+    database refuses UPDATE and DELETE on this table (triggers, migration 0007); a later migration
+    that rebuilds the table on SQLite (batch mode) must create those triggers again.
+    """
 
     __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_org_seq", "organization_id", "seq", unique=True),)
 
     id: Mapped[str] = mapped_column(IdString(), primary_key=True)
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
@@ -144,6 +152,9 @@ class AuditEvent(Base):
     source_ip: Mapped[str | None] = mapped_column(String(64))
     outcome: Mapped[str] = mapped_column(String(16))
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
 
 
 class UsageRecord(Base):
@@ -401,3 +412,20 @@ class TunnelCertificate(Base):
     expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     archived_at: Mapped[datetime | None]
+
+
+class AuditChainHead(Base):
+    """The newest link of an organization's audit chain: its ``seq`` and ``hash``.
+
+    Sealing a transaction's events locks this row (``FOR UPDATE`` on PostgreSQL), so that instances
+    writing at once queue here and the chain stays one line; the lock is the last one a transaction
+    takes. It is also the witness for the end of the chain: deleting the newest events leaves no gap
+    between events, but leaves the head beyond the last one. No foreign key: it is locked on every
+    commit that writes events, and its organization's events already reference the organization.
+    """
+
+    __tablename__ = "audit_chain_heads"
+
+    organization_id: Mapped[str] = mapped_column(IdString(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))

@@ -1,8 +1,9 @@
 """The unit of work owns the transaction: ``async with uow: ...; await uow.commit()``.
 
 Leaving the block without ``commit()`` rolls everything back, so a request that fails half-way leaves
-nothing half-written. Audit events are added through the same session, so they commit or roll back
-with the change they describe.
+nothing half-written. Audit events are queued in the unit of work and sealed into their
+organization's hash chain by ``commit()``, right before COMMIT (``storage.audit_log``), so they commit
+or roll back with the change they describe, and every writer is chained without doing anything.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from types import TracebackType
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from orgwarden.storage import repositories as repos
+from orgwarden.storage.audit_log import AuditEvents
 from orgwarden.storage.claude_code import ClaudeCodeUsage
 from orgwarden.storage.rollups import UsageRollups
 from orgwarden.storage.tunnels import TunnelCertificates, Tunnels
@@ -25,7 +27,7 @@ class UnitOfWork:
     members: repos.Members
     api_keys: repos.ApiKeys
     admin_keys: repos.AdminApiKeys
-    audit: repos.AuditEvents
+    audit: AuditEvents
     cache_events: repos.CacheEvents
     usage: repos.UsageRecords
     rollups: UsageRollups
@@ -49,7 +51,7 @@ class UnitOfWork:
         self.members = repos.Members(session)
         self.api_keys = repos.ApiKeys(session)
         self.admin_keys = repos.AdminApiKeys(session)
-        self.audit = repos.AuditEvents(session)
+        self.audit = AuditEvents(session)
         self.cache_events = repos.CacheEvents(session)
         self.usage = repos.UsageRecords(session)
         self.rollups = UsageRollups(session)
@@ -70,7 +72,9 @@ class UnitOfWork:
         self._session = None
 
     async def commit(self) -> None:
+        """Seal the queued audit events (the chain head is the transaction's last lock), then commit."""
         assert self._session is not None
+        await self.audit.seal()
         await self._session.commit()
 
     async def flush(self) -> None:
