@@ -23,6 +23,7 @@ from orgwarden.api import errors
 from orgwarden.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from orgwarden.api.routes import (
     api_keys,
+    audit_logs,
     claude_code,
     invites,
     members,
@@ -141,6 +142,7 @@ def create_app(settings: Settings) -> ASGIApp:
         spend_limits,
         reports,
         claude_code,
+        audit_logs,
         tunnels,
     ):
         admin.include_router(module.routes.router)

@@ -11,6 +11,7 @@ from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, TypeVar
 
+from orgwarden.domain.audit_chain import HASHED_FIELDS, timestamp
 from orgwarden.domain.clock import rfc3339
 from orgwarden.domain.limits import PICODOLLARS_PER_CENT, RateGroup
 from orgwarden.domain.statuses import api_key_status, invite_status
@@ -18,7 +19,16 @@ from orgwarden.services.cursors import CursorPage
 from orgwarden.services.rate_limits import RateLimitEntry
 from orgwarden.services.spend_limits import EffectiveSpend
 from orgwarden.storage.pagination import Page
-from orgwarden.storage.tables import ApiKey, Invite, Organization, SpendLimit, User, Workspace, WorkspaceMember
+from orgwarden.storage.tables import (
+    ApiKey,
+    AuditEvent,
+    Invite,
+    Organization,
+    SpendLimit,
+    User,
+    Workspace,
+    WorkspaceMember,
+)
 
 T = TypeVar("T")
 JSON = dict[str, Any]
@@ -215,3 +225,16 @@ def spend_summary(row: EffectiveSpend) -> JSON:
         "source": spend_scope(limit.scope_type, limit.scope_id),
         "spend_limit_id": limit.id,
     }
+
+
+# -- audit log ------------------------------------------------------------------------------------
+
+
+def audit_event(row: AuditEvent) -> JSON:
+    """Every stored field of the event. Without ``type`` and ``hash`` this is exactly the object
+    the hash covers (``domain.audit_chain``), so an export can be checked without orgwarden."""
+    record: JSON = {"type": "audit_event"}
+    record.update((name, getattr(row, name)) for name in HASHED_FIELDS)
+    record["occurred_at"] = timestamp(row.occurred_at)
+    record["hash"] = row.hash
+    return record

@@ -32,6 +32,7 @@ class Permission(enum.Enum):
     SPEND_LIMITS_READ = "spend_limits:read"
     SPEND_LIMITS_WRITE = "spend_limits:write"
     USAGE_READ = "usage:read"  # usage, cost and Claude Code reports
+    AUDIT_READ = "audit:read"  # the audit log; nothing may write it but the use cases themselves
     TUNNELS_READ = "tunnels:read"
     TUNNELS_WRITE = "tunnels:write"  # also reveal: it hands out a credential
 

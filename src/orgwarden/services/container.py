@@ -13,6 +13,7 @@ from orgwarden.data import load_catalog
 from orgwarden.domain.catalog import Catalog
 from orgwarden.services.admin_keys import AdminKeyService
 from orgwarden.services.api_keys import ApiKeyService
+from orgwarden.services.audit_log import AuditLogService
 from orgwarden.services.claude_code import ClaudeCodeService
 from orgwarden.services.invites import InviteService
 from orgwarden.services.members import MemberService
@@ -42,6 +43,7 @@ class Services:
     claude_code: ClaudeCodeService
     tunnels: TunnelService
     tunnel_certificates: TunnelCertificateService
+    audit_log: AuditLogService
 
     @classmethod
     def build(
@@ -62,4 +64,5 @@ class Services:
             claude_code=ClaudeCodeService(uow),
             tunnels=TunnelService(uow, box, settings.tunnel_base_domain),
             tunnel_certificates=TunnelCertificateService(uow),
+            audit_log=AuditLogService(uow),
         )
