@@ -43,7 +43,9 @@ def on_connection(db: Database, work: Any) -> Any:
 
 
 def table_names(db: Database) -> set[str]:
-    return set(on_connection(db, lambda connection: inspect(connection).get_table_names()))
+    """The database's tables, less PostgreSQL's partitions of ``usage_rollups`` (parts of one model
+    table: ``test_usage_rollups_are_partitioned_by_width_on_postgresql``)."""
+    return set(on_connection(db, lambda connection: inspect(connection).get_table_names())) - migrate.PARTITIONS
 
 
 def revisions_in_order() -> list[str]:
@@ -129,11 +131,37 @@ def test_the_models_match_the_migrations_with_no_pending_autogenerate_diff(datab
     migrate.upgrade(settings_of(database))
 
     def diff(connection: Connection) -> list[Any]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_name": migrate.include_name}
+        )
         return list(compare_metadata(context, Base.metadata))
 
     differences = [d for d in on_connection(database, diff) if not _datetime_representation_only(d)]
     assert differences == [], "the models and the migrations differ; run alembic revision --autogenerate"
+
+
+def test_usage_rollups_are_partitioned_by_width_on_postgresql(database: Database) -> None:
+    """Each report reads one width; on PostgreSQL each width has its own partition, so a daily
+    report reads a heap of daily rows only (SQLite keeps one table)."""
+    migrate.upgrade(settings_of(database))
+
+    def placed(connection: Connection) -> list[tuple[str, str]]:
+        connection.execute(text(
+            "INSERT INTO usage_rollups VALUES ('org', :w, '2026-10-01', 'wrkspc_a', 'apikey_a', 'm', 'standard', "
+            "'0-200k', 'global', 'standard', 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)"
+        ), [{"w": w} for w in ("1m", "1h", "1d")])  # fmt: skip
+        if connection.dialect.name != "postgresql":
+            return []
+        query = "SELECT tableoid::regclass::text, bucket_width FROM usage_rollups ORDER BY 1"
+        return [(str(r[0]), str(r[1])) for r in connection.execute(text(query))]
+
+    rows = on_connection(database, placed)
+    if database.backend == "postgres":
+        assert rows == [("usage_rollups_1d", "1d"), ("usage_rollups_1h", "1h"), ("usage_rollups_1m", "1m")]
+        names = set(on_connection(database, lambda connection: inspect(connection).get_table_names()))
+        assert names >= migrate.PARTITIONS
+    else:
+        assert rows == []
 
 
 def test_0004_rolls_up_the_records_written_before_it_with_their_metered_totals(database: Database) -> None:

@@ -202,7 +202,9 @@ class UsageRollup(Base):
     reads the width it asks for and never scans ``usage_records``. The recorder adds to these rows in
     the transaction that inserts the records (an upsert that adds), so the two always agree. Costs are
     kept per kind, in picodollars as metered, so the cost report's rows add up to the metered total.
-    Only ``/v1/messages`` records are rolled up (what the usage and cost reports describe).
+    Only ``/v1/messages`` records are rolled up (what the usage and cost reports describe). On
+    PostgreSQL the table is partitioned by ``bucket_width`` (migration 0004), so each width's rows
+    have a heap and an index of their own.
     """
 
     __tablename__ = "usage_rollups"
