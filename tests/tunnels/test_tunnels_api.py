@@ -350,6 +350,24 @@ def test_tokens_are_stored_encrypted_and_hashed_never_in_clear(server: Server, h
     assert token not in server.log()
 
 
+def test_a_token_that_cannot_be_decrypted_is_a_409_saying_to_rotate(server: Server, http: httpx.Client) -> None:
+    """A token sealed for another tunnel (as if under another secret key, or altered in the database)
+    cannot be revealed; the answer says why and what to do, and a rotation recovers the tunnel."""
+    first, second = spec_tunnel(http), spec_tunnel(http)
+
+    async def swap(uow: Any) -> None:
+        donor: Tunnel = await uow.tunnels.get(server.organization["id"], first["id"])
+        victim: Tunnel = await uow.tunnels.get(server.organization["id"], second["id"])
+        victim.token_encrypted = donor.token_encrypted  # sealed to the other tunnel's id: will not open
+        await uow.commit()
+
+    query_db(server.db, swap)
+    response = http.post(f"{SPEC}/{second['id']}/reveal_token")
+    assert_error(response, 409, "conflict_error", "rotate the token")
+    rotated = ok(http.post(f"{SPEC}/{second['id']}/rotate_token", json={}))["tunnel_token"]
+    assert ok(http.post(f"{SPEC}/{second['id']}/reveal_token"))["tunnel_token"] == rotated
+
+
 def test_check_token_refuses_unknown_tokens(http: httpx.Client) -> None:
     assert not token_valid(http, "not-a-token")
     assert not token_valid(http, "")

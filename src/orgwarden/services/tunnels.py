@@ -22,7 +22,7 @@ from orgwarden import ids
 from orgwarden.crypto import SecretBox
 from orgwarden.domain import tunnels as rules
 from orgwarden.domain.clock import utcnow
-from orgwarden.errors import InternalError, InvalidRequest, NotFound
+from orgwarden.errors import Conflict, InternalError, InvalidRequest, NotFound
 from orgwarden.services import audit, cursors
 from orgwarden.services.context import Context
 from orgwarden.services.cursors import CursorPage
@@ -190,7 +190,13 @@ class TunnelService:
             require_live(row, "its token was invalidated when it was archived")
             assert row.token_encrypted is not None
             assert row.token_id is not None
-            token = self._box.open(row.token_encrypted, row.id)
+            try:
+                token = self._box.open(row.token_encrypted, row.id)
+            except ValueError:  # sealed under another ORGWARDEN_SECRET_KEY (or altered in the database)
+                raise Conflict(
+                    f"the token of tunnel {row.id} cannot be decrypted with this server's ORGWARDEN_SECRET_KEY "
+                    "(was the key changed?); rotate the token to issue a new one"
+                ) from None
             audit.record(
                 uow, ctx, "tunnel.token.reveal", "tunnel", row.id, workspace_id=row.workspace_id,
                 details={"token_id": row.token_id},
