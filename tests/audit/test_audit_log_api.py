@@ -2,12 +2,13 @@
 against a real ``orgwarden serve`` (SQLite and PostgreSQL).
 
 A module fixture makes every kind of Admin API mutation once (organization, invites, users,
-workspaces, members, API keys, upstream keys, rate limits of the organization, a workspace and a
-key, spend limits set, changed and deleted) and every kind of tenant-restriction refusal, noting
-the request ids; the tests read them back through the API only, so they check the API as much as
-the trail: each appears once with its actor, action, target, workspace, outcome and request id;
-the order is newest first and every hash recomputes by the recipe the README gives (with hashlib,
-not orgwarden's code); filters, paging (stable while events arrive), refusals and 405s.
+workspaces, members, API keys, upstream keys, MCP tunnels and their certificates, rate limits of the
+organization, a workspace and a key, spend limits set, changed and deleted) and every kind of
+tenant-restriction refusal, noting the request ids; the tests read them back through the API only,
+so they check the API as much as the trail: each appears once with its actor, action, target,
+workspace, outcome and request id; the order is newest first and every hash recomputes by the
+recipe the README gives (with hashlib, not orgwarden's code); filters, paging (stable while events
+arrive), refusals and 405s.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ import httpx
 import pytest
 
 from tests.conftest import Server, assert_error, cli, unique
+from tests.tunnels import certs
 
 PATH = "/v1/organizations/audit_logs"
 TENANT = "anthropic-allowed-org-ids"
 OTHER_ORG = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+TUNNELS_BETA = "mcp-tunnels-2026-05-19"
 MESSAGE = {"model": "claude-sonnet-4-6", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
 GENESIS = "0" * 64
 HASHED = (
@@ -111,9 +114,12 @@ def trail(server: Server) -> Trail:
     done: list[Expected] = []
     with server.http() as h:
 
-        def call(method: str, path: str, body: Any = None, *, key: bool = True) -> tuple[dict[str, Any], str]:
+        def call(
+            method: str, path: str, body: Any = None, *, key: bool = True, beta: str | None = None
+        ) -> tuple[dict[str, Any], str]:
             client = h if key else httpx.Client(base_url=server.base_url, timeout=30)
-            response = client.request(method, path, json=body) if body is not None else client.request(method, path)
+            headers = {"anthropic-beta": beta} if beta else {}
+            response = client.request(method, path, json=body, headers=headers)
             return ok(response), response.headers["request-id"]
 
         def expect(action: str, target_type: str, target_id: str, workspace_id: str | None, request_id: str,
@@ -157,6 +163,21 @@ def trail(server: Server) -> Trail:
         expect("api_key.create", "api_key", key["id"], ws, rid, name="audited")
         _, rid = call("POST", f"/v1/organizations/api_keys/{key['id']}", {"name": "renamed"})
         expect("api_key.update", "api_key", key["id"], ws, rid, name=["audited", "renamed"])
+
+        # MCP tunnels and their certificates (the spec's path family)
+        tunnels = "/v1/organizations/tunnels"
+        tunnel, rid = call("POST", tunnels, {"display_name": "audited", "workspace_id": ws}, beta=TUNNELS_BETA)
+        expect("tunnel.create", "tunnel", tunnel["id"], ws, rid, domain=tunnel["domain"])
+        for action, verb in (("tunnel.token.reveal", "reveal_token"), ("tunnel.token.rotate", "rotate_token")):
+            _, rid = call("POST", f"{tunnels}/{tunnel['id']}/{verb}", {}, beta=TUNNELS_BETA)
+            expect(action, "tunnel", tunnel["id"], ws, rid)
+        pem = {"ca_certificate_pem": certs.make().pem}
+        cert, rid = call("POST", f"{tunnels}/{tunnel['id']}/certificates", pem, beta=TUNNELS_BETA)
+        expect("tunnel_certificate.create", "tunnel_certificate", cert["id"], ws, rid, tunnel_id=tunnel["id"])
+        _, rid = call("POST", f"{tunnels}/{tunnel['id']}/certificates/{cert['id']}/archive", beta=TUNNELS_BETA)
+        expect("tunnel_certificate.archive", "tunnel_certificate", cert["id"], ws, rid, tunnel_id=tunnel["id"])
+        _, rid = call("POST", f"{tunnels}/{tunnel['id']}/archive", beta=TUNNELS_BETA)
+        expect("tunnel.archive", "tunnel", tunnel["id"], ws, rid, domain=tunnel["domain"])
 
         # rate limits: the organization's, a workspace's, a key's
         entry = ok(h.get("/v1/organizations/rate_limits", params={"group_type": "files"}))["data"][0]["id"]
@@ -259,6 +280,8 @@ def test_every_admin_api_mutation_appears_once_with_its_fields(server: Server, t
         "workspace.update", "workspace.archive", "workspace_member.add", "workspace_member.update",
         "workspace_member.remove", "workspace.upstream_key.set", "workspace.upstream_key.clear", "api_key.create",
         "api_key.update", "rate_limit.update", "spend_limit.create", "spend_limit.update", "spend_limit.delete",
+        "tunnel.create", "tunnel.token.reveal", "tunnel.token.rotate", "tunnel.archive", "tunnel_certificate.create",
+        "tunnel_certificate.archive",
     }  # fmt: skip
 
 
