@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from orgwarden.domain.audit_chain import ChainBreak, ChainWalker, Head
+from orgwarden.domain.clock import parse_rfc3339
 from orgwarden.errors import InvalidRequest
 from orgwarden.services import cursors
 from orgwarden.services.context import Context
@@ -50,12 +51,11 @@ def parse_time(name: str, value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        moment = datetime.fromisoformat(value)
+        return parse_rfc3339(value)
     except ValueError:
-        raise InvalidRequest(f"{name}: {value!r} is not an RFC 3339 timestamp (e.g. 2025-08-01T00:00:00Z)") from None
-    if moment.tzinfo is None:
-        raise InvalidRequest(f"{name}: {value!r} has no time zone; add Z or an offset (e.g. 2025-08-01T00:00:00Z)")
-    return moment.astimezone(UTC)
+        raise InvalidRequest(
+            f"{name}: {value!r} is not an RFC 3339 timestamp with a time zone (e.g. 2025-08-01T00:00:00Z)"
+        ) from None
 
 
 def audit_filter(
