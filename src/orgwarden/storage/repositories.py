@@ -45,10 +45,14 @@ class Organizations(_Repo):
 
     async def lock(self, organization_id: str) -> None:
         """Serialize changes in one organization: members, workspaces, their members and keys
-        (PostgreSQL row lock; SQLite already serializes writers with ``BEGIN IMMEDIATE``)."""
+        (PostgreSQL row lock; SQLite already serializes writers with ``BEGIN IMMEDIATE``).
+
+        ``FOR NO KEY UPDATE`` serializes the lockers as ``FOR UPDATE`` would, but does not block the
+        ``FOR KEY SHARE`` lock every foreign-key insert takes on the organization row, so gateway
+        batches (usage records, audit events) do not wait for a control-plane change to commit."""
         if self.session.get_bind().dialect.name == "postgresql":
             await self.session.execute(
-                select(Organization.id).where(Organization.id == organization_id).with_for_update()
+                select(Organization.id).where(Organization.id == organization_id).with_for_update(key_share=True)
             )
 
 
