@@ -216,25 +216,33 @@ class ReportService:
                     ctx.organization_id, width, span.start, span.end, stored_groups, wanted, TOKEN_MEASURES
                 )
                 rows = list(await uow.rollups.sums(query))
+        # Rows are (bucket_start, *stored_groups, *TOKEN_MEASURES), read by position: a report can
+        # have tens of thousands of them, and a lookup by name costs more than the rest of the loop.
+        at = {name: i for i, name in enumerate(("bucket_start", *stored_groups, *TOKEN_MEASURES))}
+        groups_at = [(name, at[name]) for name in stored_groups]
+        by_workspace = "workspace_id" in at
+        input_at, output_at, read_at = at["input_tokens"], at["output_tokens"], at["cache_read_tokens"]
+        write_5m_at, write_1h_at = at["cache_creation_5m_tokens"], at["cache_creation_1h_tokens"]
+        search_at = at["web_search_requests"]
         by_bucket: dict[datetime, list[dict[str, Any]]] = {}
         for row in rows:
-            values = row._mapping
-            result: dict[str, Any] = {name: None for name in USAGE_GROUPS}
-            for name in stored_groups:
-                result[name] = values[name]
-            if result["workspace_id"] == default_workspace:
+            result: dict[str, Any] = dict.fromkeys(USAGE_GROUPS)
+            for name, index in groups_at:
+                result[name] = row[index]
+            if by_workspace and result["workspace_id"] == default_workspace:
                 result["workspace_id"] = None  # spec: null for the default workspace
-            result.update(
-                uncached_input_tokens=int(values["input_tokens"]),
-                cache_creation={
-                    "ephemeral_1h_input_tokens": int(values["cache_creation_1h_tokens"]),
-                    "ephemeral_5m_input_tokens": int(values["cache_creation_5m_tokens"]),
-                },
-                cache_read_input_tokens=int(values["cache_read_tokens"]),
-                output_tokens=int(values["output_tokens"]),
-                server_tool_use={"web_search_requests": int(values["web_search_requests"])},
-            )
-            by_bucket.setdefault(values["bucket_start"], []).append(result)
+            result["uncached_input_tokens"] = int(row[input_at])
+            result["cache_creation"] = {
+                "ephemeral_1h_input_tokens": int(row[write_1h_at]),
+                "ephemeral_5m_input_tokens": int(row[write_5m_at]),
+            }
+            result["cache_read_input_tokens"] = int(row[read_at])
+            result["output_tokens"] = int(row[output_at])
+            result["server_tool_use"] = {"web_search_requests": int(row[search_at])}
+            bucket = by_bucket.get(row[0])
+            if bucket is None:
+                bucket = by_bucket[row[0]] = []
+            bucket.append(result)
         return _buckets(span, by_bucket)
 
     async def cost(
@@ -271,38 +279,52 @@ class ReportService:
                 query = RollupQuery(ctx.organization_id, width, span.start, span.end, stored, {},
                                     (*TOKEN_MEASURES, *COST_MEASURES))  # fmt: skip
                 rows = list(await uow.rollups.sums(query))
-        # (bucket, output fields...) -> picodollars: rows that read the same are merged
+        # (bucket, output fields...) -> picodollars: rows that read the same are merged. Rows are
+        # (bucket_start, *stored, *TOKEN_MEASURES, *COST_MEASURES), read by position (see ``usage``).
+        at = {name: i for i, name in enumerate(("bucket_start", *stored, *TOKEN_MEASURES, *COST_MEASURES))}
+        costs_at = [at[name] for name in COST_MEASURES]
+        # (token type, its tokens' index, its cost's index, position of its description)
+        kinds = [(token_type, at[tokens], at[cost], i) for i, (token_type, tokens, cost, _) in enumerate(TOKEN_TYPES)]
+        searches_at, search_cost_at = at["web_search_requests"], at["cost_web_search"]
+        descriptions: dict[str, list[str]] = {}  # model -> its description per token type
         amounts: dict[datetime, dict[tuple[Any, ...], int]] = {}
         for row in rows:
-            values = row._mapping
-            workspace = values["workspace_id"] if by_workspace else None
+            workspace = row[1] if by_workspace else None
             if workspace == default_workspace:
                 workspace = None
-            bucket = amounts.setdefault(values["bucket_start"], {})
+            bucket = amounts.get(row[0])
+            if bucket is None:
+                bucket = amounts[row[0]] = {}
             if not by_description:
                 key: tuple[Any, ...] = (workspace, None, None, None, None, None, None, None)
-                bucket[key] = bucket.get(key, 0) + sum(int(values[name]) for name in COST_MEASURES)
+                bucket[key] = bucket.get(key, 0) + sum(int(row[i]) for i in costs_at)
                 continue
-            model = values["model"]
-            tier = "batch" if values["service_tier"] == "batch" else "standard"
-            name = self._display_name(model)
-            for token_type, tokens, cost, label in TOKEN_TYPES:
-                if int(values[tokens]) == 0 and int(values[cost]) == 0:
+            first = 2 if by_workspace else 1
+            model, tier, context_window, geo = row[first : first + 4]
+            tier = "batch" if tier == "batch" else "standard"
+            labels = descriptions.get(model)
+            if labels is None:
+                name = self._display_name(model)
+                labels = descriptions[model] = [f"{name} Usage - {label}" for _, _, _, label in TOKEN_TYPES]
+            for token_type, tokens_at, cost_at, label_at in kinds:
+                amount = int(row[cost_at])
+                if amount == 0 and int(row[tokens_at]) == 0:
                     continue
-                key = (workspace, "tokens", f"{name} Usage - {label}", model, tier, token_type,
-                       values["context_window"], values["inference_geo"])  # fmt: skip
-                bucket[key] = bucket.get(key, 0) + int(values[cost])
-            if int(values["web_search_requests"]) or int(values["cost_web_search"]):
+                key = (workspace, "tokens", labels[label_at], model, tier, token_type, context_window, geo)
+                bucket[key] = bucket.get(key, 0) + amount
+            if int(row[searches_at]) or int(row[search_cost_at]):
                 key = (workspace, "web_search", "Web Search", None, None, None, None, None)
-                bucket[key] = bucket.get(key, 0) + int(values["cost_web_search"])
-        fields = ("workspace_id", "cost_type", "description", "model", "service_tier", "token_type",
-                  "context_window", "inference_geo")  # fmt: skip
+                bucket[key] = bucket.get(key, 0) + int(row[search_cost_at])
         by_bucket: dict[datetime, list[dict[str, Any]]] = {}
         for start, bucket in amounts.items():
-            for key in sorted(bucket, key=_sort_key):
-                result = dict(zip(fields, key, strict=True))
-                result.update(amount=cents(bucket[key]), currency="USD")
-                by_bucket.setdefault(start, []).append(result)
+            by_bucket[start] = [
+                {
+                    "workspace_id": key[0], "cost_type": key[1], "description": key[2], "model": key[3],
+                    "service_tier": key[4], "token_type": key[5], "context_window": key[6], "inference_geo": key[7],
+                    "amount": cents(bucket[key]), "currency": "USD",
+                }
+                for key in sorted(bucket, key=_sort_key)
+            ]  # fmt: skip
         return _buckets(span, by_bucket)
 
     def _display_name(self, model: str) -> str:
@@ -324,7 +346,14 @@ def _unique(values: Sequence[str]) -> list[str]:
 
 
 def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple((value is not None, value or "") for value in key)
+    """None first, then values in order, position by position. Flat ``(is set, value, is set, ...)``
+    compares exactly as a tuple of ``(is set, value)`` pairs, without building a pair per field
+    (a cost report can have tens of thousands of rows to order)."""
+    a, b, c, d, e, f, g, h = key
+    return (
+        a is not None, a or "", b is not None, b or "", c is not None, c or "", d is not None, d or "",
+        e is not None, e or "", f is not None, f or "", g is not None, g or "", h is not None, h or "",
+    )  # fmt: skip
 
 
 def _now(now: datetime | None) -> datetime:
