@@ -35,8 +35,9 @@ What one run does:
 6. starts ``orgwarden serve`` on the database and times the three reports through the Admin API
    (httpx, one keep-alive connection, the admin key): ``--warmup`` runs, then ``--runs`` timed runs
    each, median and p95 (nearest rank) of the time from sending the request to having read the whole
-   body. The first answer of each report is checked against the records (token totals, cost total
-   in cents, exactly), so every timed answer is a right one;
+   body, and the CPU time per request of the server and of PostgreSQL (less sensitive than wall
+   time to whatever else the machine runs). The first answer of each report is checked against the
+   records (token totals, cost total in cents, exactly), so every timed answer is a right one;
 7. with ``--explain``: runs each report's service in process, prints the SQL it sent to
    ``usage_rollups`` with ``EXPLAIN (ANALYZE, BUFFERS)``, and times the service call alone (no HTTP,
    no JSON), to show where the time goes.
@@ -664,6 +665,8 @@ class Timing:
     results: int
     body_bytes: int
     samples_ms: list[float]
+    server_cpu_ms: float = 0.0  # CPU time of orgwarden serve per request (user + system)
+    postgres_cpu_ms: float = 0.0  # CPU time of every postgres process per request (others' too, if any)
 
     @property
     def verdict(self) -> str:
@@ -674,7 +677,27 @@ class Timing:
         return f"missed by {self.median_ms - TARGET_MS:.0f} ms (median)"
 
 
-def time_reports(base_url: str, admin_key: str, meta: Meta, dsn: str, warmup: int, runs: int) -> list[Timing]:
+def cpu_seconds(server_group: int) -> tuple[float, float]:
+    """User + system CPU time so far of the server's process group, and of every postgres process:
+    less sensitive than wall time to what else the machine is doing."""
+    ticks = {"server": 0, "postgres": 0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = stat.read_text()
+            name = text[text.index("(") + 1 : text.rindex(")")]
+            fields = text.rsplit(")", 1)[1].split()  # state ppid pgrp ... utime(11) stime(12)
+            used = int(fields[11]) + int(fields[12])
+            if int(fields[2]) == server_group:
+                ticks["server"] += used
+            elif name == "postgres":
+                ticks["postgres"] += used
+    per_second = os.sysconf("SC_CLK_TCK")
+    return ticks["server"] / per_second, ticks["postgres"] / per_second
+
+
+def time_reports(
+    base_url: str, admin_key: str, meta: Meta, dsn: str, warmup: int, runs: int, server_group: int
+) -> list[Timing]:
     headers = {"x-api-key": admin_key, "anthropic-version": "2023-06-01"}
     timings: list[Timing] = []
     with httpx.Client(base_url=base_url, headers=headers, timeout=120, trust_env=False) as client:
@@ -688,6 +711,7 @@ def time_reports(base_url: str, admin_key: str, meta: Meta, dsn: str, warmup: in
                 client.get(report.path, params=report.params).raise_for_status()
             samples: list[float] = []
             size = 0
+            cpu_before = cpu_seconds(server_group)
             for _ in range(runs):
                 began = time.perf_counter()
                 response = client.get(report.path, params=report.params)
@@ -695,6 +719,7 @@ def time_reports(base_url: str, admin_key: str, meta: Meta, dsn: str, warmup: in
                 samples.append((time.perf_counter() - began) * 1000)
                 response.raise_for_status()
                 size = len(body)
+            cpu_after = cpu_seconds(server_group)
             timings.append(
                 Timing(
                     report.name,
@@ -706,6 +731,8 @@ def time_reports(base_url: str, admin_key: str, meta: Meta, dsn: str, warmup: in
                     results,
                     size,
                     [round(s, 1) for s in samples],
+                    (cpu_after[0] - cpu_before[0]) * 1000 / runs,
+                    (cpu_after[1] - cpu_before[1]) * 1000 / runs,
                 )
             )
             print(
@@ -814,7 +841,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(env: dict[str, str], log: Path) -> Iterator[str]:
+def serving(env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
     """``orgwarden serve`` on a free port, stopped (by its own process group id) on exit."""
     port = free_port()
     with log.open("wb") as out:
@@ -836,7 +863,7 @@ def serving(env: dict[str, str], log: Path) -> Iterator[str]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise BenchError(f"orgwarden serve did not start:\n{log.read_text(errors='replace')[-2000:]}")
             time.sleep(0.1)
-        yield base_url
+        yield base_url, process.pid  # its own session: the pid is the process group's id
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -969,8 +996,8 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
             print(line)
         before = load_average()
         print(f"timing through the Admin API (load average {before})", flush=True)
-        with serving(env, tmp / "serve.log") as base_url:
-            timings = time_reports(base_url, meta.admin_key, meta, dsn, args.warmup, args.runs)
+        with serving(env, tmp / "serve.log") as (base_url, server_group):
+            timings = time_reports(base_url, meta.admin_key, meta, dsn, args.warmup, args.runs, server_group)
         after = load_average()
         plans = asyncio.run(explain(env, meta, args.runs)) if args.explain else []
         print()
@@ -980,12 +1007,13 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         for line in lines:
             print(line)
         print()
-        print("| report | runs | median ms | p95 ms | min ms | max ms | results | body bytes | target 200 ms |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| report | runs | median ms | p95 ms | min ms | max ms | server CPU ms | postgres CPU ms | results | "
+              "body bytes | target 200 ms |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for t in timings:
             print(
                 f"| {t.report} | {t.runs} | {t.median_ms:.1f} | {t.p95_ms:.1f} | {t.min_ms:.1f} | {t.max_ms:.1f} | "
-                f"{t.results:,} | {t.body_bytes:,} | {t.verdict} |"
+                f"{t.server_cpu_ms:.0f} | {t.postgres_cpu_ms:.0f} | {t.results:,} | {t.body_bytes:,} | {t.verdict} |"
             )
         if plans:
             print()
