@@ -144,7 +144,8 @@ def test_version_prints_the_version(sqlite_env: dict[str, str]) -> None:
 # keys and workspaces
 
 
-def test_keys_and_workspaces_create_list_and_archive(database: Database) -> None:
+def test_keys_and_workspaces_create_list_and_archive(sqlite_database: Database) -> None:
+    database = sqlite_database  # the CLI is one code path; test_admin_keys_* runs it on PostgreSQL
     init(database)
     name = unique("prod")
     workspace = cli_json(database, "workspaces", "create", name)

@@ -1,6 +1,8 @@
-"""``orgwarden rate-limits`` and ``orgwarden spend-limits``, run as real subprocesses against real
-databases (SQLite and PostgreSQL): the same checks as the Admin API, the same audit events (actor
-``cli``) and the same cache events, so that a running gateway hears of a change made here."""
+"""``orgwarden rate-limits`` and ``orgwarden spend-limits``, run as real subprocesses against a real
+SQLite database (the CLI's code is the same on PostgreSQL, where the services behind it are tested
+through the Admin API, and ``tests/cli/test_cli.py`` runs a CLI flow there): the same checks as the
+Admin API, the same audit events (actor ``cli``) and the same cache events, so that a running
+gateway hears of a change made here."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from tests.cli.test_cli import cli_json, init, one_line_error, rows
 from tests.conftest import Database, cli, unique
 
 
-def test_rate_limits_list_and_set_at_every_level(database: Database) -> None:
+def test_rate_limits_list_and_set_at_every_level(sqlite_database: Database) -> None:
+    database = sqlite_database  # the CLI is one code path; test_admin_keys_* runs it on PostgreSQL
     org = init(database)["organization"]["id"]
     entries = cli_json(database, "rate-limits", "list")
     assert [e["group_type"] for e in entries][-5:] == ["batch", "token_count", "files", "skills", "web_search"]
@@ -84,7 +87,8 @@ def test_rate_limit_cli_refusals_are_one_line(sqlite_database: Database) -> None
     assert rows(database, RateLimitValue) == []
 
 
-def test_spend_limits_set_list_effective_and_delete(database: Database) -> None:
+def test_spend_limits_set_list_effective_and_delete(sqlite_database: Database) -> None:
+    database = sqlite_database  # the CLI is one code path; test_admin_keys_* runs it on PostgreSQL
     org = init(database)["organization"]["id"]
     workspace = cli_json(database, "workspaces", "create", unique("ws"))
     key = cli_json(database, "keys", "create", "--name", unique("k"), "--workspace", workspace["id"])
