@@ -213,3 +213,14 @@ def test_0004_rolls_up_the_records_written_before_it_with_their_metered_totals(d
         }
     assert [r[3] for r in per_width["1m"]] == [1, 1, 1]
     assert len(got) == 2 + 2 + 3
+
+
+def test_head_names_the_newest_migration_so_commands_can_skip_alembic_when_current(database: Database) -> None:
+    """``migrate.HEAD`` must be bumped with every new migration: the CLI trusts it to skip Alembic."""
+    assert migrate.HEAD == migrate.head_revision() == revisions_in_order()[-1]
+    settings = settings_of(database)
+    assert migrate._stored_revision(settings) is None  # no database (SQLite) or no table yet
+    migrate.upgrade(settings, revisions_in_order()[-2])
+    assert migrate._stored_revision(settings) == revisions_in_order()[-2]
+    migrate.upgrade_if_behind(settings)  # behind: migrates
+    assert migrate._stored_revision(settings) == migrate.HEAD == migrate.current_revision(settings)

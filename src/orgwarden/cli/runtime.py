@@ -53,7 +53,7 @@ def run(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
             await engine.dispose()
 
     try:
-        migrate.upgrade(settings)
+        migrate.upgrade_if_behind(settings)
         return asyncio.run(main())
     except OrgwardenError as exc:
         fail(exc.message)
