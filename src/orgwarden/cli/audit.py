@@ -26,7 +26,7 @@ from typing import IO, Annotated, Any
 import typer
 
 from orgwarden.api import render
-from orgwarden.cli.runtime import cli_context, err, fail, print_json, print_table, run, settings_from
+from orgwarden.cli.runtime import cli_context, err, fail, open_output, print_json, print_table, run, settings_from
 from orgwarden.domain.audit_chain import HASHED_FIELDS
 from orgwarden.errors import InvalidRequest
 from orgwarden.services.audit_log import MAX_LIMIT, Verification, audit_filter
@@ -125,13 +125,7 @@ class _Writer:
 
     def _open(self) -> IO[str]:
         if self._file is None:
-            if self.output is None:
-                self._file = typer.get_text_stream("stdout")
-            else:
-                try:
-                    self._file = self.output.open("w", encoding="utf-8", newline="")
-                except OSError as exc:
-                    fail(f"--output: cannot write {self.output}: {exc.strerror}")
+            self._file = open_output(self.output)
             if self.fmt == "csv":
                 self._csv = csv.writer(self._file, lineterminator="\n")
                 self._csv.writerow(CSV_COLUMNS)

@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from orgwarden.cli.runtime import cli_context, err, fail, out, run, settings_from
+from orgwarden.cli.runtime import cli_context, err, fail, open_output, out, run, settings_from
 from orgwarden.errors import InvalidRequest
 from orgwarden.services.container import Services
 from orgwarden.services.reports import COST_LIMITS, FAST_MODE_BETA, LIMITS, window
@@ -117,13 +117,7 @@ class Export:
 
     def _open(self) -> IO[str]:
         if self._file is None:
-            if self.output is None:
-                self._file = typer.get_text_stream("stdout")
-            else:
-                try:
-                    self._file = self.output.open("w", encoding="utf-8", newline="")
-                except OSError as exc:
-                    fail(f"--output: cannot write {self.output}: {exc.strerror}")
+            self._file = open_output(self.output)
             if self.fmt == "csv":
                 self._csv = csv.writer(self._file, lineterminator="\n")
                 self._csv.writerow(self.columns)

@@ -8,7 +8,8 @@ import getpass
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from pathlib import Path
+from typing import IO, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -72,6 +73,17 @@ async def cli_context(services: Services) -> Context:
     admin = await services.users.first_admin(org.id)
     actor = Actor("cli", f"cli:{getpass.getuser()}", org.id, admin.id if admin else None)
     return Context(actor, None, "cli")
+
+
+def open_output(output: Path | None) -> IO[str]:
+    """Standard output, or ``output`` opened for writing (text, UTF-8, no newline translation, as
+    CSV wants); a file that cannot be written is a one-line error naming ``--output``."""
+    if output is None:
+        return typer.get_text_stream("stdout")
+    try:
+        return output.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        fail(f"--output: cannot write {output}: {exc.strerror}")
 
 
 def print_json(payload: Any) -> None:
