@@ -9,6 +9,7 @@ own, or clear what they set; spend-limit tests that count rows start from an emp
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -22,8 +23,14 @@ from anthropic.types.organization import OrganizationRateLimit
 from anthropic.types.organization.workspaces import WorkspaceRateLimit
 
 from orgwarden import ids
+from orgwarden.config import load_settings
 from orgwarden.data import load_catalog
 from orgwarden.domain.limits import SURFACE_GROUPS, rate_groups
+from orgwarden.domain.pricing import Cost
+from orgwarden.domain.rollups import Entry
+from orgwarden.gateway.recorder import Recorder
+from orgwarden.storage.engine import create_engine, session_factory
+from orgwarden.storage.uow import UnitOfWorkFactory
 from tests.conftest import Server, assert_error, query_db, unique
 
 RATE_LIMITS = "/v1/organizations/rate_limits"
@@ -97,7 +104,7 @@ def clear_spend_limits(client: anthropic.Anthropic) -> None:
 
 
 def add_usage(server: Server, workspace_id: str, api_key_id: str, cost_picodollars: int) -> None:
-    """A metered request, written as the gateway's recorder writes them."""
+    """A metered request, written by the gateway's recorder (the record and its rollups)."""
     row = {
         "id": ids.new_request_id(), "organization_id": server.organization["id"], "workspace_id": workspace_id,
         "api_key_id": api_key_id, "model": "claude-sonnet-4-6", "service_tier": "standard", "inference_geo": "global",
@@ -107,11 +114,16 @@ def add_usage(server: Server, workspace_id: str, api_key_id: str, cost_picodolla
         "latency_ms": 1, "created_at": datetime.now(UTC),
     }  # fmt: skip
 
-    async def insert(uow: Any) -> None:
-        await uow.usage.insert_many([row])
-        await uow.commit()
+    async def record() -> None:
+        engine = create_engine(load_settings(**server.db.settings_kwargs))
+        recorder = Recorder(UnitOfWorkFactory(session_factory(engine)))
+        await recorder.start()
+        cost = Cost(input=cost_picodollars, output=0, cache_write_5m=0, cache_write_1h=0, cache_read=0, web_search=0)
+        await recorder.put("usage", row, Entry(row, cost, "global"))  # the record and its rollups
+        await recorder.stop()
+        await engine.dispose()
 
-    query_db(server.db, insert)
+    asyncio.run(record())
 
 
 # --------------------------------------------------------------------------------------------------

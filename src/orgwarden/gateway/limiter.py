@@ -30,7 +30,7 @@ from orgwarden.domain.limits import parse_counter, period_window
 PRUNE_EVERY = 600.0  # seconds
 
 Baseline = Callable[[Sequence[str]], Awaitable[Mapping[str, int]]]
-"""Period-to-date metered spend in picodollars for each named counter (from usage records)."""
+"""Period-to-date metered spend in picodollars for each named counter (from the per-day usage rollups)."""
 
 
 class StoreUnavailable(Exception):

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from orgwarden.domain.buckets import Limiter, Spec
@@ -63,17 +63,13 @@ from orgwarden.gateway.limiter import Admission, BucketWant, BudgetWant, StoreUn
 from orgwarden.gateway.limiter import Limiter as Store
 from orgwarden.gateway.refusal import Refusal
 from orgwarden.services.credentials import KeyGrant
-from orgwarden.storage.tables import RateLimitValue, SpendLimit, UsageRecord
+from orgwarden.storage.rollups import UsageRollups
+from orgwarden.storage.tables import RateLimitValue, SpendLimit
 
 log = logging.getLogger("orgwarden.gateway")
 
 WORST_CASE_FRAMING_TOKENS = 4096  # system prompts the API adds (tools, caching), beyond the body's bytes
 _PLAN_CACHE_SIZE = 4096  # per-key plans kept (see ``Enforcer._spend_plan``); the cache starts over beyond that
-_SCOPE_COLUMNS = {
-    "organization": UsageRecord.organization_id,
-    "workspace": UsageRecord.workspace_id,
-    "api_key": UsageRecord.api_key_id,
-}
 _UNITS = {
     Limiter.REQUESTS_PER_MINUTE: "requests per minute",
     Limiter.INPUT_TOKENS_PER_MINUTE: "input tokens per minute",
@@ -120,14 +116,11 @@ class LimitSource:
         """Metered spend so far in each counter's period, in picodollars."""
         out: dict[str, int] = {}
         async with self._sessions() as session:
+            rollups = UsageRollups(session)  # day rows: a period is whole UTC days
             for name in counters:
                 scope_type, scope_id, period, start = parse_counter(name)
                 _, end = period_window(period, start)
-                column = _SCOPE_COLUMNS[scope_type]
-                stmt = select(func.coalesce(func.sum(UsageRecord.cost_picodollars), 0)).where(
-                    column == scope_id, UsageRecord.created_at >= start, UsageRecord.created_at < end
-                )
-                out[name] = int((await session.execute(stmt)).scalar_one())
+                out[name] = (await rollups.spent(scope_type, [scope_id], start, end)).get(scope_id, 0)
         return out
 
 

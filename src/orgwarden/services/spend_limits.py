@@ -281,8 +281,8 @@ class SpendLimitService:
             groups.setdefault((period, scope_type), set()).add(scope_id)
         spent: dict[tuple[str, str, str], int] = {}
         for (period, scope_type), scope_ids in groups.items():
-            start, _ = period_window(period, now)
-            sums = await uow.usage.cost_since(organization_id, scope_type, sorted(scope_ids), start)
+            start, end = period_window(period, now)
+            sums = await uow.rollups.spent(scope_type, sorted(scope_ids), start, end)
             for scope_id in scope_ids:
                 spent[(period, scope_type, scope_id)] = sums.get(scope_id, 0)
         return spent

@@ -319,25 +319,6 @@ class UsageRecords(_Repo):
         if rows:
             await self.session.execute(insert(UsageRecord), list(rows))
 
-    async def cost_since(
-        self, organization_id: str, scope_type: str, scope_ids: Sequence[str], since: datetime
-    ) -> dict[str, int]:
-        """Metered cost in picodollars since ``since``, per organization, workspace or API key id."""
-        if not scope_ids:
-            return {}
-        column = {
-            "organization": UsageRecord.organization_id,
-            "workspace": UsageRecord.workspace_id,
-            "api_key": UsageRecord.api_key_id,
-        }[scope_type]
-        stmt = (
-            select(column, func.coalesce(func.sum(UsageRecord.cost_picodollars), 0))
-            .where(UsageRecord.organization_id == organization_id, UsageRecord.created_at >= since)
-            .where(column.in_(scope_ids))
-            .group_by(column)
-        )
-        return {str(scope_id): int(total) for scope_id, total in (await self.session.execute(stmt)).all()}
-
     async def for_organization(self, organization_id: str) -> list[UsageRecord]:
         stmt = select(UsageRecord).where(UsageRecord.organization_id == organization_id).order_by(UsageRecord.id)
         return list((await self.session.scalars(stmt)).all())
