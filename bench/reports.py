@@ -83,7 +83,8 @@ import httpx
 
 from orgwarden.domain.catalog import Catalog
 from orgwarden.domain.pricing import TokenUsage, cost_of
-from orgwarden.domain.rollups import DIMENSIONS, MEASURES, NOT_AVAILABLE, WIDTHS, Entry, floor, fold
+from orgwarden.domain.rollups import DIMENSIONS, MEASURES, NOT_AVAILABLE, TOKENS, WIDTHS, Entry, floor, fold
+from orgwarden.storage.tables import UsageRecord
 
 HOST = "127.0.0.1"
 DEFAULT_ADMIN_DSN = "postgresql://127.0.0.1:5432/test"
@@ -92,52 +93,11 @@ STARTUP_TIMEOUT = 60.0
 PERIOD_START = datetime(2026, 10, 1, tzinfo=UTC)
 DAYS = 31  # the reports are 31-day reports: October 2026
 LONG_CONTEXT_TOKENS = 200_000  # gateway/pipeline.py: above it, the request is in the 200k-1M window
-RECORD_COLUMNS = (
-    "id",
-    "organization_id",
-    "workspace_id",
-    "api_key_id",
-    "model",
-    "service_tier",
-    "inference_geo",
-    "context_window",
-    "speed",
-    "endpoint",
-    "stream",
-    "completed",
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_5m_tokens",
-    "cache_creation_1h_tokens",
-    "cache_read_tokens",
-    "web_search_requests",
-    "cost_picodollars",
-    "status",
-    "latency_ms",
-    "created_at",
-)
-ROLLUP_KEY = (
-    "organization_id",
-    "bucket_width",
-    "bucket_start",
-    "workspace_id",
-    "api_key_id",
-    "model",
-    "service_tier",
-    "context_window",
-    "inference_geo",
-    "speed",
-)
+RECORD_COLUMNS = tuple(column.key for column in UsageRecord.__table__.columns)  # the table's order
+ROLLUP_KEY = ("organization_id", "bucket_width", "bucket_start", *DIMENSIONS)
 ROLLUP_COLUMNS = (*ROLLUP_KEY, *MEASURES)
 COPY_CHUNK = 50_000
-TOKEN_SUMS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_5m_tokens",
-    "cache_creation_1h_tokens",
-    "cache_read_tokens",
-    "web_search_requests",
-)
+TOKEN_SUMS = TOKENS
 
 # Six priced models of the shipped models.json and their share of the traffic (a key's main model is
 # drawn with these weights; its other models too).
