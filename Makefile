@@ -26,7 +26,7 @@ test: $(VENV)/.test
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -n 4 --dist worksteal  # most tests wait on server processes: 4 at once
+	$(BIN)/python -m pytest -n 4 --dist loadfile  # 4 files at once: a module starts its servers once
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check src tests
