@@ -82,8 +82,8 @@ import asyncpg
 import httpx
 
 from orgwarden.domain.catalog import Catalog
-from orgwarden.domain.pricing import TokenUsage, cost_of
-from orgwarden.domain.rollups import DIMENSIONS, MEASURES, NOT_AVAILABLE, TOKENS, WIDTHS, Entry, floor, fold
+from orgwarden.domain.pricing import LONG_CONTEXT_TOKENS, TokenUsage, cost_of
+from orgwarden.domain.rollups import DIMENSIONS, MEASURES, TOKENS, WIDTHS, Entry, floor, fold, report_geo
 from orgwarden.storage.tables import UsageRecord
 
 HOST = "127.0.0.1"
@@ -92,7 +92,6 @@ TARGET_MS = 200.0
 STARTUP_TIMEOUT = 60.0
 PERIOD_START = datetime(2026, 10, 1, tzinfo=UTC)
 DAYS = 31  # the reports are 31-day reports: October 2026
-LONG_CONTEXT_TOKENS = 200_000  # gateway/pipeline.py: above it, the request is in the 200k-1M window
 RECORD_COLUMNS = tuple(column.key for column in UsageRecord.__table__.columns)  # the table's order
 ROLLUP_KEY = ("organization_id", "bucket_width", "bucket_start", *DIMENSIONS)
 ROLLUP_COLUMNS = (*ROLLUP_KEY, *MEASURES)
@@ -304,7 +303,7 @@ def make_day(
                 model=model.id,
                 service_tier=tier,
                 inference_geo=geo,
-                context_window="0-200k" if usage.total_input <= LONG_CONTEXT_TOKENS else "200k-1M",
+                context_window=usage.context_window,
                 speed=speed,
                 endpoint="messages",
                 stream=stream,
@@ -321,8 +320,7 @@ def make_day(
                 created_at=created_at,
             )
             serial += 1
-            report_geo = NOT_AVAILABLE if not model.geo_multiplier_applies else geo
-            entries.append(Entry(record, parts, report_geo))
+            entries.append(Entry(record, parts, report_geo(model, geo)))
             rows.append((*(record[c] for c in RECORD_COLUMNS[:-1]), created_at.replace(tzinfo=None)))
     return rows, entries
 

@@ -8,6 +8,7 @@ from decimal import Decimal
 from orgwarden.domain.catalog import PICO_PER_TOKEN_PER_PRICE, Catalog, Model
 
 WEB_SEARCH_USD_PER_1000 = Decimal(10)  # $10 per 1,000 searches (public pricing)
+LONG_CONTEXT_TOKENS = 200_000  # above it, a request is in the 200k-1M context window
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,11 @@ class TokenUsage:
     @property
     def total_input(self) -> int:
         return self.input_tokens + self.cache_creation_5m + self.cache_creation_1h + self.cache_read
+
+    @property
+    def context_window(self) -> str:
+        """The context window reports and records name: by all input, cached or not."""
+        return "0-200k" if self.total_input <= LONG_CONTEXT_TOKENS else "200k-1M"
 
 
 @dataclass(frozen=True, slots=True)

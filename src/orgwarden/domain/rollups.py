@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from orgwarden.domain.catalog import Model
 from orgwarden.domain.pricing import Cost
 
 Width = Literal["1m", "1h", "1d"]
@@ -42,6 +43,12 @@ COSTS = (
 MEASURES = ("requests", *TOKENS, *COSTS)
 
 NOT_AVAILABLE = "not_available"  # the report's inference_geo for models that take no inference_geo
+
+
+def report_geo(model: Model | None, geo: str) -> str:
+    """The inference geo reports show: ``not_available`` for a model that takes none (the spec);
+    an unknown model keeps the geo it was sent with."""
+    return NOT_AVAILABLE if model is not None and not model.geo_multiplier_applies else geo
 
 
 def floor(moment: datetime, width: str) -> datetime:

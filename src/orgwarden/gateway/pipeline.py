@@ -31,7 +31,7 @@ from orgwarden.domain import tenant
 from orgwarden.domain.catalog import Catalog
 from orgwarden.domain.clock import rfc3339, utcnow
 from orgwarden.domain.pricing import Cost, cost_of
-from orgwarden.domain.rollups import NOT_AVAILABLE, Entry
+from orgwarden.domain.rollups import Entry, report_geo
 from orgwarden.domain.statuses import api_key_status
 from orgwarden.domain.usage import Extracted, StreamMeter, from_message
 from orgwarden.domain.workspaces import UNRESTRICTED
@@ -47,7 +47,6 @@ log = logging.getLogger("orgwarden.gateway")
 
 TENANT_MESSAGE = "Access restricted by network policy. Contact IT Administrator."
 TENANT_CODE = "tenant_restriction_violation"
-LONG_CONTEXT_TOKENS = 200_000
 NO_COST = Cost(0, 0, 0, 0, 0, 0)
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-connection"}
@@ -375,7 +374,7 @@ class Gateway:
             model=model.id if model else model_name,
             service_tier=extracted.service_tier or "standard",
             inference_geo=geo,
-            context_window="0-200k" if usage.total_input <= LONG_CONTEXT_TOKENS else "200k-1M",
+            context_window=usage.context_window,
             speed=extracted.speed or call.speed or "standard",
             endpoint=call.endpoint,
             stream=call.stream,
@@ -393,10 +392,7 @@ class Gateway:
         )
         rollup = None
         if call.endpoint == "messages":
-            # Reports show "not_available" for a model that takes no inference_geo (spec); unknown
-            # models keep the geo they were sent with.
-            report_geo = NOT_AVAILABLE if model is not None and not model.geo_multiplier_applies else geo
-            rollup = Entry(record, parts, report_geo)
+            rollup = Entry(record, parts, report_geo(model, geo))
         await self.recorder.put("usage", record, rollup)
         if call.ticket is not None:
             ticket, call.ticket = call.ticket, None

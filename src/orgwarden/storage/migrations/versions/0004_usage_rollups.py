@@ -84,7 +84,7 @@ def upgrade() -> None:
 def _backfill() -> None:
     from orgwarden.data import load_catalog
     from orgwarden.domain.pricing import Cost, TokenUsage, cost_of
-    from orgwarden.domain.rollups import NOT_AVAILABLE, Entry, fold
+    from orgwarden.domain.rollups import Entry, fold, report_geo
 
     bind = op.get_bind()
     records = sa.table(
@@ -127,11 +127,10 @@ def _backfill() -> None:
                     record["cache_creation_1h_tokens"], record["cache_read_tokens"], record["web_search_requests"],
                 )  # fmt: skip
                 parts = cost_of(catalog, model, usage, inference_geo=geo)
-                geo = geo if model.geo_multiplier_applies else NOT_AVAILABLE
             rest = record["cost_picodollars"] - parts.total
             parts = Cost(parts.input + rest, parts.output, parts.cache_write_5m, parts.cache_write_1h,
                          parts.cache_read, parts.web_search)  # fmt: skip
-            entries.append(Entry(record, parts, geo))
+            entries.append(Entry(record, parts, report_geo(model, geo)))
         for rolled in fold(entries):
             rolled["bucket_start"] = rolled["bucket_start"].replace(tzinfo=None)
             stmt = insert(rollups).values(rolled)
