@@ -1,7 +1,8 @@
 """A stand-in for the upstream model API that shows what it received (run with uvicorn).
 
 ``POST /v1/messages`` answers a Message whose text is a JSON report: the exact body bytes
-(base64) and the headers as received. With ``"stream": true`` it sends three SSE events 0.3 s
+(base64), the headers as received and the client port of the connection it came on; with
+``?close=1`` the answer says ``connection: close``. With ``"stream": true`` it sends three SSE events 0.3 s
 apart, so a test can see that the gateway relays each one as it comes.
 """
 
@@ -31,6 +32,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
         "path": scope["path"],
         "query": scope["query_string"].decode(),
+        "client_port": scope["client"][1],  # which connection of the gateway's pool it came on
     }
     request: dict[str, Any] = json.loads(body) if body else {}
     if request.get("stream"):
@@ -53,7 +55,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
                "content": [{"type": "text", "text": json.dumps(report)}], "stop_reason": "end_turn",
                "stop_sequence": None, "usage": USAGE}  # fmt: skip
     payload = json.dumps(message).encode()
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", b"application/json"), (b"x-upstream-marker", b"yes"), (b"request-id", b"req_upstream"),
-    ]})  # fmt: skip
+    headers = [(b"content-type", b"application/json"), (b"x-upstream-marker", b"yes"), (b"request-id", b"req_upstream")]
+    if b"close=1" in scope["query_string"]:  # an upstream that ends the connection after this answer
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": payload})

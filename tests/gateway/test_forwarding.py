@@ -85,6 +85,19 @@ def test_the_body_reaches_the_upstream_byte_for_byte(gateway: Server) -> None:
     assert base64.b64decode(report_of(response)["body_b64"]) == body
 
 
+def test_the_upstream_connection_is_kept_alive_unless_the_upstream_closes_it(gateway: Server) -> None:
+    key = new_key(gateway)["key"]
+    body = {"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.Client(base_url=gateway.base_url, headers={"x-api-key": key}) as http:
+        ports = [report_of(http.post("/v1/messages", json=body))["client_port"] for _ in range(5)]
+        assert len(set(ports)) == 1, f"one request after another should share one upstream connection: {ports}"
+        closing = report_of(http.post("/v1/messages?close=1", json=body))["client_port"]
+        after = [report_of(http.post("/v1/messages", json=body))["client_port"] for _ in range(2)]
+    assert closing == ports[0]
+    assert after[0] != closing, "a connection the upstream closed must not be used again"
+    assert after[1] == after[0]
+
+
 def test_anthropic_headers_go_along_and_the_credential_is_replaced(gateway: Server) -> None:
     key = new_key(gateway)
     sent = [

@@ -76,6 +76,7 @@ class _Connection(asyncio.Protocol):
         self.error: BaseException | None = None
         self.received_any = False
         self.paused = False
+        self.keep_alive = False
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -102,6 +103,10 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        # Read here, not later: once the message is complete, llhttp has reset the state this
+        # answer depends on and says False for every response (each request then paid a new
+        # connection, upstream and here: bench/RESULTS.md).
+        self.keep_alive = self.parser.should_keep_alive()
         if not self.head.done():
             self.head.set_result(None)
 
@@ -135,7 +140,7 @@ class _Connection(asyncio.Protocol):
             and self.error is None
             and self.transport is not None
             and not self.transport.is_closing()
-            and self.parser.should_keep_alive()
+            and self.keep_alive
         )
 
 
