@@ -58,6 +58,9 @@ class Receiver:
 def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as a real receiver would
+        # It writes the head and the body apart: with Nagle on, a kept-alive connection would hold
+        # the body until the client's delayed ACK (40 ms a request); real servers set TCP_NODELAY.
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length", "0"))
