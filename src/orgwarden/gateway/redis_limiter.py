@@ -34,15 +34,15 @@ Counter keys expire one day after the end of their period.
 
 Any failure to talk to Redis (refused connection, timeout, an error reply) raises
 ``StoreUnavailable`` with a one-line reason; the gateway applies its configured failure mode. The
-connection pool reconnects by itself once Redis is back. Commands are not retried by redis-py: a
-retried script after a lost reply could reserve twice. A call that cannot get one of the pool's
-connections within the timeout (every one busy: Redis is too slow) is an outage too.
+client reconnects by itself on the next call once Redis is back, and loads the scripts again on
+every new connection (a restarted Redis has lost them). Nothing is retried: a script whose reply was
+lost may have run, and running it again could reserve twice.
 
-Calls are *batched*: every call made while the previous batch is on the wire goes out in the next
-one, as a pipeline of script calls on one connection (at most ``MAX_IN_FLIGHT`` batches at once).
-Each script still runs atomically and on its own, so batching changes no decision; it replaces one
-round trip and one pooled connection per call by one per batch, which is what keeps the cost per
-request low and a burst of thousands of concurrent requests from queueing for connections.
+Calls go through ``gateway.resp.Client``: one pipelined connection per process, every call written
+as it is made (those of one event-loop turn in one write) and answered in order. Each script still
+runs atomically and on its own, so pipelining changes no decision; it is what keeps the cost per
+request low and lets a burst of thousands of concurrent requests through without any waiting for a
+connection (bench/RESULTS.md has what redis-py's pooled client cost here).
 
 Redis Cluster is not supported: one call touches several keys that would live in different slots.
 Needs Redis 6.2 or later (``SET ... EXAT``; scripts replicated by their effects, so that a script may
@@ -52,28 +52,21 @@ read ``TIME`` and then write).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript as Script
-from redis.exceptions import NoScriptError, RedisError
-
 from orgwarden.domain.limits import parse_counter, period_window
 from orgwarden.gateway.limiter import Admission, Baseline, BucketWant, BudgetWant, SingleFlight, StoreUnavailable
+from orgwarden.gateway.resp import Client, RedisUnavailable, ReplyError
 
 PICO_PER_NANO = 1000
 _INFINITE = "-1"  # how the scripts say "can never pass" (no portable spelling of infinity in Lua)
 _MAX_BUCKET_TTL = 366 * 86400  # a bucket that would take longer to refill (or never refills) is kept a year
 _LOAD_ATTEMPTS = 4
-MAX_BATCH = 256  # script calls per pipeline
-MAX_IN_FLIGHT = 8  # pipelines on the wire at once (each holds one pooled connection)
 _ALLOWED, _REFUSED, _MISSING = 1, 0, 2
 
 # Shared by both scripts. The numbers come as one space-separated string (ARGV[1], split into A):
@@ -189,15 +182,6 @@ def _counter_expiry(name: str) -> int:
     return max(at, int(time.time()) + 86400)  # a past period's counter still lives long enough to be read
 
 
-@contextmanager
-def _store_errors() -> Iterator[None]:
-    """Every way Redis can fail becomes ``StoreUnavailable``: the gateway decides what it means."""
-    try:
-        yield
-    except (RedisError, OSError) as exc:
-        raise StoreUnavailable(f"Redis: {type(exc).__name__}: {exc}") from None
-
-
 class RedisLimiter:
     """``Limiter`` on a shared Redis (see the module docstring for the layout and its reasons)."""
 
@@ -208,87 +192,40 @@ class RedisLimiter:
         *,
         prefix: str = "orgwarden:",
         timeout_seconds: float = 0.5,
-        max_connections: int = 50,
     ) -> None:
         self._baseline = baseline
         self._prefix = prefix
-        # A call holds a connection for one round trip, so a few dozen serve thousands of requests a
-        # second. When all are busy a call waits for one (up to the timeout) rather than failing at
-        # once, as redis-py's default pool does past its size, or opening one per request in a burst.
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout_seconds,
-            decode_responses=True,
-            socket_timeout=timeout_seconds,
-            socket_connect_timeout=timeout_seconds,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self._redis: Redis = Redis.from_pool(pool)
-        self._admit = self._redis.register_script(_ADMIT)
-        self._settle = self._redis.register_script(_SETTLE)
+        self._scripts = {"admit": _ADMIT, "settle": _SETTLE}
+        # Redis names a loaded script by the SHA-1 of its text (a name, not a security measure).
+        self._sha = {
+            name: hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest() for name, text in self._scripts.items()
+        }
+        prepare = [("SCRIPT", "LOAD", text) for text in self._scripts.values()]
+        self._redis = Client(url, timeout=timeout_seconds, prepare=prepare, name="orgwarden-limits")
         self._loading = SingleFlight()
-        self._pending: list[tuple[Script, list[str], list[str], asyncio.Future[Any]]] = []
-        self._flushing = False
-        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def _call(self, script: Script, keys: list[str], args: list[str]) -> Any:
-        """Run ``script`` in the next batch; raise ``StoreUnavailable`` if Redis cannot be reached."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((script, keys, args, future))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
-        return await future
-
-    def _flush(self) -> None:
-        """Send what has queued; calls arriving meanwhile wait for the next batch."""
-        self._flushing = False
-        if self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            if self._pending:
-                self._flushing = True
-                asyncio.get_running_loop().call_soon(self._flush)
-            task = asyncio.ensure_future(self._send(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, batch: list[tuple[Script, list[str], list[str], asyncio.Future[Any]]]) -> None:
+    async def _command(self, *args: str | int) -> Any:
+        """One command; ``StoreUnavailable`` for every way it can fail (the gateway decides what that means)."""
         try:
-            async with self._in_flight:
-                replies = await self._pipeline(batch)
-                missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-                if missing:  # Redis restarted or flushed its scripts: load them, run those again
-                    for script in {batch[i][0] for i in missing}:
-                        await self._redis.script_load(script.script)
-                    again = await self._pipeline([batch[i] for i in missing])
-                    for i, reply in zip(missing, again, strict=True):
-                        replies[i] = reply
-        except (RedisError, OSError) as exc:
-            error = StoreUnavailable(f"Redis: {type(exc).__name__}: {exc}")
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            return
-        except BaseException as exc:
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            raise
-        for (*_, future), reply in zip(batch, replies, strict=True):
-            if future.done():
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(StoreUnavailable(f"Redis: {type(reply).__name__}: {reply}"))
-            else:
-                future.set_result(reply)
+            reply = await self._redis.call(*args)
+        except RedisUnavailable as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from None
+        if isinstance(reply, ReplyError):
+            raise StoreUnavailable(f"Redis: ResponseError: {reply}")
+        return reply
 
-    async def _pipeline(self, batch: Sequence[tuple[Script, list[str], list[str], Any]]) -> list[Any]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for script, keys, args, _ in batch:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            return list(await pipe.execute(raise_on_error=False))
+    async def _call(self, script: str, keys: list[str], arg: str) -> Any:
+        """Run one of the scripts (loaded again first if Redis has lost it, e.g. after SCRIPT FLUSH)."""
+        try:
+            reply = await self._redis.call("EVALSHA", self._sha[script], len(keys), *keys, arg)
+            if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+                await self._command("SCRIPT", "LOAD", self._scripts[script])
+                reply = await self._redis.call("EVALSHA", self._sha[script], len(keys), *keys, arg)
+        except RedisUnavailable as exc:
+            raise StoreUnavailable(f"Redis: {exc}") from None
+        if isinstance(reply, ReplyError):
+            raise StoreUnavailable(f"Redis: ResponseError: {reply}")
+        return reply
 
     def _keys(self, buckets: Sequence[BucketWant], counters: Sequence[str]) -> list[str]:
         return [self._prefix + b.name for b in buckets] + [self._prefix + c for c in counters]
@@ -299,7 +236,7 @@ class RedisLimiter:
         for budget in budgets:
             args += [str(budget.limit // PICO_PER_NANO), str(_nano(budget.amount))]
         for _ in range(_LOAD_ATTEMPTS):
-            reply: list[Any] = await self._call(self._admit, keys, [" ".join(args)])
+            reply: list[Any] = await self._call("admit", keys, " ".join(args))
             if reply[0] != _MISSING:
                 return self._admission(reply, buckets, budgets)
             await self._load([budgets[int(j) - 1].counter for j in reply[2]])
@@ -325,22 +262,19 @@ class RedisLimiter:
 
     async def _start(self, names: list[str]) -> None:
         loaded = await self._baseline(names)
-        with _store_errors():
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for name in names:
-                    value = _nano(int(loaded.get(name, 0)))
-                    pipe.set(self._prefix + name, value, nx=True, exat=_counter_expiry(name))
-                await pipe.execute()
+        await asyncio.gather(*(self._set_baseline(name, int(loaded.get(name, 0))) for name in names))
+
+    async def _set_baseline(self, name: str, picodollars: int) -> None:
+        """The first instance's value wins (``NX``), so two instances cannot count a baseline twice."""
+        await self._command("SET", self._prefix + name, _nano(picodollars), "NX", "EXAT", _counter_expiry(name))
 
     async def settle(self, buckets: Sequence[BucketWant], counters: Mapping[str, int]) -> Mapping[str, int]:
         names = list(counters)
         keys = self._keys(buckets, names)
         args = [str(len(buckets)), str(len(names)), *_bucket_args(buckets)]
         args += [str(_nano(counters[name])) for name in names]
-        reply: list[Any] = await self._call(self._settle, keys, [" ".join(args)])
+        reply: list[Any] = await self._call("settle", keys, " ".join(args))
         return {name: int(value) * PICO_PER_NANO for name, value in zip(names, reply, strict=True) if value is not None}
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._redis.aclose()
