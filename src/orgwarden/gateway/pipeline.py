@@ -81,6 +81,7 @@ class Call:
     endpoint: str
     source_ip: str | None
     started: float
+    responded: bool = False  # the response has started: a failure can no longer change its status
     grant: KeyGrant | None = None
     body: bytes = b""
     stream: bool = False
@@ -163,7 +164,7 @@ class Gateway:
         endpoint = route_of(scope["method"], scope["path"])
         client = scope.get("client")
         call = Call(
-            request_id=scope["state"]["request_id"],
+            request_id=ids.new_request_id(),
             method=scope["method"],
             path=scope["path"],
             endpoint=endpoint or "",
@@ -176,6 +177,11 @@ class Gateway:
             await self._handle(call, scope, receive, send)
         except Refusal as refusal:
             await self._refuse(send, call, refusal)
+        except Exception as exc:  # a bug: logged once with the request id, answered without details
+            log.error("unhandled error in %s %s (%s)", call.method, call.path, call.request_id, exc_info=exc)
+            if not call.responded:
+                internal = Refusal(500, "api_error", "an internal error occurred; it has been logged")
+                await self._refuse(send, call, internal)
 
     # -- the steps -------------------------------------------------------------------------------
 
@@ -293,7 +299,7 @@ class Gateway:
             await response.aclose()
 
     def _response_headers(
-        self, response: UpstreamResponse, grant: KeyGrant, ticket: Ticket | None
+        self, response: UpstreamResponse, grant: KeyGrant, ticket: Ticket | None, request_id: str
     ) -> list[tuple[bytes, bytes]]:
         headers: list[tuple[bytes, bytes]] = []
         for name, value in response.headers:
@@ -310,42 +316,65 @@ class Gateway:
         headers.append((b"anthropic-workspace-id", grant.workspace_id.encode()))
         if ticket is not None:
             headers.extend(ticket.headers)
+        headers.append((b"request-id", request_id.encode()))
         return headers
 
     async def _relay(
         self, call: Call, response: UpstreamResponse, receive: Receive, send: Send, grant: KeyGrant
     ) -> None:
-        is_sse = (response.header(b"content-type") or b"").startswith(b"text/event-stream")
-        meter = StreamMeter() if is_sse else None
+        if not (response.header(b"content-type") or b"").startswith(b"text/event-stream"):
+            await self._relay_whole(call, response, send, grant)
+            return
+        meter = StreamMeter()
+        call.responded = True
         await send({"type": "http.response.start", "status": response.status,
-                    "headers": self._response_headers(response, grant, call.ticket)})  # fmt: skip
-        collected: list[bytes] = []
+                    "headers": self._response_headers(response, grant, call.ticket, call.request_id)})  # fmt: skip
         outcome = {"status": response.status}
 
         async def pump() -> None:
             try:
                 async for chunk in response:
-                    if meter is not None:
-                        meter.feed(chunk)
-                    else:
-                        collected.append(chunk)
+                    meter.feed(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except UpstreamError as exc:
                 log.warning("upstream failed mid-response for %s: %s", call.request_id, exc)
                 outcome["status"] = 504 if isinstance(exc, ReadTimedOut) else 502
-                if is_sse:
-                    kind = "timeout_error" if outcome["status"] == 504 else "api_error"
-                    error = {"type": "error", "error": {"type": kind, "message": "the upstream stream was interrupted"},
-                             "request_id": call.request_id}  # fmt: skip
-                    event = f"event: error\ndata: {json.dumps(error)}\n\n".encode()
-                    await send({"type": "http.response.body", "body": event, "more_body": True})
+                kind = "timeout_error" if outcome["status"] == 504 else "api_error"
+                error = {"type": "error", "error": {"type": kind, "message": "the upstream stream was interrupted"},
+                         "request_id": call.request_id}  # fmt: skip
+                event = f"event: error\ndata: {json.dumps(error)}\n\n".encode()
+                await send({"type": "http.response.body", "body": event, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         aborted = await _until_disconnect(pump(), receive)
         if aborted:
             outcome["status"] = 499
-        extracted = meter.result if meter is not None else from_message(b"".join(collected))
-        await self._meter(call, outcome["status"], extracted)
+        await self._meter(call, outcome["status"], meter.result)
+
+    async def _relay_whole(self, call: Call, response: UpstreamResponse, send: Send, grant: KeyGrant) -> None:
+        """A response that is not a stream is read to its end before the client gets any of it.
+
+        Such an answer arrives all at once (the upstream sends its head when the message is done),
+        so nothing is gained by relaying it piecemeal, and reading it first means an upstream that
+        fails half-way through it gets the client a proper 502/504 envelope instead of a truncated
+        body. The client's disconnecting is not watched here (only streams are long enough for it
+        to matter): such a request is metered with the upstream's status, as it was answered."""
+        chunks: list[bytes] = []
+        try:
+            async for chunk in response:
+                chunks.append(chunk)
+        except UpstreamError as exc:
+            log.warning("upstream failed mid-response for %s: %s", call.request_id, exc)
+            status = 504 if isinstance(exc, ReadTimedOut) else 502
+            await self._meter(call, status, Extracted())
+            kind = "timeout_error" if status == 504 else "api_error"
+            raise Refusal(status, kind, "the upstream failed while sending its answer") from None
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        call.responded = True
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": self._response_headers(response, grant, call.ticket, call.request_id)})  # fmt: skip
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await self._meter(call, response.status, from_message(body))
 
     # -- metering and auditing -------------------------------------------------------------------
 
@@ -453,6 +482,8 @@ class Gateway:
         if refusal.status in (401, 403, 400, 413):
             headers.append((b"x-should-retry", b"false"))
         headers.extend(refusal.headers)
+        headers.append((b"request-id", call.request_id.encode()))
+        call.responded = True
         await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
