@@ -483,7 +483,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_redis(port: int, tmp: Path) -> subprocess.Popen[bytes]:
+def _start_redis(port: int, tmp: Path, password: str | None = None) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server")
     if binary is None:
         message = "redis-server is not installed: cannot restart a Redis of this test's own"
@@ -491,13 +491,14 @@ def _start_redis(port: int, tmp: Path) -> subprocess.Popen[bytes]:
             pytest.fail(message)
         pytest.skip(message)
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp),
+         *(["--requirepass", password] if password else [])],
         stdout=subprocess.DEVNULL,
-    )
+    )  # fmt: skip
     deadline = time.monotonic() + 10
     while True:
         try:
-            redis.Redis(port=port, socket_timeout=0.5).ping()
+            redis.Redis(port=port, password=password, socket_timeout=0.5).ping()
             return process
         except redis.ConnectionError:
             if time.monotonic() > deadline:
@@ -544,3 +545,58 @@ def test_the_limiter_recovers_by_itself_once_redis_is_back(tmp_path: Path) -> No
             if server.poll() is None:
                 _stop(server)
     assert baseline.calls[spend] == 2
+
+
+def test_scripts_that_redis_lost_are_loaded_again(tmp_path: Path) -> None:
+    """SCRIPT FLUSH (or a failover to a replica without them) while connected: the next call gets
+    NOSCRIPT, loads the script and runs it, and its decision is the one it would have been."""
+    port = _free_port()
+    server = _start_redis(port, tmp_path)
+    spend = counter("flushed")
+
+    async def scenario() -> list[Admission]:
+        store = RedisLimiter(f"redis://127.0.0.1:{port}/0", Baselines(), timeout_seconds=2)
+        try:
+            first = await store.admit([BucketWant("rl:rpm", RPM, 1.0)], [BudgetWant(spend, 100 * CENT, CENT)])
+            redis.Redis(port=port).script_flush()
+            second = await store.admit([BucketWant("rl:rpm", RPM, 1.0)], [BudgetWant(spend, 100 * CENT, CENT)])
+            settled = await store.settle([], {spend: -CENT})
+            assert settled == {spend: CENT}
+            return [first, second]
+        finally:
+            await store.close()
+
+    try:
+        first, second = run(scenario())
+    finally:
+        _stop(server)
+    assert first.allowed and second.allowed
+    assert second.spent == {spend: 2 * CENT}
+    assert second.levels["rl:rpm"] == pytest.approx(first.levels["rl:rpm"] - 1, abs=0.1)
+
+
+def test_a_password_and_database_in_the_url_are_used_and_a_wrong_password_is_an_outage(tmp_path: Path) -> None:
+    port = _free_port()
+    server = _start_redis(port, tmp_path, password="s3cret-pw")
+
+    async def scenario() -> str:
+        store = RedisLimiter(f"redis://:s3cret-pw@127.0.0.1:{port}/3", Baselines(), timeout_seconds=2)
+        wrong = RedisLimiter(f"redis://:not-it@127.0.0.1:{port}/3", Baselines(), timeout_seconds=2)
+        try:
+            assert (await store.admit([BucketWant("rl:rpm", RPM, 1.0)], [])).allowed
+            with pytest.raises(StoreUnavailable) as refused:
+                await wrong.admit([BucketWant("rl:rpm", RPM, 1.0)], [])
+            return str(refused.value)
+        finally:
+            await store.close()
+            await wrong.close()
+
+    try:
+        message = run(scenario())
+        client = redis.Redis(port=port, password="s3cret-pw", db=3)
+        assert client.exists("orgwarden:rl:rpm") == 1  # in database 3, as the URL said
+        client.close()
+    finally:
+        _stop(server)
+    assert message.startswith("Redis: ResponseError: AUTH: ")
+    assert "not-it" not in message and "\n" not in message

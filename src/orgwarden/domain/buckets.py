@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -51,14 +51,16 @@ class Spec:
     limiter: Limiter
     limit: int  # per minute
     request_burst_seconds: float = 1.0
+    # Derived once: every admit and settle reads them for every bucket.
+    capacity: float = field(init=False, compare=False)
+    rate: float = field(init=False, compare=False)
+    words: str = field(init=False, compare=False)  # limit and capacity as the Redis scripts read them
 
-    @property
-    def capacity(self) -> float:
-        return capacity_of(self.limiter, self.limit, self.request_burst_seconds)
-
-    @property
-    def rate(self) -> float:
-        return self.limit / 60
+    def __post_init__(self) -> None:
+        capacity = capacity_of(self.limiter, self.limit, self.request_burst_seconds)
+        object.__setattr__(self, "capacity", capacity)
+        object.__setattr__(self, "rate", self.limit / 60)
+        object.__setattr__(self, "words", f"{int(self.limit)} {float(capacity)!r}")
 
 
 def refilled(bucket: Bucket | None, spec: Spec, now: float) -> Bucket:

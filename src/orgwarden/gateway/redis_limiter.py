@@ -61,12 +61,13 @@ from typing import Any
 
 from orgwarden.domain.limits import parse_counter, period_window
 from orgwarden.gateway.limiter import Admission, Baseline, BucketWant, BudgetWant, SingleFlight, StoreUnavailable
-from orgwarden.gateway.resp import Client, RedisUnavailable, ReplyError
+from orgwarden.gateway.resp import Client, RedisUnavailable, ReplyError, bulk, encode
 
 PICO_PER_NANO = 1000
 _INFINITE = "-1"  # how the scripts say "can never pass" (no portable spelling of infinity in Lua)
 _MAX_BUCKET_TTL = 366 * 86400  # a bucket that would take longer to refill (or never refills) is kept a year
 _LOAD_ATTEMPTS = 4
+_HEAD_CACHE_SIZE = 4096  # encoded script calls kept (see ``RedisLimiter._head``); starts over beyond that
 _ALLOWED, _REFUSED, _MISSING = 1, 0, 2
 
 # Shared by both scripts. The numbers come as one space-separated string (ARGV[1], split into A):
@@ -168,10 +169,7 @@ def _nano(picodollars: int) -> int:
 
 
 def _bucket_args(buckets: Sequence[BucketWant]) -> list[str]:
-    args: list[str] = []
-    for b in buckets:
-        args += [str(int(b.spec.limit)), repr(float(b.spec.capacity)), repr(float(b.amount))]
-    return args
+    return [f"{b.spec.words} {float(b.amount)!r}" for b in buckets]
 
 
 def _counter_expiry(name: str) -> int:
@@ -203,6 +201,7 @@ class RedisLimiter:
         prepare = [("SCRIPT", "LOAD", text) for text in self._scripts.values()]
         self._redis = Client(url, timeout=timeout_seconds, prepare=prepare, name="orgwarden-limits")
         self._loading = SingleFlight()
+        self._heads: dict[tuple[str, tuple[str, ...]], bytes] = {}
 
     async def _command(self, *args: str | int) -> Any:
         """One command; ``StoreUnavailable`` for every way it can fail (the gateway decides what that means)."""
@@ -214,29 +213,39 @@ class RedisLimiter:
             raise StoreUnavailable(f"Redis: ResponseError: {reply}")
         return reply
 
-    async def _call(self, script: str, keys: list[str], arg: str) -> Any:
+    def _head(self, script: str, names: tuple[str, ...]) -> bytes:
+        """``EVALSHA <sha> <n> <keys...>`` encoded once per script and key set (a key's requests
+        name the same buckets and counters until its limits or the period change)."""
+        head = self._heads.get((script, names))
+        if head is None:
+            if len(self._heads) >= _HEAD_CACHE_SIZE:
+                self._heads.clear()
+            keys = [self._prefix + name for name in names]
+            head = encode(["EVALSHA", self._sha[script], len(keys), *keys], length=len(keys) + 4)
+            self._heads[(script, names)] = head
+        return head
+
+    async def _call(self, script: str, names: tuple[str, ...], arg: str) -> Any:
         """Run one of the scripts (loaded again first if Redis has lost it, e.g. after SCRIPT FLUSH)."""
+        command = self._head(script, names) + bulk(arg)
         try:
-            reply = await self._redis.call("EVALSHA", self._sha[script], len(keys), *keys, arg)
+            reply = await self._redis.call_encoded(command)
             if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
                 await self._command("SCRIPT", "LOAD", self._scripts[script])
-                reply = await self._redis.call("EVALSHA", self._sha[script], len(keys), *keys, arg)
+                reply = await self._redis.call_encoded(command)
         except RedisUnavailable as exc:
             raise StoreUnavailable(f"Redis: {exc}") from None
         if isinstance(reply, ReplyError):
             raise StoreUnavailable(f"Redis: ResponseError: {reply}")
         return reply
 
-    def _keys(self, buckets: Sequence[BucketWant], counters: Sequence[str]) -> list[str]:
-        return [self._prefix + b.name for b in buckets] + [self._prefix + c for c in counters]
-
     async def admit(self, buckets: Sequence[BucketWant], budgets: Sequence[BudgetWant]) -> Admission:
-        keys = self._keys(buckets, [b.counter for b in budgets])
+        names = (*(b.name for b in buckets), *(b.counter for b in budgets))
         args = [str(len(buckets)), str(len(budgets)), *_bucket_args(buckets)]
         for budget in budgets:
             args += [str(budget.limit // PICO_PER_NANO), str(_nano(budget.amount))]
         for _ in range(_LOAD_ATTEMPTS):
-            reply: list[Any] = await self._call("admit", keys, " ".join(args))
+            reply: list[Any] = await self._call("admit", names, " ".join(args))
             if reply[0] != _MISSING:
                 return self._admission(reply, buckets, budgets)
             await self._load([budgets[int(j) - 1].counter for j in reply[2]])
@@ -270,10 +279,9 @@ class RedisLimiter:
 
     async def settle(self, buckets: Sequence[BucketWant], counters: Mapping[str, int]) -> Mapping[str, int]:
         names = list(counters)
-        keys = self._keys(buckets, names)
         args = [str(len(buckets)), str(len(names)), *_bucket_args(buckets)]
         args += [str(_nano(counters[name])) for name in names]
-        reply: list[Any] = await self._call("settle", keys, " ".join(args))
+        reply: list[Any] = await self._call("settle", (*(b.name for b in buckets), *names), " ".join(args))
         return {name: int(value) * PICO_PER_NANO for name, value in zip(names, reply, strict=True) if value is not None}
 
     async def close(self) -> None:

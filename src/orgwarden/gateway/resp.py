@@ -50,13 +50,21 @@ class ReplyError(Exception):
 Arg = bytes | str | int
 
 
-def encode(args: Sequence[Arg]) -> bytes:
-    """One command in RESP: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
+def encode(args: Sequence[Arg], length: int | None = None) -> bytes:
+    """One command in RESP: an array of bulk strings. With ``length`` (more than ``len(args)``),
+    the start of a longer command whose last arguments the caller appends with ``bulk``: callers
+    that send the same first arguments again and again encode them once."""
+    out = [b"*%d\r\n" % (len(args) if length is None else length)]
     for arg in args:
         data = arg if isinstance(arg, bytes) else str(arg).encode()
         out.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(out)
+
+
+def bulk(arg: str) -> bytes:
+    """One argument as a RESP bulk string."""
+    data = arg.encode()
+    return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
 class _Connection(asyncio.Protocol):
@@ -96,8 +104,8 @@ class _Connection(asyncio.Protocol):
         self.transport = None
         self.fail(RedisUnavailable(f"ConnectionError: {exc or 'Redis closed the connection'}"))
 
-    def send(self, args: Sequence[Arg], timeout: float) -> asyncio.Future[Any]:
-        """Queue a command for this turn's write; the future gets its reply."""
+    def send(self, command: bytes, timeout: float) -> asyncio.Future[Any]:
+        """Queue an encoded command for this turn's write; the future gets its reply."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self.failed or self.transport is None:
@@ -106,7 +114,7 @@ class _Connection(asyncio.Protocol):
         self.waiting.append((future, time.monotonic() + timeout))
         if not self.buffer:
             loop.call_soon(self.flush)
-        self.buffer.append(encode(args))
+        self.buffer.append(command)
         if self.timer is None:
             self.timer = loop.call_at(loop.time() + timeout, self.watch, timeout)
         return future
@@ -176,8 +184,12 @@ class Client:
     async def call(self, *args: Arg) -> Any:
         """Run one command; its reply (a ``ReplyError`` for an error reply). Raises
         ``RedisUnavailable`` when Redis cannot be reached or does not answer in time."""
+        return await self.call_encoded(encode(args))
+
+    async def call_encoded(self, command: bytes) -> Any:
+        """``call`` for a command already in RESP (see ``encode``)."""
         connection = self._connection or await self._connect()
-        return await connection.send(args, self.timeout)
+        return await connection.send(command, self.timeout)
 
     def forget(self, connection: _Connection) -> None:
         if self._connection is connection:
@@ -216,7 +228,7 @@ class Client:
         except OSError as exc:
             raise RedisUnavailable(f"ConnectionError: {exc}") from None
         # The handshake is answered before any caller's command goes out on this connection.
-        futures = [connection.send(args, self.timeout) for args in self._handshake]
+        futures = [connection.send(encode(args), self.timeout) for args in self._handshake]
         for args, future in zip(self._handshake, futures, strict=True):
             reply = await future
             if isinstance(reply, ReplyError):
