@@ -570,7 +570,8 @@ def test_scripts_that_redis_lost_are_loaded_again(tmp_path: Path) -> None:
         first, second = run(scenario())
     finally:
         _stop(server)
-    assert first.allowed and second.allowed
+    assert first.allowed
+    assert second.allowed
     assert second.spent == {spend: 2 * CENT}
     assert second.levels["rl:rpm"] == pytest.approx(first.levels["rl:rpm"] - 1, abs=0.1)
 
@@ -599,4 +600,5 @@ def test_a_password_and_database_in_the_url_are_used_and_a_wrong_password_is_an_
     finally:
         _stop(server)
     assert message.startswith("Redis: ResponseError: AUTH: ")
-    assert "not-it" not in message and "\n" not in message
+    assert "not-it" not in message
+    assert "\n" not in message

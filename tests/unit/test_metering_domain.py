@@ -107,6 +107,23 @@ def test_stream_usage_is_the_same_however_the_bytes_are_chunked(size: int) -> No
     )  # fmt: skip
 
 
+def test_stream_usage_is_the_same_fed_one_whole_event_at_a_time_or_split_at_any_event() -> None:
+    """Upstreams send whole events per chunk; chunks with no event metering reads are skipped
+    unparsed, which must not lose an event that straddles chunks."""
+    events = [event + b"\n\n" for event in STREAM.split(b"\n\n") if event]
+    feeds = [events]  # one event per chunk
+    feeds += [[b"".join(events[:i]), b"".join(events[i:])] for i in range(1, len(events))]
+    middle = STREAM.index(b"event: content_block_delta") + 5
+    feeds.append([STREAM[:middle], STREAM[middle:]])  # a skippable event split in two
+    for chunks in feeds:
+        meter = StreamMeter()
+        for chunk in chunks:
+            meter.feed(chunk)
+        assert meter.result.usage.output_tokens == 20
+        assert meter.result.usage.input_tokens == 10
+        assert meter.result.completed is True
+
+
 def test_a_stream_cut_short_is_metered_with_what_was_seen() -> None:
     meter = StreamMeter()
     meter.feed(STREAM[: STREAM.index(b"event: message_delta")])

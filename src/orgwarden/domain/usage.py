@@ -9,10 +9,10 @@ by name, so the scan costs little more than finding event boundaries.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from orgwarden.domain.jsonload import loads
 from orgwarden.domain.pricing import TokenUsage
 
 
@@ -71,7 +71,7 @@ def from_message(body: bytes) -> Extracted:
     """Usage of a non-streaming response body (a Message); empty if it is not one."""
     out = Extracted()
     try:
-        message = json.loads(body)
+        message = loads(body)
     except ValueError:
         return out
     if isinstance(message, dict) and message.get("type") == "message":
@@ -92,6 +92,10 @@ class StreamMeter:
         self.result = Extracted()
 
     def feed(self, chunk: bytes) -> None:
+        if not self._buffer and b"message_" not in chunk and chunk.endswith((b"\n\n", b"\r\n\r\n")):
+            # Whole events, none of them one that metering reads (message_start, _delta, _stop):
+            # most chunks of a stream are content deltas, which need no splitting or parsing.
+            return
         self._buffer += chunk
         while True:
             end, size = self._boundary()
@@ -122,7 +126,7 @@ class StreamMeter:
         if name not in (b"message_start", b"message_delta") or not data:
             return
         try:
-            payload = json.loads(b"\n".join(data))
+            payload = loads(b"\n".join(data))
         except ValueError:
             return
         if not isinstance(payload, dict):

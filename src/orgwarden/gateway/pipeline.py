@@ -30,6 +30,7 @@ from orgwarden import ids
 from orgwarden.domain import tenant
 from orgwarden.domain.catalog import Catalog
 from orgwarden.domain.clock import rfc3339, utcnow
+from orgwarden.domain.jsonload import loads
 from orgwarden.domain.pricing import Cost, cost_of
 from orgwarden.domain.rollups import Entry, report_geo
 from orgwarden.domain.statuses import api_key_status
@@ -242,7 +243,7 @@ class Gateway:
     def _inspect_messages(self, call: Call, grant: KeyGrant) -> dict[str, Any]:
         """Read what metering and residency need; insert the workspace's default geo if none is named."""
         try:
-            request = json.loads(call.body)
+            request = loads(call.body)
         except ValueError:
             raise Refusal(400, "invalid_request_error", "request body is not valid JSON") from None
         if not isinstance(request, dict):
