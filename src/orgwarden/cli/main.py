@@ -153,12 +153,14 @@ def serve(
         err.print(f"upstream: {settings.upstream}")
     if ctx.obj and ctx.obj.get("config"):
         os.environ[CONFIG_ENV] = ctx.obj["config"]  # workers load the same settings
+    from orgwarden.api.http_protocol import Protocol  # imports uvicorn: only serving needs it
+
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": Protocol,  # uvicorn's httptools protocol, writing responses more cheaply (api/http_protocol.py)
         "proxy_headers": True,
         "server_header": False,
         "ssl_certfile": str(settings.tls_certfile) if settings.tls_certfile else None,
