@@ -136,3 +136,30 @@ def test_crlf_event_boundaries_are_understood() -> None:
     meter = StreamMeter()
     meter.feed(STREAM.replace(b"\n", b"\r\n"))
     assert meter.result.usage.output_tokens == 20
+
+
+def test_cost_is_the_exact_decimal_product_for_every_model_tier_and_geo() -> None:
+    """Rates are cached per model and multiplier as whole picodollars per token: every cost equals
+    tokens x price x multipliers computed in decimals, for random usage of every shipped model."""
+    import random
+
+    from orgwarden.domain.catalog import PICO_PER_TOKEN_PER_PRICE
+    from orgwarden.domain.pricing import multiplier
+
+    rng = random.Random(7)
+    kinds = {"input": "input_tokens", "output": "output_tokens", "cache_write_5m": "cache_creation_5m",
+             "cache_write_1h": "cache_creation_1h", "cache_read": "cache_read"}  # fmt: skip
+    for model in CATALOG.models:
+        for batch in (False, True):
+            for geo in (None, "global", "us"):
+                for _ in range(20):
+                    counts = {field: rng.choice([0, 1, rng.randrange(10**7), rng.randrange(10**12)])
+                              for field in kinds.values()}  # fmt: skip
+                    usage = TokenUsage(**counts, web_search_requests=rng.randrange(50))
+                    factor = multiplier(CATALOG, model, batch=batch, inference_geo=geo)
+                    cost = cost_of(CATALOG, model, usage, batch=batch, inference_geo=geo)
+                    for kind, field in kinds.items():
+                        exact = counts[field] * model.prices[kind] * factor * PICO_PER_TOKEN_PER_PRICE
+                        assert exact == int(exact)
+                        assert getattr(cost, kind) == int(exact)
+                    assert cost.web_search == usage.web_search_requests * 10**10

@@ -57,23 +57,44 @@ def multiplier(catalog: Catalog, model: Model, *, batch: bool, inference_geo: st
     return factor
 
 
+_TOKEN_TYPES = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
+_WEB_SEARCH_PICO = int(WEB_SEARCH_USD_PER_1000 * 10**12 / 1000)  # per search: whole picodollars
+Rates = tuple[int | Decimal, ...]
+_rates_cache: dict[tuple[int, int, bool, bool], tuple[Catalog, Model, Rates]] = {}
+
+
+def _rates(catalog: Catalog, model: Model, batch: bool, inference_geo: str | None) -> Rates:
+    """Picodollars per token of each type, once per model and multiplier (every request is priced
+    twice: its worst case before forwarding, its usage after). Whole numbers by construction (the
+    catalogue refuses prices that are not), so a cost is integer arithmetic; a rate that somehow is
+    not whole stays a ``Decimal`` and is truncated per cost, as before."""
+    us = inference_geo == "us" and model.geo_multiplier_applies
+    key = (id(catalog), id(model), batch, us)
+    hit = _rates_cache.get(key)
+    if hit is not None and hit[0] is catalog and hit[1] is model:
+        return hit[2]
+    factor = multiplier(catalog, model, batch=batch, inference_geo=inference_geo)
+    rates: list[int | Decimal] = []
+    for token_type in _TOKEN_TYPES:
+        rate = model.prices[token_type] * factor * PICO_PER_TOKEN_PER_PRICE
+        rates.append(int(rate) if rate == rate.to_integral_value() else rate)
+    if len(_rates_cache) >= 4096:
+        _rates_cache.clear()
+    _rates_cache[key] = (catalog, model, tuple(rates))
+    return tuple(rates)
+
+
 def cost_of(
     catalog: Catalog, model: Model, usage: TokenUsage, *, batch: bool = False, inference_geo: str | None = None
 ) -> Cost:
-    factor = multiplier(catalog, model, batch=batch, inference_geo=inference_geo)
-
-    def pico(tokens: int, token_type: str) -> int:
-        exact = tokens * model.prices[token_type] * factor * PICO_PER_TOKEN_PER_PRICE
-        return int(exact)  # whole by construction: the catalogue refuses prices that are not
-
-    searches = usage.web_search_requests * WEB_SEARCH_USD_PER_1000 * 10**12 / 1000
+    input_, output, write_5m, write_1h, read = _rates(catalog, model, batch, inference_geo)
     return Cost(
-        input=pico(usage.input_tokens, "input"),
-        output=pico(usage.output_tokens, "output"),
-        cache_write_5m=pico(usage.cache_creation_5m, "cache_write_5m"),
-        cache_write_1h=pico(usage.cache_creation_1h, "cache_write_1h"),
-        cache_read=pico(usage.cache_read, "cache_read"),
-        web_search=int(searches),
+        input=int(usage.input_tokens * input_),
+        output=int(usage.output_tokens * output),
+        cache_write_5m=int(usage.cache_creation_5m * write_5m),
+        cache_write_1h=int(usage.cache_creation_1h * write_1h),
+        cache_read=int(usage.cache_read * read),
+        web_search=usage.web_search_requests * _WEB_SEARCH_PICO,
     )
 
 

@@ -463,19 +463,25 @@ class Enforcer:
             return
         usage = extracted.usage
         written = usage.cache_creation_5m + usage.cache_creation_1h
-        actual = {
-            Limiter.INPUT_TOKENS_PER_MINUTE: usage.input_tokens + written + usage.cache_read,
-            Limiter.INPUT_TOKENS_PER_MINUTE_CACHE_AWARE: usage.input_tokens + written,
-            Limiter.OUTPUT_TOKENS_PER_MINUTE: usage.output_tokens,
-        }
-        corrections = [
-            BucketWant(want.name, want.spec, want.amount - actual[limiter])
-            for want, limiter in ticket.buckets
-            if limiter in actual and want.amount != actual[limiter]
-        ]
+        corrections: list[BucketWant] = []
+        for want, limiter in ticket.buckets:
+            # Identity tests, not a dict keyed by the enum: Enum.__hash__ is Python code.
+            if limiter is Limiter.INPUT_TOKENS_PER_MINUTE:
+                used = usage.input_tokens + written + usage.cache_read
+            elif limiter is Limiter.INPUT_TOKENS_PER_MINUTE_CACHE_AWARE:
+                used = usage.input_tokens + written
+            elif limiter is Limiter.OUTPUT_TOKENS_PER_MINUTE:
+                used = usage.output_tokens
+            else:
+                continue  # a request is a request: nothing to correct
+            if want.amount != used:
+                corrections.append(BucketWant(want.name, want.spec, want.amount - used))
         reserved = {budget.counter: budget.amount for budget in ticket.budgets}
-        deltas = {name: cost - reserved.get(name, 0) for name in ticket.counters}
-        deltas = {name: delta for name, delta in deltas.items() if delta or name in reserved}
+        deltas = {}
+        for name in ticket.counters:
+            delta = cost - reserved.get(name, 0)
+            if delta or name in reserved:
+                deltas[name] = delta
         if not corrections and not deltas:
             return
         try:
