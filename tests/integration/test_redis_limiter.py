@@ -602,3 +602,33 @@ def test_a_password_and_database_in_the_url_are_used_and_a_wrong_password_is_an_
     assert message.startswith("Redis: ResponseError: AUTH: ")
     assert "not-it" not in message
     assert "\n" not in message
+
+
+def test_a_unix_socket_url_is_used(tmp_path: Path) -> None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    path = tmp_path / "redis.sock"
+    process = subprocess.Popen(
+        [binary, "--port", "0", "--unixsocket", str(path), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not path.exists():
+            assert time.monotonic() < deadline, "redis-server did not open its socket"
+            time.sleep(0.05)
+
+        async def scenario() -> Admission:
+            store = RedisLimiter(f"unix://{path}?db=2", Baselines(), timeout_seconds=2)
+            try:
+                return await store.admit([BucketWant("rl:rpm", RPM, 1.0)], [])
+            finally:
+                await store.close()
+
+        assert run(scenario()).allowed
+        client = redis.Redis(unix_socket_path=str(path), db=2)
+        assert client.exists("orgwarden:rl:rpm") == 1
+        client.close()
+    finally:
+        _stop(process)

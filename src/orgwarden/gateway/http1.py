@@ -7,7 +7,9 @@ asyncio protocols plus httptools' response parser, the parser uvicorn uses on th
 * a keep-alive pool per upstream, last-used first; a connection goes back only when its response was
   read to the end and both sides allow keep-alive;
 * the request is written in one call (head and body); the response arrives as status, raw headers,
-  then body chunks exactly as parsed (chunked transfer decoded, content left as sent);
+  then the body as it arrives (chunked transfer decoded, content left as sent): each step of the
+  iteration gives everything received since the previous one, so a burst of small SSE events is
+  relayed in one write, and nothing waits for bytes that have not arrived;
 * a connect timeout, and a read timeout both for the head and between body chunks;
 * a reused connection that the upstream closed while idle (before any byte of an answer) is
   replaced once, transparently: nothing was processed, so retrying is safe.
@@ -56,7 +58,6 @@ class Broken(UpstreamError):
 
 
 _PAUSE_AT = 64
-_RESUME_AT = 8
 
 
 class _Connection(asyncio.Protocol):
@@ -168,11 +169,19 @@ class Response:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         connection = self._connection
         while True:
-            if connection.chunks:
-                yield connection.chunks.popleft()
-                if connection.paused and len(connection.chunks) <= _RESUME_AT and connection.transport is not None:
+            chunks = connection.chunks
+            if chunks:
+                # Everything that has arrived, in one piece: relaying it costs one send and one
+                # write instead of one per piece, and waits for nothing that has not arrived.
+                if len(chunks) == 1:
+                    data = chunks.popleft()
+                else:
+                    data = b"".join(chunks)
+                    chunks.clear()
+                if connection.paused and connection.transport is not None:
                     connection.paused = False
                     connection.transport.resume_reading()
+                yield data
                 continue
             if connection.complete:
                 return
