@@ -2,7 +2,8 @@
 
 ``POST /v1/messages`` answers a Message whose text is a JSON report: the exact body bytes
 (base64), the headers as received and the client port of the connection it came on; with
-``?close=1`` the answer says ``connection: close``. With ``"stream": true`` it sends three SSE events 0.3 s
+``?close=1`` the answer says ``connection: close``; with ``?drop=1`` the connection is dropped
+half-way through the answer. With ``"stream": true`` it sends three SSE events 0.3 s
 apart, so a test can see that the gateway relays each one as it comes.
 """
 
@@ -58,5 +59,10 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     headers = [(b"content-type", b"application/json"), (b"x-upstream-marker", b"yes"), (b"request-id", b"req_upstream")]
     if b"close=1" in scope["query_string"]:  # an upstream that ends the connection after this answer
         headers.append((b"connection", b"close"))
+    if b"drop=1" in scope["query_string"]:  # an upstream that fails half-way through its answer
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload[: len(payload) // 2], "more_body": True})
+        raise ConnectionResetError("the echo upstream drops the connection half-way")
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": payload})

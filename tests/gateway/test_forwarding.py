@@ -98,6 +98,15 @@ def test_the_upstream_connection_is_kept_alive_unless_the_upstream_closes_it(gat
     assert after[1] == after[0]
 
 
+def test_a_json_answer_cut_half_way_is_a_502_envelope_not_a_truncated_body(gateway: Server) -> None:
+    key = new_key(gateway)["key"]
+    body = {"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    response = httpx.post(f"{gateway.base_url}/v1/messages?drop=1", json=body, headers={"x-api-key": key})
+    assert response.status_code == 502
+    assert response.json()["error"] == {"type": "api_error", "message": "the upstream failed while sending its answer"}
+    assert response.json()["request_id"] == response.headers["request-id"]
+
+
 def test_anthropic_headers_go_along_and_the_credential_is_replaced(gateway: Server) -> None:
     key = new_key(gateway)
     sent = [
