@@ -461,7 +461,9 @@ def test_an_sdk_stream_closed_early_is_metered_as_aborted(slow_server: Server) -
 def test_a_sigterm_under_load_loses_no_usage_record(tmp_path: Path, backend: str, workers: str) -> None:
     assert backend in BACKENDS
     db = make_database(backend, tmp_path)
-    db.env["ORGWARDEN_SIMULATOR_LATENCY_MS"] = "100"  # 20 threads x 15 requests: about 1.5 s of load
+    # 20 threads x 15 requests: about 3.75 s of load, so that it outlasts even a slow shutdown on a
+    # busy machine (with 100 ms it once ended first: "nothing was under load at shutdown")
+    db.env["ORGWARDEN_SIMULATOR_LATENCY_MS"] = "250"
     if workers != "1":
         db.env.update(redis_settings())  # several workers share their limit counters in Redis
     srv = start_server(db, tmp_path, "--workers", workers)
