@@ -148,6 +148,9 @@ class _Connection(asyncio.Protocol):
             future, _ = self.waiting.popleft()
             if not future.done():
                 future.set_exception(error)
+                # Marked as seen: a caller awaiting it still gets the error, and one that no longer
+                # does (a handshake abandoned at its first failure) leaves no "never retrieved" log.
+                future.exception()
         if self.transport is not None:
             self.transport.abort()
 
