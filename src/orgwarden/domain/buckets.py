@@ -54,13 +54,11 @@ class Spec:
     # Derived once: every admit and settle reads them for every bucket.
     capacity: float = field(init=False, compare=False)
     rate: float = field(init=False, compare=False)
-    words: str = field(init=False, compare=False)  # limit and capacity as the Redis scripts read them
 
     def __post_init__(self) -> None:
         capacity = capacity_of(self.limiter, self.limit, self.request_burst_seconds)
         object.__setattr__(self, "capacity", capacity)
         object.__setattr__(self, "rate", self.limit / 60)
-        object.__setattr__(self, "words", f"{int(self.limit)} {float(capacity)!r}")
 
 
 def refilled(bucket: Bucket | None, spec: Spec, now: float) -> Bucket:

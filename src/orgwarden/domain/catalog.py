@@ -46,6 +46,8 @@ class Catalog:
     batch_multiplier: Decimal
     geo_us_multiplier: Decimal
     _by_name: Mapping[str, Model] = field(repr=False, default_factory=dict)
+    # Picodollars per token by (model id, batch, US geo), filled as ``pricing.cost_of`` meets them.
+    pico_rates: dict[tuple[str, bool, bool], tuple[int, ...]] = field(repr=False, compare=False, default_factory=dict)
 
     def find(self, name: str) -> Model | None:
         """A model by id or alias."""

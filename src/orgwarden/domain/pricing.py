@@ -59,29 +59,19 @@ def multiplier(catalog: Catalog, model: Model, *, batch: bool, inference_geo: st
 
 _TOKEN_TYPES = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 _WEB_SEARCH_PICO = int(WEB_SEARCH_USD_PER_1000 * 10**12 / 1000)  # per search: whole picodollars
-Rates = tuple[int | Decimal, ...]
-_rates_cache: dict[tuple[int, int, bool, bool], tuple[Catalog, Model, Rates]] = {}
 
 
-def _rates(catalog: Catalog, model: Model, batch: bool, inference_geo: str | None) -> Rates:
-    """Picodollars per token of each type, once per model and multiplier (every request is priced
-    twice: its worst case before forwarding, its usage after). Whole numbers by construction (the
-    catalogue refuses prices that are not), so a cost is integer arithmetic; a rate that somehow is
-    not whole stays a ``Decimal`` and is truncated per cost, as before."""
-    us = inference_geo == "us" and model.geo_multiplier_applies
-    key = (id(catalog), id(model), batch, us)
-    hit = _rates_cache.get(key)
-    if hit is not None and hit[0] is catalog and hit[1] is model:
-        return hit[2]
-    factor = multiplier(catalog, model, batch=batch, inference_geo=inference_geo)
-    rates: list[int | Decimal] = []
-    for token_type in _TOKEN_TYPES:
-        rate = model.prices[token_type] * factor * PICO_PER_TOKEN_PER_PRICE
-        rates.append(int(rate) if rate == rate.to_integral_value() else rate)
-    if len(_rates_cache) >= 4096:
-        _rates_cache.clear()
-    _rates_cache[key] = (catalog, model, tuple(rates))
-    return tuple(rates)
+def _rates(catalog: Catalog, model: Model, batch: bool, inference_geo: str | None) -> tuple[int, ...]:
+    """Picodollars per token of each type, computed once per model and multiplier and kept on the
+    catalogue (every request is priced twice: its worst case before forwarding, its usage after).
+    Whole numbers: loading the catalogue refuses a price that is not, under every multiplier."""
+    key = (model.id, batch, inference_geo == "us" and model.geo_multiplier_applies)
+    rates = catalog.pico_rates.get(key)
+    if rates is None:
+        factor = multiplier(catalog, model, batch=batch, inference_geo=inference_geo)
+        rates = tuple(int(model.prices[kind] * factor * PICO_PER_TOKEN_PER_PRICE) for kind in _TOKEN_TYPES)
+        catalog.pico_rates[key] = rates
+    return rates
 
 
 def cost_of(
@@ -89,11 +79,11 @@ def cost_of(
 ) -> Cost:
     input_, output, write_5m, write_1h, read = _rates(catalog, model, batch, inference_geo)
     return Cost(
-        input=int(usage.input_tokens * input_),
-        output=int(usage.output_tokens * output),
-        cache_write_5m=int(usage.cache_creation_5m * write_5m),
-        cache_write_1h=int(usage.cache_creation_1h * write_1h),
-        cache_read=int(usage.cache_read * read),
+        input=usage.input_tokens * input_,
+        output=usage.output_tokens * output,
+        cache_write_5m=usage.cache_creation_5m * write_5m,
+        cache_write_1h=usage.cache_creation_1h * write_1h,
+        cache_read=usage.cache_read * read,
         web_search=usage.web_search_requests * _WEB_SEARCH_PICO,
     )
 

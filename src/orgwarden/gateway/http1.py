@@ -131,7 +131,7 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def time_out(self, message: str) -> None:
-        """The answer's head is overdue: fail the request and close the connection."""
+        """The answer (its head, or its next bytes) is overdue: fail it and close the connection."""
         self._fail(ReadTimedOut(message))
 
     def _wake(self) -> None:
@@ -147,11 +147,6 @@ class _Connection(asyncio.Protocol):
             and not self.transport.is_closing()
             and self.keep_alive
         )
-
-
-def _expire(wakeup: asyncio.Future[None], message: str) -> None:
-    if not wakeup.done():
-        wakeup.set_exception(ReadTimedOut(message))
 
 
 class Response:
@@ -188,10 +183,10 @@ class Response:
             if connection.error is not None:
                 raise connection.error
             loop = asyncio.get_running_loop()
-            wakeup = connection.wakeup = loop.create_future()
-            timer = loop.call_later(self._pool.read_timeout, _expire, wakeup, "the upstream stopped sending")
+            connection.wakeup = loop.create_future()
+            timer = loop.call_later(self._pool.read_timeout, connection.time_out, "the upstream stopped sending")
             try:
-                await wakeup
+                await connection.wakeup  # a time-out fails the connection: the loop then raises its error
             finally:
                 timer.cancel()
 

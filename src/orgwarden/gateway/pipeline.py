@@ -339,8 +339,7 @@ class Gateway:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except UpstreamError as exc:
                 log.warning("upstream failed mid-response for %s: %s", call.request_id, exc)
-                outcome["status"] = 504 if isinstance(exc, ReadTimedOut) else 502
-                kind = "timeout_error" if outcome["status"] == 504 else "api_error"
+                outcome["status"], kind = _failed(exc)
                 error = {"type": "error", "error": {"type": kind, "message": "the upstream stream was interrupted"},
                          "request_id": call.request_id}  # fmt: skip
                 event = f"event: error\ndata: {json.dumps(error)}\n\n".encode()
@@ -366,9 +365,8 @@ class Gateway:
                 chunks.append(chunk)
         except UpstreamError as exc:
             log.warning("upstream failed mid-response for %s: %s", call.request_id, exc)
-            status = 504 if isinstance(exc, ReadTimedOut) else 502
+            status, kind = _failed(exc)
             await self._meter(call, status, Extracted())
-            kind = "timeout_error" if status == 504 else "api_error"
             raise Refusal(status, kind, "the upstream failed while sending its answer") from None
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         call.responded = True
@@ -487,6 +485,11 @@ class Gateway:
         call.responded = True
         await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _failed(exc: UpstreamError) -> tuple[int, str]:
+    """Status and error type for an upstream that failed after answering began: stalled or broken."""
+    return (504, "timeout_error") if isinstance(exc, ReadTimedOut) else (502, "api_error")
 
 
 def _insert_field(body: bytes, name: str, value: str) -> bytes:

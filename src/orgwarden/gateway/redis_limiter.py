@@ -52,6 +52,7 @@ read ``TIME`` and then write).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 import time
@@ -59,6 +60,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+from orgwarden.domain.buckets import Spec
 from orgwarden.domain.limits import parse_counter, period_window
 from orgwarden.gateway.limiter import Admission, Baseline, BucketWant, BudgetWant, SingleFlight, StoreUnavailable
 from orgwarden.gateway.resp import Client, RedisUnavailable, ReplyError, bulk, encode
@@ -169,7 +171,13 @@ def _nano(picodollars: int) -> int:
 
 
 def _bucket_args(buckets: Sequence[BucketWant]) -> list[str]:
-    return [f"{b.spec.words} {float(b.amount)!r}" for b in buckets]
+    return [f"{_spec_words(b.spec)} {float(b.amount)!r}" for b in buckets]
+
+
+@functools.lru_cache(maxsize=4096)
+def _spec_words(spec: Spec) -> str:
+    """A bucket's limit and capacity as the scripts read them (the same few specs every request)."""
+    return f"{int(spec.limit)} {float(spec.capacity)!r}"
 
 
 def _counter_expiry(name: str) -> int:
@@ -203,15 +211,22 @@ class RedisLimiter:
         self._loading = SingleFlight()
         self._heads: dict[tuple[str, tuple[str, ...]], bytes] = {}
 
-    async def _command(self, *args: str | int) -> Any:
-        """One command; ``StoreUnavailable`` for every way it can fail (the gateway decides what that means)."""
+    async def _reply(self, command: bytes) -> Any:
+        """One encoded command's reply; ``StoreUnavailable`` when Redis cannot be reached."""
         try:
-            reply = await self._redis.call(*args)
+            return await self._redis.call_encoded(command)
         except RedisUnavailable as exc:
             raise StoreUnavailable(f"Redis: {exc}") from None
+
+    @staticmethod
+    def _ok(reply: Any) -> Any:
+        """An error reply is an outage too: the gateway decides what that means."""
         if isinstance(reply, ReplyError):
             raise StoreUnavailable(f"Redis: ResponseError: {reply}")
         return reply
+
+    async def _command(self, *args: str | int) -> Any:
+        return self._ok(await self._reply(encode(args)))
 
     def _head(self, script: str, names: tuple[str, ...]) -> bytes:
         """``EVALSHA <sha> <n> <keys...>`` encoded once per script and key set (a key's requests
@@ -228,16 +243,11 @@ class RedisLimiter:
     async def _call(self, script: str, names: tuple[str, ...], arg: str) -> Any:
         """Run one of the scripts (loaded again first if Redis has lost it, e.g. after SCRIPT FLUSH)."""
         command = self._head(script, names) + bulk(arg)
-        try:
-            reply = await self._redis.call_encoded(command)
-            if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
-                await self._command("SCRIPT", "LOAD", self._scripts[script])
-                reply = await self._redis.call_encoded(command)
-        except RedisUnavailable as exc:
-            raise StoreUnavailable(f"Redis: {exc}") from None
-        if isinstance(reply, ReplyError):
-            raise StoreUnavailable(f"Redis: ResponseError: {reply}")
-        return reply
+        reply = await self._reply(command)
+        if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+            await self._command("SCRIPT", "LOAD", self._scripts[script])
+            reply = await self._reply(command)
+        return self._ok(reply)
 
     async def admit(self, buckets: Sequence[BucketWant], budgets: Sequence[BudgetWant]) -> Admission:
         names = (*(b.name for b in buckets), *(b.counter for b in budgets))
