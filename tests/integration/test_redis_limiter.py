@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
+import hiredis
 import pytest
 import redis
 
@@ -30,6 +31,7 @@ from orgwarden.domain.buckets import Limiter, Spec
 from orgwarden.domain.limits import parse_counter, period_window
 from orgwarden.gateway.limiter import Admission, BucketWant, BudgetWant, MemoryLimiter, StoreUnavailable
 from orgwarden.gateway.redis_limiter import RedisLimiter
+from orgwarden.gateway.resp import Client, RedisUnavailable
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 REQUIRE_REDIS = os.environ.get("ORGWARDEN_TEST_REQUIRE_REDIS") == "1"
@@ -337,8 +339,9 @@ def test_concurrent_admits_from_two_instances_never_pass_a_budget_together(prefi
 
 
 def test_a_burst_far_larger_than_the_connection_pool_is_batched_not_refused(prefix: str) -> None:
-    """3000 calls at once on one instance with the default 0.5 s timeout and 50 connections: they go
-    out in pipelined batches, so none waits for a connection, and the budget still binds exactly."""
+    """3000 calls at once on one instance with the default 0.5 s timeout: they go out pipelined on
+    one connection, so none waits for a connection or is timed out behind the others (the last
+    reply may come later than 0.5 s on a busy machine), and the budget still binds exactly."""
     spend = counter(uuid.uuid4().hex)
 
     async def scenario() -> list[Admission]:
@@ -475,6 +478,63 @@ def test_a_redis_that_does_not_answer_times_out() -> None:
             server.close()
 
     run(scenario())
+
+
+async def _trickling_redis(answers: int, gap: float) -> asyncio.Server:
+    """A Redis stand-in that answers ``+OK`` to its first ``answers`` commands (the handshake's
+    ``CLIENT SETNAME`` included), one every ``gap`` seconds, then goes silent."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = hiredis.Reader()
+        answered = 0
+        while data := await reader.read(1 << 16):
+            parser.feed(data)
+            while parser.gets() is not False:
+                if answered < answers:
+                    await asyncio.sleep(gap)
+                    writer.write(b"+OK\r\n")
+                    answered += 1
+        writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+def test_a_redis_that_keeps_answering_is_not_timed_out_however_long_the_queue() -> None:
+    """The timeout is Redis' silence, not each command's wait: ten commands answered one every
+    0.1 s all succeed under a 0.3 s timeout, though the last waits a full second."""
+
+    async def scenario() -> list[object]:
+        server = await _trickling_redis(answers=11, gap=0.1)
+        client = Client(f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0", timeout=0.3)
+        try:
+            await client.call("PING")  # connected: the ten go out together
+            started = time.monotonic()
+            replies = await asyncio.gather(*(client.call("PING") for _ in range(9)))
+            assert time.monotonic() - started >= 0.8
+            return replies
+        finally:
+            await client.aclose()
+            server.close()
+
+    assert run(scenario()) == ["OK"] * 9
+
+
+def test_a_redis_that_falls_silent_midway_times_out_what_it_still_owes() -> None:
+    async def scenario() -> list[object]:
+        server = await _trickling_redis(answers=4, gap=0.05)
+        client = Client(f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0", timeout=0.3)
+        try:
+            started = time.monotonic()
+            replies = await asyncio.gather(*(client.call("PING") for _ in range(6)), return_exceptions=True)
+            assert time.monotonic() - started < 2
+            return replies
+        finally:
+            await client.aclose()
+            server.close()
+
+    replies = run(scenario())
+    assert replies[:3] == ["OK"] * 3
+    assert all(isinstance(reply, RedisUnavailable) and "TimeoutError" in str(reply) for reply in replies[3:])
 
 
 def _free_port() -> int:

@@ -13,11 +13,15 @@ so this client keeps only that:
   flight;
 * replies parsed by ``hiredis`` (the C parser redis-py uses); an error reply is returned as a
   ``ReplyError`` value, not raised, so callers decide (e.g. ``NOSCRIPT``);
-* **timeouts without a timer per command**: one timer per connection watches the oldest command
-  still waiting. If it has waited longer than ``timeout``, the connection is dropped and every
-  command on it fails with ``TimeoutError``: the replies of that connection can no longer be matched
-  to their commands, and an unanswered command may or may not have run (which is why nothing is
-  retried here);
+* **timeouts without a timer per command**: one timer per connection fails it when Redis owes a
+  reply and has sent nothing for ``timeout`` seconds, counted from the later of the last reply and
+  the moment the oldest unanswered command was written. That is a read timeout (redis-py's
+  ``socket_timeout`` means the same), not a deadline per command: a burst of thousands of
+  commands whose replies keep arriving is not cut off because the last of them waits behind the
+  others, or behind this process's own busy event loop. When the timer fires, every command on
+  the connection fails with ``TimeoutError``: its replies can no longer be matched to their
+  commands, and an unanswered command may or may not have run (which is why nothing is retried
+  here);
 * reconnection on the next command after any failure, with the same handshake: ``AUTH`` and
   ``SELECT`` from the URL, then ``prepare`` (the caller's commands for a fresh connection, e.g.
   ``SCRIPT LOAD``).
@@ -74,8 +78,12 @@ class _Connection(asyncio.Protocol):
         self.client = client
         self.reader = hiredis.Reader(replyError=ReplyError, encoding="utf-8")
         self.transport: asyncio.Transport | None = None
-        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.waiting: deque[asyncio.Future[Any]] = deque()
         self.buffer: list[bytes] = []
+        # Commands written and not yet answered (the first ``owed`` of ``waiting``), and since when
+        # Redis has been silent about them: the later of the last reply and their write.
+        self.owed = 0
+        self.silent_since = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.failed = False
 
@@ -85,6 +93,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         waiting = self.waiting
+        answered = 0
         while True:
             try:
                 reply = self.reader.gets()
@@ -92,49 +101,59 @@ class _Connection(asyncio.Protocol):
                 self.fail(RedisUnavailable(f"ProtocolError: {exc}"))
                 return
             if reply is False:
-                return
+                break
             if not waiting:  # pragma: no cover - Redis never answers what was not asked
                 self.fail(RedisUnavailable("ProtocolError: a reply nobody asked for"))
                 return
-            future, _ = waiting.popleft()
+            answered += 1
+            future = waiting.popleft()
             if not future.done():
                 future.set_result(reply)
+        if answered:
+            self.owed -= answered
+            self.silent_since = time.monotonic()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.fail(RedisUnavailable(f"ConnectionError: {exc or 'Redis closed the connection'}"))
 
-    def send(self, command: bytes, timeout: float) -> asyncio.Future[Any]:
+    def send(self, command: bytes) -> asyncio.Future[Any]:
         """Queue an encoded command for this turn's write; the future gets its reply."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self.failed or self.transport is None:
             future.set_exception(RedisUnavailable("ConnectionError: the connection to Redis is closed"))
             return future
-        self.waiting.append((future, time.monotonic() + timeout))
+        self.waiting.append(future)
         if not self.buffer:
             loop.call_soon(self.flush)
         self.buffer.append(command)
-        if self.timer is None:
-            self.timer = loop.call_at(loop.time() + timeout, self.watch, timeout)
         return future
 
     def flush(self) -> None:
-        if self.buffer and self.transport is not None:
-            self.transport.write(b"".join(self.buffer))
-        self.buffer.clear()
-
-    def watch(self, timeout: float) -> None:
-        """The one timer: fail the connection when its oldest waiting command is overdue."""
-        self.timer = None
-        if not self.waiting:
+        if not self.buffer or self.transport is None:
             return
-        overdue = self.waiting[0][1] - time.monotonic()
-        if overdue <= 0:
-            self.fail(RedisUnavailable(f"TimeoutError: Redis did not answer within {timeout} s"))
+        self.transport.write(b"".join(self.buffer))
+        if not self.owed:
+            self.silent_since = time.monotonic()
+        self.owed += len(self.buffer)
+        self.buffer.clear()
+        if self.timer is None:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_at(loop.time() + self.client.timeout, self.watch)
+
+    def watch(self) -> None:
+        """The one timer: fail the connection when Redis has owed a reply for too long in silence."""
+        self.timer = None
+        if not self.owed:
+            return
+        timeout = self.client.timeout
+        left = self.silent_since + timeout - time.monotonic()
+        if left <= 0:
+            self.fail(RedisUnavailable(f"TimeoutError: Redis sent nothing for {timeout} s"))
             return
         loop = asyncio.get_running_loop()
-        self.timer = loop.call_at(loop.time() + overdue, self.watch, timeout)
+        self.timer = loop.call_at(loop.time() + left, self.watch)
 
     def fail(self, error: RedisUnavailable) -> None:
         """Fail every waiting command and close: the next command reconnects."""
@@ -145,7 +164,7 @@ class _Connection(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         while self.waiting:
-            future, _ = self.waiting.popleft()
+            future = self.waiting.popleft()
             if not future.done():
                 future.set_exception(error)
                 # Marked as seen: a caller awaiting it still gets the error, and one that no longer
@@ -192,7 +211,7 @@ class Client:
     async def call_encoded(self, command: bytes) -> Any:
         """``call`` for a command already in RESP (see ``encode``)."""
         connection = self._connection or await self._connect()
-        return await connection.send(command, self.timeout)
+        return await connection.send(command)
 
     def forget(self, connection: _Connection) -> None:
         if self._connection is connection:
@@ -231,7 +250,7 @@ class Client:
         except OSError as exc:
             raise RedisUnavailable(f"ConnectionError: {exc}") from None
         # The handshake is answered before any caller's command goes out on this connection.
-        futures = [connection.send(encode(args), self.timeout) for args in self._handshake]
+        futures = [connection.send(encode(args)) for args in self._handshake]
         for args, future in zip(self._handshake, futures, strict=True):
             reply = await future
             if isinstance(reply, ReplyError):
