@@ -17,11 +17,14 @@ from typing import Any
 import orjson
 
 _LONG_NUMBER = re.compile(rb"[0-9]{19}")  # 2**63 has 19 digits: anything shorter fits orjson's integers
+_DIGITS = b"0123456789"
 
 
 def loads(data: bytes) -> Any:
     """``json.loads(data)``, faster; raises ``ValueError`` (as it does) on invalid JSON."""
-    if _LONG_NUMBER.search(data):
+    # Fewer than 19 digits in all cannot hold a run of 19: counting them (deleting them, in C) is
+    # several times cheaper than the regular expression, which most bodies then never need.
+    if len(data) - len(data.translate(None, _DIGITS)) >= 19 and _LONG_NUMBER.search(data):
         return json.loads(data)
     try:
         return orjson.loads(data)

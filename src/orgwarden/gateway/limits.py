@@ -165,28 +165,55 @@ def _reset_value(unix_seconds: int) -> bytes:
     return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
 
 
+_HeaderPlan = tuple[tuple[bytes, bytes, bytes, tuple[int, ...]], ...]
+# Keyed by the limiters' ids (members are singletons; hashing the members would run Enum.__hash__,
+# Python code, for each): the same few limiter sequences come back on every request.
+_header_plans: dict[tuple[int, ...], _HeaderPlan] = {}
+
+
+def _header_plan(limiters: Sequence[Limiter]) -> _HeaderPlan:
+    """Per header kind in force for wants of these limiters: its three names and the positions of
+    the wants it is chosen among (in the order ties are broken)."""
+    key = tuple([id(limiter) for limiter in limiters])
+    plan = _header_plans.get(key)
+    if plan is None:
+        plan = _header_plans[key] = _make_header_plan(limiters)
+    return plan
+
+
+def _make_header_plan(limiters: Sequence[Limiter]) -> _HeaderPlan:
+    plan = []
+    for limit_name, remaining_name, reset_name, members in _HEADER_KINDS:
+        positions = tuple(i for limiters_ in members for i, limiter in enumerate(limiters) if limiter in limiters_)
+        if positions:
+            plan.append((limit_name, remaining_name, reset_name, positions))
+    return tuple(plan)
+
+
+@functools.lru_cache(maxsize=1024)
+def _number(value: int) -> bytes:
+    return str(value).encode()
+
+
 def _headers(admission: Admission, wants: Sequence[tuple[BucketWant, Limiter]]) -> list[tuple[bytes, bytes]]:
     """``anthropic-ratelimit-*`` for the most restrictive bucket of each kind in force (the first of
     equally restrictive ones)."""
     levels = admission.levels
-    found: list[tuple[float, BucketWant, Limiter]] = []
-    for want, limiter in wants:
+    found: list[float] = []
+    for want, _ in wants:
         level = levels.get(want.name)
-        found.append((want.spec.capacity if level is None else level, want, limiter))
+        found.append(want.spec.capacity if level is None else level)
     headers: list[tuple[bytes, bytes]] = []
-    for limit_name, remaining_name, reset_name, members in _HEADER_KINDS:
-        best: tuple[float, BucketWant, Limiter] | None = None
-        for limiters in members:
-            for item in found:
-                if item[2] in limiters and (best is None or item[0] < best[0]):
-                    best = item
-        if best is None:
-            continue
-        level, want, _ = best
-        spec = want.spec
+    for limit_name, remaining_name, reset_name, positions in _header_plan([limiter for _, limiter in wants]):
+        best = positions[0]
+        for i in positions:
+            if found[i] < found[best]:
+                best = i
+        level = found[best]
+        spec = wants[best][0].spec
         rate = spec.rate
         full_in = max(0.0, spec.capacity - level) / rate if rate > 0 else 0.0
-        headers.append((limit_name, str(spec.limit).encode()))
+        headers.append((limit_name, _number(spec.limit)))
         headers.append((remaining_name, str(max(0, math.floor(level))).encode()))
         headers.append((reset_name, _reset_value(math.ceil(admission.now + full_in))))
     return headers
