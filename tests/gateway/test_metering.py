@@ -201,6 +201,43 @@ def test_each_non_streaming_message_makes_exactly_one_record_with_its_tokens_and
     )
 
 
+def test_the_recorders_direct_insert_stores_what_sqlalchemy_core_stores(server: Server) -> None:
+    """``UsageRecords.insert_many`` hands records straight to the driver: the same values stored
+    that way and through SQLAlchemy Core read back the same, column for column, raw (the text SQLite
+    holds, the values PostgreSQL returns) and through the ORM."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import insert, select, text
+
+    key = create_key(server)
+    at = datetime.now(UTC).replace(microsecond=0) + timedelta(microseconds=5)  # a zero-padded fraction
+    base: dict[str, Any] = dict(
+        organization_id=server.organization["id"], workspace_id=key["scope"]["workspace_id"], api_key_id=key["id"],
+        model=MODEL, service_tier="standard", inference_geo="global", context_window="0-200k", speed="standard",
+        endpoint="messages", stream=True, completed=False, input_tokens=3, output_tokens=4, cache_creation_5m_tokens=5,
+        cache_creation_1h_tokens=6, cache_read_tokens=7, web_search_requests=8, cost_picodollars=10**18 + 7, status=499,
+        latency_ms=12, created_at=at,
+    )  # fmt: skip
+    direct, core = unique("req_direct"), unique("req_core")
+
+    async def write_and_read(uow: UnitOfWork) -> list[Any]:
+        session = uow.usage.session
+        await uow.usage.insert_many([{"id": direct, **base}])
+        await session.execute(insert(UsageRecord), [{"id": core, **base}])
+        await uow.commit()
+        raw = await session.execute(
+            text("SELECT * FROM usage_records WHERE id IN (:a, :b) ORDER BY id = :b"), {"a": direct, "b": core}
+        )
+        orm = await session.scalars(select(UsageRecord).where(UsageRecord.id.in_([direct, core])))
+        return [[tuple(row)[1:] for row in raw], {row.id: row for row in orm}]
+
+    raw, orm = query_db(server.db, write_and_read)
+    assert raw[0] == raw[1]
+    columns = [c.name for c in UsageRecord.__table__.columns if c.name != "id"]
+    assert [getattr(orm[direct], c) for c in columns] == [getattr(orm[core], c) for c in columns]
+    assert orm[direct].created_at == at
+
+
 def test_output_is_capped_by_max_tokens_and_metered_as_delivered(server: Server, key: dict[str, Any]) -> None:
     with server.http(key["key"]) as http:
         response = http.post(

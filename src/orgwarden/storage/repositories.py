@@ -5,11 +5,12 @@ They add and find rows; they never commit (the unit of work does) and hold no bu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Select, Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orgwarden.storage.pagination import Cursor, Page, paginate
@@ -313,13 +314,45 @@ class CacheEvents(_Repo):
         await self.session.execute(delete(CacheEvent).where(CacheEvent.created_at < before))
 
 
+_UsageInsert = tuple[str, tuple[str, ...], tuple[tuple[int, Callable[[Any], Any]], ...]]
+_usage_inserts: dict[str, _UsageInsert] = {}
+
+
+def _usage_insert(dialect: Dialect) -> _UsageInsert:
+    """The INSERT of a whole usage record as the dialect's driver takes it: its SQL, the column of
+    each positional parameter, and the columns' own bind processors (``UTCDateTime`` to naive UTC
+    and, on SQLite, to SQLAlchemy's text form; booleans), compiled once per dialect."""
+    found = _usage_inserts.get(dialect.name)
+    if found is None:
+        table = cast(Table, UsageRecord.__table__)
+        compiled = insert(table).compile(dialect=dialect)
+        names = tuple(compiled.positiontup or ())
+        processors = tuple(
+            (i, process) for i, name in enumerate(names) if (process := table.c[name].type.bind_processor(dialect))
+        )
+        found = _usage_inserts[dialect.name] = (compiled.string, names, processors)
+    return found
+
+
 class UsageRecords(_Repo):
     async def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
-        """One executemany INSERT through Core (no ORM objects, not even the ORM's bulk path, which
-        costs several times as much per row: this is the metering hot path)."""
-        if rows:
-            connection = await self.session.connection()
-            await connection.execute(insert(cast(Table, UsageRecord.__table__)), list(rows))
+        """One executemany INSERT straight to the driver, this being the metering hot path.
+
+        SQLAlchemy's own executemany spent about 5 µs per row building and processing each row's
+        parameters; here the statement is compiled once and each row runs only the bind processors
+        of its columns, the same functions SQLAlchemy runs, so what is stored is the same (a test
+        compares both, raw). Every row names every column: the table has no defaults."""
+        if not rows:
+            return
+        connection = await self.session.connection()
+        sql, names, processors = _usage_insert(connection.dialect)
+        params = []
+        for row in rows:
+            values = [row[name] for name in names]
+            for i, process in processors:
+                values[i] = process(values[i])
+            params.append(tuple(values))
+        await connection.exec_driver_sql(sql, params)
 
     async def for_organization(self, organization_id: str) -> list[UsageRecord]:
         stmt = select(UsageRecord).where(UsageRecord.organization_id == organization_id).order_by(UsageRecord.id)
