@@ -11,6 +11,7 @@ tomorrow must not rewrite yesterday's cost report, and the kinds add up to the m
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -71,10 +72,16 @@ class Entry:
 
 
 def _measures(entry: Entry) -> list[int]:
+    """``MEASURES`` of one record, in that order (spelled out: this runs once per metered request)."""
     record, cost = entry.record, entry.cost
     return [
         1,
-        *(int(record[name]) for name in TOKENS),
+        int(record["input_tokens"]),
+        int(record["output_tokens"]),
+        int(record["cache_creation_5m_tokens"]),
+        int(record["cache_creation_1h_tokens"]),
+        int(record["cache_read_tokens"]),
+        int(record["web_search_requests"]),
         cost.input,
         cost.output,
         cost.cache_write_5m,
@@ -84,21 +91,37 @@ def _measures(entry: Entry) -> list[int]:
     ]
 
 
+def _add(totals: dict[tuple[Any, ...], list[int]], key: tuple[Any, ...], measures: list[int]) -> None:
+    total = totals.get(key)
+    # A new list on every addition, never one changed in place: a list may be shared by several keys.
+    totals[key] = measures if total is None else list(map(operator.add, total, measures))
+
+
 def fold(entries: Iterable[Entry]) -> list[dict[str, Any]]:
-    """The rollup rows a batch adds: one per (width, bucket, dimensions), sorted by their key."""
-    rows: dict[tuple[Any, ...], list[int]] = {}
+    """The rollup rows a batch adds: one per (width, bucket, dimensions), sorted by their key.
+
+    Records are summed per minute first and the hour and day rows made from those sums: a batch
+    holds a few minutes of a few dimensions, so the per-record work is one key and one addition."""
+    minutes: dict[tuple[Any, ...], list[int]] = {}
     for entry in entries:
         record = entry.record
-        dimensions = tuple(entry.inference_geo if name == "inference_geo" else str(record[name]) for name in DIMENSIONS)
-        measures = _measures(entry)
+        key = (
+            str(record["organization_id"]),
+            floor(record["created_at"], "1m"),
+            str(record["workspace_id"]),
+            str(record["api_key_id"]),
+            str(record["model"]),
+            str(record["service_tier"]),
+            str(record["context_window"]),
+            entry.inference_geo,
+            str(record["speed"]),
+        )  # the order of DIMENSIONS
+        _add(minutes, key, _measures(entry))
+    rows: dict[tuple[Any, ...], list[int]] = {}
+    for (organization_id, minute, *dimensions), measures in minutes.items():
         for width in WIDTHS:
-            key = (str(record["organization_id"]), width, floor(record["created_at"], width), *dimensions)
-            total = rows.get(key)
-            if total is None:
-                rows[key] = list(measures)
-            else:
-                for i, value in enumerate(measures):
-                    total[i] += value
+            start = minute if width == "1m" else floor(minute, width)
+            _add(rows, (organization_id, width, start, *dimensions), measures)
     names = ("organization_id", "bucket_width", "bucket_start", *DIMENSIONS)
     return [
         {**dict(zip(names, key, strict=True)), **dict(zip(MEASURES, rows[key], strict=True))} for key in sorted(rows)
