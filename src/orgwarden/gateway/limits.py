@@ -177,6 +177,8 @@ def _header_plan(limiters: Sequence[Limiter]) -> _HeaderPlan:
     key = tuple([id(limiter) for limiter in limiters])
     plan = _header_plans.get(key)
     if plan is None:
+        if len(_header_plans) >= _PLAN_CACHE_SIZE:  # only a configuration of thousands of levels gets here
+            _header_plans.clear()
         plan = _header_plans[key] = _make_header_plan(limiters)
     return plan
 
