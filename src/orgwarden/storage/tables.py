@@ -164,11 +164,7 @@ class UsageRecord(Base):
     """
 
     __tablename__ = "usage_records"
-    __table_args__ = (
-        Index("ix_usage_records_org_time", "organization_id", "created_at"),
-        Index("ix_usage_records_workspace_time", "workspace_id", "created_at"),
-        Index("ix_usage_records_key_time", "api_key_id", "created_at"),
-    )
+    __table_args__ = (Index("ix_usage_records_org_time", "organization_id", "created_at"),)
 
     id: Mapped[str] = mapped_column(IdString(), primary_key=True)  # the request id
     organization_id: Mapped[str] = mapped_column(IdString(36))
