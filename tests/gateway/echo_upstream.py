@@ -3,7 +3,8 @@
 ``POST /v1/messages`` answers a Message whose text is a JSON report: the exact body bytes
 (base64), the headers as received and the client port of the connection it came on; with
 ``?close=1`` the answer says ``connection: close``; with ``?drop=1`` the connection is dropped
-half-way through the answer. With ``"stream": true`` it sends three SSE events 0.3 s
+half-way through the answer; with ``?chunks=N`` the answer goes out as N pieces of chunked
+transfer encoding, one right after another. With ``"stream": true`` it sends three SSE events 0.3 s
 apart, so a test can see that the gateway relays each one as it comes.
 """
 
@@ -65,4 +66,12 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.body", "body": payload[: len(payload) // 2], "more_body": True})
         raise ConnectionResetError("the echo upstream drops the connection half-way")
     await send({"type": "http.response.start", "status": 200, "headers": headers})
+    pieces = int(dict(part.split("=", 1) for part in scope["query_string"].decode().split("&") if "=" in part)
+                 .get("chunks", "1"))  # fmt: skip
+    if pieces > 1:  # no content-length: uvicorn sends each body message as a chunk
+        size = -(-len(payload) // pieces)
+        for at in range(0, len(payload), size):
+            await send({"type": "http.response.body", "body": payload[at : at + size], "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
     await send({"type": "http.response.body", "body": payload})

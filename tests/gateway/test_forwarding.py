@@ -98,6 +98,22 @@ def test_the_upstream_connection_is_kept_alive_unless_the_upstream_closes_it(gat
     assert after[1] == after[0]
 
 
+def test_a_json_answer_in_hundreds_of_chunks_arrives_whole_and_leaves_the_connection_usable(gateway: Server) -> None:
+    """An answer in hundreds of pieces of chunked transfer encoding is relayed whole, and the same
+    upstream connection serves the next requests (``test_http1_client`` makes the client pause
+    reading on such an answer deterministically)."""
+    key = new_key(gateway)["key"]
+    body = {"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": [{"role": "user", "content": "x" * 3000}]}
+    with httpx.Client(base_url=gateway.base_url, headers={"x-api-key": key}, timeout=10) as http:
+        first = http.post("/v1/messages?chunks=400", json=body)
+        second = http.post("/v1/messages?chunks=400", json=body)
+        third = http.post("/v1/messages", json=body)
+    assert first.status_code == second.status_code == third.status_code == 200, first.text
+    reports = [report_of(response) for response in (first, second, third)]
+    assert {report["client_port"] for report in reports} == {reports[0]["client_port"]}
+    assert json.loads(base64.b64decode(reports[1]["body_b64"]))["messages"][0]["content"] == "x" * 3000
+
+
 def test_a_json_answer_cut_half_way_is_a_502_envelope_not_a_truncated_body(gateway: Server) -> None:
     key = new_key(gateway)["key"]
     body = {"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}

@@ -161,6 +161,20 @@ class Response:
     def header(self, name: bytes) -> bytes | None:
         return first_header(self.headers, name)
 
+    def arrived(self) -> bytes | None:
+        """The whole body if all of it has arrived (often it comes with the head), else ``None``:
+        the caller then iterates. Taking it here costs no asynchronous iteration."""
+        connection = self._connection
+        if not connection.complete or connection.error is not None:
+            return None
+        chunks = connection.chunks
+        body = b"".join(chunks)
+        chunks.clear()
+        if connection.paused and connection.transport is not None:  # as iterating would: reusable again
+            connection.paused = False
+            connection.transport.resume_reading()
+        return body
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
         connection = self._connection
         while True:

@@ -32,6 +32,9 @@ class InProcessResponse:
     def header(self, name: bytes) -> bytes | None:
         return first_header(self.headers, name)
 
+    def arrived(self) -> bytes | None:
+        return None  # the simulator's answer comes through its queue: always iterated
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while True:
             try:

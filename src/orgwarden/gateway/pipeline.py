@@ -359,16 +359,18 @@ class Gateway:
         fails half-way through it gets the client a proper 502/504 envelope instead of a truncated
         body. The client's disconnecting is not watched here (only streams are long enough for it
         to matter): such a request is metered with the upstream's status, as it was answered."""
-        chunks: list[bytes] = []
-        try:
-            async for chunk in response:
-                chunks.append(chunk)
-        except UpstreamError as exc:
-            log.warning("upstream failed mid-response for %s: %s", call.request_id, exc)
-            status, kind = _failed(exc)
-            await self._meter(call, status, Extracted())
-            raise Refusal(status, kind, "the upstream failed while sending its answer") from None
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        body = response.arrived()
+        if body is None:
+            chunks: list[bytes] = []
+            try:
+                async for chunk in response:
+                    chunks.append(chunk)
+            except UpstreamError as exc:
+                log.warning("upstream failed mid-response for %s: %s", call.request_id, exc)
+                status, kind = _failed(exc)
+                await self._meter(call, status, Extracted())
+                raise Refusal(status, kind, "the upstream failed while sending its answer") from None
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         call.responded = True
         await send({"type": "http.response.start", "status": response.status,
                     "headers": self._response_headers(response, grant, call.ticket, call.request_id)})  # fmt: skip
@@ -421,10 +423,11 @@ class Gateway:
         rollup = None
         if call.endpoint == "messages":
             rollup = Entry(record, parts, report_geo(model, geo))
-        await self.recorder.put("usage", record, rollup)
-        if call.ticket is not None:
+        if not self.recorder.offer("usage", record, rollup):
+            await self.recorder.put("usage", record, rollup)  # full: wait for room
+        if call.ticket is not None and self.limits is not None:
             ticket, call.ticket = call.ticket, None
-            await self._settle(ticket, extracted, cost)
+            await self.limits.settle(ticket, extracted, cost)
 
     async def _settle(self, ticket: Ticket, extracted: Extracted, cost: int) -> None:
         if self.limits is not None:

@@ -43,6 +43,14 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
+    def offer(self, kind: Kind, row: dict[str, Any], rollup: Entry | None = None) -> bool:
+        """``put`` without waiting: False (and nothing queued) when the queue is full. The gateway
+        offers first and awaits ``put`` only then, sparing every request a coroutine."""
+        if self._queue.full():
+            return False
+        self._queue.put_nowait((kind, row, rollup))
+        return True
+
     async def put(self, kind: Kind, row: dict[str, Any], rollup: Entry | None = None) -> None:
         """Queue a usage record or an audit event (column name -> value) for the next batch; a
         usage record with a ``rollup`` entry is also added to the usage rollups."""
