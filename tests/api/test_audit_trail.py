@@ -246,7 +246,7 @@ def test_archiving_a_workspace_is_audited_once_with_its_archived_keys(
         server, event, action="workspace.archive", target_type="workspace", target_id=workspace.id,
         workspace_id=workspace.id,
     )  # fmt: skip
-    assert event["details"] == {"archived_api_keys": [key["id"]]}
+    assert event["details"] == {"archived_api_keys": [key["id"]], "archived_tunnels": []}
     again = client.organization.workspaces.with_raw_response.archive(workspace.id)
     assert again.http_response.status_code == 200
     assert events_of_request(server, again.http_response.headers["request-id"]) == []

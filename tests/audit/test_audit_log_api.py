@@ -200,7 +200,7 @@ def trail(server: Server) -> Trail:
 
         # the workspace archived, the user removed
         _, rid = call("POST", f"/v1/organizations/workspaces/{ws}/archive")
-        expect("workspace.archive", "workspace", ws, ws, rid, archived_api_keys=[key["id"]])
+        expect("workspace.archive", "workspace", ws, ws, rid, archived_api_keys=[key["id"]], archived_tunnels=[])
         _, rid = call("DELETE", f"/v1/organizations/users/{user['id']}")
         expect("user.remove", "user", user["id"], None, rid)
 

@@ -179,10 +179,11 @@ def test_the_sdk_family_sees_only_the_workspace_of_its_header(client: anthropic.
         client.beta.tunnels.create(workspace_id="nope")
 
     client.organization.workspaces.archive(workspace_id)
-    assert client.beta.tunnels.retrieve(tunnel.id, workspace_id=workspace_id).id == tunnel.id  # still readable
+    still = client.beta.tunnels.retrieve(tunnel.id, workspace_id=workspace_id)  # still readable, archived with it
+    assert (still.id, still.archived_at is not None) == (tunnel.id, True)
     with pytest.raises(anthropic.BadRequestError, match=f"workspace {workspace_id} is archived"):
         client.beta.tunnels.create(workspace_id=workspace_id)
-    with pytest.raises(anthropic.BadRequestError, match=f"workspace {workspace_id} is archived"):
+    with pytest.raises(anthropic.BadRequestError, match=f"tunnel {tunnel.id} is archived"):
         client.beta.tunnels.rotate_token(tunnel.id, workspace_id=workspace_id)
 
 
@@ -309,6 +310,34 @@ def test_archive_is_idempotent_archives_certificates_and_invalidates_the_token(h
     assert_error(http.post(f"{SPEC}/{tid}/rotate_token"), 400, "invalid_request_error", "is archived")
     assert_error(add_certificate(http, tid, certs.make().pem), 400, "invalid_request_error", "is archived")
     assert tid not in [t["id"] for t in ok(http.get(SPEC, params={"limit": 1000}))["data"]]
+
+
+def test_archiving_a_workspace_archives_its_tunnels_and_only_its_own(
+    server: Server, client: anthropic.Anthropic, http: httpx.Client
+) -> None:
+    """A workspace's tunnels go with it, as each tunnel's own archive would (certificates archived,
+    token invalid, record and hostname kept), listed in the ``workspace.archive`` event; a tunnel
+    of another workspace is left alone."""
+    workspace_id, other_id = new_workspace(client), new_workspace(client)
+    live, already, elsewhere = (spec_tunnel(http, workspace_id=w) for w in (workspace_id, workspace_id, other_id))
+    token = ok(http.post(f"{SPEC}/{live['id']}/reveal_token"))["tunnel_token"]
+    other_token = ok(http.post(f"{SPEC}/{elsewhere['id']}/reveal_token"))["tunnel_token"]
+    certificate = ok(add_certificate(http, live["id"], certs.make().pem))
+    before = ok(http.post(f"{SPEC}/{already['id']}/archive"))
+
+    client.organization.workspaces.archive(workspace_id)
+
+    got = ok(http.get(f"{SPEC}/{live['id']}"))
+    assert got["archived_at"] is not None
+    assert {k: v for k, v in got.items() if k != "archived_at"} == {k: v for k, v in live.items() if k != "archived_at"}
+    assert ok(http.get(f"{SPEC}/{already['id']}")) == before  # archived before: unchanged
+    shown = ok(http.get(f"{SPEC}/{live['id']}/certificates", params={"include_archived": "true"}))["data"]
+    assert [(c["id"], c["archived_at"]) for c in shown] == [(certificate["id"], got["archived_at"])]
+    assert not token_valid(http, token)
+    assert token_valid(http, other_token)
+    assert ok(http.get(f"{SPEC}/{elsewhere['id']}"))["archived_at"] is None
+    event = [e for e in audit_events(server, {workspace_id}) if e["action"] == "workspace.archive"]
+    assert [e["details"]["archived_tunnels"] for e in event] == [[live["id"]]]
 
 
 def test_a_hostname_is_never_handed_out_twice(server: Server, http: httpx.Client) -> None:

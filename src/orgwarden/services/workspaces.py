@@ -196,9 +196,17 @@ class WorkspaceService:
             workspace.archived_at = now
             uow.cache_events.changed("workspace", workspace.id, now)
             archived_keys = await uow.api_keys.archive_in_workspace(workspace.id, now)
+            # Its MCP tunnels go with it, as each tunnel's own archive would: certificates archived,
+            # token forgotten, row (and so hostname) kept.
+            archived_tunnels = []
+            for tunnel in await uow.tunnels.live_in_workspace(workspace.id):
+                tunnel.archived_at = now
+                tunnel.token_id = tunnel.token_encrypted = tunnel.token_hash = None
+                await uow.tunnel_certificates.archive_all(tunnel.id, now)
+                archived_tunnels.append(tunnel.id)
             audit.record(
                 uow, ctx, "workspace.archive", "workspace", workspace.id, workspace_id=workspace.id,
-                details={"archived_api_keys": archived_keys},
+                details={"archived_api_keys": archived_keys, "archived_tunnels": archived_tunnels},
             )  # fmt: skip
             await uow.commit()
             return workspace

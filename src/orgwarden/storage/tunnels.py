@@ -29,6 +29,17 @@ class Tunnels:
             stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return await self.session.scalar(stmt)
 
+    async def live_in_workspace(self, workspace_id: str) -> list[Tunnel]:
+        """The workspace's tunnels not archived yet, oldest first, row-locked (``get``'s lock)."""
+        stmt = (
+            select(Tunnel)
+            .where(Tunnel.workspace_id == workspace_id, Tunnel.archived_at.is_(None))
+            .order_by(Tunnel.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return list((await self.session.scalars(stmt)).all())
+
     async def by_token_hash(self, token_hash: str) -> Tunnel | None:
         return await self.session.scalar(select(Tunnel).where(Tunnel.token_hash == token_hash))
 
