@@ -10,6 +10,8 @@ each works on tunnels (and, where it counts rows, a workspace) of its own.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -499,6 +501,39 @@ def test_concurrent_certificate_creates_never_exceed_two(server: Server) -> None
     with server.http() as check:
         check.headers.update(SPEC_BETA)
         assert len(ok(check.get(f"{SPEC}/{tid}/certificates"))["data"]) == 2
+
+
+def test_no_tunnel_stays_live_in_a_workspace_archived_while_tunnels_are_being_created(
+    server: Server, client: anthropic.Anthropic
+) -> None:
+    """Creates race the workspace's archive: each create either comes before it (and is archived
+    with the workspace) or after it (a 400), never in between (a live tunnel left in an archived
+    workspace): creating takes the organization's lock, which archiving holds."""
+    workspace_id = new_workspace(client)
+    archived = threading.Event()
+
+    def create_until_archived(_: int) -> list[int]:
+        statuses = []
+        with server.http() as own:  # a connection each, so the requests really overlap
+            own.headers.update(SPEC_BETA)
+            while not archived.is_set() or len(statuses) < 3:
+                statuses.append(
+                    own.post(SPEC, json={"display_name": unique("race"), "workspace_id": workspace_id}).status_code
+                )
+        return statuses
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        runs = pool.map(create_until_archived, range(6))
+        time.sleep(0.3)
+        client.organization.workspaces.archive(workspace_id)
+        archived.set()
+        statuses = [status for run in runs for status in run]
+    assert set(statuses) == {200, 400}
+    with server.http() as check:
+        check.headers.update(SPEC_BETA)
+        tunnels = ok(check.get(SPEC, params={"workspace_id": workspace_id, "include_archived": "true", "limit": 1000}))
+    assert len(tunnels["data"]) == statuses.count(200)
+    assert [t["id"] for t in tunnels["data"] if t["archived_at"] is None] == []
 
 
 # --------------------------------------------------------------------------------------------------

@@ -126,6 +126,9 @@ class TunnelService:
         name = checked(rules.check_display_name, display_name)
         now = utcnow()
         async with self._uow() as uow:
+            # The organization's lock, which archiving a workspace holds: a tunnel is created
+            # before the archive (and archived with the workspace) or refused after it.
+            await uow.organizations.lock(ctx.organization_id)
             workspace = await reach_workspace(uow, ctx, reach)
             if workspace is None:
                 if workspace_id is None:
