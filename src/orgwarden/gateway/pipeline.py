@@ -218,7 +218,8 @@ class Gateway:
         finally:
             if call.ticket is not None:  # not metered (the upstream was never reached): give it all back
                 ticket, call.ticket = call.ticket, None
-                await self._settle(ticket, Extracted(), 0)
+                if self.limits is not None:
+                    await self.limits.settle(ticket, Extracted(), 0)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         declared = _header(scope, b"content-length")
@@ -427,10 +428,6 @@ class Gateway:
             await self.recorder.put("usage", record, rollup)  # full: wait for room
         if call.ticket is not None and self.limits is not None:
             ticket, call.ticket = call.ticket, None
-            await self.limits.settle(ticket, extracted, cost)
-
-    async def _settle(self, ticket: Ticket, extracted: Extracted, cost: int) -> None:
-        if self.limits is not None:
             await self.limits.settle(ticket, extracted, cost)
 
     async def _audit_tenant(

@@ -54,10 +54,8 @@ class Recorder:
     async def put(self, kind: Kind, row: dict[str, Any], rollup: Entry | None = None) -> None:
         """Queue a usage record or an audit event (column name -> value) for the next batch; a
         usage record with a ``rollup`` entry is also added to the usage rollups."""
-        if self._queue.full():  # wait for room: backpressure, not loss
+        if not self.offer(kind, row, rollup):  # full: wait for room (backpressure, not loss)
             await self._queue.put((kind, row, rollup))
-        else:
-            self._queue.put_nowait((kind, row, rollup))
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="orgwarden-recorder")

@@ -29,6 +29,7 @@ from orgwarden.services.cursors import CursorPage
 from orgwarden.services.validation import checked
 from orgwarden.services.workspaces import require_workspace
 from orgwarden.storage.tables import Tunnel, Workspace
+from orgwarden.storage.tunnels import archive_tunnel
 from orgwarden.storage.uow import UnitOfWork, UnitOfWorkFactory
 
 WORKSPACE_HEADER = "anthropic-workspace-id"
@@ -237,9 +238,7 @@ class TunnelService:
             result = (await shown(uow, ctx, [row]))[0]
             if row.archived_at is None:
                 previous = row.token_id
-                row.archived_at = now
-                row.token_id = row.token_encrypted = row.token_hash = None
-                certificates = await uow.tunnel_certificates.archive_all(row.id, now)
+                certificates = await archive_tunnel(row, uow.tunnel_certificates, now)
                 audit.record(
                     uow, ctx, "tunnel.archive", "tunnel", row.id, workspace_id=row.workspace_id,
                     details={"domain": row.domain, "archived_certificates": certificates,

@@ -23,6 +23,7 @@ from orgwarden.services.context import Context
 from orgwarden.services.validation import checked
 from orgwarden.storage.pagination import Cursor, Page
 from orgwarden.storage.tables import Workspace
+from orgwarden.storage.tunnels import archive_tunnel
 from orgwarden.storage.uow import UnitOfWork, UnitOfWorkFactory
 
 _UNSET: Any = object()
@@ -196,13 +197,9 @@ class WorkspaceService:
             workspace.archived_at = now
             uow.cache_events.changed("workspace", workspace.id, now)
             archived_keys = await uow.api_keys.archive_in_workspace(workspace.id, now)
-            # Its MCP tunnels go with it, as each tunnel's own archive would: certificates archived,
-            # token forgotten, row (and so hostname) kept.
-            archived_tunnels = []
+            archived_tunnels = []  # its MCP tunnels go with it, as each tunnel's own archive would
             for tunnel in await uow.tunnels.live_in_workspace(workspace.id):
-                tunnel.archived_at = now
-                tunnel.token_id = tunnel.token_encrypted = tunnel.token_hash = None
-                await uow.tunnel_certificates.archive_all(tunnel.id, now)
+                await archive_tunnel(tunnel, uow.tunnel_certificates, now)
                 archived_tunnels.append(tunnel.id)
             audit.record(
                 uow, ctx, "workspace.archive", "workspace", workspace.id, workspace_id=workspace.id,

@@ -114,3 +114,12 @@ class TunnelCertificates:
                 .execution_options(synchronize_session=False)
             )
         return archived
+
+
+async def archive_tunnel(row: Tunnel, certificates: TunnelCertificates, now: datetime) -> list[str]:
+    """Archive a live tunnel, whether on its own or with its workspace: every certificate archived,
+    the token forgotten, the row (and so its hostname, under the unique constraint) kept. Returns
+    the archived certificates' ids, oldest first."""
+    row.archived_at = now
+    row.token_id = row.token_encrypted = row.token_hash = None
+    return await certificates.archive_all(row.id, now)
