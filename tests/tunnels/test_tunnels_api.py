@@ -511,22 +511,27 @@ def test_no_tunnel_stays_live_in_a_workspace_archived_while_tunnels_are_being_cr
     workspace): creating takes the organization's lock, which archiving holds."""
     workspace_id = new_workspace(client)
     archived = threading.Event()
+    created = threading.Event()
 
     def create_until_archived(_: int) -> list[int]:
         statuses = []
         with server.http() as own:  # a connection each, so the requests really overlap
             own.headers.update(SPEC_BETA)
             while not archived.is_set() or len(statuses) < 3:
-                statuses.append(
-                    own.post(SPEC, json={"display_name": unique("race"), "workspace_id": workspace_id}).status_code
-                )
+                status = own.post(SPEC, json={"display_name": unique("race"), "workspace_id": workspace_id}).status_code
+                statuses.append(status)
+                if status == 200:
+                    created.set()
         return statuses
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         runs = pool.map(create_until_archived, range(6))
-        time.sleep(0.3)
-        client.organization.workspaces.archive(workspace_id)
-        archived.set()
+        try:
+            assert created.wait(60), "no tunnel was created before the archive"  # however loaded the machine is
+            time.sleep(0.1)  # creates in full flight
+            client.organization.workspaces.archive(workspace_id)
+        finally:
+            archived.set()
         statuses = [status for run in runs for status in run]
     assert set(statuses) == {200, 400}
     with server.http() as check:

@@ -59,7 +59,7 @@ log = logging.getLogger("orgwarden")
 
 
 class Dispatcher:
-    def __init__(self, admin: ASGIApp, gateway: ASGIApp, telemetry: ASGIApp) -> None:
+    def __init__(self, admin: ASGIApp, gateway: Gateway, telemetry: ASGIApp) -> None:
         self.admin = admin
         self.gateway = gateway
         self.telemetry = telemetry

@@ -20,13 +20,23 @@ encoding, disconnects) is uvicorn's own code, unchanged: ``Protocol`` only gives
 cycle this class. ``orgwarden serve`` passes ``Protocol`` to uvicorn as its ``http`` implementation;
 the pinned uvicorn range in pyproject.toml is the one this was written against, and the tests run
 every response through it.
+
+Data-plane requests (``/v1/messages`` and the rest of ``pipeline.is_data_plane``) skip ASGI
+altogether: ``Protocol`` hands them to the gateway as ``DirectExchange``s (``direct_exchange.py``).
+Every other request (the Admin API, telemetry, a data-plane path with a ``%``-escape or an upgrade
+request) goes through uvicorn's ASGI cycle as above.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
-from uvicorn._types import ASGISendEvent
+import httptools
+from uvicorn._types import ASGI3Application, ASGISendEvent
+from uvicorn.config import Config
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware, _TrustedHosts
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
     HEADER_VALUE_RE,
@@ -35,6 +45,10 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+from uvicorn.server import ServerState
+
+from orgwarden.api.direct_exchange import DirectExchange
+from orgwarden.gateway.pipeline import Gateway, is_data_plane
 
 
 class Cycle(RequestResponseCycle):
@@ -125,10 +139,102 @@ class Cycle(RequestResponseCycle):
 
 
 class Protocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol whose requests are answered through ``Cycle``."""
+    """uvicorn's httptools protocol: data-plane requests go straight to the gateway
+    (``DirectExchange``), every other request is answered through ``Cycle``."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.gateway, self.trusted_proxies = _find_gateway(self.app)
+        if self.limit_concurrency is not None or self.root_path:
+            self.gateway = None  # uvicorn's 503s and path prefixes live in its ASGI path
 
     def on_headers_complete(self) -> None:
+        gateway = self.gateway
+        if gateway is not None and not self.parser.should_upgrade():
+            url = self.url
+            if b"?" in url or not url.startswith(b"/"):
+                parsed = httptools.parse_url(url)
+                raw_path, query = parsed.path, parsed.query or b""
+            else:
+                raw_path, query = url, b""
+            if b"%" not in raw_path and raw_path.isascii():
+                path = raw_path.decode("ascii")
+                method = self.parser.get_method()
+                if method in (b"GET", b"POST") and is_data_plane(path):
+                    self._start_direct(gateway, method.decode("ascii"), path, query)
+                    return
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and type(cycle) is RequestResponseCycle:
             cycle.__class__ = Cycle  # before its task first runs: every send goes through Cycle.send
+
+    def _start_direct(self, gateway: Gateway, method: str, path: str, query: bytes) -> None:
+        parser = self.parser
+        exchange = DirectExchange(
+            self,
+            gateway,
+            method,
+            path,
+            query,
+            self.headers,
+            keep_alive=parser.get_http_version() != "1.0" and parser.should_keep_alive(),
+            expect_continue=self.expect_100_continue,
+        )
+        existing = self.cycle
+        self.cycle = exchange  # type: ignore[assignment]  # uvicorn's code reads it as a cycle
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(exchange, None)  # type: ignore[arg-type]
+        else:  # pipelined behind a request still being answered: queued, as uvicorn queues its own
+            self.flow.pause_reading()
+            self.pipeline.appendleft((exchange, None))  # type: ignore[arg-type]
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        exchange: object = cycle
+        if type(exchange) is not DirectExchange:
+            super()._start_asgi_task(cycle, app)
+            return
+        task = self.loop.create_task(exchange.run())
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)  # uvicorn's shutdown waits for it
+
+    def on_body(self, body: bytes) -> None:
+        cycle: object = self.cycle
+        if type(cycle) is DirectExchange:
+            cycle.feed(body)
+        else:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        cycle: object = self.cycle
+        if type(cycle) is DirectExchange:
+            cycle.complete()
+        else:
+            super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        cycle: object = self.cycle
+        if type(cycle) is DirectExchange:
+            self.cycle = None  # type: ignore[assignment]  # uvicorn's part below is for its own cycles
+            cycle.lost()
+        super().connection_lost(exc)
+
+
+def _find_gateway(app: object) -> tuple[Gateway | None, _TrustedHosts | None]:
+    """The gateway behind uvicorn's wrappers of orgwarden's dispatcher, and the proxies whose
+    ``X-Forwarded-For`` uvicorn trusts (``--forwarded-allow-ips``); no gateway for any other app."""
+    from orgwarden.api.app import Dispatcher  # the app module imports the whole Admin API
+
+    trusted: _TrustedHosts | None = None
+    while app is not None:
+        if isinstance(app, Dispatcher):
+            return (app.gateway if isinstance(app.gateway, Gateway) else None), trusted
+        if isinstance(app, ProxyHeadersMiddleware):
+            trusted = app.trusted_hosts
+        app = getattr(app, "app", None)
+    return None, None

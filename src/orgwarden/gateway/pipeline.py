@@ -1,4 +1,4 @@
-"""The data-plane pipeline, as a plain ASGI app (no framework on the hot path).
+"""The data-plane pipeline: ``Gateway.serve`` one ``Exchange`` (no framework on the hot path).
 
     headers (tenant-restriction syntax, 400) -> authenticate (401/403) -> restrict (403)
     -> workspace header (403) -> body and data residency (400/413) -> forward -> relay -> meter
@@ -10,6 +10,10 @@ inserted so that the workspace's data-residency setting holds. Responses (status
 back as the upstream sent them, SSE relayed chunk by chunk; orgwarden adds ``request-id``,
 ``anthropic-organization-id`` and ``anthropic-workspace-id`` (the upstream's own request id is kept
 as ``upstream-request-id``).
+
+``orgwarden serve`` hands the pipeline its requests straight from the HTTP protocol
+(``api/http_protocol.py``); ``Gateway`` is also a plain ASGI app (``AsgiExchange``) for any other
+server and for the requests the fast path leaves to ASGI.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from orgwarden import ids
 from orgwarden.domain import tenant
@@ -36,6 +40,7 @@ from orgwarden.domain.rollups import Entry, report_geo
 from orgwarden.domain.statuses import api_key_status
 from orgwarden.domain.usage import Extracted, StreamMeter, from_message
 from orgwarden.domain.workspaces import UNRESTRICTED
+from orgwarden.gateway.exchange import AsgiExchange, BodyTooLarge, ClientGone, Exchange, Headers
 from orgwarden.gateway.http1 import ConnectTimedOut, ReadTimedOut, UpstreamError, first_header
 from orgwarden.gateway.keys import KeyCache
 from orgwarden.gateway.limits import Enforcer, Ticket
@@ -49,8 +54,18 @@ log = logging.getLogger("orgwarden.gateway")
 TENANT_MESSAGE = "Access restricted by network policy. Contact IT Administrator."
 TENANT_CODE = "tenant_restriction_violation"
 NO_COST = Cost(0, 0, 0, 0, 0, 0)
-_HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-connection"}
+# Not relayed: hop-by-hop headers, and the upstream's framing (the exchange frames what it sends).
+_NOT_RELAYED = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-connection",
+        b"content-length",
+    }
 )
 _ROUTES = {
     ("POST", "/v1/messages"): "messages",
@@ -80,7 +95,6 @@ class Call:
     method: str
     path: str
     endpoint: str
-    source_ip: str | None
     started: float
     responded: bool = False  # the response has started: a failure can no longer change its status
     grant: KeyGrant | None = None
@@ -93,16 +107,16 @@ class Call:
     ticket: Ticket | None = None
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    value = first_header(scope["headers"], name)
+def _header(headers: Headers, name: bytes) -> str | None:
+    value = first_header(headers, name)
     return value.decode("latin-1") if value is not None else None
 
 
-def _credential(scope: Scope) -> str | None:
-    key = _header(scope, b"x-api-key")
+def _credential(headers: Headers) -> str | None:
+    key = _header(headers, b"x-api-key")
     if key:
         return key.strip()
-    auth = _header(scope, b"authorization")
+    auth = _header(headers, b"authorization")
     if auth:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
@@ -117,10 +131,10 @@ def envelope(refusal: Refusal, request_id: str) -> bytes:
     return json.dumps({"type": "error", "error": error, "request_id": request_id}).encode()
 
 
-async def authenticate(keys: KeyCache, scope: Scope, surface: str) -> KeyGrant:
+async def authenticate(keys: KeyCache, headers: Headers, surface: str) -> KeyGrant:
     """The active API key a request presents (through the key cache: no database round trip once
     seen; a revocation is seen within a second), or a 401/403 refusal naming ``surface``."""
-    secret = _credential(scope)
+    secret = _credential(headers)
     if secret is None:
         raise Refusal(
             401,
@@ -162,84 +176,80 @@ class Gateway:
         self._unpriced: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = route_of(scope["method"], scope["path"])
-        client = scope.get("client")
+        """The gateway as an ASGI app."""
+        await self.serve(AsgiExchange(scope, receive, send))
+
+    async def serve(self, exchange: Exchange) -> None:
+        """Answer one data-plane request: always an answer, never an exception."""
+        endpoint = route_of(exchange.method, exchange.path)
         call = Call(
             request_id=ids.new_request_id(),
-            method=scope["method"],
-            path=scope["path"],
+            method=exchange.method,
+            path=exchange.path,
             endpoint=endpoint or "",
-            source_ip=client[0] if client else None,
             started=time.perf_counter(),
         )
         try:
             if endpoint is None:  # a data-plane path with another method, e.g. GET /v1/messages
                 raise Refusal(404, "not_found_error", f"no such endpoint: {call.method} {call.path}")
-            await self._handle(call, scope, receive, send)
+            await self._handle(call, exchange)
         except Refusal as refusal:
-            await self._refuse(send, call, refusal)
+            await self._refuse(exchange, call, refusal)
         except Exception as exc:  # a bug: logged once with the request id, answered without details
             log.error("unhandled error in %s %s (%s)", call.method, call.path, call.request_id, exc_info=exc)
             if not call.responded:
                 internal = Refusal(500, "api_error", "an internal error occurred; it has been logged")
-                await self._refuse(send, call, internal)
+                await self._refuse(exchange, call, internal)
 
     # -- the steps -------------------------------------------------------------------------------
 
-    async def _handle(self, call: Call, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _handle(self, call: Call, exchange: Exchange) -> None:
+        headers = exchange.headers
         try:
-            allowed = tenant.parse_allowed_org_ids(scope["headers"])
+            allowed = tenant.parse_allowed_org_ids(headers)
         except tenant.TenantHeaderError as exc:
             # The 400 stands whatever the key; who sent it is looked up only for the audit trail.
-            secret = _credential(scope)
+            secret = _credential(headers)
             known = await self.keys.lookup(secret) if secret else None
             sender = known if isinstance(known, KeyGrant) else None
-            await self._audit_tenant(call, scope, "invalid_request", sender, None, str(exc))
+            await self._audit_tenant(call, exchange, "invalid_request", sender, None, str(exc))
             raise Refusal(400, "invalid_request_error", str(exc)) from None
-        grant = await authenticate(self.keys, scope, "the Messages API")
+        grant = await authenticate(self.keys, headers, "the Messages API")
         call.grant = grant
         if not tenant.is_allowed(grant.organization_id, allowed):
-            await self._audit_tenant(call, scope, "denied", grant, sorted(allowed or ()), None)
+            await self._audit_tenant(call, exchange, "denied", grant, sorted(allowed or ()), None)
             raise Refusal(403, "permission_error", TENANT_MESSAGE, code=TENANT_CODE, error_code=TENANT_CODE)
-        wanted = _header(scope, b"anthropic-workspace-id")
+        wanted = _header(headers, b"anthropic-workspace-id")
         if wanted is not None and wanted != grant.workspace_id:
             raise Refusal(
                 403, "permission_error", f"anthropic-workspace-id {wanted!r} does not match this API key's workspace"
             )
         request: dict[str, Any] | None = None
-        if scope["method"] == "POST":
-            call.body = await self._read_body(scope, receive)
+        if call.method == "POST":
+            call.body = await self._read_body(exchange)
             if call.endpoint == "messages":
                 request = self._inspect_messages(call, grant)
         if self.limits is not None and call.endpoint in ("messages", "count_tokens"):
             call.ticket = await self.limits.admit(call.endpoint, grant, call.body, request)
         try:
-            await self._forward(call, scope, receive, send, grant)
+            await self._forward(call, exchange, grant)
         finally:
             if call.ticket is not None:  # not metered (the upstream was never reached): give it all back
                 ticket, call.ticket = call.ticket, None
                 if self.limits is not None:
                     await self.limits.settle(ticket, Extracted(), 0)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        declared = _header(scope, b"content-length")
+    async def _read_body(self, exchange: Exchange) -> bytes:
+        too_large = f"request body is larger than the limit of {self.max_body} bytes"
+        declared = _header(exchange.headers, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise Refusal(413, "request_too_large", f"request body is larger than the limit of {self.max_body} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise Refusal(400, "invalid_request_error", "the client went away before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise Refusal(
-                    413, "request_too_large", f"request body is larger than the limit of {self.max_body} bytes"
-                )
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+            raise Refusal(413, "request_too_large", too_large)
+        try:
+            return await exchange.read_body(self.max_body)
+        except BodyTooLarge:
+            raise Refusal(413, "request_too_large", too_large) from None
+        except ClientGone:
+            raise Refusal(400, "invalid_request_error", "the client went away before sending the whole body") from None
 
     def _inspect_messages(self, call: Call, grant: KeyGrant) -> dict[str, Any]:
         """Read what metering and residency need; insert the workspace's default geo if none is named."""
@@ -278,12 +288,12 @@ class Gateway:
 
     # -- forwarding and relaying -----------------------------------------------------------------
 
-    async def _forward(self, call: Call, scope: Scope, receive: Receive, send: Send, grant: KeyGrant) -> None:
+    async def _forward(self, call: Call, exchange: Exchange, grant: KeyGrant) -> None:
         upstream, upstream_key = self.upstreams.pick(grant.upstream_api_key)
-        headers = forwarded_headers(scope["headers"])
+        headers = forwarded_headers(exchange.headers)
         if upstream_key is not None:
             headers.append((b"x-api-key", upstream_key.encode()))
-        query = scope.get("query_string", b"")
+        query = exchange.query
         target = call.path + ("?" + query.decode("latin-1") if query else "")
         try:
             response = await upstream.request(call.method, target, headers, call.body)
@@ -296,7 +306,7 @@ class Gateway:
             log.warning("upstream unreachable for %s: %s", call.request_id, exc)
             raise Refusal(502, "api_error", "the upstream could not be reached") from None
         try:
-            await self._relay(call, response, receive, send, grant)
+            await self._relay(call, response, exchange, grant)
         finally:
             await response.aclose()
 
@@ -306,7 +316,7 @@ class Gateway:
         headers: list[tuple[bytes, bytes]] = []
         for name, value in response.headers:
             lower = name.lower()
-            if lower in _HOP_BY_HOP:
+            if lower in _NOT_RELAYED:
                 continue
             if lower == b"request-id":
                 headers.append((b"upstream-request-id", value))
@@ -321,38 +331,34 @@ class Gateway:
         headers.append((b"request-id", request_id.encode()))
         return headers
 
-    async def _relay(
-        self, call: Call, response: UpstreamResponse, receive: Receive, send: Send, grant: KeyGrant
-    ) -> None:
+    async def _relay(self, call: Call, response: UpstreamResponse, exchange: Exchange, grant: KeyGrant) -> None:
         if not (response.header(b"content-type") or b"").startswith(b"text/event-stream"):
-            await self._relay_whole(call, response, send, grant)
+            await self._relay_whole(call, response, exchange, grant)
             return
         meter = StreamMeter()
         call.responded = True
-        await send({"type": "http.response.start", "status": response.status,
-                    "headers": self._response_headers(response, grant, call.ticket, call.request_id)})  # fmt: skip
+        await exchange.start(response.status, self._response_headers(response, grant, call.ticket, call.request_id))
         outcome = {"status": response.status}
 
         async def pump() -> None:
             try:
                 async for chunk in response:
                     meter.feed(chunk)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await exchange.send(chunk)
             except UpstreamError as exc:
                 log.warning("upstream failed mid-response for %s: %s", call.request_id, exc)
                 outcome["status"], kind = _failed(exc)
                 error = {"type": "error", "error": {"type": kind, "message": "the upstream stream was interrupted"},
                          "request_id": call.request_id}  # fmt: skip
-                event = f"event: error\ndata: {json.dumps(error)}\n\n".encode()
-                await send({"type": "http.response.body", "body": event, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await exchange.send(f"event: error\ndata: {json.dumps(error)}\n\n".encode())
+            await exchange.finish()
 
-        aborted = await _until_disconnect(pump(), receive)
+        aborted = await _until_disconnect(pump(), exchange.wait_disconnect())
         if aborted:
             outcome["status"] = 499
         await self._meter(call, outcome["status"], meter.result)
 
-    async def _relay_whole(self, call: Call, response: UpstreamResponse, send: Send, grant: KeyGrant) -> None:
+    async def _relay_whole(self, call: Call, response: UpstreamResponse, exchange: Exchange, grant: KeyGrant) -> None:
         """A response that is not a stream is read to its end before the client gets any of it.
 
         Such an answer arrives all at once (the upstream sends its head when the message is done),
@@ -373,9 +379,8 @@ class Gateway:
                 raise Refusal(status, kind, "the upstream failed while sending its answer") from None
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         call.responded = True
-        await send({"type": "http.response.start", "status": response.status,
-                    "headers": self._response_headers(response, grant, call.ticket, call.request_id)})  # fmt: skip
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        headers = self._response_headers(response, grant, call.ticket, call.request_id)
+        await exchange.respond(response.status, headers, body)
         await self._meter(call, response.status, from_message(body))
 
     # -- metering and auditing -------------------------------------------------------------------
@@ -433,7 +438,7 @@ class Gateway:
     async def _audit_tenant(
         self,
         call: Call,
-        scope: Scope,
+        exchange: Exchange,
         outcome: str,
         grant: KeyGrant | None,
         listed: list[str] | None,
@@ -443,7 +448,7 @@ class Gateway:
         if organization_id is None:
             return
         now: datetime = utcnow()
-        auth = "api_key" if _credential(scope) else "none"
+        auth = "api_key" if _credential(exchange.headers) else "none"
         details: dict[str, Any] = {
             "method": call.method,
             "path": call.path,
@@ -464,15 +469,15 @@ class Gateway:
             target_id=organization_id,
             workspace_id=grant.workspace_id if grant else None,
             request_id=call.request_id,
-            source_ip=call.source_ip,
+            source_ip=exchange.client_host(),
             outcome=outcome,
             details=details,
         )
         await self.recorder.put("audit", event)
 
-    async def _refuse(self, send: Send, call: Call, refusal: Refusal) -> None:
+    async def _refuse(self, exchange: Exchange, call: Call, refusal: Refusal) -> None:
         body = envelope(refusal, call.request_id)
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers = [(b"content-type", b"application/json")]
         if call.grant is not None:
             headers.append((b"anthropic-organization-id", call.grant.organization_id.encode()))
             headers.append((b"anthropic-workspace-id", call.grant.workspace_id.encode()))
@@ -483,8 +488,7 @@ class Gateway:
         headers.extend(refusal.headers)
         headers.append((b"request-id", call.request_id.encode()))
         call.responded = True
-        await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await exchange.respond(refusal.status, headers, body)
 
 
 def _failed(exc: UpstreamError) -> tuple[int, str]:
@@ -500,17 +504,10 @@ def _insert_field(body: bytes, name: str, value: str) -> bytes:
     return body[:start] + json.dumps({name: value})[1:-1].encode() + separator + body[start:]
 
 
-async def _until_disconnect(work: Awaitable[None], receive: Receive) -> bool:
-    """Run ``work``; if the client disconnects first, cancel it and return True."""
+async def _until_disconnect(work: Awaitable[None], disconnect: Awaitable[None]) -> bool:
+    """Run ``work``; if the client disconnects first (``disconnect`` returns), cancel it and return True."""
     task = asyncio.ensure_future(work)
-
-    async def watch() -> None:
-        while True:
-            message: Message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-
-    watcher = asyncio.ensure_future(watch())
+    watcher = asyncio.ensure_future(disconnect)
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:

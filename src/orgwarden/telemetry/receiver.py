@@ -64,7 +64,7 @@ class TelemetryReceiver:
             if scope["method"] != "POST":
                 message = f"method {scope['method']} is not allowed on {scope['path']}: send POST"
                 raise Refusal(405, "invalid_request_error", message, headers=[(b"allow", b"POST")])
-            grant = await authenticate(self.keys, scope, SURFACE)
+            grant = await authenticate(self.keys, scope["headers"], SURFACE)
             encoding = otlp.negotiate(_header(scope, b"content-type"), _header(scope, b"content-encoding"))
             raw = await self._read_body(scope, receive)
             body = otlp.decompress(raw, encoding.compression, self.max_body)

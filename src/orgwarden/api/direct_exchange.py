@@ -1,0 +1,205 @@
+"""A data-plane request served straight on the HTTP/1.1 connection, without ASGI.
+
+For ``/v1/messages`` and the other data-plane paths, ``http_protocol.Protocol`` builds one of these
+instead of an ASGI scope and cycle, and runs ``Gateway.serve`` on it. What that saves per request,
+measured in bench/RESULTS.md: the scope dict, the ``receive``/``send`` message dicts and their
+checks, the proxy-headers middleware and the dispatcher (the client's forwarded address is worked
+out only when the audit trail asks for it), and a second coroutine around the app.
+
+On the wire it answers as uvicorn's cycle (``http_protocol.Cycle``) does: uvicorn's default headers
+(``date``) first, header names and values checked against the same characters, ``connection:
+close`` when the connection will close, a whole answer with ``content-length`` in one write, a
+streamed one chunked with its head held until its first piece. It honours ``Expect:
+100-continue`` (the interim answer goes out when the body is first read), write flow control (a
+send waits while the client's socket is full), keep-alive, pipelining (through the protocol's own
+queue) and graceful shutdown (its task is one of the server's, waited for before exit).
+
+The protocol reads and sets the attributes uvicorn's code expects of a cycle
+(``response_complete``, ``disconnected``, ``keep_alive``) and feeds the body through ``feed`` and
+``complete``; see ``Protocol`` for the hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE
+
+from orgwarden.gateway.exchange import BodyTooLarge, ClientGone, Headers
+
+if TYPE_CHECKING:
+    from orgwarden.api.http_protocol import Protocol
+    from orgwarden.gateway.pipeline import Gateway
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+class DirectExchange:
+    __slots__ = (
+        "_gateway",
+        "_held",
+        "_protocol",
+        "_waiter",
+        "chunks",
+        "disconnected",
+        "expect_continue",
+        "headers",
+        "keep_alive",
+        "method",
+        "more_body",
+        "path",
+        "query",
+        "response_complete",
+        "size",
+    )
+
+    def __init__(
+        self,
+        protocol: Protocol,
+        gateway: Gateway,
+        method: str,
+        path: str,
+        query: bytes,
+        headers: Headers,
+        *,
+        keep_alive: bool,
+        expect_continue: bool,
+    ) -> None:
+        self._protocol = protocol
+        self._gateway = gateway
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.more_body = True
+        self.disconnected = False
+        self.response_complete = False
+        self._held: bytes | None = None  # a streamed answer's head, until its first piece
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def run(self) -> None:
+        try:
+            await self._gateway.serve(self)
+        finally:
+            if not self.response_complete:  # cancelled mid-answer (shutdown): the client must not wait
+                self.response_complete = True
+                self._protocol.transport.close()
+
+    # -- fed by the protocol ---------------------------------------------------------------------
+
+    def feed(self, body: bytes) -> None:
+        if not self.response_complete:
+            self.chunks.append(body)
+            self.size += len(body)
+            self._wake()
+
+    def complete(self) -> None:
+        if not self.response_complete:
+            self.more_body = False
+            self._wake()
+
+    def lost(self) -> None:
+        if not self.response_complete:
+            self.disconnected = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    # -- Exchange --------------------------------------------------------------------------------
+
+    def client_host(self) -> str | None:
+        protocol = self._protocol
+        host = protocol.client[0] if protocol.client else None
+        trusted = protocol.trusted_proxies
+        if trusted is not None and host in trusted:
+            forwarded = [value for name, value in self.headers if name == b"x-forwarded-for"]
+            if forwarded:
+                address, _ = trusted.get_trusted_client_address(b", ".join(forwarded).decode("latin-1"))
+                if address:
+                    return address
+        return host
+
+    async def read_body(self, limit: int) -> bytes:
+        if self.more_body and self.expect_continue and not self._protocol.transport.is_closing():
+            self._protocol.transport.write(_CONTINUE)
+        self.expect_continue = False
+        while True:
+            if self.size > limit:
+                raise BodyTooLarge
+            if not self.more_body:
+                chunks = self.chunks
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if self.disconnected:
+                raise ClientGone
+            await self._wait()
+
+    async def respond(self, status: int, headers: Headers, body: bytes) -> None:
+        head = self._head(status, headers, b"content-length: %d\r\n" % len(body))
+        await self._write(head + body)
+        self._complete()
+
+    async def start(self, status: int, headers: Headers) -> None:
+        self._held = self._head(status, headers, b"transfer-encoding: chunked\r\n")
+
+    async def send(self, chunk: bytes) -> None:
+        if chunk:
+            out = b"%x\r\n%b\r\n" % (len(chunk), chunk)
+            held, self._held = self._held, None
+            await self._write(held + out if held else out)
+
+    async def finish(self) -> None:
+        held, self._held = self._held, None
+        await self._write(held + _LAST_CHUNK if held else _LAST_CHUNK)
+        self._complete()
+
+    async def wait_disconnect(self) -> None:
+        while not self.disconnected:
+            await self._wait()
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _head(self, status: int, headers: Headers, framing: bytes) -> bytes:
+        headers = [*self._protocol.server_state.default_headers, *headers]
+        if HEADER_RE.search(b"".join([name for name, _ in headers])):
+            raise RuntimeError("Invalid HTTP header name.")
+        if HEADER_VALUE_RE.search(b"".join([value for _, value in headers])):
+            raise RuntimeError("Invalid HTTP header value.")
+        content = [STATUS_LINE[status]]
+        for name, value in headers:
+            content += (name, b": ", value, b"\r\n")
+        content.append(framing)
+        if not self.keep_alive:
+            content.append(b"connection: close\r\n")
+        content.append(b"\r\n")
+        return b"".join(content)
+
+    async def _write(self, data: bytes) -> None:
+        """Write unless the client is gone (as uvicorn's cycle, which drops what it cannot send)."""
+        flow = self._protocol.flow
+        if flow.write_paused and not self.disconnected:
+            await flow.drain()
+        if not self.disconnected:
+            self._protocol.transport.write(data)
+
+    def _complete(self) -> None:
+        self.response_complete = True
+        protocol = self._protocol
+        if not self.keep_alive:
+            protocol.transport.close()
+        protocol.on_response_complete()

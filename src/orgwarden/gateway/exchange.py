@@ -1,0 +1,121 @@
+"""One data-plane request and its response, as the pipeline sees them: the seam between the
+gateway and whatever HTTP server carries it.
+
+The pipeline needs little of a server: the request line and headers, the whole body, and three ways
+to answer (a whole response, or a head followed by pieces and an end), plus word of the client
+leaving. ``Exchange`` is that much. ``orgwarden serve`` implements it straight on its HTTP/1.1
+protocol (``api/http_protocol.py``: no ASGI scope, message dicts or middleware per request, which
+cost about a fifth of a proxied request's CPU; bench/RESULTS.md). ``AsgiExchange`` implements it
+over ASGI, so the gateway stays a plain ASGI app for any other server and for requests the fast
+path leaves to ASGI.
+
+Framing is the exchange's job, not the caller's: ``respond`` writes ``content-length`` itself and
+``start`` frames what follows as chunked, so the headers passed in never carry ``content-length``
+or ``transfer-encoding`` (the pipeline drops the upstream's: they describe the upstream's hop).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from starlette.types import Message, Receive, Scope, Send
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class BodyTooLarge(Exception):
+    """The request body went past the limit ``read_body`` was given."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body had all arrived."""
+
+
+class Exchange(Protocol):
+    method: str
+    path: str
+    query: bytes
+    headers: Headers  # names in lower case, as received
+
+    def client_host(self) -> str | None:
+        """The client's address (a trusted proxy's ``X-Forwarded-For`` applied), for the audit trail."""
+        ...
+
+    async def read_body(self, limit: int) -> bytes:
+        """The whole request body; ``BodyTooLarge`` past ``limit`` bytes, ``ClientGone`` if it left."""
+        ...
+
+    async def respond(self, status: int, headers: Headers, body: bytes) -> None:
+        """A whole response, with ``content-length``."""
+        ...
+
+    async def start(self, status: int, headers: Headers) -> None:
+        """The head of a response whose body follows in pieces (chunked)."""
+        ...
+
+    async def send(self, chunk: bytes) -> None:
+        """One piece of a started response (an ``OSError`` if the server knows the client is gone)."""
+        ...
+
+    async def finish(self) -> None:
+        """The end of a started response."""
+        ...
+
+    async def wait_disconnect(self) -> None:
+        """Return once the client has gone (never, for one that stays)."""
+        ...
+
+
+class AsgiExchange:
+    """``Exchange`` over an ASGI ``scope``, ``receive`` and ``send``."""
+
+    __slots__ = ("_receive", "_send", "headers", "method", "path", "query", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.query: bytes = scope.get("query_string", b"")
+        self.headers: Headers = scope["headers"]
+
+    def client_host(self) -> str | None:
+        client = self.scope.get("client")
+        return client[0] if client else None
+
+    async def read_body(self, limit: int) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def respond(self, status: int, headers: Headers, body: bytes) -> None:
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def start(self, status: int, headers: Headers) -> None:
+        # No content-length: the ASGI server frames the body as chunked.
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def send(self, chunk: bytes) -> None:
+        await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def finish(self) -> None:
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def wait_disconnect(self) -> None:
+        while True:
+            message: Message = await self._receive()
+            if message["type"] == "http.disconnect":
+                return
