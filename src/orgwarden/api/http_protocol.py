@@ -154,6 +154,19 @@ class Protocol(HttpToolsProtocol):
         if self.limit_concurrency is not None or self.root_path:
             self.gateway = None  # uvicorn's 503s and path prefixes live in its ASGI path
 
+    def on_message_begin(self) -> None:
+        # What uvicorn's does, less the ASGI scope: only requests left to ASGI need one, and they
+        # get it in on_headers_complete (``_begin_asgi``), before anything reads it.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def _begin_asgi(self) -> None:
+        url, headers, expect_100_continue = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect_100_continue
+        self.scope["headers"] = headers
+
     def on_headers_complete(self) -> None:
         gateway = self.gateway
         if gateway is not None and not self.parser.should_upgrade():
@@ -169,6 +182,7 @@ class Protocol(HttpToolsProtocol):
                 if method in (b"GET", b"POST") and is_data_plane(path):
                     self._start_direct(gateway, method.decode("ascii"), path, query)
                     return
+        self._begin_asgi()
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and type(cycle) is RequestResponseCycle:

@@ -11,7 +11,7 @@ WEB_SEARCH_USD_PER_1000 = Decimal(10)  # $10 per 1,000 searches (public pricing)
 LONG_CONTEXT_TOKENS = 200_000  # above it, a request is in the 200k-1M context window
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, though never changed: see domain.buckets.Bucket
 class TokenUsage:
     """Usage as metered: the five token kinds and server-tool requests."""
 
@@ -32,7 +32,7 @@ class TokenUsage:
         return "0-200k" if self.total_input <= LONG_CONTEXT_TOKENS else "200k-1M"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, though never changed: see domain.buckets.Bucket
 class Cost:
     """Per-kind cost in picodollars; ``total`` is their exact sum."""
 

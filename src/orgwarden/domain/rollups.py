@@ -61,7 +61,7 @@ def floor(moment: datetime, width: str) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, though never changed: see domain.buckets.Bucket
 class Entry:
     """A usage record as the rollups see it: the record's columns, its cost per kind, and the
     inference geo reports show (``not_available`` for a model that does not take one)."""

@@ -37,7 +37,7 @@ class StoreUnavailable(Exception):
     """The shared store could not be reached; the gateway applies the configured failure mode."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, though never changed: see domain.buckets.Bucket
 class BucketWant:
     """Take ``amount`` from the bucket ``name`` (in ``settle``: give back ``amount``; negative takes)."""
 
@@ -46,7 +46,7 @@ class BucketWant:
     amount: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, though never changed: see domain.buckets.Bucket
 class BudgetWant:
     """Reserve ``amount`` picodollars on ``counter`` if it stays within ``limit`` picodollars."""
 
@@ -55,7 +55,7 @@ class BudgetWant:
     amount: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, though never changed: see domain.buckets.Bucket
 class Admission:
     allowed: bool
     now: float  # the store's clock, Unix seconds: what "reset" times are computed from
