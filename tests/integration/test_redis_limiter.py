@@ -142,7 +142,7 @@ def test_decisions_match_the_memory_limiter_call_for_call(prefix: str) -> None:
                     deltas = {spend: rng.choice([-1, 1]) * 10**9}
                     settled = await store.settle(corrections, deltas)
                     with raw() as client:
-                        clock[0] = int(client.hget(prefix + "rl:itpm", "at")) / 1_000_000
+                        clock[0] = int(float(client.get(prefix + "rl:itpm").split()[1])) / 1_000_000
                     assert settled == await reference.settle(corrections, deltas)
                 await asyncio.sleep(rng.choice([0, 0.05, 0.25]))
         finally:
@@ -209,7 +209,7 @@ def test_a_refused_request_changes_no_bucket_and_no_counter(prefix: str) -> None
         try:
             assert (await store.admit([BucketWant("rl:rpm", RPM, 1.0), BucketWant("rl:itpm", ITPM, 500.0)], [])).allowed
             with raw() as client:
-                before = {k: client.hgetall(prefix + k) for k in ("rl:rpm", "rl:itpm")}
+                before = {k: client.get(prefix + k) for k in ("rl:rpm", "rl:itpm")}
             # The token bucket refuses: the request bucket, listed first, keeps its request.
             refused = await store.admit(
                 [BucketWant("rl:rpm", RPM, 1.0), BucketWant("rl:itpm", ITPM, 500.0)],
@@ -229,7 +229,7 @@ def test_a_refused_request_changes_no_bucket_and_no_counter(prefix: str) -> None
             assert never.blocking_bucket == "rl:itpm"
             assert math.isinf(never.retry_after)
             with raw() as client:
-                assert {k: client.hgetall(prefix + k) for k in ("rl:rpm", "rl:itpm")} == before
+                assert {k: client.get(prefix + k) for k in ("rl:rpm", "rl:itpm")} == before
                 assert client.get(prefix + spend) == str(5 * CENT // 1000)
         finally:
             await store.close()
@@ -434,7 +434,9 @@ def test_idle_buckets_expire_once_they_would_be_full_again(prefix: str) -> None:
     run(scenario())
     with raw() as client:
         assert 85 <= client.ttl(prefix + "rl:itpm") <= 90
-        assert set(client.hgetall(prefix + "rl:itpm")) == {"level", "at"}
+        level, at = client.get(prefix + "rl:itpm").split()  # "<level> <at in µs>"
+        assert float(level) == pytest.approx(ITPM.capacity - 300)
+        assert int(at) > 0
 
 
 # -- outages ----------------------------------------------------------------------------------
@@ -692,3 +694,21 @@ def test_a_unix_socket_url_is_used(tmp_path: Path) -> None:
         client.close()
     finally:
         _stop(process)
+
+
+def test_a_bucket_left_as_a_hash_by_an_older_orgwarden_reads_as_full_and_is_replaced(prefix: str) -> None:
+    with raw() as client:
+        client.hset(prefix + "rl:itpm", mapping={"level": "0", "at": "0"})  # empty, in the old layout
+
+    async def scenario() -> None:
+        store = limiter(Baselines(), prefix)
+        try:
+            admitted = await store.admit([BucketWant("rl:itpm", ITPM, 300.0)], [])
+            assert admitted.allowed
+            assert admitted.levels == {"rl:itpm": pytest.approx(ITPM.capacity - 300)}
+        finally:
+            await store.close()
+
+    run(scenario())
+    with raw() as client:
+        assert client.type(prefix + "rl:itpm") == "string"
