@@ -41,7 +41,7 @@ from orgwarden.domain.statuses import api_key_status
 from orgwarden.domain.usage import Extracted, StreamMeter, from_message
 from orgwarden.domain.workspaces import UNRESTRICTED
 from orgwarden.gateway.exchange import AsgiExchange, BodyTooLarge, ClientGone, Exchange, Headers
-from orgwarden.gateway.http1 import ConnectTimedOut, ReadTimedOut, UpstreamError, first_header
+from orgwarden.gateway.http1 import ConnectTimedOut, ReadTimedOut, UpstreamError
 from orgwarden.gateway.keys import KeyCache
 from orgwarden.gateway.limits import Enforcer, Ticket
 from orgwarden.gateway.recorder import Recorder
@@ -108,8 +108,13 @@ class Call:
 
 
 def _header(headers: Headers, name: bytes) -> str | None:
-    value = first_header(headers, name)
-    return value.decode("latin-1") if value is not None else None
+    """The first value of a request header. Request header names are in lower case already (ASGI's
+    rule; the direct path gets them from uvicorn's parser, which lowers them), so none is lowered
+    again here, unlike ``first_header`` for the upstream's answers."""
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 def _credential(headers: Headers) -> str | None:
