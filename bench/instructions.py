@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import gateway as bench  # noqa: E402 - bench/gateway.py, next to this file
+import gateway as bench  # bench/gateway.py, next to this file
 
 CONNECTIONS = 8
 

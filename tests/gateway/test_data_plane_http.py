@@ -57,6 +57,12 @@ class Wire:
     def close(self) -> None:
         self.sock.close()
 
+    def __enter__(self) -> Wire:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
@@ -120,21 +126,17 @@ def assert_message(answer: Answer, server: Server) -> None:
 
 
 def test_expect_100_continue_gets_the_interim_answer_before_the_body_is_sent(server: Server, key: str) -> None:
-    wire = Wire(server)
-    try:
+    with Wire(server) as wire:
         whole = request(server, key, extra=("expect: 100-continue",))
         head, _, body = whole.partition(b"\r\n\r\n")
         wire.send(head + b"\r\n\r\n")
         assert wire.read().status == 100  # before a byte of the body was sent
         wire.send(body)
         assert_message(wire.read(), server)
-    finally:
-        wire.close()
 
 
 def test_pipelined_requests_are_answered_in_order_on_one_connection(server: Server, key: str) -> None:
-    wire = Wire(server)
-    try:
+    with Wire(server) as wire:
         wire.send(request(server, key) + request(server, None) + request(server, key, STREAM_BODY))
         first, second, third = wire.read(), wire.read(), wire.read()
         assert_message(first, server)
@@ -147,25 +149,19 @@ def test_pipelined_requests_are_answered_in_order_on_one_connection(server: Serv
         assert len(ids) == 3
         wire.send(request(server, key))  # still open for more
         assert_message(wire.read(), server)
-    finally:
-        wire.close()
 
 
 def test_an_http_1_0_request_is_answered_and_the_connection_closed(server: Server, key: str) -> None:
-    wire = Wire(server)
-    try:
+    with Wire(server) as wire:
         wire.send(request(server, key, version="1.0"))
         answer = wire.read()
         assert_message(answer, server)
         assert answer.header("connection") == "close"
         assert wire.closed()
-    finally:
-        wire.close()
 
 
 def test_a_body_arriving_in_pieces_is_read_whole(server: Server, key: str) -> None:
-    wire = Wire(server)
-    try:
+    with Wire(server) as wire:
         whole = request(server, key)
         head, _, body = whole.partition(b"\r\n\r\n")
         wire.send(head + b"\r\n\r\n" + body[:10])
@@ -173,18 +169,13 @@ def test_a_body_arriving_in_pieces_is_read_whole(server: Server, key: str) -> No
             time.sleep(0.05)
             wire.send(body[start : start + 25])
         assert_message(wire.read(), server)
-    finally:
-        wire.close()
 
 
-def test_a_client_that_leaves_before_its_body_is_whole_costs_nothing_and_breaks_nothing(
-    server: Server, key: str
-) -> None:
-    wire = Wire(server)
-    whole = request(server, key)
-    wire.send(whole[: len(whole) - 20])
-    time.sleep(0.1)
-    wire.close()
+def test_a_client_that_leaves_before_its_body_is_whole_breaks_nothing(server: Server, key: str) -> None:
+    with Wire(server) as wire:
+        whole = request(server, key)
+        wire.send(whole[: len(whole) - 20])
+        time.sleep(0.1)
     with httpx.Client(base_url=server.base_url, headers={"x-api-key": key, "anthropic-version": "2023-06-01"}) as http:
         assert http.post("/v1/messages", content=BODY, headers={"content-type": "application/json"}).status_code == 200
     assert "Traceback" not in server.log()
@@ -195,8 +186,7 @@ def test_a_client_that_leaves_before_its_body_is_whole_costs_nothing_and_breaks_
 def test_both_paths_answer_alike(server: Server, key: str, path: str) -> None:
     """``/v1/m%65ssages`` is ``/v1/messages`` once unescaped; the fast path leaves escaped paths to
     ASGI, where the gateway is the same pipeline behind ``AsgiExchange``."""
-    wire = Wire(server)
-    try:
+    with Wire(server) as wire:
         wire.send(request(server, key, path=path))
         assert_message(wire.read(), server)
         wire.send(request(server, key, STREAM_BODY, path=path))
@@ -211,22 +201,17 @@ def test_both_paths_answer_alike(server: Server, key: str, path: str) -> None:
         envelope: dict[str, Any] = json.loads(refused.body)
         assert envelope["request_id"] == refused.header("request-id")
         assert refused.header("content-length") == str(len(refused.body))
-    finally:
-        wire.close()
 
 
 @pytest.mark.parametrize("path", ["/v1/messages", "/v1/m%65ssages"], ids=["direct", "asgi"])
 def test_a_trusted_proxys_forwarded_address_is_the_audited_source(server: Server, key: str, path: str) -> None:
-    """uvicorn trusts ``X-Forwarded-For`` from 127.0.0.1 by default (``--forwarded-allow-ips``); a
+    """uvicorn trusts ``X-Forwarded-For`` from 127.0.0.1 by default (``FORWARDED_ALLOW_IPS``); a
     refused request's audit event names the address the proxy forwarded, on both paths."""
-    wire = Wire(server)
-    try:
+    with Wire(server) as wire:
         other_org = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
         wire.send(request(server, key, path=path, extra=(f"anthropic-allowed-org-ids: {other_org}",
                                                          "x-forwarded-for: 203.0.113.9")))  # fmt: skip
         answer = wire.read()
-    finally:
-        wire.close()
     assert answer.status == 403
     request_id = answer.header("request-id")
     assert request_id is not None

@@ -241,7 +241,7 @@ class Protocol(HttpToolsProtocol):
 
 def _find_gateway(app: object) -> tuple[Gateway | None, _TrustedHosts | None]:
     """The gateway behind uvicorn's wrappers of orgwarden's dispatcher, and the proxies whose
-    ``X-Forwarded-For`` uvicorn trusts (``--forwarded-allow-ips``); no gateway for any other app."""
+    ``X-Forwarded-For`` uvicorn trusts (``FORWARDED_ALLOW_IPS``); no gateway for any other app."""
     from orgwarden.api.app import Dispatcher  # the app module imports the whole Admin API
 
     trusted: _TrustedHosts | None = None

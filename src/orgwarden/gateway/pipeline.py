@@ -159,6 +159,21 @@ async def authenticate(keys: KeyCache, headers: Headers, surface: str) -> KeyGra
     return answer
 
 
+async def read_body(exchange: Exchange, limit: int) -> bytes:
+    """The whole request body, or a 413 (at once when Content-Length says so, else as soon as the
+    body passes ``limit``) or a 400 when the client leaves before sending all of it."""
+    too_large = f"request body is larger than the limit of {limit} bytes"
+    declared = _header(exchange.headers, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Refusal(413, "request_too_large", too_large)
+    try:
+        return await exchange.read_body(limit)
+    except BodyTooLarge:
+        raise Refusal(413, "request_too_large", too_large) from None
+    except ClientGone:
+        raise Refusal(400, "invalid_request_error", "the client went away before sending the whole body") from None
+
+
 class Gateway:
     def __init__(
         self,
@@ -231,7 +246,7 @@ class Gateway:
             )
         request: dict[str, Any] | None = None
         if call.method == "POST":
-            call.body = await self._read_body(exchange)
+            call.body = await read_body(exchange, self.max_body)
             if call.endpoint == "messages":
                 request = self._inspect_messages(call, grant)
         if self.limits is not None and call.endpoint in ("messages", "count_tokens"):
@@ -243,18 +258,6 @@ class Gateway:
                 ticket, call.ticket = call.ticket, None
                 if self.limits is not None:
                     await self.limits.settle(ticket, Extracted(), 0)
-
-    async def _read_body(self, exchange: Exchange) -> bytes:
-        too_large = f"request body is larger than the limit of {self.max_body} bytes"
-        declared = _header(exchange.headers, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise Refusal(413, "request_too_large", too_large)
-        try:
-            return await exchange.read_body(self.max_body)
-        except BodyTooLarge:
-            raise Refusal(413, "request_too_large", too_large) from None
-        except ClientGone:
-            raise Refusal(400, "invalid_request_error", "the client went away before sending the whole body") from None
 
     def _inspect_messages(self, call: Call, grant: KeyGrant) -> dict[str, Any]:
         """Read what metering and residency need; insert the workspace's default geo if none is named."""

@@ -31,9 +31,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Receive, Scope, Send
 
 from orgwarden.domain.clock import utcnow
+from orgwarden.gateway.exchange import AsgiExchange
 from orgwarden.gateway.http1 import first_header
 from orgwarden.gateway.keys import KeyCache
-from orgwarden.gateway.pipeline import authenticate, envelope
+from orgwarden.gateway.pipeline import authenticate, envelope, read_body
 from orgwarden.gateway.refusal import Refusal
 from orgwarden.services.claude_code import ClaudeCodeService, Sender
 from orgwarden.services.credentials import KeyGrant
@@ -66,7 +67,7 @@ class TelemetryReceiver:
                 raise Refusal(405, "invalid_request_error", message, headers=[(b"allow", b"POST")])
             grant = await authenticate(self.keys, scope["headers"], SURFACE)
             encoding = otlp.negotiate(_header(scope, b"content-type"), _header(scope, b"content-encoding"))
-            raw = await self._read_body(scope, receive)
+            raw = await read_body(AsgiExchange(scope, receive, send), self.max_body)
             body = otlp.decompress(raw, encoding.compression, self.max_body)
             handle = self._metrics if scope["path"] == METRICS_PATH else self._logs
             answer = await handle(grant, body, encoding.content_type)
@@ -94,28 +95,6 @@ class TelemetryReceiver:
         request = otlp.parse(body, content_type, ExportLogsServiceRequest)
         log.debug("telemetry: %d log records from %s decoded and dropped", log_records(request), grant.key_id)
         return otlp.serialize(ExportLogsServiceResponse(), content_type)
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise _too_large(self.max_body)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise Refusal(400, "invalid_request_error", "the client disconnected before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise _too_large(self.max_body)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-
-def _too_large(limit: int) -> Refusal:
-    return Refusal(413, "request_too_large", f"request body is larger than the limit of {limit} bytes")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
