@@ -30,7 +30,7 @@ import redis
 from orgwarden.domain.buckets import Limiter, Spec
 from orgwarden.domain.limits import parse_counter, period_window
 from orgwarden.gateway.limiter import Admission, BucketWant, BudgetWant, MemoryLimiter, StoreUnavailable
-from orgwarden.gateway.redis_limiter import RedisLimiter
+from orgwarden.gateway.redis_limiter import MAX_BATCH, RedisLimiter
 from orgwarden.gateway.resp import Client, RedisUnavailable
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -355,6 +355,103 @@ def test_a_burst_far_larger_than_the_connection_pool_is_batched_not_refused(pref
     results = run(scenario())
     assert sum(result.allowed for result in results) == 1000
     assert max(max(r.spent.values()) for r in results) == 1000 * CENT
+
+
+def test_one_turns_calls_are_one_script_call_applied_in_order_like_separate_calls(prefix: str) -> None:
+    """Admits and settles made in the same event-loop turn go to Redis together (one ``TIME``: one
+    ``now`` for all), and each is applied as if it had been a call of its own arriving in that
+    order: the same decisions, levels and counter values as the in-process limiter applying the
+    same calls one after another at that moment, refusals of every kind included."""
+    spend = counter(uuid.uuid4().hex)
+    rng = random.Random(4321)
+
+    async def scenario() -> None:
+        baseline = Baselines({spend: 2 * CENT})
+        store = limiter(baseline, prefix)
+        try:
+            assert (await store.admit([], [BudgetWant(spend, CENT, 0)])).spent == {spend: 2 * CENT}  # held now
+            calls: list[tuple[str, list[BucketWant], list[BudgetWant], dict[str, int]]] = []
+            for _ in range(60):
+                if rng.random() < 0.7:
+                    tokens = float(rng.choice([50, 200, 700]))
+                    wants = [BucketWant("rl:rpm", RPM, 1.0), BucketWant("rl:itpm", ITPM, tokens)][: rng.choice([1, 2])]
+                    budgets = [BudgetWant(spend, rng.choice([6, 9]) * CENT, rng.choice([1, 2]) * CENT)]
+                    calls.append(("admit", wants, budgets if rng.random() < 0.8 else [], {}))
+                else:
+                    back = [BucketWant("rl:rpm", RPM, 1.0), BucketWant("rl:itpm", ITPM, rng.choice([-100.0, 150.0]))]
+                    calls.append(("settle", back, [], {spend: rng.choice([-1, 1]) * CENT // 2}))
+
+            async def one(call: tuple[str, list[BucketWant], list[BudgetWant], dict[str, int]]) -> object:
+                kind, wants, budgets, deltas = call
+                return await (store.admit(wants, budgets) if kind == "admit" else store.settle(wants, deltas))
+
+            results = await asyncio.gather(*(one(call) for call in calls))
+            admissions = [r for r in results if isinstance(r, Admission)]
+            assert len({a.now for a in admissions}) == 1  # one script call, one TIME
+            clock = [admissions[0].now]
+            reference = MemoryLimiter(Baselines({spend: 2 * CENT}), clock=lambda: clock[0])
+            await reference.admit([], [BudgetWant(spend, CENT, 0)])
+            outcomes = set()
+            for step, (call, got) in enumerate(zip(calls, results, strict=True)):
+                kind, wants, budgets, deltas = call
+                if kind == "admit":
+                    assert isinstance(got, Admission)
+                    assert_same(got, await reference.admit(wants, budgets), step)
+                    outcomes.add((got.allowed, got.blocking_bucket, got.blocking_counter is not None))
+                else:
+                    assert got == await reference.settle(wants, deltas), f"step {step}"
+            assert outcomes == {
+                (True, None, False),
+                (False, "rl:rpm", False),
+                (False, "rl:itpm", False),
+                (False, None, True),
+            }
+            # What Redis kept is what the reference kept, seen by one more call later.
+            look = [BucketWant("rl:rpm", RPM, 0.0), BucketWant("rl:itpm", ITPM, 0.0)], [BudgetWant(spend, CENT, 0)]
+            kept = await store.admit(*look)
+            clock[0] = kept.now
+            assert_same(kept, await reference.admit(*look), len(calls))
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_more_calls_in_one_turn_than_one_script_call_carries_are_split_and_stay_exact(prefix: str) -> None:
+    spend = counter(uuid.uuid4().hex)
+
+    async def scenario() -> list[Admission]:
+        store = limiter(Baselines(), prefix)
+        try:
+            budgets = [BudgetWant(spend, 300 * CENT, CENT)]
+            return await asyncio.gather(*(store.admit([], budgets) for _ in range(2 * MAX_BATCH + 5)))
+        finally:
+            await store.close()
+
+    results = run(scenario())
+    assert len({result.now for result in results}) == 3  # MAX_BATCH, MAX_BATCH and 5 calls
+    assert sum(result.allowed for result in results) == 300
+    assert all(result.allowed for result in results[:300])  # in the order they were made
+    assert max(max(r.spent.values()) for r in results) == 300 * CENT
+
+
+def test_a_request_cancelled_while_its_call_is_out_leaves_the_others_answered(prefix: str) -> None:
+    async def scenario() -> None:
+        store = limiter(Baselines(), prefix)
+        try:
+            tasks = [asyncio.ensure_future(store.admit([BucketWant("rl:itpm", ITPM, 100.0)], [])) for _ in range(5)]
+            await asyncio.sleep(0)  # each has made its call
+            tasks[2].cancel()
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+            assert isinstance(done[2], asyncio.CancelledError)
+            assert [a.allowed for i, a in enumerate(done) if i != 2 and isinstance(a, Admission)] == [True] * 4
+            # The cancelled call was already on its way, and was applied: 600 - 6 x 100 (plus a little
+            # refill at 10 a second), not the 100 left had it been dropped.
+            assert (await store.admit([BucketWant("rl:itpm", ITPM, 100.0)], [])).levels["rl:itpm"] < 50
+        finally:
+            await store.close()
+
+    run(scenario())
 
 
 def test_concurrent_admits_never_take_more_than_a_bucket_holds(prefix: str) -> None:
