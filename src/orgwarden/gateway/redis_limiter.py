@@ -67,7 +67,7 @@ import functools
 import hashlib
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -241,7 +241,12 @@ def _spec_words(spec: Spec) -> str:
 
 
 def _bucket_words(buckets: Sequence[BucketWant]) -> str:
-    return ",".join([f"{_spec_words(b.spec)},{float(b.amount)!r}" for b in buckets])
+    words = []
+    for want in buckets:
+        amount = want.amount
+        whole = int(amount)  # most amounts are whole (requests, tokens): ``str`` of an int is cheaper than ``repr``
+        words.append(f"{_spec_words(want.spec)},{whole if whole == amount else repr(float(amount))}")
+    return ",".join(words)
 
 
 def _counter_expiry(name: str) -> int:
@@ -316,31 +321,59 @@ class RedisLimiter:
         return future
 
     def _flush(self, batch: _Batch) -> None:
+        """At the end of the turn: the script call leaves, written at once on the live connection
+        (the common case), or through ``_send`` when it must connect first."""
         if self._batch is batch:
             self._batch = None
-        task = asyncio.ensure_future(self._send(batch))
+        head = encode(["EVALSHA", self._sha, batch.key_count], length=batch.key_count + 4)
+        command = b"".join([head, *batch.keys, bulk("[" + ",".join(batch.words) + "]")])
+        sent = self._redis.send_now(command)
+        if sent is None:
+            self._in_task(self._send(batch, command))
+        else:
+            sent.add_done_callback(lambda reply: self._answered(batch, command, reply))
+
+    def _answered(self, batch: _Batch, command: bytes, reply: asyncio.Future[Any]) -> None:
+        error = reply.exception()
+        if error is not None:
+            self._fail(batch, StoreUnavailable(f"Redis: {error}"))
+        elif isinstance(reply.result(), ReplyError) and str(reply.result()).startswith("NOSCRIPT"):
+            self._in_task(self._send(batch, command))  # e.g. after SCRIPT FLUSH: load it, then again
+        else:
+            self._deliver(batch, reply.result())
+
+    def _in_task(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
         self._sending.add(task)  # a reference until it is done (the loop keeps only weak ones)
         task.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: _Batch) -> None:
-        head = encode(["EVALSHA", self._sha, batch.key_count], length=batch.key_count + 4)
-        command = b"".join([head, *batch.keys, bulk("[" + ",".join(batch.words) + "]")])
+    async def _send(self, batch: _Batch, command: bytes) -> None:
+        """The slow path: connect if need be, and load the script again if Redis has lost it."""
         try:
             reply = await self._reply(command)
-            if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):  # e.g. after SCRIPT FLUSH
+            if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
                 self._ok(await self._reply(encode(["SCRIPT", "LOAD", _SCRIPT])))
                 reply = await self._reply(command)
-            replies = self._ok(reply)
         except StoreUnavailable as exc:
-            for future in batch.futures:
-                if not future.done():  # a request that went away meanwhile was cancelled
-                    future.set_exception(StoreUnavailable(str(exc)))
-                    future.exception()  # seen: its request still gets it; nobody else needs to
+            self._fail(batch, exc)
             return
-        now_us = replies[0]
-        for future, answer in zip(batch.futures, replies[1:], strict=True):
-            if not future.done():
+        self._deliver(batch, reply)
+
+    def _deliver(self, batch: _Batch, reply: Any) -> None:
+        if isinstance(reply, ReplyError):  # an error reply is an outage too: the gateway decides
+            self._fail(batch, StoreUnavailable(f"Redis: ResponseError: {reply}"))
+            return
+        now_us = reply[0]
+        for future, answer in zip(batch.futures, reply[1:], strict=True):
+            if not future.done():  # a request that went away meanwhile was cancelled
                 future.set_result((now_us, answer))
+
+    @staticmethod
+    def _fail(batch: _Batch, error: StoreUnavailable) -> None:
+        for future in batch.futures:
+            if not future.done():
+                future.set_exception(StoreUnavailable(str(error)))
+                future.exception()  # seen: its request still gets it; nobody else needs to
 
     async def _reply(self, command: bytes) -> Any:
         """One encoded command's reply; ``StoreUnavailable`` when Redis cannot be reached."""

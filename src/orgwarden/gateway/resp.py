@@ -117,14 +117,19 @@ class _Connection(asyncio.Protocol):
         self.transport = None
         self.fail(RedisUnavailable(f"ConnectionError: {exc or 'Redis closed the connection'}"))
 
-    def send(self, command: bytes) -> asyncio.Future[Any]:
-        """Queue an encoded command for this turn's write; the future gets its reply."""
+    def send(self, command: bytes, *, at_once: bool = False) -> asyncio.Future[Any]:
+        """Queue an encoded command for this turn's write (``at_once``: write it, and anything
+        queued before it, now); the future gets its reply."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self.failed or self.transport is None:
             future.set_exception(RedisUnavailable("ConnectionError: the connection to Redis is closed"))
             return future
         self.waiting.append(future)
+        if at_once:
+            self.buffer.append(command)
+            self.flush()
+            return future
         if not self.buffer:
             loop.call_soon(self.flush)
         self.buffer.append(command)
@@ -212,6 +217,16 @@ class Client:
         """``call`` for a command already in RESP (see ``encode``)."""
         connection = self._connection or await self._connect()
         return await connection.send(command)
+
+    def send_now(self, command: bytes) -> asyncio.Future[Any] | None:
+        """Write an encoded command at once on the live connection; its reply's future, or ``None``
+        when there is no live connection (``call_encoded`` makes one). For a caller that already
+        gathers a turn's work into one command and sends it at the end of the turn: no task, and
+        no further turn of the event loop before it leaves."""
+        connection = self._connection
+        if connection is None or connection.failed:
+            return None
+        return connection.send(command, at_once=True)
 
     def forget(self, connection: _Connection) -> None:
         if self._connection is connection:
