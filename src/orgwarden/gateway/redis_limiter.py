@@ -63,7 +63,6 @@ read ``TIME`` and then write).
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import math
 import time
@@ -234,10 +233,19 @@ def _nano(picodollars: int) -> int:
     return -(-picodollars // PICO_PER_NANO)
 
 
-@functools.lru_cache(maxsize=4096)
-def _spec_words(spec: Spec) -> str:
-    """A bucket's limit and capacity as the script reads them (the same few specs every request)."""
-    return f"{int(spec.limit)},{float(spec.capacity)!r}"
+_spec_words: dict[int, tuple[Spec, str]] = {}
+
+
+def _words_of(spec: Spec) -> str:
+    """A bucket's limit and capacity as the script reads them, followed by a comma. Cached by the
+    spec's identity (the enforcer's plans hand out the same few spec objects on every request), not
+    by its value: hashing a frozen dataclass runs its generated ``__hash__``, Python code."""
+    known = _spec_words.get(id(spec))
+    if known is None or known[0] is not spec:
+        if len(_spec_words) >= _KEYS_CACHE_SIZE:
+            _spec_words.clear()
+        known = _spec_words[id(spec)] = (spec, f"{int(spec.limit)},{float(spec.capacity)!r},")
+    return known[1]
 
 
 def _bucket_words(buckets: Sequence[BucketWant]) -> str:
@@ -245,7 +253,7 @@ def _bucket_words(buckets: Sequence[BucketWant]) -> str:
     for want in buckets:
         amount = want.amount
         whole = int(amount)  # most amounts are whole (requests, tokens): ``str`` of an int is cheaper than ``repr``
-        words.append(f"{_spec_words(want.spec)},{whole if whole == amount else repr(float(amount))}")
+        words.append(_words_of(want.spec) + (str(whole) if whole == amount else repr(float(amount))))
     return ",".join(words)
 
 
@@ -260,9 +268,10 @@ def _counter_expiry(name: str) -> int:
 class _Batch:
     """The operations of one event-loop turn, on their way to Redis as one script call."""
 
-    __slots__ = ("futures", "key_count", "keys", "words")
+    __slots__ = ("futures", "key_count", "keys", "loop", "words")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.keys: list[bytes] = []  # each operation's keys, encoded
         self.key_count = 0
         self.words: list[str] = []  # each operation's numbers
@@ -306,15 +315,14 @@ class RedisLimiter:
 
     def _run(self, names: tuple[str, ...], words: str) -> asyncio.Future[Any]:
         """Add one operation to this turn's script call; the future gets its part of the reply."""
-        loop = asyncio.get_running_loop()
         batch = self._batch
         if batch is None:
-            batch = self._batch = _Batch()
-            loop.call_soon(self._flush, batch)
+            batch = self._batch = _Batch(asyncio.get_running_loop())  # once per call: it is a getpid() in 3.11
+            batch.loop.call_soon(self._flush, batch)
         batch.keys.append(self._keys(names))
         batch.key_count += len(names)
         batch.words.append(words)
-        future: asyncio.Future[Any] = loop.create_future()
+        future: asyncio.Future[Any] = batch.loop.create_future()
         batch.futures.append(future)
         if len(batch.futures) >= MAX_BATCH or batch.key_count >= MAX_BATCH_KEYS:
             self._batch = None  # full: it leaves as planned; later operations start another
