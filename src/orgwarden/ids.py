@@ -25,7 +25,6 @@ ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BASE = len(ALPHABET)
 _TIME_CHARS = 9
 _RANDOM_CHARS = 13
-_RANDOM_SPACE: int = _BASE**_RANDOM_CHARS
 _URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 WORKSPACE = "wrkspc"
@@ -42,8 +41,6 @@ API_KEY_PREFIX = "sk-ant-api03-"
 ADMIN_KEY_PREFIX = "sk-ant-admin01-"
 _SECRET_BODY_CHARS = 93
 
-_lock = threading.Lock()
-_last = (0, 0)
 # The random part of an id only keeps the ids of different processes apart; it is not a secret (ids
 # are public: they appear in URLs and responses, and knowing one authorizes nothing), so it comes
 # from ``random`` (seeded from the OS at start and again in a forked child) rather than ``secrets``,
@@ -51,43 +48,83 @@ _last = (0, 0)
 _random = random.Random()
 os.register_at_fork(after_in_child=_random.seed)
 _PAIRS = [a + b for a in ALPHABET for b in ALPHABET]  # base-62 two digits at a time
-_time_part = (0, "")  # the last millisecond encoded: ids of the same millisecond share it
-
-
-def _random_half() -> int:
-    """Uniform enough below ``_RANDOM_SPACE // 2`` (96 random bits reduced: a bias under 2**-19)."""
-    return _random.getrandbits(96) % (_RANDOM_SPACE // 2)
+# The random tail as a number is ``high * _LOW_SPACE + low``: its last five digits (``low``) fit one
+# CPython digit (62**5 < 2**30), its first eight are encoded once when drawn and kept as text.
+_LOW_CHARS = 5
+_LOW_SPACE: int = _BASE**_LOW_CHARS
+_HIGH_CHARS = _RANDOM_CHARS - _LOW_CHARS
+_HIGH_SPACE: int = _BASE**_HIGH_CHARS
 
 
 def _encode(value: int, width: int) -> str:
     """``value`` in ``width`` base-62 digits (most significant first), two digits per step."""
-    pairs = []
+    text = ""
     for _ in range(width // 2):
         value, rem = divmod(value, _BASE * _BASE)
-        pairs.append(_PAIRS[rem])
-    if width % 2:
-        pairs.append(ALPHABET[value % _BASE])
-    return "".join(reversed(pairs))
+        text = _PAIRS[rem] + text
+    return ALPHABET[value % _BASE] + text if width % 2 else text
+
+
+class _Sequence:
+    """The last id's millisecond and random tail, and its first 19 characters as text.
+
+    Within a millisecond an id is the previous one plus one, so all but the low five digits of the
+    tail stay as they were: only those are encoded per id, from a number small enough for CPython's
+    fast arithmetic (encoding all 24 characters each time was most of the cost of an id)."""
+
+    __slots__ = ("head", "high", "low", "ms", "period", "period_text")
+
+    def __init__(self) -> None:
+        self.ms = 0
+        self.high = 0
+        self.low = 0
+        self.head = ""  # "01", the time part, the high digits of the tail
+        self.period = -1  # the time part but its last two digits (a period of 3.844 s), and its text
+        self.period_text = ""
+
+    def start(self, ms: int, high: int, low: int) -> None:
+        self.ms, self.high, self.low = ms, high, low
+        period, last = divmod(ms, _BASE * _BASE)
+        if period != self.period:
+            self.period, self.period_text = period, _encode(period, _TIME_CHARS - 2)
+        self.head = f"01{self.period_text}{_PAIRS[last]}{_encode(high, _HIGH_CHARS)}"
+
+    def advance(self, now_ms: int) -> None:
+        """Move on to the next id when ``new_id``'s own fast path (one more in the same
+        millisecond, no carry out of the low digits) does not apply: a fresh random tail in a later
+        millisecond (drawn below half of the tail's space, which leaves room to count up), or a
+        carry into the high digits."""
+        if now_ms > self.ms:
+            # Uniform enough below half the tail's space (each reduction has a bias under 2**-19).
+            high = _random.getrandbits(72) % (_HIGH_SPACE // 2)
+            self.start(now_ms, high, _random.getrandbits(50) % _LOW_SPACE)
+        elif self.low + 1 < _LOW_SPACE:
+            self.low += 1
+        elif self.high + 1 < _HIGH_SPACE:
+            self.start(self.ms, self.high + 1, 0)
+        else:  # pragma: no cover - 62**13 ids in one millisecond
+            self.advance(self.ms + 1)
+
+
+_lock = threading.Lock()
+_sequence = _Sequence()
 
 
 def new_id(prefix: str) -> str:
     """A fresh, time-ordered id such as ``wrkspc_01JwQvzr7rXLA5AGx3HKfFUJ``."""
-    global _last, _time_part
     now_ms = time.time_ns() // 1_000_000
+    sequence = _sequence
     with _lock:
-        last_ms, last_rand = _last
-        if now_ms <= last_ms:
-            now_ms, rand = last_ms, last_rand + 1
-            if rand >= _RANDOM_SPACE:  # pragma: no cover - 62**13 ids in one millisecond
-                now_ms, rand = last_ms + 1, _random_half()
+        low = sequence.low + 1
+        if now_ms <= sequence.ms and low < _LOW_SPACE:  # the common case, spelled out here
+            sequence.low = low
         else:
-            rand = _random_half()  # leaves room to count up
-        _last = (now_ms, rand)
-        cached_ms, time_chars = _time_part
-        if cached_ms != now_ms:
-            time_chars = _encode(now_ms, _TIME_CHARS)
-            _time_part = (now_ms, time_chars)
-    return f"{prefix}_01{time_chars}{_encode(rand, _RANDOM_CHARS)}"
+            sequence.advance(now_ms)
+            low = sequence.low
+        head = sequence.head
+    low, a = divmod(low, _BASE * _BASE)
+    c, b = divmod(low, _BASE * _BASE)
+    return f"{prefix}_{head}{ALPHABET[c]}{_PAIRS[b]}{_PAIRS[a]}"
 
 
 def looks_like(prefix: str, value: str) -> bool:

@@ -72,6 +72,35 @@ def test_an_id_encodes_its_creation_time_in_milliseconds() -> None:
     assert before - 1_000 <= decode_time(identifier) <= after + 1_000  # within one counted-up burst
 
 
+def tail_of(sequence: ids._Sequence) -> int:
+    """The random tail of the id a sequence's state names, as a number."""
+    text = sequence.head[2 + 9 :] + ids._encode(sequence.low, 5)
+    assert len(text) == 13
+    return sum(ids.ALPHABET.index(char) * 62**power for power, char in enumerate(reversed(text)))
+
+
+@pytest.mark.parametrize(
+    ("high", "low"), [(0, 0), (5, 62**5 - 2), (5, 62**5 - 1), (62**8 // 2, 62**5 - 1), (62**8 - 2, 62**5 - 1)]
+)
+def test_within_a_millisecond_the_random_tail_counts_up_by_one_across_every_digit(high: int, low: int) -> None:
+    sequence = ids._Sequence()
+    sequence.start(1_700_000_000_000, high, low)
+    before = tail_of(sequence)
+    assert before == high * 62**5 + low
+    sequence.advance(1_700_000_000_000)
+    assert sequence.ms == 1_700_000_000_000
+    assert tail_of(sequence) == before + 1
+
+
+def test_a_later_millisecond_draws_a_random_tail_in_the_lower_half() -> None:
+    sequence = ids._Sequence()
+    sequence.start(1_700_000_000_000, 62**8 - 1, 62**5 - 1)
+    sequence.advance(1_700_000_000_001)
+    assert sequence.ms == 1_700_000_000_001
+    assert sequence.head[:11] == "01" + ids._encode(1_700_000_000_001, 9)
+    assert tail_of(sequence) < 62**13 // 2
+
+
 def test_the_alphabet_is_in_ascii_order_so_encoded_numbers_sort_as_strings() -> None:
     assert list(ids.ALPHABET) == sorted(ids.ALPHABET)
     assert len(set(ids.ALPHABET)) == 62
