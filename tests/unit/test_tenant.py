@@ -250,3 +250,27 @@ def test_white_space_anywhere_in_the_value_is_malformed(value: str) -> None:
 
 def test_white_space_in_a_numbered_slot_is_malformed() -> None:
     assert_malformed([(BASE, f"{A};n=2".encode()), (slot(1), f"{B}, {C}".encode())])
+
+
+# -- a value seen before -------------------------------------------------------------------------
+
+
+def test_a_value_seen_before_gives_the_same_answer_and_still_obeys_every_other_rule() -> None:
+    value = f"{A.upper()},{B}".encode()
+    first = parse_allowed_org_ids([(BASE, value)])
+    assert first == frozenset({A, B})
+    assert parse_allowed_org_ids([(b"Anthropic-Allowed-Org-Ids", value)]) == first
+    assert_multiple([(BASE, value), (BASE, value)])
+    assert_malformed([(BASE, value), (slot(1), B.encode())])
+
+
+def test_a_malformed_value_is_refused_every_time_it_comes() -> None:
+    for _ in range(3):
+        assert_malformed([(BASE, f"{A} ".encode())])
+        assert_malformed([(BASE, f"{A};n=2".encode())])
+
+
+def test_many_different_values_all_parse_right() -> None:
+    values = org_ids(600)
+    for value in values + values:
+        assert parse_allowed_org_ids([(BASE, value.encode())]) == frozenset({value})

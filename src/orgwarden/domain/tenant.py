@@ -25,9 +25,17 @@ HEADER: Final = "anthropic-allowed-org-ids"
 MAX_SLOTS: Final = 10
 MAX_IDS: Final = 500
 _HEADER_BYTES: Final = HEADER.encode()
+_HEADER_LENGTH: Final = len(HEADER)
 _UUID: Final = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _COUNT: Final = re.compile(r"^n=([0-9]{1,2})$")
 _SPACE: Final = re.compile(r"\s")  # the characters str.isspace() accepts (both use Py_UNICODE_ISSPACE)
+# The ids a lone base header's value allows, by that value: a header passes the rules or not on its
+# own, so a value seen before needs no parsing (its UUID checks were most of a request's share).
+# Bounded (values of up to 1 KiB, 256 of them, cleared when full: this runs before authentication),
+# so a client sending a new value each time only loses the shortcut.
+_parsed: dict[bytes, frozenset[str]] = {}
+_PARSED_SIZE: Final = 256
+_PARSED_VALUE: Final = 1024
 
 
 class TenantHeaderError(ValueError):
@@ -39,27 +47,29 @@ class TenantHeaderError(ValueError):
         self.kind = kind
 
 
-def _slots(raw_headers: Iterable[tuple[bytes, bytes]]) -> dict[int, str]:
-    """Slot number (0 for the base header) -> value, refusing duplicates."""
-    slots: dict[int, str] = {}
+def _slots(raw_headers: Iterable[tuple[bytes, bytes]]) -> dict[int, bytes]:
+    """Slot number (0 for the base header) -> raw value, refusing duplicates."""
+    slots: dict[int, bytes] = {}
     for raw_name, raw_value in raw_headers:
-        name = raw_name.lower()
-        if not name.startswith(_HEADER_BYTES):
+        if len(raw_name) < _HEADER_LENGTH:  # most headers: cheaper than lowering every name
             continue
-        suffix = name[len(_HEADER_BYTES) :]
-        if suffix == b"":
+        name = raw_name.lower()
+        if name == _HEADER_BYTES:
             slot = 0
-        elif suffix.isdigit():
+        elif not name.startswith(_HEADER_BYTES):
+            continue
+        else:
+            suffix = name[_HEADER_LENGTH:]
+            if not suffix.isdigit():
+                continue  # another header that merely shares the prefix
             if suffix.startswith(b"0"):  # "...ids0" would shadow the base header, "...ids01" slot 1
                 label = raw_name.decode("latin-1").lower()
                 raise TenantHeaderError("malformed", f"{label} is not a valid slot name")
             slot = int(suffix)
-        else:
-            continue  # another header that merely shares the prefix
-        label = raw_name.decode("latin-1").lower()
         if slot in slots:
+            label = raw_name.decode("latin-1").lower()
             raise TenantHeaderError("multiple", f"{label} appears more than once")
-        slots[slot] = raw_value.decode("latin-1")
+        slots[slot] = raw_value
     return slots
 
 
@@ -79,9 +89,24 @@ def _ids(value: str, label: str) -> list[str]:
 
 def parse_allowed_org_ids(raw_headers: Iterable[tuple[bytes, bytes]]) -> frozenset[str] | None:
     """The allowed organization ids, or ``None`` when no restriction header is present."""
-    slots = _slots(raw_headers)
-    if not slots:
+    raw_slots = _slots(raw_headers)
+    if not raw_slots:
         return None
+    single = raw_slots.get(0) if len(raw_slots) == 1 else None
+    if single is not None:
+        known = _parsed.get(single)
+        if known is not None:
+            return known
+    slots = {slot: value.decode("latin-1") for slot, value in raw_slots.items()}
+    allowed = _parse(slots)
+    if single is not None and len(single) <= _PARSED_VALUE:  # a proxy sends the same on every request
+        if len(_parsed) >= _PARSED_SIZE:
+            _parsed.clear()
+        _parsed[single] = allowed
+    return allowed
+
+
+def _parse(slots: dict[int, str]) -> frozenset[str]:
     if 0 not in slots:
         first = min(slots)
         raise TenantHeaderError("malformed", f"{HEADER}{first} is present without {HEADER}")
