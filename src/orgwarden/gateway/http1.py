@@ -250,14 +250,23 @@ class Pool:
         elif connection.transport is not None:
             connection.transport.close()
 
-    def _head(self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
-        lines = [f"{method} {self.prefix}{target} HTTP/1.1".encode(), b"host: " + self.host_header]
-        lines.extend(name + b": " + value for name, value in headers)
-        lines.append(b"content-length: " + str(len(body)).encode())
-        return b"\r\n".join(lines) + b"\r\n\r\n"
+    def _payload(self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+        """The request as written: head and body in one piece, formatted in one step (``b": ".join``
+        mapped over the pairs joins each name and value in C, with no Python-level step per header)."""
+        start = f"{method} {self.prefix}{target} HTTP/1.1".encode()
+        if not headers:
+            return b"%b\r\nhost: %b\r\ncontent-length: %d\r\n\r\n%b" % (start, self.host_header, len(body), body)
+        lines = b"\r\n".join(map(b": ".join, headers))
+        return b"%b\r\nhost: %b\r\n%b\r\ncontent-length: %d\r\n\r\n%b" % (
+            start,
+            self.host_header,
+            lines,
+            len(body),
+            body,
+        )
 
     async def request(self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:
-        payload = self._head(method, target, headers, body) + body
+        payload = self._payload(method, target, headers, body)
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             connection, reused = await self._acquire()

@@ -43,19 +43,40 @@ class Upstream(Protocol):
 def forwarded_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The client's headers the upstream gets: ``anthropic-*`` (not tenant-restriction or workspace
     selection, which orgwarden consumes), ``x-stainless-*`` SDK telemetry, content type, accept and
-    user agent. Credentials are never among them; the caller adds the upstream's."""
+    user agent, each under its lower-case name. Credentials are never among them; the caller adds
+    the upstream's."""
+    names = _forwarded_names
     kept: list[tuple[bytes, bytes]] = []
     for name, value in raw:
-        lower = name.lower()
-        if lower.startswith(b"anthropic-"):
-            text = lower.decode("latin-1")
-            if text in _NOT_FORWARDED or text.startswith("anthropic-allowed-org-ids"):
-                continue
-            kept.append((lower, value))
-        elif lower in _FORWARDED_PLAIN or lower.startswith(b"x-stainless-"):
-            kept.append((lower, value))
+        forwarded = names.get(name)
+        if forwarded is None:
+            forwarded = _learn_forwarded_name(name)
+        if forwarded:
+            kept.append((forwarded, value))
     kept.append((b"accept-encoding", b"identity"))  # bodies are metered as they pass: keep them plain
     return kept
+
+
+# What ``forwarded_headers`` does with each header name it has seen: the name to forward it under,
+# or b"" to leave it out. Clients send the same few names on every request, so each is decided once;
+# bounded by clearing, as the names are the client's choice.
+_forwarded_names: dict[bytes, bytes] = {}
+_FORWARDED_NAMES_SIZE = 1024
+
+
+def _learn_forwarded_name(name: bytes) -> bytes:
+    lower = name.lower()
+    forwarded = b""
+    if lower.startswith(b"anthropic-"):
+        text = lower.decode("latin-1")
+        if text not in _NOT_FORWARDED and not text.startswith("anthropic-allowed-org-ids"):
+            forwarded = lower
+    elif lower in _FORWARDED_PLAIN or lower.startswith(b"x-stainless-"):
+        forwarded = lower
+    if len(_forwarded_names) >= _FORWARDED_NAMES_SIZE:
+        _forwarded_names.clear()
+    _forwarded_names[name] = forwarded
+    return forwarded
 
 
 class Upstreams:
