@@ -150,8 +150,7 @@ class DirectExchange:
             await self._wait()
 
     async def respond(self, status: int, headers: Headers, body: bytes) -> None:
-        head = self._head(status, headers, b"content-length: %d\r\n" % len(body))
-        await self._write(head + body)
+        await self._write(self._head(status, headers, b"content-length: %d\r\n" % len(body), body))
         self._complete()
 
     async def start(self, status: int, headers: Headers) -> None:
@@ -174,18 +173,16 @@ class DirectExchange:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def _head(self, status: int, headers: Headers, framing: bytes) -> bytes:
-        """The status line and headers. Header lines cannot be forged: what the gateway relays was
-        parsed by llhttp, which refuses control characters in names and values, and the rest is its
-        own ids, numbers and dates; as a last guard the head must hold exactly one CR and one LF per
-        line (a value smuggling a line break would add one). uvicorn's per-character checks cost more
-        than the rest of the head together."""
-        headers = [*self._protocol.server_state.default_headers, *headers]
-        lines = b"\r\n".join([b"%s: %s" % pair for pair in headers])
-        if lines.count(b"\n") != len(headers) - 1 or lines.count(b"\r") != len(headers) - 1:
-            raise RuntimeError("Invalid HTTP header: a line break inside a name or value.")
+    def _head(self, status: int, headers: Headers, framing: bytes, body: bytes = b"") -> bytes:
+        """The status line and headers, and ``body`` after them: one piece, joined once. Header
+        lines cannot be forged: what the gateway relays was parsed by llhttp, which refuses control
+        characters in names and values, and the rest is its own ids, numbers and dates; as a last
+        guard the head must hold exactly one CR and one LF per line (a value smuggling a line break
+        would add one). uvicorn's per-character checks cost more than the rest of the head together."""
+        defaults = _default_lines(self._protocol.server_state.default_headers)
+        lines = _lines(headers)
         close = b"" if self.keep_alive else b"connection: close\r\n"
-        return STATUS_LINE[status] + lines + b"\r\n" + framing + close + b"\r\n"
+        return b"".join((STATUS_LINE[status], defaults, lines, framing, close, b"\r\n", body))
 
     async def _write(self, data: bytes) -> None:
         """Write unless the client is gone (as uvicorn's cycle, which drops what it cannot send)."""
@@ -201,3 +198,26 @@ class DirectExchange:
         if not self.keep_alive:
             protocol.transport.close()
         protocol.on_response_complete()
+
+
+def _lines(headers: Headers) -> bytes:
+    """``name: value`` lines, each ended by CRLF; a CR or LF inside a name or value is refused."""
+    lines = b"".join([b"%s: %s\r\n" % pair for pair in headers])
+    if lines.count(b"\n") != len(headers) or lines.count(b"\r") != len(headers):
+        raise RuntimeError("Invalid HTTP header: a line break inside a name or value.")
+    return lines
+
+
+# uvicorn's default headers (``date``, ``server``, any --header) as lines, for the list they were
+# made from: the server replaces that list when the date changes, once a second, so they are made
+# once a second rather than on every answer (holding the list keeps its identity from being reused).
+_defaults: tuple[list[tuple[bytes, bytes]] | None, bytes] = (None, b"")
+
+
+def _default_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    global _defaults
+    made_from, lines = _defaults
+    if made_from is not headers:
+        lines = _lines(headers)
+        _defaults = (headers, lines)
+    return lines

@@ -321,17 +321,14 @@ class Gateway:
     def _response_headers(
         self, response: UpstreamResponse, grant: KeyGrant, ticket: Ticket | None, request_id: str
     ) -> list[tuple[bytes, bytes]]:
+        names = _relayed_names
         headers: list[tuple[bytes, bytes]] = []
         for name, value in response.headers:
-            lower = name.lower()
-            if lower in _NOT_RELAYED:
-                continue
-            if lower == b"request-id":
-                headers.append((b"upstream-request-id", value))
-                continue
-            if lower in (b"anthropic-organization-id", b"anthropic-workspace-id"):
-                continue
-            headers.append((lower, value))
+            relayed = names.get(name)
+            if relayed is None:
+                relayed = _learn_relayed_name(name)
+            if relayed:
+                headers.append((relayed, value))
         headers.append((b"anthropic-organization-id", grant.organization_id.encode()))
         headers.append((b"anthropic-workspace-id", grant.workspace_id.encode()))
         if ticket is not None:
@@ -410,30 +407,30 @@ class Gateway:
                 "no price for model %r: its usage is recorded with cost 0 (add it to the models file)", model_name
             )
         cost = parts.total
-        record = dict(
-            id=call.request_id,
-            organization_id=grant.organization_id,
-            workspace_id=grant.workspace_id,
-            api_key_id=grant.key_id,
-            model=model.id if model else model_name,
-            service_tier=extracted.service_tier or "standard",
-            inference_geo=geo,
-            context_window=usage.context_window,
-            speed=extracted.speed or call.speed or "standard",
-            endpoint=call.endpoint,
-            stream=call.stream,
-            completed=extracted.completed,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_creation_5m_tokens=usage.cache_creation_5m,
-            cache_creation_1h_tokens=usage.cache_creation_1h,
-            cache_read_tokens=usage.cache_read,
-            web_search_requests=usage.web_search_requests,
-            cost_picodollars=cost,
-            status=status,
-            latency_ms=int((time.perf_counter() - call.started) * 1000),
-            created_at=utcnow(),
-        )
+        record: dict[str, Any] = {  # a literal: a dict(...) call of 22 keywords costs as much again
+            "id": call.request_id,
+            "organization_id": grant.organization_id,
+            "workspace_id": grant.workspace_id,
+            "api_key_id": grant.key_id,
+            "model": model.id if model else model_name,
+            "service_tier": extracted.service_tier or "standard",
+            "inference_geo": geo,
+            "context_window": usage.context_window,
+            "speed": extracted.speed or call.speed or "standard",
+            "endpoint": call.endpoint,
+            "stream": call.stream,
+            "completed": extracted.completed,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_creation_5m_tokens": usage.cache_creation_5m,
+            "cache_creation_1h_tokens": usage.cache_creation_1h,
+            "cache_read_tokens": usage.cache_read,
+            "web_search_requests": usage.web_search_requests,
+            "cost_picodollars": cost,
+            "status": status,
+            "latency_ms": int((time.perf_counter() - call.started) * 1000),
+            "created_at": utcnow(),
+        }
         rollup = None
         if call.endpoint == "messages":
             rollup = Entry(record, parts, report_geo(model, geo))
@@ -497,6 +494,28 @@ class Gateway:
         headers.append((b"request-id", call.request_id.encode()))
         call.responded = True
         await exchange.respond(refusal.status, headers, body)
+
+
+# What ``_response_headers`` does with each header name the upstream has sent: the name the client
+# gets it under (lower case; the upstream's ``request-id`` becomes ``upstream-request-id``), or b""
+# to leave it out. An upstream sends the same few names every time, so each is decided once; bounded
+# by clearing all the same.
+_relayed_names: dict[bytes, bytes] = {}
+_RELAYED_NAMES_SIZE = 1024
+
+
+def _learn_relayed_name(name: bytes) -> bytes:
+    lower = name.lower()
+    if lower in _NOT_RELAYED or lower in (b"anthropic-organization-id", b"anthropic-workspace-id"):
+        relayed = b""  # orgwarden's own take their place
+    elif lower == b"request-id":
+        relayed = b"upstream-request-id"
+    else:
+        relayed = lower
+    if len(_relayed_names) >= _RELAYED_NAMES_SIZE:
+        _relayed_names.clear()
+    _relayed_names[name] = relayed
+    return relayed
 
 
 def _failed(exc: UpstreamError) -> tuple[int, str]:
