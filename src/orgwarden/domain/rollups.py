@@ -53,12 +53,14 @@ def report_geo(model: Model | None, geo: str) -> str:
 
 
 def floor(moment: datetime, width: str) -> datetime:
-    """The start of the UTC minute, hour or day holding ``moment`` (which must be aware)."""
+    """The start of the UTC minute, hour or day holding ``moment`` (which must be aware). Built with
+    the constructor rather than ``replace``, whose keyword parsing costs twice as much (this runs for
+    every usage record)."""
     if width == "1m":
-        return moment.replace(second=0, microsecond=0)
+        return datetime(moment.year, moment.month, moment.day, moment.hour, moment.minute, 0, 0, moment.tzinfo)
     if width == "1h":
-        return moment.replace(minute=0, second=0, microsecond=0)
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        return datetime(moment.year, moment.month, moment.day, moment.hour, 0, 0, 0, moment.tzinfo)
+    return datetime(moment.year, moment.month, moment.day, 0, 0, 0, 0, moment.tzinfo)
 
 
 @dataclass(slots=True)  # not frozen, though never changed: see domain.buckets.Bucket

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from typing import Any, Literal
 
 from orgwarden.domain.rollups import Entry, fold
@@ -39,23 +40,27 @@ Item = tuple[Kind, dict[str, Any], Entry | None]
 class Recorder:
     def __init__(self, uow: UnitOfWorkFactory) -> None:
         self._uow = uow
-        self._queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_SIZE)
+        # A plain deque, not an asyncio.Queue: nothing waits for rows to arrive (the task looks every
+        # FLUSH_INTERVAL), so a queue's wake-ups and bookkeeping were pure cost on every request.
+        self._items: deque[Item] = deque()
+        self._room = asyncio.Event()  # set when the task takes rows: a full queue has room again
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     def offer(self, kind: Kind, row: dict[str, Any], rollup: Entry | None = None) -> bool:
         """``put`` without waiting: False (and nothing queued) when the queue is full. The gateway
         offers first and awaits ``put`` only then, sparing every request a coroutine."""
-        if self._queue.full():
+        if len(self._items) >= QUEUE_SIZE:
             return False
-        self._queue.put_nowait((kind, row, rollup))
+        self._items.append((kind, row, rollup))
         return True
 
     async def put(self, kind: Kind, row: dict[str, Any], rollup: Entry | None = None) -> None:
         """Queue a usage record or an audit event (column name -> value) for the next batch; a
         usage record with a ``rollup`` entry is also added to the usage rollups."""
-        if not self.offer(kind, row, rollup):  # full: wait for room (backpressure, not loss)
-            await self._queue.put((kind, row, rollup))
+        while not self.offer(kind, row, rollup):  # full: wait for room (backpressure, not loss)
+            self._room.clear()
+            await self._room.wait()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="orgwarden-recorder")
@@ -65,20 +70,24 @@ class Recorder:
         self._stopping.set()
         if self._task is not None:
             await self._task
-        while not self._queue.empty():
+        while self._items:
             await self._write(self._take())
 
     def _take(self) -> list[Item]:
-        rows: list[Item] = []
-        while len(rows) < BATCH and not self._queue.empty():
-            rows.append(self._queue.get_nowait())
+        items = self._items
+        if len(items) <= BATCH:
+            rows = list(items)
+            items.clear()
+        else:
+            rows = [items.popleft() for _ in range(BATCH)]
+        self._room.set()
         return rows
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), FLUSH_INTERVAL)
-            while self._queue.qsize():
+            while self._items:
                 await self._write(self._take())
 
     async def _write(self, rows: list[Item]) -> None:

@@ -5,6 +5,7 @@ They add and find rows; they never commit (the unit of work does) and hold no bu
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -314,14 +315,15 @@ class CacheEvents(_Repo):
         await self.session.execute(delete(CacheEvent).where(CacheEvent.created_at < before))
 
 
-_UsageInsert = tuple[str, tuple[str, ...], tuple[tuple[int, Callable[[Any], Any]], ...]]
+_UsageInsert = tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]], tuple[tuple[int, Callable[[Any], Any]], ...]]
 _usage_inserts: dict[str, _UsageInsert] = {}
 
 
 def _usage_insert(dialect: Dialect) -> _UsageInsert:
-    """The INSERT of a whole usage record as the dialect's driver takes it: its SQL, the column of
-    each positional parameter, and the columns' own bind processors (``UTCDateTime`` to naive UTC
-    and, on SQLite, to SQLAlchemy's text form; booleans), compiled once per dialect."""
+    """The INSERT of a whole usage record as the dialect's driver takes it: its SQL, a function that
+    picks a record's values in the order of its positional parameters (an ``itemgetter``: one C call
+    instead of a Python step per column), and the columns' own bind processors (``UTCDateTime`` to
+    naive UTC and, on SQLite, to SQLAlchemy's text form; booleans), compiled once per dialect."""
     found = _usage_inserts.get(dialect.name)
     if found is None:
         table = cast(Table, UsageRecord.__table__)
@@ -330,7 +332,7 @@ def _usage_insert(dialect: Dialect) -> _UsageInsert:
         processors = tuple(
             (i, process) for i, name in enumerate(names) if (process := table.c[name].type.bind_processor(dialect))
         )
-        found = _usage_inserts[dialect.name] = (compiled.string, names, processors)
+        found = _usage_inserts[dialect.name] = (compiled.string, operator.itemgetter(*names), processors)
     return found
 
 
@@ -345,10 +347,10 @@ class UsageRecords(_Repo):
         if not rows:
             return
         connection = await self.session.connection()
-        sql, names, processors = _usage_insert(connection.dialect)
+        sql, values_of, processors = _usage_insert(connection.dialect)
         params = []
         for row in rows:
-            values = [row[name] for name in names]
+            values = list(values_of(row))
             for i, process in processors:
                 values[i] = process(values[i])
             params.append(tuple(values))
