@@ -10,9 +10,10 @@ how long to wait until all of them could pass. ``settle`` corrects a reservation
 usage is known: unused tokens go back (never above capacity), overruns are taken (the bucket may go
 negative, which delays the next requests, exactly as an estimate that was too low should).
 
-The in-process store (``gateway.limiter.MemoryLimiter``) runs exactly this code; the Redis backend runs the
-same arithmetic in one Lua script per call, atomic across instances, and is tested against this
-module as the reference.
+The in-process store (``gateway.limiter.MemoryLimiter``) runs this arithmetic (``level_at``, with
+its bucket states updated in place rather than replaced, and ``reserve`` itself for refusals); the
+Redis backend runs the same arithmetic in one Lua script per call, atomic across instances, and is
+tested against this module as the reference.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ class Bucket:
     pricing's ``TokenUsage`` and ``Cost``, the rollups' ``Entry``) are plain slotted dataclasses,
     not frozen ones, and are never changed after they are made all the same: a frozen dataclass's
     ``__init__`` sets each field through ``object.__setattr__``, 2.6 times the cost, and a request
-    with limits on makes about twenty of them (bench/RESULTS.md)."""
+    with limits on makes about twenty of them (bench/RESULTS.md). The one exception is the state a
+    store keeps: ``MemoryLimiter`` owns its buckets, hands none of them out, and updates their
+    fields in place instead of making two new ones per bucket and request."""
 
     level: float
     at: float
@@ -67,11 +70,19 @@ class Spec:
         object.__setattr__(self, "rate", self.limit / 60)
 
 
-def refilled(bucket: Bucket | None, spec: Spec, now: float) -> Bucket:
+def level_at(bucket: Bucket | None, spec: Spec, now: float) -> float:
+    """The level of ``bucket`` refilled up to ``now``, never above capacity (a missing bucket is
+    full; a clock that went back refills nothing). Written with conditional expressions rather than
+    ``max``/``min`` calls, which give the same floats: this runs for every bucket of every request."""
     if bucket is None:
-        return Bucket(spec.capacity, now)
-    elapsed = max(0.0, now - bucket.at)
-    return Bucket(min(spec.capacity, bucket.level + elapsed * spec.rate), now)
+        return spec.capacity
+    elapsed = now - bucket.at
+    level = bucket.level + (elapsed if elapsed > 0.0 else 0.0) * spec.rate
+    return level if level < spec.capacity else spec.capacity
+
+
+def refilled(bucket: Bucket | None, spec: Spec, now: float) -> Bucket:
+    return Bucket(level_at(bucket, spec, now), now)
 
 
 @dataclass(slots=True)  # not frozen, though never changed: see domain.buckets.Bucket

@@ -14,14 +14,23 @@ CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 3
 
 
+_UNCOUNTED = frozenset(("type", "cache_control", "role"))  # keys whose values are not text the model reads
+
+
 def _chars(value: Any) -> int:
+    """Characters of every string in ``value``. Loops rather than ``sum`` over generators, and strings
+    counted without a call of their own: this runs on every request a token limit applies to."""
     if isinstance(value, str):
         return len(value)
+    total = 0
     if isinstance(value, list):
-        return sum(_chars(item) for item in value)
-    if isinstance(value, dict):
-        return sum(_chars(v) for k, v in value.items() if k not in ("type", "cache_control", "role"))
-    return 0
+        for item in value:
+            total += len(item) if isinstance(item, str) else _chars(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key not in _UNCOUNTED:
+                total += len(item) if isinstance(item, str) else _chars(item)
+    return total
 
 
 def estimate(chars: int) -> int:
@@ -32,5 +41,10 @@ def estimate_request(body: Mapping[str, Any]) -> int:
     """Input tokens of a Messages request: system, messages and tools."""
     messages = body.get("messages")
     count = len(messages) if isinstance(messages, list) else 0
-    chars = _chars(body.get("system")) + _chars(messages) + _chars(body.get("tools"))
+    chars = _chars(messages)
+    system, tools = body.get("system"), body.get("tools")
+    if system is not None:  # (mostly absent)
+        chars += _chars(system)
+    if tools is not None:
+        chars += _chars(tools)
     return estimate(chars) + TOKENS_PER_MESSAGE * count + 1

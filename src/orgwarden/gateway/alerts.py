@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,9 +54,11 @@ FIRST_RETRY = 0.5
 MAX_RETRY = 30.0
 SHUTDOWN_ATTEMPTS = 3
 PRUNE_EVERY = 3600.0
+READINGS_SIZE = 4096  # rules whose thresholds are kept ready; the cache starts over beyond that
 KEEP_FIRED = timedelta(days=32)  # longer than any period, so a current period's alerts stay known
 
 FiredKey = tuple[str, datetime, int]  # spend limit id, period start, threshold percent
+_Reading = tuple[SpendRule, tuple[int, ...], int, int | float]  # see ``SpendAlerts._reading``
 OrganizationId = str | Callable[[], str | None]
 
 
@@ -108,6 +111,7 @@ class SpendAlerts:
         self._webhooks = webhooks
         self._organization_id = organization_id
         self._fired: set[FiredKey] = set()
+        self._readings: dict[str, _Reading] = {}
         self._queued: set[FiredKey] = set()
         self._queue: deque[_Job] = deque()
         self._queue_size = queue_size
@@ -118,11 +122,16 @@ class SpendAlerts:
     def observe(self, rule: SpendRule, spent_picodollars: int, now: datetime) -> None:
         """Queue an alert for every threshold of ``rule`` that ``spent_picodollars`` (the period's
         counter after this request) has reached and that has not fired yet. No I/O."""
-        if spent_picodollars <= 0 or not rule.thresholds:
+        if spent_picodollars <= 0:
             return
+        reading = self._readings.get(rule.id)
+        if reading is None or reading[0] is not rule:
+            reading = self._reading(rule)
+        _, thresholds, amount, lowest = reading
+        if spent_picodollars * 100 < lowest:
+            return  # below every threshold: most calls end here
         period: tuple[datetime, datetime] | None = None
-        amount = rule.amount_picodollars
-        for threshold in sorted(rule.thresholds):
+        for threshold in thresholds:
             if spent_picodollars * 100 < amount * threshold:
                 break
             if period is None:
@@ -139,6 +148,19 @@ class SpendAlerts:
             self._queue.append(job)
             self._queued.add(key)
             self._wake.set()
+
+    def _reading(self, rule: SpendRule) -> _Reading:
+        """``rule``'s thresholds in order, its amount in picodollars, and the first crossing point
+        (times 100, as ``observe`` compares); kept by rule id, for as long as that rule object is the
+        one in force (a reload of the limits makes new ones)."""
+        thresholds = tuple(sorted(rule.thresholds))
+        amount = rule.amount_picodollars
+        # No thresholds: nothing to cross. ``spent * 100`` is an int, so a float infinity is above any.
+        lowest = amount * thresholds[0] if thresholds else math.inf
+        if len(self._readings) >= READINGS_SIZE:
+            self._readings.clear()
+        reading = self._readings[rule.id] = (rule, thresholds, amount, lowest)
+        return reading
 
     @property
     def pending(self) -> int:

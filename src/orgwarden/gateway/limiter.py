@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from orgwarden.domain.buckets import Bucket, Spec, refilled, reserve, settle
+from orgwarden.domain.buckets import Bucket, Spec, level_at, reserve
 from orgwarden.domain.limits import parse_counter, period_window
 
 PRUNE_EVERY = 600.0  # seconds
@@ -112,7 +112,11 @@ class SingleFlight:
 class MemoryLimiter:
     """Buckets and counters in this process: exact for one server process, which is why several
     workers need Redis (``config.Settings``). Each call runs without an ``await`` between check and
-    reservation, so concurrent requests on the event loop cannot interleave inside it."""
+    reservation, so concurrent requests on the event loop cannot interleave inside it.
+
+    It runs ``domain.buckets``' arithmetic, with each bucket's state updated in place (the store
+    owns its ``Bucket`` objects and hands none out): the levels are the same floats ``reserve`` and
+    ``settle`` give, without two new objects per bucket and call."""
 
     def __init__(self, baseline: Baseline, clock: Callable[[], float] = time.time) -> None:
         self._baseline = baseline
@@ -129,7 +133,7 @@ class MemoryLimiter:
         self._next_prune = now + PRUNE_EVERY
         for name, bucket in list(self._buckets.items()):
             spec = self._specs.get(name)
-            if spec is None or refilled(bucket, spec, now).level >= spec.capacity:
+            if spec is None or level_at(bucket, spec, now) >= spec.capacity:
                 self._buckets.pop(name, None)
                 self._specs.pop(name, None)
         today = datetime.fromtimestamp(now, UTC)
@@ -149,36 +153,68 @@ class MemoryLimiter:
             self._counters.setdefault(name, int(loaded.get(name, 0)))
 
     async def admit(self, buckets: Sequence[BucketWant], budgets: Sequence[BudgetWant]) -> Admission:
-        await self._ensure([b.counter for b in budgets])
+        counters = self._counters
+        for budget in budgets:
+            if budget.counter not in counters:  # (checked here: most calls have nothing to load)
+                await self._ensure([b.counter for b in budgets])
+                break
         now = self._clock()
         if now >= self._next_prune:
             self._prune(now)
+        specs = self._specs
         for want in buckets:
-            self._specs[want.name] = want.spec
+            specs[want.name] = want.spec
         for budget in budgets:
-            if self._counters[budget.counter] + budget.amount > budget.limit:
-                levels = {b.name: refilled(self._buckets.get(b.name), b.spec, now).level for b in buckets}
-                spent = {b.counter: self._counters[b.counter] for b in budgets}
+            if counters[budget.counter] + budget.amount > budget.limit:
+                levels = {b.name: level_at(self._buckets.get(b.name), b.spec, now) for b in buckets}
+                spent = {b.counter: counters[b.counter] for b in budgets}
                 return Admission(False, now, levels, spent, blocking_counter=budget.counter)
-        verdict = reserve(self._buckets, [(b.name, b.spec, b.amount) for b in buckets], now)
-        self._buckets.update(verdict.buckets)
-        levels = {name: bucket.level for name, bucket in verdict.buckets.items()}
-        if not verdict.allowed:
-            spent = {b.counter: self._counters[b.counter] for b in budgets}
-            return Admission(False, now, levels, spent, verdict.retry_after, verdict.blocking)
+        # ``domain.buckets.reserve``, with the states updated in place when every bucket has room.
+        # Every level is computed from the states before any is written, as ``reserve`` does.
+        state = self._buckets
+        taken: dict[str, float] = {}
+        for want in buckets:
+            spec, amount = want.spec, want.amount
+            level = level_at(state.get(want.name), spec, now)
+            if amount > spec.capacity or level < amount:  # refused: ``reserve`` says which bucket and how long
+                verdict = reserve(state, [(b.name, b.spec, b.amount) for b in buckets], now)
+                state.update(verdict.buckets)
+                levels = {name: bucket.level for name, bucket in verdict.buckets.items()}
+                spent = {b.counter: counters[b.counter] for b in budgets}
+                return Admission(False, now, levels, spent, verdict.retry_after, verdict.blocking)
+            taken[want.name] = level - amount
+        self._write(taken, now)
+        spent = {}
         for budget in budgets:
-            self._counters[budget.counter] += budget.amount
-        return Admission(True, now, levels, {b.counter: self._counters[b.counter] for b in budgets})
+            spent[budget.counter] = counters[budget.counter] = counters[budget.counter] + budget.amount
+        return Admission(True, now, taken, spent)
+
+    def _write(self, levels: Mapping[str, float], now: float) -> None:
+        """Each named bucket is at ``level`` as of ``now``: changed in place, or made if not held."""
+        state = self._buckets
+        for name, level in levels.items():
+            bucket = state.get(name)
+            if bucket is None:
+                state[name] = Bucket(level, now)
+            else:
+                bucket.level = level
+                bucket.at = now
 
     async def settle(self, buckets: Sequence[BucketWant], counters: Mapping[str, int]) -> Mapping[str, int]:
         now = self._clock()
-        if buckets:
-            self._buckets.update(settle(self._buckets, [(b.name, b.spec, b.amount) for b in buckets], now))
+        if buckets:  # ``domain.buckets.settle``, with the states updated in place
+            state = self._buckets
+            levels: dict[str, float] = {}
+            for want in buckets:
+                spec = want.spec
+                level = level_at(state.get(want.name), spec, now) + want.amount
+                levels[want.name] = level if level < spec.capacity else spec.capacity
+            self._write(levels, now)
+        held = self._counters
         out: dict[str, int] = {}
-        for name, delta in counters.items():
-            if name in self._counters:
-                self._counters[name] += delta
-                out[name] = self._counters[name]
+        # (``filter`` tests the names in C: most of a request's counters are not held here)
+        for name in filter(held.__contains__, counters):
+            out[name] = held[name] = held[name] + counters[name]
         return out
 
     async def close(self) -> None:

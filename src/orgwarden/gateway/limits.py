@@ -34,16 +34,16 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from orgwarden.domain.buckets import Limiter, Spec
-from orgwarden.domain.catalog import Catalog
+from orgwarden.domain.catalog import Catalog, Model
 from orgwarden.domain.limits import (
     DEFAULT_ALERT_THRESHOLDS,
     EMPTY_RATE_LIMITS,
@@ -76,6 +76,12 @@ _UNITS = {
     Limiter.INPUT_TOKENS_PER_MINUTE_CACHE_AWARE: "input tokens per minute (cache reads excluded)",
     Limiter.OUTPUT_TOKENS_PER_MINUTE: "output tokens per minute",
 }
+# The members as module globals for the per-request code, which tests every bucket's limiter: on
+# Python 3.11 ``Limiter.X`` goes through ``EnumType``'s attribute hook, five times a global's cost.
+_RPM = Limiter.REQUESTS_PER_MINUTE
+_ITPM = Limiter.INPUT_TOKENS_PER_MINUTE
+_ITPM_CACHE_AWARE = Limiter.INPUT_TOKENS_PER_MINUTE_CACHE_AWARE
+_OTPM = Limiter.OUTPUT_TOKENS_PER_MINUTE
 
 
 class Alerts(Protocol):
@@ -125,17 +131,83 @@ class LimitSource:
 
 
 @dataclass(slots=True)
+class _PlannedBucket:
+    """A bucket a key's requests reserve on, with what is made once for it rather than per request."""
+
+    name: str
+    limiter: Limiter
+    value: int
+    spec: Spec
+    group: str
+    # The want of the last request, reused by the next one that reserves the same amount: always
+    # for a requests bucket (one request), mostly for output tokens (clients keep their max_tokens).
+    # Wants are never changed, so tickets can share one.
+    want: BucketWant | None = None
+
+
+_Limit = tuple[bytes, bytes]  # a ``-limit`` header
+# A header kind in force: the position of its first bucket and that bucket's ``-limit`` header, the
+# other buckets of the kind the same way (in the order ties are broken), and the kind's
+# ``-remaining`` and ``-reset`` names.
+_HeaderKind = tuple[int, _Limit, tuple[tuple[int, _Limit], ...], bytes, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class _RatePlan:
+    """The buckets a key's requests of one kind (endpoint, group, web search offered or not) reserve
+    on, and their header plan, computed once per key and kind while the rate limits stay the same."""
+
+    buckets: tuple[_PlannedBucket, ...]
+    tokens: bool  # a bucket counts tokens: the request's estimate is needed
+    levels: tuple[tuple[str, float, float], ...]  # each bucket's name, capacity and rate, for ``_headers``
+    headers: tuple[_HeaderKind, ...]
+
+
+_NO_RATES = _RatePlan((), False, (), ())
+
+
+@dataclass(frozen=True, slots=True)
+class _SpendPlan:
+    """What a key's requests reserve on one UTC day: its rules, every counter its cost goes into, and
+    one budget (the lowest amount) per counter that a rule reads."""
+
+    rules: tuple[SpendRule, ...]
+    alerts: tuple[tuple[SpendRule, str], ...]  # each rule with the counter it reads
+    counters: tuple[str, ...]
+    budgets: tuple[tuple[str, int], ...]  # (counter, limit in picodollars), in the order of the rules
+    reserved: tuple[str, ...]  # those of ``counters`` that a budget reserves on, in the same order
+    since: datetime  # the UTC day the plan holds for: [since, until)
+    until: datetime
+
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+_NO_SPEND = _SpendPlan((), (), (), (), (), _NEVER, _NEVER)
+
+
+@dataclass(slots=True)
 class Ticket:
     """What a request reserved, so that ``settle`` can correct exactly that."""
 
-    buckets: list[tuple[BucketWant, Limiter]]
+    wants: list[BucketWant]  # one per bucket in force
     budgets: list[BudgetWant]
-    rules: list[SpendRule]
-    counters: list[str]
+    spend: _SpendPlan  # the rules and counters of the request's key on its day (empty without a body)
+    worst: int  # picodollars reserved on each of ``budgets``
     at: datetime
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     checked: bool = True
-    rule_counters: Sequence[str] = ()  # the counter of each of ``rules`` (computed once, in ``admit``)
+
+    # What the ticket held before it kept its plans (``wants``, ``spend``), for readers of those.
+    @property
+    def buckets(self) -> list[tuple[BucketWant, Limiter]]:
+        return [(want, want.spec.limiter) for want in self.wants]
+
+    @property
+    def rules(self) -> Sequence[SpendRule]:
+        return self.spend.rules
+
+    @property
+    def counters(self) -> Sequence[str]:
+        return self.spend.counters
 
 
 # Tuples, not sets: ``in`` on a tuple of enum members compares by identity; a set would hash them
@@ -165,71 +237,59 @@ def _reset_value(unix_seconds: int) -> bytes:
     return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
 
 
-_HeaderPlan = tuple[tuple[bytes, bytes, bytes, tuple[int, ...]], ...]
-# Keyed by the limiters' ids (members are singletons; hashing the members would run Enum.__hash__,
-# Python code, for each): the same few limiter sequences come back on every request.
-_header_plans: dict[tuple[int, ...], _HeaderPlan] = {}
-
-
-def _header_plan(limiters: Sequence[Limiter]) -> _HeaderPlan:
-    """Per header kind in force for wants of these limiters: its three names and the positions of
-    the wants it is chosen among (in the order ties are broken)."""
-    key = tuple([id(limiter) for limiter in limiters])
-    plan = _header_plans.get(key)
-    if plan is None:
-        if len(_header_plans) >= _PLAN_CACHE_SIZE:  # only a configuration of thousands of levels gets here
-            _header_plans.clear()
-        plan = _header_plans[key] = _make_header_plan(limiters)
-    return plan
-
-
-def _make_header_plan(limiters: Sequence[Limiter]) -> _HeaderPlan:
-    plan = []
-    for limit_name, remaining_name, reset_name, members in _HEADER_KINDS:
-        positions = tuple(i for limiters_ in members for i, limiter in enumerate(limiters) if limiter in limiters_)
-        if positions:
-            plan.append((limit_name, remaining_name, reset_name, positions))
-    return tuple(plan)
-
-
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=4096)
 def _number(value: int) -> bytes:
+    """A ``-remaining`` value: the same few come back (a bucket far from its limit refills to full
+    between requests and shows capacity less one request's amount; a requests bucket counts few)."""
     return str(value).encode()
 
 
-def _headers(admission: Admission, wants: Sequence[tuple[BucketWant, Limiter]]) -> list[tuple[bytes, bytes]]:
+def _header_plan(buckets: Sequence[_PlannedBucket]) -> tuple[_HeaderKind, ...]:
+    """The header kinds in force for these buckets (see ``_HeaderKind``)."""
+    plan = []
+    for limit_name, remaining_name, reset_name, members in _HEADER_KINDS:
+        candidates = [
+            (i, (limit_name, str(b.spec.limit).encode()))
+            for limiters in members
+            for i, b in enumerate(buckets)
+            if b.limiter in limiters
+        ]
+        if candidates:
+            (first, limit), *others = candidates
+            plan.append((first, limit, tuple(others), remaining_name, reset_name))
+    return tuple(plan)
+
+
+def _headers(admission: Admission, plan: _RatePlan) -> list[tuple[bytes, bytes]]:
     """``anthropic-ratelimit-*`` for the most restrictive bucket of each kind in force (the first of
-    equally restrictive ones)."""
+    equally restrictive ones): ``-remaining`` is the level rounded down (at least 0), ``-reset`` the
+    whole second, rounded up, when the bucket will be full again at its rate."""
+    if not plan.buckets:
+        return []
     levels = admission.levels
-    found: list[float] = []
-    for want, _ in wants:
-        level = levels.get(want.name)
-        found.append(want.spec.capacity if level is None else level)
+    now = admission.now
+    this_second = math.ceil(now)
+    this_reset = _reset_value(this_second)
+    found: list[float] = []  # per bucket: its level, -remaining and -reset
+    remaining: list[bytes] = []
+    reset: list[bytes] = []
+    for name, capacity, rate in plan.levels:
+        level = levels.get(name, capacity)
+        found.append(level)
+        remaining.append(_number(int(level)) if level > 0 else b"0")  # int(): the floor of a level > 0
+        if level < capacity and rate > 0:
+            full_at = now + (capacity - level) / rate
+            # full_at >= now > this_second - 1: no later than this_second, it rounds up to this_second.
+            reset.append(this_reset if full_at <= this_second else _reset_value(math.ceil(full_at)))
+        else:
+            reset.append(this_reset)
     headers: list[tuple[bytes, bytes]] = []
-    for limit_name, remaining_name, reset_name, positions in _header_plan([limiter for _, limiter in wants]):
-        best = positions[0]
-        for i in positions:
-            if found[i] < found[best]:
-                best = i
-        level = found[best]
-        spec = wants[best][0].spec
-        rate = spec.rate
-        full_in = max(0.0, spec.capacity - level) / rate if rate > 0 else 0.0
-        headers.append((limit_name, _number(spec.limit)))
-        headers.append((remaining_name, str(max(0, math.floor(level))).encode()))
-        headers.append((reset_name, _reset_value(math.ceil(admission.now + full_in))))
+    for i, limit, others, remaining_name, reset_name in plan.headers:
+        for j, other_limit in others:  # (most kinds have one bucket)
+            if found[j] < found[i]:
+                i, limit = j, other_limit
+        headers += (limit, (remaining_name, remaining[i]), (reset_name, reset[i]))
     return headers
-
-
-@dataclass(frozen=True, slots=True)
-class _SpendPlan:
-    """What a key's requests reserve on a given UTC day: its rules, every counter its cost goes into,
-    and one budget (the lowest amount) per counter that a rule reads."""
-
-    rules: tuple[SpendRule, ...]
-    rule_counters: tuple[str, ...]
-    counters: tuple[str, ...]
-    budgets: tuple[tuple[str, int], ...]  # (counter, limit in picodollars), in the order of the rules
 
 
 def _level_of(name: str) -> str:
@@ -268,11 +328,14 @@ class Enforcer:
         self.unchecked = 0  # requests passed without a check because the store was unreachable
         self._last_outage_log = 0.0
         # Per-key plans, valid as long as ``self.spend`` / ``self.rates`` are the objects they were
-        # computed from (a reload replaces them) and, for spend, for the UTC day in their key.
-        self._spend_plans: dict[tuple[str, str, str, date], _SpendPlan] = {}
+        # computed from (a reload replaces them) and, for spend, for the UTC day they hold for.
+        self._spend_plans: dict[tuple[str, str, str], _SpendPlan] = {}
         self._spend_plans_of: SpendConfig | None = None
-        self._bucket_plans: dict[tuple[str, str, str, str], list[tuple[str, Limiter, int, Spec, float]]] = {}
-        self._bucket_plans_of: RateLimitConfig | None = None
+        self._rate_plans: dict[tuple[str, str, str, str | None, bool, bool], _RatePlan] = {}
+        self._rate_plans_of: RateLimitConfig | None = None
+        # Picodollars per input token, 1-hour cache-write token, output token and web search, by
+        # (model id, inference geo): the worst case is their sum of products, as ``cost_of`` adds it.
+        self._unit_prices: dict[tuple[str, str | None], tuple[int, int, int, int]] = {}
 
     # -- configuration -----------------------------------------------------------------------------
 
@@ -310,88 +373,104 @@ class Enforcer:
     async def admit(self, endpoint: str, grant: KeyGrant, body: bytes, request: Mapping[str, Any] | None) -> Ticket:
         """Reserve what the request may use; raise ``Refusal`` (429, 400 or 503) if it may not pass."""
         now = self._clock()
-        wants = self._bucket_wants(endpoint, grant, request)
+        model: str | None = None  # (no body)
+        searches = _NO_TOOLS
+        if request is not None:
+            model, searches = str(request.get("model")), _web_search_tools(request)
+        rates = self._rate_plan(endpoint, grant, model, bool(searches))
+        wants = self._bucket_wants(rates, request) if rates.buckets else []
         budgets: list[BudgetWant] = []
+        spend, worst = _NO_SPEND, 0
         if request:
-            plan = self._spend_plan(grant, now)
-            if plan.budgets:
-                worst = self._worst_case(request, body)
-                budgets = [BudgetWant(counter, limit, worst) for counter, limit in plan.budgets]
-            ticket = Ticket(
-                wants, budgets, list(plan.rules), list(plan.counters), now, rule_counters=plan.rule_counters
-            )
-        else:
-            ticket = Ticket(wants, budgets, [], [], now)
+            spend = self._spend_plan(grant, now)
+            if spend.budgets:
+                worst = self._worst_case(request, body, searches)
+                for counter, limit in spend.budgets:  # (a loop: a comprehension is a function call in 3.11)
+                    budgets.append(BudgetWant(counter, limit, worst))
+        ticket = Ticket(wants, budgets, spend, worst, now)
         if not wants and not budgets:
             return ticket
         try:
-            admission = await self.store.admit([w for w, _ in wants], budgets)
+            admission = await self.store.admit(wants, budgets)
         except StoreUnavailable as exc:
             return self._outage(ticket, exc)
-        ticket.headers = _headers(admission, wants)
+        ticket.headers = _headers(admission, rates)
         if admission.allowed:
             return ticket
         if admission.blocking_counter is not None:
-            raise self._spend_refusal(admission.blocking_counter, ticket.rules, now, ticket.headers)
+            raise self._spend_refusal(admission.blocking_counter, spend.rules, now, ticket.headers)
         raise self._rate_refusal(admission, wants, ticket.headers)
 
-    def _bucket_wants(
-        self, endpoint: str, grant: KeyGrant, request: Mapping[str, Any] | None
-    ) -> list[tuple[BucketWant, Limiter]]:
+    def _rate_plan(self, endpoint: str, grant: KeyGrant, model: str | None, searches: bool) -> _RatePlan:
+        """The buckets of the request's groups (its model's group, or ``token_count``; ``web_search``
+        too when it offers the web search tool), computed once per key and kind of request while the
+        rate limits stay the same. ``model`` is ``None`` without a request body."""
         if endpoint == "count_tokens":
-            groups = ["token_count"]
-        elif endpoint == "messages" and request is not None:
-            model_group = self._groups.get(str(request.get("model")))
-            groups = [model_group.name] if model_group is not None else []
-            if _offers_web_search(request):
-                groups.append("web_search")
+            group: str | None = "token_count"
+            messages = searches = False
+        elif endpoint == "messages" and model is not None:
+            model_group = self._groups.get(model)
+            group = model_group.name if model_group is not None else None
+            messages = True
         else:
-            return []
-        wants: list[tuple[BucketWant, Limiter]] = []
+            return _NO_RATES
+        rates = self.rates
+        if rates is not self._rate_plans_of or len(self._rate_plans) >= _PLAN_CACHE_SIZE:
+            self._rate_plans.clear()
+            self._rate_plans_of = rates
+        key = (grant.organization_id, grant.workspace_id, grant.key_id, group, searches, messages)
+        plan = self._rate_plans.get(key)
+        if plan is None:
+            groups = ([] if group is None else [group]) + (["web_search"] if searches else [])
+            plan = self._rate_plans[key] = self._make_rate_plan(grant, groups, messages)
+        return plan
+
+    def _make_rate_plan(self, grant: KeyGrant, groups: Sequence[str], messages: bool) -> _RatePlan:
+        buckets: list[_PlannedBucket] = []
+        for group in groups:
+            for name, limiter, value in self.rates.buckets_for(
+                grant.organization_id, grant.workspace_id, False, grant.key_id, group
+            ):
+                if limiter is Limiter.REQUESTS_PER_MINUTE or (group != "web_search" and messages):
+                    buckets.append(_PlannedBucket(name, limiter, value, Spec(limiter, value, self._burst), group))
+                # else: token limits of surface groups count nothing the gateway proxies
+        tokens = any(bucket.limiter is not Limiter.REQUESTS_PER_MINUTE for bucket in buckets)
+        levels = tuple((b.name, b.spec.capacity, b.spec.rate) for b in buckets)
+        return _RatePlan(tuple(buckets), tokens, levels, _header_plan(buckets))
+
+    def _bucket_wants(self, plan: _RatePlan, request: Mapping[str, Any] | None) -> list[BucketWant]:
+        """One want per bucket of ``plan``: one request, the estimated input tokens, or ``max_tokens``
+        of output; a 400 if one can never fit in its bucket."""
         estimate = max_tokens = 0
-        if request is not None and endpoint == "messages":
+        if plan.tokens and request is not None:  # (token buckets are only planned for messages)
             estimate = estimate_request(request)
             raw = request.get("max_tokens")
             max_tokens = raw if isinstance(raw, int) and raw > 0 else 0
-        for group in groups:
-            for name, limiter, value, spec, capacity in self._bucket_plan(grant, group):
-                if limiter is Limiter.REQUESTS_PER_MINUTE:
-                    amount = 1.0
-                elif group == "web_search" or endpoint != "messages":
-                    continue  # token limits of surface groups count nothing the gateway proxies
-                elif limiter is Limiter.OUTPUT_TOKENS_PER_MINUTE:
-                    amount = float(max_tokens)
-                else:
-                    amount = float(estimate)
-                if amount > capacity:
-                    raise Refusal(
-                        400,
-                        "invalid_request_error",
-                        f"this request needs {int(amount)} of your {_level_of(name)} limit of {value}"
-                        f" {_UNITS[limiter]} for {self._display.get(group, group)}: it can never fit"
-                        + (" (lower max_tokens)" if limiter is Limiter.OUTPUT_TOKENS_PER_MINUTE else ""),
-                    )
-                wants.append((BucketWant(name, spec, amount), limiter))
+        wants: list[BucketWant] = []
+        for bucket in plan.buckets:
+            want = bucket.want
+            if bucket.limiter is _RPM:
+                amount = 1.0  # capacity_of: a requests bucket holds at least one request, so it always fits
+            elif bucket.limiter is _OTPM:
+                amount = float(max_tokens)
+            else:
+                amount = float(estimate)
+            if want is None or want.amount != amount:
+                if amount > bucket.spec.capacity:
+                    raise self._too_large(bucket, amount)
+                want = bucket.want = BucketWant(bucket.name, bucket.spec, amount)
+            wants.append(want)
         return wants
 
-    def _bucket_plan(self, grant: KeyGrant, group: str) -> list[tuple[str, Limiter, int, Spec, float]]:
-        """``(bucket name, limiter, value, spec, capacity)`` of every value in force for the key's
-        requests of ``group``, computed once per key and group while the rate limits stay the same."""
-        rates = self.rates
-        if rates is not self._bucket_plans_of or len(self._bucket_plans) >= _PLAN_CACHE_SIZE:
-            self._bucket_plans.clear()
-            self._bucket_plans_of = rates
-        key = (grant.organization_id, grant.workspace_id, grant.key_id, group)
-        plan = self._bucket_plans.get(key)
-        if plan is None:
-            plan = []
-            for name, limiter, value in rates.buckets_for(
-                grant.organization_id, grant.workspace_id, False, grant.key_id, group
-            ):
-                spec = Spec(limiter, value, self._burst)
-                plan.append((name, limiter, value, spec, spec.capacity))
-            self._bucket_plans[key] = plan
-        return plan
+    def _too_large(self, bucket: _PlannedBucket, amount: float) -> Refusal:
+        limiter, group = bucket.limiter, bucket.group
+        return Refusal(
+            400,
+            "invalid_request_error",
+            f"this request needs {int(amount)} of your {_level_of(bucket.name)} limit of {bucket.value}"
+            f" {_UNITS[limiter]} for {self._display.get(group, group)}: it can never fit"
+            + (" (lower max_tokens)" if limiter is Limiter.OUTPUT_TOKENS_PER_MINUTE else ""),
+        )
 
     def _spend_plan(self, grant: KeyGrant, now: datetime) -> _SpendPlan:
         """The key's spend rules, counters and budgets on ``now``'s UTC day (every period of a counter
@@ -401,9 +480,9 @@ class Enforcer:
             self._spend_plans.clear()
             self._spend_plans_of = spend
         org, workspace, key_id = grant.organization_id, grant.workspace_id, grant.key_id
-        key = (org, workspace, key_id, now.astimezone(UTC).date())
+        key = (org, workspace, key_id)
         plan = self._spend_plans.get(key)
-        if plan is None:
+        if plan is None or not plan.since <= now < plan.until:
             rules = tuple(spend.rules_for(org, workspace, key_id))
             rule_counters = tuple(rule.counter(now) for rule in rules)
             limits: dict[str, int] = {}
@@ -411,11 +490,15 @@ class Enforcer:
                 amount = rule.amount_picodollars
                 limits[counter] = min(limits.get(counter, amount), amount)
             counters = tuple(counters_of(org, workspace, key_id, now))
-            plan = _SpendPlan(rules, rule_counters, counters, tuple(limits.items()))
+            since = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            reserved = tuple(counter for counter in counters if counter in limits)
+            alerts = tuple(zip(rules, rule_counters, strict=True))
+            budgets = tuple(limits.items())
+            plan = _SpendPlan(rules, alerts, counters, budgets, reserved, since, since + timedelta(days=1))
             self._spend_plans[key] = plan
         return plan
 
-    def _worst_case(self, request: Mapping[str, Any], body: bytes) -> int:
+    def _worst_case(self, request: Mapping[str, Any], body: bytes, searches: Sequence[Mapping[str, Any]]) -> int:
         model_name = str(request.get("model"))
         model = self._catalog.find(model_name)
         if model is None:
@@ -430,18 +513,30 @@ class Enforcer:
             tokens = min(tokens, int(model.max_input_tokens))
         raw = request.get("max_tokens")
         output = raw if isinstance(raw, int) and raw > 0 else int(model.max_tokens or 0)
-        caching = b"cache_control" in body
-        usage = TokenUsage(
-            input_tokens=0 if caching else tokens,
-            cache_creation_1h=tokens if caching else 0,
-            output_tokens=output,
-            web_search_requests=_web_search_uses(request),
-        )
         geo = request.get("inference_geo")
-        return cost_of(self._catalog, model, usage, inference_geo=geo if isinstance(geo, str) else None).total
+        geo = geo if isinstance(geo, str) else None
+        input_, write_1h, output_, search = self._unit_prices.get((model.id, geo)) or self._prices(model, geo)
+        # (``find``, not ``in``: ``bytes.__contains__`` first tries its argument as an int, and raises)
+        caching = body.find(b"cache_control") != -1
+        worst = (write_1h if caching else input_) * tokens + output_ * output
+        return worst + search * _web_search_uses(searches) if searches else worst
+
+    def _prices(self, model: Model, geo: str | None) -> tuple[int, int, int, int]:
+        """Picodollars per input token, 1-hour cache-write token, output token and web search: what
+        ``cost_of`` multiplies each count by (it is linear), asked once per model and geo."""
+        if len(self._unit_prices) >= _PLAN_CACHE_SIZE:  # only client-chosen geos of every kind get here
+            self._unit_prices.clear()
+        catalog = self._catalog
+        prices = self._unit_prices[model.id, geo] = (
+            cost_of(catalog, model, TokenUsage(input_tokens=1), inference_geo=geo).total,
+            cost_of(catalog, model, TokenUsage(cache_creation_1h=1), inference_geo=geo).total,
+            cost_of(catalog, model, TokenUsage(output_tokens=1), inference_geo=geo).total,
+            cost_of(catalog, model, TokenUsage(web_search_requests=1), inference_geo=geo).total,
+        )
+        return prices
 
     def _outage(self, ticket: Ticket, exc: StoreUnavailable) -> Ticket:
-        closed = (ticket.budgets and not self._spend_fail_open) or (ticket.buckets and not self._rate_fail_open)
+        closed = (ticket.budgets and not self._spend_fail_open) or (ticket.wants and not self._rate_fail_open)
         now = time.monotonic()
         self.unchecked += 0 if closed else 1
         if now - self._last_outage_log > 10:
@@ -475,42 +570,51 @@ class Enforcer:
         return Refusal(400, "invalid_request_error", message, headers=headers)
 
     def _rate_refusal(
-        self, admission: Admission, wants: Sequence[tuple[BucketWant, Limiter]], headers: list[tuple[bytes, bytes]]
+        self, admission: Admission, wants: Sequence[BucketWant], headers: list[tuple[bytes, bytes]]
     ) -> Refusal:
-        want, limiter = next(w for w in wants if w[0].name == admission.blocking_bucket)
+        want = next(w for w in wants if w.name == admission.blocking_bucket)
         group = want.name.split(":")[3]
         seconds = max(1, math.ceil(admission.retry_after))
         message = (
             f"This request would exceed your {_level_of(want.name)} rate limit of {want.spec.limit}"
-            f" {_UNITS[limiter]} for {self._display.get(group, group)}; try again in {seconds} s."
+            f" {_UNITS[want.spec.limiter]} for {self._display.get(group, group)}; try again in {seconds} s."
         )
         return Refusal(429, "rate_limit_error", message, headers=[*headers, (b"retry-after", str(seconds).encode())])
 
     async def settle(self, ticket: Ticket, extracted: Extracted, cost: int) -> None:
         """Replace the reservation with what the request really used and cost."""
-        if not ticket.checked or (not ticket.buckets and not ticket.counters):
+        spend = ticket.spend
+        if not ticket.checked or (not ticket.wants and not spend.counters):
             return
         usage = extracted.usage
-        written = usage.cache_creation_5m + usage.cache_creation_1h
+        uncached = usage.input_tokens + usage.cache_creation_5m + usage.cache_creation_1h
         corrections: list[BucketWant] = []
-        for want, limiter in ticket.buckets:
+        for want in ticket.wants:
+            limiter = want.spec.limiter
             # Identity tests, not a dict keyed by the enum: Enum.__hash__ is Python code.
-            if limiter is Limiter.INPUT_TOKENS_PER_MINUTE:
-                used = usage.input_tokens + written + usage.cache_read
-            elif limiter is Limiter.INPUT_TOKENS_PER_MINUTE_CACHE_AWARE:
-                used = usage.input_tokens + written
-            elif limiter is Limiter.OUTPUT_TOKENS_PER_MINUTE:
+            if limiter is _ITPM:
+                used = uncached + usage.cache_read
+            elif limiter is _ITPM_CACHE_AWARE:
+                used = uncached
+            elif limiter is _OTPM:
                 used = usage.output_tokens
             else:
                 continue  # a request is a request: nothing to correct
             if want.amount != used:
                 corrections.append(BucketWant(want.name, want.spec, want.amount - used))
-        reserved = {budget.counter: budget.amount for budget in ticket.budgets}
-        deltas = {}
-        for name in ticket.counters:
-            delta = cost - reserved.get(name, 0)
-            if delta or name in reserved:
-                deltas[name] = delta
+        # Every counter of the request's scopes gets its cost; those a budget reserved on get it
+        # less the reservation (even when that is 0), others only a cost that is not 0.
+        deltas: dict[str, int]
+        if ticket.budgets:
+            corrected = cost - ticket.worst
+            if cost:
+                deltas = dict.fromkeys(spend.counters, cost)
+                for name in spend.reserved:
+                    deltas[name] = corrected  # (keeps its place among the counters)
+            else:
+                deltas = dict.fromkeys(spend.reserved, corrected)
+        else:
+            deltas = dict.fromkeys(spend.counters, cost) if cost else {}
         if not corrections and not deltas:
             return
         try:
@@ -519,28 +623,27 @@ class Enforcer:
             log.error("limits: cannot settle a request's reservation (%s); it stays reserved", exc)
             return
         if self._alerts is not None:
-            rule_counters = ticket.rule_counters or [rule.counter(ticket.at) for rule in ticket.rules]
-            for rule, counter in zip(ticket.rules, rule_counters, strict=True):
+            for rule, counter in spend.alerts:
                 value = values.get(counter)
                 if value is not None:
                     self._alerts.observe(rule, value, ticket.at)
 
 
-def _tools(request: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+_NO_TOOLS: Sequence[Mapping[str, Any]] = ()
+
+
+def _web_search_tools(request: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
+    """The request's web search tools (a ``tools`` entry whose type starts with ``web_search``)."""
     tools = request.get("tools")
-    if isinstance(tools, list):
-        yield from (tool for tool in tools if isinstance(tool, dict))
+    if not tools or not isinstance(tools, list):
+        return _NO_TOOLS
+    return [tool for tool in tools if isinstance(tool, dict) and str(tool.get("type", "")).startswith("web_search")]
 
 
-def _offers_web_search(request: Mapping[str, Any]) -> bool:
-    return any(str(tool.get("type", "")).startswith("web_search") for tool in _tools(request))
-
-
-def _web_search_uses(request: Mapping[str, Any]) -> int:
+def _web_search_uses(searches: Sequence[Mapping[str, Any]]) -> int:
     """The most web searches the request allows (``max_uses``; 0 when unbounded: priced after)."""
     total = 0
-    for tool in _tools(request):
-        if str(tool.get("type", "")).startswith("web_search"):
-            uses = tool.get("max_uses")
-            total += uses if isinstance(uses, int) and uses > 0 else 0
+    for tool in searches:
+        uses = tool.get("max_uses")
+        total += uses if isinstance(uses, int) and uses > 0 else 0
     return total
