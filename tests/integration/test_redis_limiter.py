@@ -417,33 +417,6 @@ def test_one_turns_calls_are_one_script_call_applied_in_order_like_separate_call
     run(scenario())
 
 
-def test_a_settlement_waits_for_the_next_admit_and_leaves_with_it(prefix: str) -> None:
-    """A settlement is not urgent (its request was answered): it leaves with an admit made in a
-    later turn, one script call for both, so the bucket it wrote carries the admit's Redis time;
-    alone, it leaves by itself shortly after."""
-
-    async def scenario() -> None:
-        store = limiter(Baselines(), prefix)
-        try:
-            settled = asyncio.ensure_future(store.settle([BucketWant("rl:itpm", ITPM, -100.0)], {}))
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)  # two turns later
-            admitted = await store.admit([BucketWant("rl:rpm", RPM, 1.0)], [])
-            assert await settled == {}
-            with raw() as client:
-                at = int(client.get(prefix + "rl:itpm").split()[1])
-            assert at == round(admitted.now * 1_000_000)  # one TIME: one script call
-            started = time.monotonic()
-            await store.settle([BucketWant("rl:itpm", ITPM, 50.0)], {})  # nothing to ride with
-            assert time.monotonic() - started < 1
-            with raw() as client:
-                assert float(client.get(prefix + "rl:itpm").split()[0]) == pytest.approx(ITPM.capacity - 50, abs=1)
-        finally:
-            await store.close()
-
-    run(scenario())
-
-
 def test_more_calls_in_one_turn_than_one_script_call_carries_are_split_and_stay_exact(prefix: str) -> None:
     spend = counter(uuid.uuid4().hex)
 

@@ -77,7 +77,6 @@ from orgwarden.gateway.resp import Client, RedisUnavailable, ReplyError, bulk, e
 
 PICO_PER_NANO = 1000
 MAX_BATCH = 200  # operations per script call
-SETTLE_DELAY = 0.002  # seconds a settlement waits for an admit to share a script call with
 MAX_BATCH_KEYS = 4000  # keys per script call: well below what Lua's ``unpack`` takes (8,000)
 LEVEL_SCALE = 1 << 20  # levels come back as whole multiples of 2**-20 units (integers in RESP)
 _INFINITE = "-1"  # how the script says "can never pass" (no portable spelling of infinity in Lua)
@@ -269,13 +268,10 @@ def _counter_expiry(name: str) -> int:
 class _Batch:
     """The operations of one event-loop turn, on their way to Redis as one script call."""
 
-    __slots__ = ("futures", "key_count", "keys", "loop", "sent", "timer", "urgent", "words")
+    __slots__ = ("futures", "key_count", "keys", "loop", "words")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.urgent = False  # leaves at the end of the turn (else when its timer fires)
-        self.timer: asyncio.TimerHandle | None = None
-        self.sent = False
         self.keys: list[bytes] = []  # each operation's keys, encoded
         self.key_count = 0
         self.words: list[str] = []  # each operation's numbers
@@ -304,7 +300,6 @@ class RedisLimiter:
         self._encoded_keys: dict[tuple[str, ...], bytes] = {}
         self._batch: _Batch | None = None
         self._sending: set[asyncio.Task[None]] = set()
-        self._inflight: set[_Batch] = set()  # sent, reply not handed out yet
 
     # -- batching --------------------------------------------------------------------------------
 
@@ -318,23 +313,11 @@ class RedisLimiter:
             encoded = self._encoded_keys[names] = b"".join([bulk(self._prefix + name) for name in names])
         return encoded
 
-    def _run(self, names: tuple[str, ...], words: str, *, urgent: bool = True) -> asyncio.Future[Any]:
-        """Add one operation to the next script call; the future gets its part of the reply.
-
-        An urgent operation (an admit: its request waits for it) makes the call leave at the end of
-        this turn. A settlement is not urgent: its request has been answered, and nothing but the
-        spend alerts reads its reply, so it waits up to ``SETTLE_DELAY`` for an admit to leave with
-        (under load, every settlement rides with the next turn's admits: half the script calls)."""
+    def _run(self, names: tuple[str, ...], words: str) -> asyncio.Future[Any]:
+        """Add one operation to this turn's script call; the future gets its part of the reply."""
         batch = self._batch
         if batch is None:
             batch = self._batch = _Batch(asyncio.get_running_loop())  # once per call: it is a getpid() in 3.11
-            if urgent:
-                batch.urgent = True
-                batch.loop.call_soon(self._flush, batch)
-            else:
-                batch.timer = batch.loop.call_later(SETTLE_DELAY, self._flush, batch)
-        elif urgent and not batch.urgent:
-            batch.urgent = True
             batch.loop.call_soon(self._flush, batch)
         batch.keys.append(self._keys(names))
         batch.key_count += len(names)
@@ -342,24 +325,14 @@ class RedisLimiter:
         future: asyncio.Future[Any] = batch.loop.create_future()
         batch.futures.append(future)
         if len(batch.futures) >= MAX_BATCH or batch.key_count >= MAX_BATCH_KEYS:
-            self._batch = None  # full: it leaves at the end of this turn; later operations start another
-            if not batch.urgent:
-                batch.urgent = True
-                batch.loop.call_soon(self._flush, batch)
+            self._batch = None  # full: it leaves as planned; later operations start another
         return future
 
     def _flush(self, batch: _Batch) -> None:
-        """The script call leaves (once, whichever of its end-of-turn callback and its timer comes
-        first), written at once on the live connection (the common case), or through ``_send`` when
-        it must connect first."""
-        if batch.sent:
-            return
-        batch.sent = True
-        if batch.timer is not None:
-            batch.timer.cancel()
+        """At the end of the turn: the script call leaves, written at once on the live connection
+        (the common case), or through ``_send`` when it must connect first."""
         if self._batch is batch:
             self._batch = None
-        self._inflight.add(batch)
         head = encode(["EVALSHA", self._sha, batch.key_count], length=batch.key_count + 4)
         command = b"".join([head, *batch.keys, bulk("[" + ",".join(batch.words) + "]")])
         sent = self._redis.send_now(command)
@@ -395,7 +368,6 @@ class RedisLimiter:
         self._deliver(batch, reply)
 
     def _deliver(self, batch: _Batch, reply: Any) -> None:
-        self._inflight.discard(batch)
         if isinstance(reply, ReplyError):  # an error reply is an outage too: the gateway decides
             self._fail(batch, StoreUnavailable(f"Redis: ResponseError: {reply}"))
             return
@@ -404,8 +376,8 @@ class RedisLimiter:
             if not future.done():  # a request that went away meanwhile was cancelled
                 future.set_result((now_us, answer))
 
-    def _fail(self, batch: _Batch, error: StoreUnavailable) -> None:
-        self._inflight.discard(batch)
+    @staticmethod
+    def _fail(batch: _Batch, error: StoreUnavailable) -> None:
         for future in batch.futures:
             if not future.done():
                 future.set_exception(StoreUnavailable(str(error)))
@@ -480,16 +452,10 @@ class RedisLimiter:
         if buckets:
             words.append(_bucket_words(buckets))
         words += [str(_nano(counters[name])) for name in names]
-        _, reply = await self._run((*[b.name for b in buckets], *names), ",".join(words), urgent=False)
+        _, reply = await self._run((*[b.name for b in buckets], *names), ",".join(words))
         return {name: int(value) * PICO_PER_NANO for name, value in zip(names, reply, strict=True) if value is not None}
 
     async def close(self) -> None:
-        """Send what is waiting (settlements), let every call out get its reply, then disconnect."""
-        if self._batch is not None:
-            self._flush(self._batch)
-        waiting = [future for batch in self._inflight for future in batch.futures]
         for task in list(self._sending):
             await asyncio.wait([task])
-        if waiting:
-            await asyncio.gather(*waiting, return_exceptions=True)
         await self._redis.aclose()
