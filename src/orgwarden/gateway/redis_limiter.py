@@ -265,6 +265,11 @@ def _counter_expiry(name: str) -> int:
     return max(at, int(time.time()) + 86400)  # a past period's counter still lives long enough to be read
 
 
+def _lost_script(reply: Any) -> bool:
+    """Redis no longer has the script (restarted, or ``SCRIPT FLUSH``): it ran nothing."""
+    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
+
+
 class _Batch:
     """The operations of one event-loop turn, on their way to Redis as one script call."""
 
@@ -345,7 +350,7 @@ class RedisLimiter:
         error = reply.exception()
         if error is not None:
             self._fail(batch, StoreUnavailable(f"Redis: {error}"))
-        elif isinstance(reply.result(), ReplyError) and str(reply.result()).startswith("NOSCRIPT"):
+        elif _lost_script(reply.result()):
             self._in_task(self._send(batch, command))  # e.g. after SCRIPT FLUSH: load it, then again
         else:
             self._deliver(batch, reply.result())
@@ -359,7 +364,7 @@ class RedisLimiter:
         """The slow path: connect if need be, and load the script again if Redis has lost it."""
         try:
             reply = await self._reply(command)
-            if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+            if _lost_script(reply):
                 self._ok(await self._reply(encode(["SCRIPT", "LOAD", _SCRIPT])))
                 reply = await self._reply(command)
         except StoreUnavailable as exc:
@@ -368,10 +373,11 @@ class RedisLimiter:
         self._deliver(batch, reply)
 
     def _deliver(self, batch: _Batch, reply: Any) -> None:
-        if isinstance(reply, ReplyError):  # an error reply is an outage too: the gateway decides
-            self._fail(batch, StoreUnavailable(f"Redis: ResponseError: {reply}"))
+        try:
+            now_us = self._ok(reply)[0]
+        except StoreUnavailable as exc:
+            self._fail(batch, exc)
             return
-        now_us = reply[0]
         for future, answer in zip(batch.futures, reply[1:], strict=True):
             if not future.done():  # a request that went away meanwhile was cancelled
                 future.set_result((now_us, answer))
