@@ -12,7 +12,7 @@ negative, which delays the next requests, exactly as an estimate that was too lo
 
 The in-process store (``gateway.limiter.MemoryLimiter``) runs this arithmetic (``level_at``, with
 its bucket states updated in place rather than replaced, and ``reserve`` itself for refusals); the
-Redis backend runs the same arithmetic in one Lua script per call, atomic across instances, and is
+Redis backend runs the same arithmetic in a Lua script, atomic across instances, and is
 tested against this module as the reference.
 """
 

@@ -7,7 +7,7 @@ the reservation once the real usage is known and adds the request's real cost to
 counter of its scopes that the store holds.
 
 Two stores implement this: ``MemoryLimiter`` (one server process; the default) and
-``gateway.redis_limiter.RedisLimiter`` (every instance; one Lua script per call). Both run the
+``gateway.redis_limiter.RedisLimiter`` (every instance; one Lua script call per event-loop turn). Both run the
 arithmetic of ``domain.buckets``.
 
 Spend counters are named ``spend:<scope>:<id>:<period>:<start>`` (``domain.limits``). A counter the

@@ -196,19 +196,6 @@ class Ticket:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     checked: bool = True
 
-    # What the ticket held before it kept its plans (``wants``, ``spend``), for readers of those.
-    @property
-    def buckets(self) -> list[tuple[BucketWant, Limiter]]:
-        return [(want, want.spec.limiter) for want in self.wants]
-
-    @property
-    def rules(self) -> Sequence[SpendRule]:
-        return self.spend.rules
-
-    @property
-    def counters(self) -> Sequence[str]:
-        return self.spend.counters
-
 
 # Tuples, not sets: ``in`` on a tuple of enum members compares by identity; a set would hash them
 # (``Enum.__hash__`` is Python code).
