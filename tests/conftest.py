@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anthropic
 import httpx
 import pytest
+
+from orgwarden.gateway.limiter import BucketWant, Limiter, StoreUnavailable
 
 if TYPE_CHECKING:
     from orgwarden.storage.uow import UnitOfWork
@@ -308,3 +310,14 @@ def assert_error(response: httpx.Response, status: int, error_type: str, message
     assert body["request_id"].startswith("req_"), body
     assert response.headers["request-id"] == body["request_id"]
     return dict(body)
+
+
+async def settled(store: Limiter, buckets: Sequence[BucketWant], counters: Mapping[str, int]) -> Mapping[str, int]:
+    """``store.settle``, waited for: the counters' new values once the store has applied it (the
+    gateway waits for nobody; tests that look at the store afterwards do)."""
+    done: asyncio.Future[Mapping[str, int] | StoreUnavailable] = asyncio.get_running_loop().create_future()
+    store.settle(buckets, counters, done.set_result)
+    values = await done
+    if isinstance(values, StoreUnavailable):
+        raise values
+    return values

@@ -32,6 +32,7 @@ from orgwarden.domain.limits import parse_counter, period_window
 from orgwarden.gateway.limiter import Admission, BucketWant, BudgetWant, MemoryLimiter, StoreUnavailable
 from orgwarden.gateway.redis_limiter import MAX_BATCH, RedisLimiter
 from orgwarden.gateway.resp import Client, RedisUnavailable
+from tests.conftest import settled
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 REQUIRE_REDIS = os.environ.get("ORGWARDEN_TEST_REQUIRE_REDIS") == "1"
@@ -140,10 +141,10 @@ def test_decisions_match_the_memory_limiter_call_for_call(prefix: str) -> None:
                     used = float(rng.choice([0, tokens, tokens + 300]))
                     corrections = [BucketWant("rl:itpm", ITPM, tokens - used)]
                     deltas = {spend: rng.choice([-1, 1]) * 10**9}
-                    settled = await store.settle(corrections, deltas)
+                    values = await settled(store, corrections, deltas)
                     with raw() as client:
                         clock[0] = int(float(client.get(prefix + "rl:itpm").split()[1])) / 1_000_000
-                    assert settled == await reference.settle(corrections, deltas)
+                    assert values == await settled(reference, corrections, deltas)
                 await asyncio.sleep(rng.choice([0, 0.05, 0.25]))
         finally:
             await store.close()
@@ -273,11 +274,11 @@ def test_settle_refunds_up_to_capacity_takes_overruns_and_counts_only_held_count
         try:
             reserved = await store.admit([BucketWant("rl:itpm", ITPM, 400.0)], [BudgetWant(held, 100 * CENT, 5 * CENT)])
             assert reserved.allowed
-            values = await store.settle([BucketWant("rl:itpm", ITPM, 10_000.0)], {held: -2 * CENT, unheld: 3 * CENT})
+            values = await settled(store, [BucketWant("rl:itpm", ITPM, 10_000.0)], {held: -2 * CENT, unheld: 3 * CENT})
             assert values == {held: 4 * CENT}  # 1 cent before, 5 reserved, 2 given back
             level = (await store.admit([BucketWant("rl:itpm", ITPM, 0.0)], [])).levels["rl:itpm"]
             assert level == 600.0  # never above capacity
-            await store.settle([BucketWant("rl:itpm", ITPM, -900.0)], {})  # the estimate was 900 too low
+            await settled(store, [BucketWant("rl:itpm", ITPM, -900.0)], {})  # the estimate was 900 too low
             after = await store.admit([BucketWant("rl:itpm", ITPM, 1.0)], [])
             assert not after.allowed
             assert after.levels["rl:itpm"] == pytest.approx(-300, abs=1.0)
@@ -357,11 +358,12 @@ def test_a_burst_far_larger_than_the_connection_pool_is_batched_not_refused(pref
     assert max(max(r.spent.values()) for r in results) == 1000 * CENT
 
 
-def test_one_turns_calls_are_one_script_call_applied_in_order_like_separate_calls(prefix: str) -> None:
+def test_one_turns_calls_are_one_script_call_settlements_first_then_admits_in_order(prefix: str) -> None:
     """Admits and settles made in the same event-loop turn go to Redis together (one ``TIME``: one
-    ``now`` for all), and each is applied as if it had been a call of its own arriving in that
-    order: the same decisions, levels and counter values as the in-process limiter applying the
-    same calls one after another at that moment, refusals of every kind included."""
+    ``now`` for all). The settlements are applied first, as one (their sum), and then each admit as
+    if it had been a call of its own arriving in that order: the same decisions, levels and counter
+    values as the in-process limiter given the summed settlement and then the same admits one
+    after another at that moment, refusals of every kind included."""
     spend = counter(uuid.uuid4().hex)
     rng = random.Random(4321)
 
@@ -383,7 +385,7 @@ def test_one_turns_calls_are_one_script_call_applied_in_order_like_separate_call
 
             async def one(call: tuple[str, list[BucketWant], list[BudgetWant], dict[str, int]]) -> object:
                 kind, wants, budgets, deltas = call
-                return await (store.admit(wants, budgets) if kind == "admit" else store.settle(wants, deltas))
+                return await (store.admit(wants, budgets) if kind == "admit" else settled(store, wants, deltas))
 
             results = await asyncio.gather(*(one(call) for call in calls))
             admissions = [r for r in results if isinstance(r, Admission)]
@@ -391,6 +393,18 @@ def test_one_turns_calls_are_one_script_call_applied_in_order_like_separate_call
             clock = [admissions[0].now]
             reference = MemoryLimiter(Baselines({spend: 2 * CENT}), clock=lambda: clock[0])
             await reference.admit([], [BudgetWant(spend, CENT, 0)])
+            back: dict[str, BucketWant] = {}
+            total = 0
+            for kind, wants, _, deltas in calls:
+                if kind == "settle":
+                    for want in wants:
+                        before = back.get(want.name)
+                        back[want.name] = BucketWant(
+                            want.name, want.spec, want.amount + (before.amount if before else 0)
+                        )
+                    total += deltas[spend]
+            assert back  # the scenario settles something
+            values = await settled(reference, list(back.values()), {spend: total})
             outcomes = set()
             for step, (call, got) in enumerate(zip(calls, results, strict=True)):
                 kind, wants, budgets, deltas = call
@@ -399,7 +413,7 @@ def test_one_turns_calls_are_one_script_call_applied_in_order_like_separate_call
                     assert_same(got, await reference.admit(wants, budgets), step)
                     outcomes.add((got.allowed, got.blocking_bucket, got.blocking_counter is not None))
                 else:
-                    assert got == await reference.settle(wants, deltas), f"step {step}"
+                    assert got == values, f"step {step}"
             assert outcomes == {
                 (True, None, False),
                 (False, "rl:rpm", False),
@@ -491,7 +505,7 @@ def test_nanodollar_rounding_never_counts_less_than_was_spent(prefix: str) -> No
                 requests += 1
                 cost = rng.randrange(0, 2 * reserved)
                 true_spend += cost
-                counted = (await store.settle([], {spend: cost - reserved}))[spend]
+                counted = (await settled(store, [], {spend: cost - reserved}))[spend]
                 assert counted >= true_spend
         finally:
             await store.close()
@@ -547,7 +561,7 @@ def test_an_unreachable_redis_raises_store_unavailable_quickly() -> None:
             with pytest.raises(StoreUnavailable) as refused:
                 await store.admit([BucketWant("rl:rpm", RPM, 1.0)], [])
             with pytest.raises(StoreUnavailable):
-                await store.settle([BucketWant("rl:rpm", RPM, 1.0)], {counter("x"): 1})
+                await settled(store, [BucketWant("rl:rpm", RPM, 1.0)], {counter("x"): 1})
             assert time.monotonic() - started < 2
             assert "\n" not in str(refused.value)
             assert str(refused.value).startswith("Redis: ")
@@ -719,8 +733,8 @@ def test_scripts_that_redis_lost_are_loaded_again(tmp_path: Path) -> None:
             first = await store.admit([BucketWant("rl:rpm", RPM, 1.0)], [BudgetWant(spend, 100 * CENT, CENT)])
             redis.Redis(port=port).script_flush()
             second = await store.admit([BucketWant("rl:rpm", RPM, 1.0)], [BudgetWant(spend, 100 * CENT, CENT)])
-            settled = await store.settle([], {spend: -CENT})
-            assert settled == {spend: CENT}
+            values = await settled(store, [], {spend: -CENT})
+            assert values == {spend: CENT}
             return [first, second]
         finally:
             await store.close()

@@ -26,6 +26,7 @@ from orgwarden.gateway.refusal import Refusal
 from orgwarden.services.credentials import KeyGrant
 from orgwarden.storage.engine import session_factory
 from orgwarden.storage.uow import UnitOfWorkFactory
+from tests.conftest import settled
 
 SPECS = {
     "rpm": Spec(Limiter.REQUESTS_PER_MINUTE, 60),
@@ -72,7 +73,7 @@ def test_the_memory_store_updates_its_buckets_exactly_as_the_reference_functions
                 assert admission.blocking_bucket == verdict.blocking
             else:
                 deltas = [BucketWant(w.name, w.spec, rng.choice([-300.0, -1.0, 0.5, 250.0])) for w in wants]
-                await store.settle(deltas, {})
+                await settled(store, deltas, {})
                 state.update(settle(state, [(d.name, d.spec, d.amount) for d in deltas], clock.now))
             for name, spec in SPECS.items():  # (the store forgets full buckets now and then: missing is full)
                 bucket = store._buckets.get(name)
@@ -170,7 +171,7 @@ def test_the_rate_limit_headers_show_the_most_restrictive_bucket_of_each_kind() 
                 statuses.append(refusal.status)
             levels = {name: refilled(store._buckets.get(name), spec, clock.now).level for name, spec in specs}
             assert headers == expected_headers(levels, specs, clock.now)
-            await store.settle([BucketWant(name, spec, -900.0) for name, spec in specs[1:]], {})
+            await settled(store, [BucketWant(name, spec, -900.0) for name, spec in specs[1:]], {})
         return statuses
 
     assert asyncio.run(run()) == [200, 429, 429]

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from orgwarden.domain.buckets import Limiter, Spec
 from orgwarden.gateway.limiter import BucketWant, BudgetWant, MemoryLimiter
+from tests.conftest import settled
 
 RPM = Spec(Limiter.REQUESTS_PER_MINUTE, 60)  # a bucket of one request, one more a second
 OTPM = Spec(Limiter.OUTPUT_TOKENS_PER_MINUTE, 600)  # 600 tokens, 10 a second
@@ -66,7 +67,8 @@ def test_settling_returns_unused_tokens_and_replaces_a_reservation_with_the_cost
 
     async def run() -> None:
         await store.admit([BucketWant("o", OTPM, 500)], [BudgetWant(DAY, 100, 40)])
-        values = await store.settle([BucketWant("o", OTPM, 480)], {DAY: 7 - 40, "spend:workspace:w:daily:20261123": 7})
+        deltas = {DAY: 7 - 40, "spend:workspace:w:daily:20261123": 7}
+        values = await settled(store, [BucketWant("o", OTPM, 480)], deltas)
         assert values == {DAY: 7}  # a counter the store does not hold is left to the baseline
         after = await store.admit([BucketWant("o", OTPM, 0)], [])
         assert after.levels == {"o": 580}

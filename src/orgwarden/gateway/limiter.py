@@ -6,9 +6,16 @@ all of them have room, takes the request's reservation from each, atomically: co
 the reservation once the real usage is known and adds the request's real cost to every spend
 counter of its scopes that the store holds.
 
+Nobody waits for a settlement: by then the request has been answered, and what it settles only
+gives back what the reservation held in excess (or takes an overrun, as a late settlement would
+anyway). So ``settle`` is not a coroutine: the store applies it no later than any ``admit`` this
+process makes after it, and hands the counters' new values, which only spend alerts read, to a
+callback. The in-process store applies it at once; the Redis store lets it ride with the next
+script call, so that under load a request costs one round trip, not two.
+
 Two stores implement this: ``MemoryLimiter`` (one server process; the default) and
-``gateway.redis_limiter.RedisLimiter`` (every instance; one Lua script call per event-loop turn). Both run the
-arithmetic of ``domain.buckets``.
+``gateway.redis_limiter.RedisLimiter`` (every instance; Lua script calls that carry many requests).
+Both run the arithmetic of ``domain.buckets``.
 
 Spend counters are named ``spend:<scope>:<id>:<period>:<start>`` (``domain.limits``). A counter the
 store does not hold yet is started from the usage records of the period so far (``baseline``), so a
@@ -35,6 +42,10 @@ Baseline = Callable[[Sequence[str]], Awaitable[Mapping[str, int]]]
 
 class StoreUnavailable(Exception):
     """The shared store could not be reached; the gateway applies the configured failure mode."""
+
+
+Settled = Callable[[Mapping[str, int] | StoreUnavailable], None]
+"""Told how a settlement went: the counters' new values, or why the store could not apply it."""
 
 
 @dataclass(slots=True)  # not frozen, though never changed: see domain.buckets.Bucket
@@ -71,10 +82,12 @@ class Limiter(Protocol):
         """Reserve on every bucket and budget, or on none; budgets are checked first."""
         ...
 
-    async def settle(self, buckets: Sequence[BucketWant], counters: Mapping[str, int]) -> Mapping[str, int]:
+    def settle(self, buckets: Sequence[BucketWant], counters: Mapping[str, int], then: Settled) -> None:
         """Give back (or take) bucket units; add ``delta`` picodollars to each counter the store
-        holds (others are left for ``baseline`` to read from the records later). Returns the
-        counters' new values."""
+        holds (others are left for ``baseline`` to read from the records later). Does not wait:
+        applied no later than any ``admit`` this process makes after it, and ``then`` is called
+        with the new values of (at least) these counters, or the ``StoreUnavailable``, once it
+        has been."""
         ...
 
     async def close(self) -> None: ...
@@ -200,7 +213,8 @@ class MemoryLimiter:
                 bucket.level = level
                 bucket.at = now
 
-    async def settle(self, buckets: Sequence[BucketWant], counters: Mapping[str, int]) -> Mapping[str, int]:
+    def settle(self, buckets: Sequence[BucketWant], counters: Mapping[str, int], then: Settled) -> None:
+        """Applied at once; ``then`` is called before this returns."""
         now = self._clock()
         if buckets:  # ``domain.buckets.settle``, with the states updated in place
             state = self._buckets
@@ -215,7 +229,7 @@ class MemoryLimiter:
         # (``filter`` tests the names in C: most of a request's counters are not held here)
         for name in filter(held.__contains__, counters):
             out[name] = held[name] = held[name] + counters[name]
-        return out
+        then(out)
 
     async def close(self) -> None:
         return None

@@ -568,8 +568,9 @@ class Enforcer:
         )
         return Refusal(429, "rate_limit_error", message, headers=[*headers, (b"retry-after", str(seconds).encode())])
 
-    async def settle(self, ticket: Ticket, extracted: Extracted, cost: int) -> None:
-        """Replace the reservation with what the request really used and cost."""
+    def settle(self, ticket: Ticket, extracted: Extracted, cost: int) -> None:
+        """Replace the reservation with what the request really used and cost. Nothing waits for
+        it (see ``gateway.limiter``): spend alerts look at the counters once the store has them."""
         spend = ticket.spend
         if not ticket.checked or (not ticket.wants and not spend.counters):
             return
@@ -604,16 +605,27 @@ class Enforcer:
             deltas = dict.fromkeys(spend.counters, cost) if cost else {}
         if not corrections and not deltas:
             return
-        try:
-            values = await self.store.settle(corrections, deltas)
-        except StoreUnavailable as exc:
-            log.error("limits: cannot settle a request's reservation (%s); it stays reserved", exc)
+        alerts = self._alerts
+        if alerts is None or not spend.alerts:
+            self.store.settle(corrections, deltas, _settled_quietly)
             return
-        if self._alerts is not None:
+
+        def settled(values: Mapping[str, int] | StoreUnavailable) -> None:
+            if isinstance(values, StoreUnavailable):
+                _settled_quietly(values)
+                return
             for rule, counter in spend.alerts:
                 value = values.get(counter)
                 if value is not None:
-                    self._alerts.observe(rule, value, ticket.at)
+                    alerts.observe(rule, value, ticket.at)
+
+        self.store.settle(corrections, deltas, settled)
+
+
+def _settled_quietly(values: Mapping[str, int] | StoreUnavailable) -> None:
+    """A settlement no alert reads: only a failure is worth a word."""
+    if isinstance(values, StoreUnavailable):
+        log.error("limits: cannot settle a request's reservation (%s); it stays reserved", values)
 
 
 _NO_TOOLS: Sequence[Mapping[str, Any]] = ()

@@ -257,7 +257,7 @@ class Gateway:
             if call.ticket is not None:  # not metered (the upstream was never reached): give it all back
                 ticket, call.ticket = call.ticket, None
                 if self.limits is not None:
-                    await self.limits.settle(ticket, Extracted(), 0)
+                    self.limits.settle(ticket, Extracted(), 0)
 
     def _inspect_messages(self, call: Call, grant: KeyGrant) -> dict[str, Any]:
         """Read what metering and residency need; insert the workspace's default geo if none is named."""
@@ -438,7 +438,7 @@ class Gateway:
             await self.recorder.put("usage", record, rollup)  # full: wait for room
         if call.ticket is not None and self.limits is not None:
             ticket, call.ticket = call.ticket, None
-            await self.limits.settle(ticket, extracted, cost)
+            self.limits.settle(ticket, extracted, cost)
 
     async def _audit_tenant(
         self,

@@ -8,16 +8,30 @@ clock with ``TIME``: every instance refills buckets against the same clock, what
 between the gateway hosts. A refused request writes nothing: refill is recomputed from the stored
 state, so storing the refilled level would change no later decision.
 
-**One script call per event-loop turn.** Every ``admit`` and ``settle`` made in the same turn of
-this process's event loop (under load, the requests whose bodies or answers arrived together) goes
-to Redis as one operation of one ``EVALSHA``, at most ``MAX_BATCH`` of them. The script applies the
-operations one after another, exactly as separate calls arriving in that order would be applied
-(each all-or-nothing, each seeing the ones before it), at one ``TIME``; it reads every key once
-(one ``MGET``) and writes each changed bucket and counter once at the end. What a call costs Redis
-is mostly the call itself and its per-key commands, not the arithmetic (measured on the benchmark
-machine: about 75 µs of Redis CPU per admit and 70 per settle as separate calls, of which an empty
-script is 2 to 5 µs), so a turn's requests share that cost (bench/RESULTS.md). No request waits for
-another: the call leaves at the end of the turn in which the first of them was made.
+**One script call for many requests.** Every ``admit`` made in the same turn of this process's
+event loop (under load, the requests whose bodies arrived together) goes to Redis as one operation
+of one ``EVALSHA``, at most ``MAX_BATCH`` of them. The script applies them one after another,
+exactly as separate calls arriving in that order would be applied (each all-or-nothing, each seeing
+the ones before it), at one ``TIME``; it reads every key once (one ``MGET``) and writes each
+changed bucket and counter once at the end. What a call costs Redis is mostly the call itself and
+its per-key commands, not the arithmetic (measured on the benchmark machine: about 75 µs of Redis
+CPU per admit and 70 per settle as separate calls, of which an empty script is 2 to 5 µs), and what
+it costs this process is mostly the system calls of a round trip and the wake-up of Redis, so the
+requests of a call share that cost (bench/RESULTS.md). Two rules make calls carry more:
+
+* **At most one call out.** An admit made while a call is out waits for its answer and then leaves
+  with every admit made meanwhile. With nothing out (a quiet gateway) it leaves at the end of its
+  turn, so at low load nothing waits; under load, a call carries what arrived during the last
+  round trip instead of what arrived in one turn. A full batch leaves at once.
+* **A settlement rides with the next admit's call, or leaves within ``SETTLE_WAIT``.** Nobody waits
+  for a settlement (``gateway.limiter``: its request has been answered), so it does not make a call
+  of its own unless no admit comes in time. The settlements a call carries are summed into one
+  operation (units per bucket, picodollars per counter) applied *before* the call's admits: a
+  bucket's refunds and overruns summed and capped at its capacity once is what applying the
+  overruns first and the refunds after gives, one of the orders in which concurrent settlements
+  may arrive anyway. Until then the reservation it corrects is still held, which can only refuse a
+  request, never pass one: other instances see it that much later, and this process's later
+  admits see it first, since they travel in the same call, after it.
 
 Keys (all under ``prefix``):
 
@@ -47,10 +61,11 @@ process share one baseline read; two instances may each read it once, but only o
 Counter keys expire one day after the end of their period.
 
 Any failure to talk to Redis (refused connection, timeout, an error reply) raises
-``StoreUnavailable`` with a one-line reason in every request of the call; the gateway applies its
-configured failure mode. The client reconnects by itself on the next call once Redis is back, and
-loads the script again on every new connection (a restarted Redis has lost it). Nothing is retried:
-a script whose reply was lost may have run, and running it again could reserve twice.
+``StoreUnavailable`` with a one-line reason in every admit of the call and hands it to every
+settlement's callback; the gateway applies its configured failure mode. The client reconnects by
+itself on the next call once Redis is back, and loads the script again on every new connection (a
+restarted Redis has lost it). Nothing is retried: a script whose reply was lost may have run, and
+running it again could reserve twice.
 
 Calls go through ``gateway.resp.Client``: one pipelined connection per process, every call written
 as it is made and answered in order (bench/RESULTS.md has what redis-py's pooled client cost here).
@@ -72,12 +87,21 @@ from typing import Any
 
 from orgwarden.domain.buckets import Spec
 from orgwarden.domain.limits import parse_counter, period_window
-from orgwarden.gateway.limiter import Admission, Baseline, BucketWant, BudgetWant, SingleFlight, StoreUnavailable
+from orgwarden.gateway.limiter import (
+    Admission,
+    Baseline,
+    BucketWant,
+    BudgetWant,
+    Settled,
+    SingleFlight,
+    StoreUnavailable,
+)
 from orgwarden.gateway.resp import Client, RedisUnavailable, ReplyError, bulk, encode
 
 PICO_PER_NANO = 1000
 MAX_BATCH = 200  # operations per script call
 MAX_BATCH_KEYS = 4000  # keys per script call: well below what Lua's ``unpack`` takes (8,000)
+SETTLE_WAIT = 0.002  # seconds a settlement waits for an admit's call to ride with
 LEVEL_SCALE = 1 << 20  # levels come back as whole multiples of 2**-20 units (integers in RESP)
 _INFINITE = "-1"  # how the script says "can never pass" (no portable spelling of infinity in Lua)
 _MAX_BUCKET_TTL = 366 * 86400  # a bucket that would take longer to refill (or never refills) is kept a year
@@ -248,13 +272,13 @@ def _words_of(spec: Spec) -> str:
     return known[1]
 
 
+def _amount(units: float) -> str:
+    whole = int(units)  # most amounts are whole (requests, tokens): ``str`` of an int is cheaper than ``repr``
+    return str(whole) if whole == units else repr(float(units))
+
+
 def _bucket_words(buckets: Sequence[BucketWant]) -> str:
-    words = []
-    for want in buckets:
-        amount = want.amount
-        whole = int(amount)  # most amounts are whole (requests, tokens): ``str`` of an int is cheaper than ``repr``
-        words.append(_words_of(want.spec) + (str(whole) if whole == amount else repr(float(amount))))
-    return ",".join(words)
+    return ",".join([_words_of(want.spec) + _amount(want.amount) for want in buckets])
 
 
 def _counter_expiry(name: str) -> int:
@@ -271,16 +295,37 @@ def _lost_script(reply: Any) -> bool:
 
 
 class _Batch:
-    """The operations of one event-loop turn, on their way to Redis as one script call."""
+    """What goes to Redis in one script call: the settlements made since the last call, as one
+    operation (their sum), then the admits, in the order they were made."""
 
-    __slots__ = ("futures", "key_count", "keys", "loop", "words")
+    __slots__ = (
+        "futures",
+        "key_count",
+        "keys",
+        "loop",
+        "refunds",
+        "sent",
+        "settled",
+        "soon",
+        "specs",
+        "spent",
+        "words",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.keys: list[bytes] = []  # each operation's keys, encoded
+        self.keys: list[bytes] = []  # each admit's keys, encoded
         self.key_count = 0
-        self.words: list[str] = []  # each operation's numbers
-        self.futures: list[asyncio.Future[Any]] = []  # each operation's reply
+        self.words: list[str] = []  # each admit's numbers
+        self.futures: list[asyncio.Future[Any]] = []  # each admit's reply
+        # The settlements: units given back per bucket (with its spec), picodollars per counter,
+        # and who wants to know how it went.
+        self.refunds: dict[str, float] = {}
+        self.specs: dict[str, Spec] = {}
+        self.spent: dict[str, int] = {}
+        self.settled: list[Settled] = []
+        self.soon = False  # its call leaves at the end of this turn
+        self.sent = False
 
 
 class RedisLimiter:
@@ -303,10 +348,22 @@ class RedisLimiter:
         )
         self._loading = SingleFlight()
         self._encoded_keys: dict[tuple[str, ...], bytes] = {}
+        self._encoded_key: dict[str, bytes] = {}
         self._batch: _Batch | None = None
+        self._out: set[asyncio.Future[Any]] = set()  # script calls sent on the live connection, not yet answered
+        self._calls_out = 0  # script calls sent and not yet answered, on any path
         self._sending: set[asyncio.Task[None]] = set()
 
     # -- batching --------------------------------------------------------------------------------
+
+    def _key(self, name: str) -> bytes:
+        """One key as a RESP bulk string, encoded once (see ``_keys``)."""
+        encoded = self._encoded_key.get(name)
+        if encoded is None:
+            if len(self._encoded_key) >= _KEYS_CACHE_SIZE:
+                self._encoded_key.clear()
+            encoded = self._encoded_key[name] = bulk(self._prefix + name)
+        return encoded
 
     def _keys(self, names: tuple[str, ...]) -> bytes:
         """The keys of ``names`` as RESP bulk strings, encoded once per set of names (a key's requests
@@ -318,42 +375,82 @@ class RedisLimiter:
             encoded = self._encoded_keys[names] = b"".join([bulk(self._prefix + name) for name in names])
         return encoded
 
+    def _full(self, batch: _Batch) -> None:
+        """A batch that reached ``MAX_BATCH`` admits or ``MAX_BATCH_KEYS`` keys leaves at the end of
+        this turn, whatever else is out; later operations start another."""
+        if len(batch.futures) >= MAX_BATCH or batch.key_count + len(batch.refunds) + len(batch.spent) >= MAX_BATCH_KEYS:
+            self._batch = None
+            self._soon(batch)
+
+    def _soon(self, batch: _Batch) -> None:
+        if not batch.soon:
+            batch.soon = True
+            batch.loop.call_soon(self._flush, batch)
+
     def _run(self, names: tuple[str, ...], words: str) -> asyncio.Future[Any]:
-        """Add one operation to this turn's script call; the future gets its part of the reply."""
+        """Add an admit to the next script call; the future gets its part of the reply. The call
+        leaves at the end of this turn, or, while another is out, as soon as that one is answered."""
         batch = self._batch
         if batch is None:
             batch = self._batch = _Batch(asyncio.get_running_loop())  # once per call: it is a getpid() in 3.11
-            batch.loop.call_soon(self._flush, batch)
+        if not self._calls_out:
+            self._soon(batch)
+        future: asyncio.Future[Any] = batch.loop.create_future()
         batch.keys.append(self._keys(names))
         batch.key_count += len(names)
         batch.words.append(words)
-        future: asyncio.Future[Any] = batch.loop.create_future()
         batch.futures.append(future)
-        if len(batch.futures) >= MAX_BATCH or batch.key_count >= MAX_BATCH_KEYS:
-            self._batch = None  # full: it leaves as planned; later operations start another
+        self._full(batch)
         return future
 
     def _flush(self, batch: _Batch) -> None:
-        """At the end of the turn: the script call leaves, written at once on the live connection
-        (the common case), or through ``_send`` when it must connect first."""
+        """The script call leaves: written at once on the live connection (the common case), or
+        through ``_send`` when it must connect first. Once per batch (a settlement's timer may
+        come after an admit has sent it)."""
+        if batch.sent:
+            return
+        batch.sent = True
         if self._batch is batch:
             self._batch = None
-        head = encode(["EVALSHA", self._sha, batch.key_count], length=batch.key_count + 4)
-        command = b"".join([head, *batch.keys, bulk("[" + ",".join(batch.words) + "]")])
+        self._calls_out += 1
+        keys, words, count = batch.keys, batch.words, batch.key_count
+        if batch.settled:  # the settlements first, as one operation
+            refunds, spent = batch.refunds, batch.spent
+            count += len(refunds) + len(spent)
+            keys = [*[self._key(name) for name in refunds], *[self._key(name) for name in spent], *keys]
+            settle = [_SETTLE, str(len(refunds)), str(len(spent))]
+            if refunds:
+                specs = batch.specs
+                settle.append(",".join([_words_of(specs[name]) + _amount(units) for name, units in refunds.items()]))
+            settle += [str(_nano(delta)) for delta in spent.values()]
+            words = [",".join(settle), *words]
+        head = encode(["EVALSHA", self._sha, count], length=count + 4)
+        command = b"".join([head, *keys, bulk("[" + ",".join(words) + "]")])
         sent = self._redis.send_now(command)
         if sent is None:
             self._in_task(self._send(batch, command))
         else:
+            self._out.add(sent)
             sent.add_done_callback(lambda reply: self._answered(batch, command, reply))
 
     def _answered(self, batch: _Batch, command: bytes, reply: asyncio.Future[Any]) -> None:
+        self._out.discard(reply)
         error = reply.exception()
         if error is not None:
             self._fail(batch, StoreUnavailable(f"Redis: {error}"))
         elif _lost_script(reply.result()):
             self._in_task(self._send(batch, command))  # e.g. after SCRIPT FLUSH: load it, then again
+            return
         else:
             self._deliver(batch, reply.result())
+        self._call_done()
+
+    def _call_done(self) -> None:
+        """A call is answered (or failed): the admits that waited for it leave now, together."""
+        self._calls_out -= 1
+        batch = self._batch
+        if batch is not None and batch.futures and not self._calls_out:
+            self._flush(batch)
 
     def _in_task(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
@@ -369,8 +466,10 @@ class RedisLimiter:
                 reply = await self._reply(command)
         except StoreUnavailable as exc:
             self._fail(batch, exc)
-            return
-        self._deliver(batch, reply)
+        else:
+            self._deliver(batch, reply)
+        finally:
+            self._call_done()
 
     def _deliver(self, batch: _Batch, reply: Any) -> None:
         try:
@@ -378,12 +477,24 @@ class RedisLimiter:
         except StoreUnavailable as exc:
             self._fail(batch, exc)
             return
-        for future, answer in zip(batch.futures, reply[1:], strict=True):
+        answers = reply[1:]
+        if batch.settled:
+            values = {
+                name: int(value) * PICO_PER_NANO
+                for name, value in zip(batch.spent, answers[0], strict=True)
+                if value is not None
+            }
+            for then in batch.settled:
+                then(values)
+            answers = answers[1:]
+        for future, answer in zip(batch.futures, answers, strict=True):
             if not future.done():  # a request that went away meanwhile was cancelled
                 future.set_result((now_us, answer))
 
     @staticmethod
     def _fail(batch: _Batch, error: StoreUnavailable) -> None:
+        for then in batch.settled:
+            then(StoreUnavailable(str(error)))
         for future in batch.futures:
             if not future.done():
                 future.set_exception(StoreUnavailable(str(error)))
@@ -452,16 +563,28 @@ class RedisLimiter:
         """The first instance's value wins (``NX``), so two instances cannot count a baseline twice."""
         await self._command("SET", self._prefix + name, _nano(picodollars), "NX", "EXAT", _counter_expiry(name))
 
-    async def settle(self, buckets: Sequence[BucketWant], counters: Mapping[str, int]) -> Mapping[str, int]:
-        names = list(counters)
-        words = [_SETTLE, str(len(buckets)), str(len(names))]
-        if buckets:
-            words.append(_bucket_words(buckets))
-        words += [str(_nano(counters[name])) for name in names]
-        _, reply = await self._run((*[b.name for b in buckets], *names), ",".join(words))
-        return {name: int(value) * PICO_PER_NANO for name, value in zip(names, reply, strict=True) if value is not None}
+    def settle(self, buckets: Sequence[BucketWant], counters: Mapping[str, int], then: Settled) -> None:
+        """Added to the settlements of the next script call, which leaves with the next admit or
+        within ``SETTLE_WAIT``. ``then`` gets the new values of every counter settled in that call."""
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = _Batch(asyncio.get_running_loop())
+            batch.loop.call_later(SETTLE_WAIT, self._flush, batch)
+        refunds, specs, spent = batch.refunds, batch.specs, batch.spent
+        for want in buckets:
+            name = want.name
+            refunds[name] = refunds.get(name, 0.0) + want.amount
+            specs[name] = want.spec  # the latest: a limit may have changed in between
+        for name, delta in counters.items():
+            spent[name] = spent.get(name, 0) + delta
+        batch.settled.append(then)
+        self._full(batch)
 
     async def close(self) -> None:
-        for task in list(self._sending):
-            await asyncio.wait([task])
+        """Sends what waits, and lets every call out get its reply (or its time-out) before the
+        connection closes."""
+        if self._batch is not None:
+            self._flush(self._batch)
+        while self._out or self._sending:
+            await asyncio.wait([*self._out, *self._sending])
         await self._redis.aclose()
