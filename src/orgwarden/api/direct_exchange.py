@@ -162,9 +162,10 @@ class DirectExchange:
             held, self._held = self._held, None
             await self._write(held + out if held else out)
 
-    async def finish(self) -> None:
+    async def finish(self, last: bytes = b"") -> None:
         held, self._held = self._held, None
-        await self._write(held + _LAST_CHUNK if held else _LAST_CHUNK)
+        out = b"%x\r\n%b\r\n%b" % (len(last), last, _LAST_CHUNK) if last else _LAST_CHUNK
+        await self._write(held + out if held else out)
         self._complete()
 
     async def wait_disconnect(self) -> None:

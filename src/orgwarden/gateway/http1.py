@@ -175,6 +175,12 @@ class Response:
             connection.transport.resume_reading()
         return body
 
+    @property
+    def done(self) -> bool:
+        """All of the body has arrived and been taken: the iteration ends without waiting."""
+        connection = self._connection
+        return connection.complete and not connection.chunks and connection.error is None
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
         connection = self._connection
         while True:

@@ -35,6 +35,10 @@ class InProcessResponse:
     def arrived(self) -> bytes | None:
         return None  # the simulator's answer comes through its queue: always iterated
 
+    @property
+    def done(self) -> bool:
+        return False  # the end is a queue item of its own, found by iterating
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while True:
             try:

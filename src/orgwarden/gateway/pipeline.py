@@ -346,17 +346,21 @@ class Gateway:
         outcome = {"status": response.status}
 
         async def pump() -> None:
+            last = b""
             try:
                 async for chunk in response:
                     meter.feed(chunk)
-                    await exchange.send(chunk)
+                    if response.done:  # the rest has arrived: this piece leaves with the end
+                        last = chunk
+                    else:
+                        await exchange.send(chunk)
             except UpstreamError as exc:
                 log.warning("upstream failed mid-response for %s: %s", call.request_id, exc)
                 outcome["status"], kind = _failed(exc)
                 error = {"type": "error", "error": {"type": kind, "message": "the upstream stream was interrupted"},
                          "request_id": call.request_id}  # fmt: skip
                 await exchange.send(f"event: error\ndata: {json.dumps(error)}\n\n".encode())
-            await exchange.finish()
+            await exchange.finish(last)
 
         aborted = await _until_disconnect(pump(), exchange.wait_disconnect())
         if aborted:

@@ -78,6 +78,7 @@ read ``TIME`` and then write).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 import time
@@ -277,10 +278,6 @@ def _amount(units: float) -> str:
     return str(whole) if whole == units else repr(float(units))
 
 
-def _bucket_words(buckets: Sequence[BucketWant]) -> str:
-    return ",".join([_words_of(want.spec) + _amount(want.amount) for want in buckets])
-
-
 def _counter_expiry(name: str) -> int:
     """Unix time one day after the counter's period ends (a day later than needed, for clock skew)."""
     _, _, period, start = parse_counter(name)
@@ -343,6 +340,7 @@ class RedisLimiter:
         self._prefix = prefix
         # Redis names a loaded script by the SHA-1 of its text (a name, not a security measure).
         self._sha = hashlib.sha1(_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+        self._evalsha = encode(["EVALSHA", self._sha])[len(b"*2\r\n") :]  # the first two arguments
         self._redis = Client(
             url, timeout=timeout_seconds, prepare=[("SCRIPT", "LOAD", _SCRIPT)], name="orgwarden-limits"
         )
@@ -350,8 +348,8 @@ class RedisLimiter:
         self._encoded_keys: dict[tuple[str, ...], bytes] = {}
         self._encoded_key: dict[str, bytes] = {}
         self._batch: _Batch | None = None
-        self._out: set[asyncio.Future[Any]] = set()  # script calls sent on the live connection, not yet answered
-        self._calls_out = 0  # script calls sent and not yet answered, on any path
+        self._calls_out = 0  # script calls sent and not yet answered
+        self._drained: asyncio.Future[None] | None = None  # ``close`` waits for the calls out
         self._sending: set[asyncio.Task[None]] = set()
 
     # -- batching --------------------------------------------------------------------------------
@@ -424,33 +422,31 @@ class RedisLimiter:
                 settle.append(",".join([_words_of(specs[name]) + _amount(units) for name, units in refunds.items()]))
             settle += [str(_nano(delta)) for delta in spent.values()]
             words = [",".join(settle), *words]
-        head = encode(["EVALSHA", self._sha, count], length=count + 4)
+        head = b"*%d\r\n%b%b" % (count + 4, self._evalsha, bulk(str(count)))
         command = b"".join([head, *keys, bulk("[" + ",".join(words) + "]")])
-        sent = self._redis.send_now(command)
-        if sent is None:
+        if not self._redis.send_now(command, functools.partial(self._answered, batch, command)):
             self._in_task(self._send(batch, command))
-        else:
-            self._out.add(sent)
-            sent.add_done_callback(lambda reply: self._answered(batch, command, reply))
 
-    def _answered(self, batch: _Batch, command: bytes, reply: asyncio.Future[Any]) -> None:
-        self._out.discard(reply)
-        error = reply.exception()
-        if error is not None:
-            self._fail(batch, StoreUnavailable(f"Redis: {error}"))
-        elif _lost_script(reply.result()):
+    def _answered(self, batch: _Batch, command: bytes, reply: Any) -> None:
+        """The call's reply, straight from the connection."""
+        if isinstance(reply, RedisUnavailable):
+            self._fail(batch, StoreUnavailable(f"Redis: {reply}"))
+        elif _lost_script(reply):
             self._in_task(self._send(batch, command))  # e.g. after SCRIPT FLUSH: load it, then again
             return
         else:
-            self._deliver(batch, reply.result())
+            self._deliver(batch, reply)
         self._call_done()
 
     def _call_done(self) -> None:
         """A call is answered (or failed): the admits that waited for it leave now, together."""
         self._calls_out -= 1
-        batch = self._batch
-        if batch is not None and batch.futures and not self._calls_out:
-            self._flush(batch)
+        if not self._calls_out:
+            batch = self._batch
+            if batch is not None and batch.futures:
+                self._flush(batch)
+            elif self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
 
     def _in_task(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
@@ -520,15 +516,17 @@ class RedisLimiter:
     # -- the Limiter protocol --------------------------------------------------------------------
 
     async def admit(self, buckets: Sequence[BucketWant], budgets: Sequence[BudgetWant]) -> Admission:
-        names = (*[b.name for b in buckets], *[b.counter for b in budgets])
+        names: list[str] = []
         words = [_ADMIT, str(len(buckets)), str(len(budgets))]
-        if buckets:
-            words.append(_bucket_words(buckets))
+        for want in buckets:
+            names.append(want.name)
+            words.append(_words_of(want.spec) + _amount(want.amount))
         for budget in budgets:
-            words += [str(budget.limit // PICO_PER_NANO), str(_nano(budget.amount))]
+            names.append(budget.counter)
+            words += (str(budget.limit // PICO_PER_NANO), str(-(-budget.amount // PICO_PER_NANO)))  # _nano
         operation = ",".join(words)
         for _ in range(_LOAD_ATTEMPTS):
-            now_us, reply = await self._run(names, operation)
+            now_us, reply = await self._run(tuple(names), operation)
             if reply[0] != _MISSING:
                 return self._admission(now_us, reply, buckets, budgets)
             await self._load([budgets[int(j) - 1].counter for j in reply[1:]])
@@ -538,13 +536,24 @@ class RedisLimiter:
     def _admission(
         now_us: int, reply: list[Any], buckets: Sequence[BucketWant], budgets: Sequence[BudgetWant]
     ) -> Admission:
-        status, blocking_bucket, blocking_counter, retry = reply[:4]
-        nb = len(buckets)
+        # (Loops, not comprehensions: in Python 3.11 each comprehension is a function call.)
+        levels: dict[str, float] = {}
+        i = 4
+        for want in buckets:
+            levels[want.name] = reply[i] / LEVEL_SCALE
+            i += 1
+        spent: dict[str, int] = {}
+        for budget in budgets:
+            spent[budget.counter] = reply[i] * PICO_PER_NANO
+            i += 1
+        if reply[0] == _ALLOWED:
+            return Admission(True, now_us / 1_000_000, levels, spent)
+        blocking_bucket, blocking_counter, retry = reply[1], reply[2], reply[3]
         return Admission(
-            allowed=status == _ALLOWED,
+            allowed=False,
             now=now_us / 1_000_000,
-            levels={b.name: level / LEVEL_SCALE for b, level in zip(buckets, reply[4 : 4 + nb], strict=True)},
-            spent={b.counter: value * PICO_PER_NANO for b, value in zip(budgets, reply[4 + nb :], strict=True)},
+            levels=levels,
+            spent=spent,
             retry_after=math.inf if retry == _INFINITE else float(retry),
             blocking_bucket=buckets[blocking_bucket - 1].name if blocking_bucket else None,
             blocking_counter=budgets[blocking_counter - 1].counter if blocking_counter else None,
@@ -585,6 +594,7 @@ class RedisLimiter:
         connection closes."""
         if self._batch is not None:
             self._flush(self._batch)
-        while self._out or self._sending:
-            await asyncio.wait([*self._out, *self._sending])
+        while self._calls_out:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
         await self._redis.aclose()

@@ -36,7 +36,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import hiredis
@@ -52,6 +52,26 @@ class ReplyError(Exception):
 
 
 Arg = bytes | str | int
+Replied = Callable[[Any], None]
+"""Handed a command's reply (a ``ReplyError`` for an error reply) or the ``RedisUnavailable`` that
+kept it from being answered."""
+
+
+def _resolve(future: asyncio.Future[Any]) -> Replied:
+    """A ``Replied`` that hands the reply to ``future``."""
+
+    def resolve(reply: Any) -> None:
+        if future.done():
+            return
+        if isinstance(reply, RedisUnavailable):
+            future.set_exception(reply)
+            # Marked as seen: a caller awaiting it still gets the error, and one that no longer
+            # does (a handshake abandoned at its first failure) leaves no "never retrieved" log.
+            future.exception()
+        else:
+            future.set_result(reply)
+
+    return resolve
 
 
 def encode(args: Sequence[Arg], length: int | None = None) -> bytes:
@@ -78,7 +98,8 @@ class _Connection(asyncio.Protocol):
         self.client = client
         self.reader = hiredis.Reader(replyError=ReplyError, encoding="utf-8")
         self.transport: asyncio.Transport | None = None
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.loop: asyncio.AbstractEventLoop  # with the transport, in ``connection_made``
+        self.waiting: deque[Replied] = deque()
         self.buffer: list[bytes] = []
         # Commands written and not yet answered (the first ``owed`` of ``waiting``), and since when
         # Redis has been silent about them: the later of the last reply and their write.
@@ -89,6 +110,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.loop = asyncio.get_running_loop()  # once: each call is a getpid() in Python 3.11
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -106,9 +128,7 @@ class _Connection(asyncio.Protocol):
                 self.fail(RedisUnavailable("ProtocolError: a reply nobody asked for"))
                 return
             answered += 1
-            future = waiting.popleft()
-            if not future.done():
-                future.set_result(reply)
+            waiting.popleft()(reply)
         if answered:
             self.owed -= answered
             self.silent_since = time.monotonic()
@@ -117,23 +137,20 @@ class _Connection(asyncio.Protocol):
         self.transport = None
         self.fail(RedisUnavailable(f"ConnectionError: {exc or 'Redis closed the connection'}"))
 
-    def send(self, command: bytes, *, at_once: bool = False) -> asyncio.Future[Any]:
+    def send(self, command: bytes, then: Replied, *, at_once: bool = False) -> None:
         """Queue an encoded command for this turn's write (``at_once``: write it, and anything
-        queued before it, now); the future gets its reply."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        queued before it, now); ``then`` gets its reply, straight from ``data_received``."""
         if self.failed or self.transport is None:
-            future.set_exception(RedisUnavailable("ConnectionError: the connection to Redis is closed"))
-            return future
-        self.waiting.append(future)
+            then(RedisUnavailable("ConnectionError: the connection to Redis is closed"))
+            return
+        self.waiting.append(then)
         if at_once:
             self.buffer.append(command)
             self.flush()
-            return future
+            return
         if not self.buffer:
-            loop.call_soon(self.flush)
+            self.loop.call_soon(self.flush)
         self.buffer.append(command)
-        return future
 
     def flush(self) -> None:
         if not self.buffer or self.transport is None:
@@ -144,7 +161,7 @@ class _Connection(asyncio.Protocol):
         self.owed += len(self.buffer)
         self.buffer.clear()
         if self.timer is None:
-            loop = asyncio.get_running_loop()
+            loop = self.loop
             self.timer = loop.call_at(loop.time() + self.client.timeout, self.watch)
 
     def watch(self) -> None:
@@ -157,7 +174,7 @@ class _Connection(asyncio.Protocol):
         if left <= 0:
             self.fail(RedisUnavailable(f"TimeoutError: Redis sent nothing for {timeout} s"))
             return
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self.timer = loop.call_at(loop.time() + left, self.watch)
 
     def fail(self, error: RedisUnavailable) -> None:
@@ -169,12 +186,7 @@ class _Connection(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         while self.waiting:
-            future = self.waiting.popleft()
-            if not future.done():
-                future.set_exception(error)
-                # Marked as seen: a caller awaiting it still gets the error, and one that no longer
-                # does (a handshake abandoned at its first failure) leaves no "never retrieved" log.
-                future.exception()
+            self.waiting.popleft()(error)
         if self.transport is not None:
             self.transport.abort()
 
@@ -216,17 +228,20 @@ class Client:
     async def call_encoded(self, command: bytes) -> Any:
         """``call`` for a command already in RESP (see ``encode``)."""
         connection = self._connection or await self._connect()
-        return await connection.send(command)
+        future: asyncio.Future[Any] = connection.loop.create_future()
+        connection.send(command, _resolve(future))
+        return await future
 
-    def send_now(self, command: bytes) -> asyncio.Future[Any] | None:
-        """Write an encoded command at once on the live connection; its reply's future, or ``None``
-        when there is no live connection (``call_encoded`` makes one). For a caller that already
-        gathers a turn's work into one command and sends it at the end of the turn: no task, and
-        no further turn of the event loop before it leaves."""
+    def send_now(self, command: bytes, then: Replied) -> bool:
+        """Write an encoded command at once on the live connection, ``then`` to get its reply (or
+        its failure) straight from the connection: no future, no task, and no further turn of the
+        event loop, either way. ``False`` (and nothing sent) when there is no live connection
+        (``call_encoded`` makes one). For a caller that gathers its work into one command."""
         connection = self._connection
         if connection is None or connection.failed:
-            return None
-        return connection.send(command, at_once=True)
+            return False
+        connection.send(command, then, at_once=True)
+        return True
 
     def forget(self, connection: _Connection) -> None:
         if self._connection is connection:
@@ -265,7 +280,9 @@ class Client:
         except OSError as exc:
             raise RedisUnavailable(f"ConnectionError: {exc}") from None
         # The handshake is answered before any caller's command goes out on this connection.
-        futures = [connection.send(encode(args)) for args in self._handshake]
+        futures = [connection.loop.create_future() for _ in self._handshake]
+        for args, future in zip(self._handshake, futures, strict=True):
+            connection.send(encode(args), _resolve(future))
         for args, future in zip(self._handshake, futures, strict=True):
             reply = await future
             if isinstance(reply, ReplyError):
