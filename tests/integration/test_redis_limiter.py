@@ -9,6 +9,8 @@ the end. Without Redis they are skipped, unless ``ORGWARDEN_TEST_REQUIRE_REDIS=1
 from __future__ import annotations
 
 import asyncio
+import gc
+import itertools
 import math
 import os
 import random
@@ -21,16 +23,17 @@ from collections import Counter
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import hiredis
 import pytest
 import redis
 
-from orgwarden.domain.buckets import Limiter, Spec
+from orgwarden.domain.buckets import Bucket, Limiter, Spec
+from orgwarden.domain.buckets import settle as settle_buckets
 from orgwarden.domain.limits import parse_counter, period_window
 from orgwarden.gateway.limiter import Admission, BucketWant, BudgetWant, MemoryLimiter, StoreUnavailable
-from orgwarden.gateway.redis_limiter import MAX_BATCH, RedisLimiter
+from orgwarden.gateway.redis_limiter import MAX_BATCH, SETTLE_WAIT, RedisLimiter
 from orgwarden.gateway.resp import Client, RedisUnavailable
 from tests.conftest import settled
 
@@ -39,6 +42,7 @@ REQUIRE_REDIS = os.environ.get("ORGWARDEN_TEST_REQUIRE_REDIS") == "1"
 CENT = 10**10  # picodollars
 
 T = TypeVar("T")
+Told = Mapping[str, int] | StoreUnavailable  # what a settlement hands its callback
 
 
 def run(coro: Awaitable[T]) -> T:
@@ -486,6 +490,197 @@ def test_concurrent_admits_never_take_more_than_a_bucket_holds(prefix: str) -> N
     assert 60 <= sum(result.allowed for result in results) <= 60 + math.ceil(elapsed)
 
 
+# -- script calls: one out at a time, settlements riding along --------------------------------
+
+
+def told(store: RedisLimiter, buckets: Sequence[BucketWant], counters: Mapping[str, int]) -> asyncio.Future[Told]:
+    """``store.settle``, with what it hands its callback as a future (``tests.conftest.settled``
+    waits at once; these tests make other calls before they wait)."""
+    future: asyncio.Future[Told] = asyncio.get_running_loop().create_future()
+    store.settle(buckets, counters, future.set_result)
+    return future
+
+
+async def answer(future: Awaitable[T]) -> T:
+    """``future``'s result, or a failure after 10 s: a settlement or admit that nobody sends fails
+    the test instead of hanging it."""
+    async with asyncio.timeout(10):
+        return await future
+
+
+def stored_bucket(key: str) -> tuple[float, int]:
+    """A bucket's level and ``at`` (microseconds of Redis time) as Redis holds them: the level is
+    written with 17 significant digits, so it reads back as exactly the double the script had."""
+    with raw() as client:
+        level, at = client.get(key).split()
+    return float(level), int(at)
+
+
+def test_admits_made_while_a_call_is_out_wait_for_its_answer_then_leave_together_in_one_call(prefix: str) -> None:
+    """At most one script call out: the first admit's call leaves at the end of its turn, and the
+    admits made during the next two turns wait for its answer and then leave together in one call
+    (one ``TIME``, later than the first one's), applied in the order they were made.
+
+    Deterministic however slow the machine: the first admit is made in turn 1 and its call is
+    written in turn 2 (by a callback turn 1 queued), after that turn's poll for replies. So its
+    answer is read by turn 3's poll at the earliest, and handled (straight from the connection)
+    after every callback queued before that poll: the admits made in turns 2 and 3, which this
+    test queued in the turn before each, all find the call still out. (Admits made in turn 4 may
+    find it answered and leave in a call of their own: the test makes none.)"""
+
+    async def scenario() -> tuple[Admission, list[Admission]]:
+        store = limiter(Baselines(), prefix)
+        try:
+            await store.admit([BucketWant("rl:itpm", ITPM, 0.0)], [])  # connected: a call is written as it leaves
+            want = [BucketWant("rl:itpm", ITPM, 10.0)]
+            first = asyncio.ensure_future(store.admit(want, []))
+            await asyncio.sleep(0)  # turn 1: the first admit is made; its call leaves at the end of the turn
+            later: list[asyncio.Future[Admission]] = []
+            for _ in range(2):  # made in turns 2 and 3, four in each, while the first call is out
+                later += [asyncio.ensure_future(store.admit(want, [])) for _ in range(4)]
+                await asyncio.sleep(0)
+            return await answer(first), await answer(asyncio.gather(*later))
+        finally:
+            await store.close()
+
+    first, later = run(scenario())
+    assert len({admission.now for admission in later}) == 1  # one call for all eight
+    assert later[0].now > first.now  # a call of its own, after the first one was answered
+    assert all(admission.allowed for admission in [first, *later])
+    levels = [admission.levels["rl:itpm"] for admission in later]
+    for earlier, level in itertools.pairwise(levels):
+        assert level == pytest.approx(earlier - 10, abs=1e-5)  # applied in the order they were made
+
+
+def test_a_settlement_rides_with_the_next_admits_call_and_is_applied_before_it(prefix: str) -> None:
+    """A settle, then an admit in the same turn: one script call carries both, the settlement
+    first. The admit's counter value includes the settlement, its callback has been called by
+    the time the admit is answered, and the bucket only the settlement touched was written at the
+    admit's ``TIME``: a settlement that made a call of its own would carry another one."""
+    spend = counter(uuid.uuid4().hex)
+
+    async def scenario() -> tuple[Admission, Admission, float, int, Told | None]:
+        store = limiter(Baselines({spend: CENT}), prefix)
+        try:
+            reserved = await store.admit(
+                [BucketWant("rl:itpm", ITPM, 400.0)], [BudgetWant(spend, 100 * CENT, 5 * CENT)]
+            )
+            assert reserved.spent == {spend: 6 * CENT}
+            level, at = stored_bucket(prefix + "rl:itpm")
+            settlement = told(store, [BucketWant("rl:itpm", ITPM, 300.0)], {spend: -2 * CENT})
+            admitted = await store.admit([BucketWant("rl:rpm", RPM, 1.0)], [BudgetWant(spend, 100 * CENT, CENT)])
+            return reserved, admitted, level, at, settlement.result() if settlement.done() else None
+        finally:
+            await store.close()
+
+    reserved, admitted, level_before, at_before, values = run(scenario())
+    assert admitted.allowed
+    assert values == {spend: 4 * CENT}  # 1 cent, 5 reserved, 2 given back: answered with the admit
+    assert admitted.spent == {spend: 5 * CENT}  # and then the admit's cent
+    assert level_before == ITPM.capacity - 400
+    level, at = stored_bucket(prefix + "rl:itpm")
+    assert at / 1_000_000 == admitted.now  # written by the admit's call
+    assert at / 1_000_000 > reserved.now
+    # The refund on the bucket as it had refilled by then, at the Redis clock (times counted from
+    # the stored ``at``, as the script computes them: the same doubles, so the same level).
+    refunded = settle_buckets({"b": Bucket(level_before, 0.0)}, [("b", ITPM, 300.0)], (at - at_before) / 1_000_000)
+    assert level == refunded["b"].level
+
+
+def test_a_settlement_with_no_admit_to_ride_with_leaves_by_itself_after_settle_wait(prefix: str) -> None:
+    """No admit follows: the settlement still leaves, on its own timer, without ``close`` or any
+    other call to push it out. It waits ``SETTLE_WAIT`` for an admit first (a lower bound only:
+    how much later it is answered depends on the machine), and once its callback has its values,
+    Redis has them too."""
+    spend = counter(uuid.uuid4().hex)
+
+    async def scenario() -> tuple[Told, float, int | None, tuple[float, int]]:
+        store = limiter(Baselines({spend: CENT}), prefix)
+        try:
+            await store.admit([BucketWant("rl:itpm", ITPM, 400.0)], [BudgetWant(spend, 100 * CENT, 5 * CENT)])
+            before = stored_bucket(prefix + "rl:itpm")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            values = await answer(told(store, [BucketWant("rl:itpm", ITPM, -100.0)], {spend: -2 * CENT}))
+            waited = loop.time() - started
+            with raw() as client:
+                held = client.get(prefix + spend)
+            return values, waited, None if held is None else int(held), before
+        finally:
+            await store.close()
+
+    values, waited, held, (level_before, at_before) = run(scenario())
+    assert values == {spend: 4 * CENT}
+    assert held is not None
+    assert held * 1000 == 4 * CENT
+    assert waited >= SETTLE_WAIT
+    level, at = stored_bucket(prefix + "rl:itpm")
+    overrun = settle_buckets({"b": Bucket(level_before, 0.0)}, [("b", ITPM, -100.0)], (at - at_before) / 1_000_000)
+    assert level == overrun["b"].level  # (times as in the test above)
+
+
+@pytest.mark.parametrize("connected", [True, False], ids=["connected", "not-yet-connected"])
+def test_close_sends_the_settlements_still_waiting_and_waits_for_their_answer(prefix: str, connected: bool) -> None:
+    """A gateway shutting down right after its last requests must not drop their settlements
+    (their reservations would stay held): ``close`` sends them at once instead of letting their
+    timer die with the event loop, and returns once they are applied. Both ways out: on the live
+    connection, and through a connection made for them."""
+    spend = counter(uuid.uuid4().hex)
+    with raw() as client:
+        client.set(prefix + spend, 3 * CENT // 1000)  # held: a settlement counts it
+
+    async def scenario() -> Told | None:
+        store = limiter(Baselines(), prefix)
+        try:
+            if connected:
+                await store.admit([BucketWant("rl:rpm", RPM, 1.0)], [])
+            settlement = told(store, [BucketWant("rl:itpm", ITPM, -100.0)], {spend: 2 * CENT})
+        finally:
+            await store.close()
+        return settlement.result() if settlement.done() else None
+
+    assert run(scenario()) == {spend: 5 * CENT}
+    with raw() as client:
+        assert int(client.get(prefix + spend)) * 1000 == 5 * CENT
+    assert stored_bucket(prefix + "rl:itpm")[0] == ITPM.capacity - 100  # from full: it had no key
+
+
+def test_the_settlements_of_one_call_are_summed_per_bucket_and_capped_at_capacity_once(prefix: str) -> None:
+    """Two settlements on one bucket in one call: a refund that alone would fill the bucket past
+    its capacity, then an overrun. The call applies their sum, capped once (what the overrun first
+    and the refund after gives), not the refund capped at capacity and then the overrun, which
+    would leave the bucket 100 units (plus refill) lower. The counter's deltas are summed too:
+    both callbacks get its value after both."""
+    spend = counter(uuid.uuid4().hex)
+    refund, overrun = 600.0, -300.0
+
+    async def scenario() -> tuple[list[Told], float, int]:
+        store = limiter(Baselines({spend: CENT}), prefix)
+        try:
+            await store.admit([BucketWant("rl:itpm", ITPM, 500.0)], [BudgetWant(spend, 100 * CENT, 5 * CENT)])
+            level, at = stored_bucket(prefix + "rl:itpm")
+            first = told(store, [BucketWant("rl:itpm", ITPM, refund)], {spend: -2 * CENT})
+            second = told(store, [BucketWant("rl:itpm", ITPM, overrun)], {spend: 3 * CENT})
+            return list(await answer(asyncio.gather(first, second))), level, at
+        finally:
+            await store.close()
+
+    values, level_before, at_before = run(scenario())
+    assert values == [{spend: 7 * CENT}] * 2  # 1 cent, 5 reserved, 2 given back, 3 more
+    assert level_before == ITPM.capacity - 500
+    assert level_before + refund > ITPM.capacity  # the refund alone would be capped
+    level, at = stored_bucket(prefix + "rl:itpm")
+    # ``domain.buckets`` at the Redis clock, with times counted from the stored ``at`` as the script
+    # counts them: the same doubles in the same operations, so exactly the same level.
+    elapsed = (at - at_before) / 1_000_000
+    state = {"b": Bucket(level_before, 0.0)}
+    summed = settle_buckets(state, [("b", ITPM, refund + overrun)], elapsed)["b"].level
+    one_by_one = settle_buckets(settle_buckets(state, [("b", ITPM, refund)], elapsed), [("b", ITPM, overrun)], elapsed)
+    assert level == summed
+    assert summed < ITPM.capacity  # the cap, applied once, changed nothing
+    assert level >= one_by_one["b"].level + 99  # the refund capped first would have lost 100 units
+
+
 # -- rounding ---------------------------------------------------------------------------------
 
 
@@ -648,6 +843,92 @@ def test_a_redis_that_falls_silent_midway_times_out_what_it_still_owes() -> None
     replies = run(scenario())
     assert replies[:3] == ["OK"] * 3
     assert all(isinstance(reply, RedisUnavailable) and "TimeoutError" in str(reply) for reply in replies[3:])
+
+
+def asyncio_reports() -> list[dict[str, Any]]:
+    """What asyncio would log on the running loop ("Task exception was never retrieved", an
+    exception in a callback), collected instead, for a test to assert there is none."""
+    reports: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: reports.append(context))
+    return reports
+
+
+def test_a_settlement_redis_refuses_hands_its_callback_store_unavailable_and_leaves_nothing_unseen() -> None:
+    """A settlement is nobody's coroutine: its failure can only reach the gateway through its
+    callback (which logs it), whether it left on its own timer or with an admit (which raises it
+    to its caller as well). Nothing is left for asyncio to report about an exception nobody saw."""
+
+    async def scenario() -> tuple[Told, Told, list[dict[str, Any]]]:
+        reports = asyncio_reports()
+        store = RedisLimiter("redis://127.0.0.1:1/0", Baselines(), timeout_seconds=0.2)
+        try:
+            alone = await answer(told(store, [BucketWant("rl:rpm", RPM, 1.0)], {counter("x"): CENT}))
+            riding = told(store, [BucketWant("rl:rpm", RPM, 1.0)], {counter("x"): CENT})
+            with pytest.raises(StoreUnavailable):
+                await store.admit([BucketWant("rl:rpm", RPM, 1.0)], [])
+            with_admit = await answer(riding)
+        finally:
+            await store.close()
+        gc.collect()  # a task or future dropped with an exception nobody retrieved reports it now
+        return alone, with_admit, reports
+
+    alone, with_admit, reports = run(scenario())
+    gc.collect()
+    for values in (alone, with_admit):
+        assert isinstance(values, StoreUnavailable)
+        assert str(values).startswith("Redis: ConnectionError")
+    assert reports == []
+
+
+async def _redis_that_falls_silent_after_the_handshake() -> tuple[asyncio.Server, asyncio.Event]:
+    """A Redis stand-in that answers ``+OK`` to each connection's handshake (``CLIENT SETNAME``
+    and ``SCRIPT LOAD``) and nothing after it; the event is set once a command goes unanswered."""
+    unanswered = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = hiredis.Reader()
+        answered = 0
+        while data := await reader.read(1 << 16):
+            parser.feed(data)
+            while parser.gets() is not False:
+                if answered < 2:
+                    writer.write(b"+OK\r\n")
+                    answered += 1
+                else:
+                    unanswered.set()
+        writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0), unanswered
+
+
+def test_a_settlement_sent_on_a_connection_that_falls_silent_hands_its_callback_store_unavailable() -> None:
+    """The other way a call fails: written on the live connection (while another call is out),
+    and timed out with it. The callback gets the timeout, and nothing is left unseen."""
+
+    async def scenario() -> tuple[Told, list[dict[str, Any]]]:
+        reports = asyncio_reports()
+        server, unanswered = await _redis_that_falls_silent_after_the_handshake()
+        store = RedisLimiter(
+            f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0", Baselines(), timeout_seconds=0.3
+        )
+        try:
+            admit = asyncio.ensure_future(store.admit([BucketWant("rl:rpm", RPM, 1.0)], []))
+            await answer(unanswered.wait())  # connected, and the admit's call is out
+            settlement = told(store, [BucketWant("rl:rpm", RPM, 1.0)], {counter("x"): CENT})
+            with pytest.raises(StoreUnavailable, match="TimeoutError"):
+                await answer(admit)
+            values = await answer(settlement)
+        finally:
+            await store.close()
+            server.close()
+        gc.collect()
+        return values, reports
+
+    values, reports = run(scenario())
+    gc.collect()
+    assert isinstance(values, StoreUnavailable)
+    assert str(values).startswith("Redis: TimeoutError")
+    assert reports == []
 
 
 def _free_port() -> int:
