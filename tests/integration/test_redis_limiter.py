@@ -788,9 +788,10 @@ def test_a_redis_that_does_not_answer_times_out() -> None:
     run(scenario())
 
 
-async def _trickling_redis(answers: int, gap: float) -> asyncio.Server:
-    """A Redis stand-in that answers ``+OK`` to its first ``answers`` commands (the handshake's
-    ``CLIENT SETNAME`` included), one every ``gap`` seconds, then goes silent."""
+async def _trickling_redis(answers: int, gap: float, unanswered: asyncio.Event | None = None) -> asyncio.Server:
+    """A Redis stand-in that answers ``+OK`` to the first ``answers`` commands of each connection
+    (the handshake's included), one every ``gap`` seconds, then goes silent; ``unanswered`` is set
+    once a command goes unanswered."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         parser = hiredis.Reader()
@@ -802,6 +803,8 @@ async def _trickling_redis(answers: int, gap: float) -> asyncio.Server:
                     await asyncio.sleep(gap)
                     writer.write(b"+OK\r\n")
                     answered += 1
+                elif unanswered is not None:
+                    unanswered.set()
         writer.close()
 
     return await asyncio.start_server(serve, "127.0.0.1", 0)
@@ -880,34 +883,14 @@ def test_a_settlement_redis_refuses_hands_its_callback_store_unavailable_and_lea
     assert reports == []
 
 
-async def _redis_that_falls_silent_after_the_handshake() -> tuple[asyncio.Server, asyncio.Event]:
-    """A Redis stand-in that answers ``+OK`` to each connection's handshake (``CLIENT SETNAME``
-    and ``SCRIPT LOAD``) and nothing after it; the event is set once a command goes unanswered."""
-    unanswered = asyncio.Event()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        parser = hiredis.Reader()
-        answered = 0
-        while data := await reader.read(1 << 16):
-            parser.feed(data)
-            while parser.gets() is not False:
-                if answered < 2:
-                    writer.write(b"+OK\r\n")
-                    answered += 1
-                else:
-                    unanswered.set()
-        writer.close()
-
-    return await asyncio.start_server(serve, "127.0.0.1", 0), unanswered
-
-
 def test_a_settlement_sent_on_a_connection_that_falls_silent_hands_its_callback_store_unavailable() -> None:
     """The other way a call fails: written on the live connection (while another call is out),
     and timed out with it. The callback gets the timeout, and nothing is left unseen."""
 
     async def scenario() -> tuple[Told, list[dict[str, Any]]]:
         reports = asyncio_reports()
-        server, unanswered = await _redis_that_falls_silent_after_the_handshake()
+        unanswered = asyncio.Event()
+        server = await _trickling_redis(answers=2, gap=0, unanswered=unanswered)  # CLIENT SETNAME, SCRIPT LOAD
         store = RedisLimiter(
             f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0", Baselines(), timeout_seconds=0.3
         )
