@@ -497,7 +497,12 @@ def told(store: RedisLimiter, buckets: Sequence[BucketWant], counters: Mapping[s
     """``store.settle``, with what it hands its callback as a future (``tests.conftest.settled``
     waits at once; these tests make other calls before they wait)."""
     future: asyncio.Future[Told] = asyncio.get_running_loop().create_future()
-    store.settle(buckets, counters, future.set_result)
+
+    def tell(values: Told) -> None:
+        if not future.done():  # (given up on by ``answer``: a callback that raised would wedge the store)
+            future.set_result(values)
+
+    store.settle(buckets, counters, tell)
     return future
 
 
@@ -617,6 +622,31 @@ def test_a_settlement_with_no_admit_to_ride_with_leaves_by_itself_after_settle_w
     level, at = stored_bucket(prefix + "rl:itpm")
     overrun = settle_buckets({"b": Bucket(level_before, 0.0)}, [("b", ITPM, -100.0)], (at - at_before) / 1_000_000)
     assert level == overrun["b"].level  # (times as in the test above)
+
+
+def test_a_settlement_callback_that_raises_is_logged_and_leaves_the_limiter_working(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in whatever reads a settlement's values (spend alerts) must not stop the limits: the
+    call still finishes, so the admits after it are answered and ``close`` returns; the error is
+    logged. (Before, the exception left the call counted as out, and every later admit waited.)"""
+
+    def boom(values: Told) -> None:
+        raise RuntimeError("a bug in an alert")
+
+    async def scenario() -> Admission:
+        store = limiter(Baselines(), prefix)
+        try:
+            await store.admit([BucketWant("rl:itpm", ITPM, 1.0)], [])
+            store.settle([BucketWant("rl:itpm", ITPM, 1.0)], {}, boom)
+            await asyncio.sleep(5 * SETTLE_WAIT)  # it leaves on its own and is answered
+            return await answer(store.admit([BucketWant("rl:itpm", ITPM, 1.0)], []))
+        finally:
+            await answer(store.close())
+
+    assert run(scenario()).allowed
+    assert "a settlement's callback failed" in caplog.text
+    assert "a bug in an alert" in caplog.text
 
 
 @pytest.mark.parametrize("connected", [True, False], ids=["connected", "not-yet-connected"])

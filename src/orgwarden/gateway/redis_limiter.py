@@ -80,6 +80,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Coroutine, Mapping, Sequence
@@ -98,6 +99,8 @@ from orgwarden.gateway.limiter import (
     StoreUnavailable,
 )
 from orgwarden.gateway.resp import Client, RedisUnavailable, ReplyError, bulk, encode
+
+log = logging.getLogger("orgwarden.gateway")
 
 PICO_PER_NANO = 1000
 MAX_BATCH = 200  # operations per script call
@@ -291,6 +294,15 @@ def _lost_script(reply: Any) -> bool:
     return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
 
 
+def _tell(then: Settled, values: Mapping[str, int] | StoreUnavailable) -> None:
+    """A settlement's callback, which must not take the limiter down with it: an exception it
+    raises would otherwise leave the call unfinished, and every later admit waiting for it."""
+    try:
+        then(values)
+    except Exception:
+        log.exception("limits: a settlement's callback failed")
+
+
 class _Batch:
     """What goes to Redis in one script call: the settlements made since the last call, as one
     operation (their sum), then the admits, in the order they were made."""
@@ -429,14 +441,16 @@ class RedisLimiter:
 
     def _answered(self, batch: _Batch, command: bytes, reply: Any) -> None:
         """The call's reply, straight from the connection."""
-        if isinstance(reply, RedisUnavailable):
-            self._fail(batch, StoreUnavailable(f"Redis: {reply}"))
-        elif _lost_script(reply):
+        if _lost_script(reply):
             self._in_task(self._send(batch, command))  # e.g. after SCRIPT FLUSH: load it, then again
             return
-        else:
-            self._deliver(batch, reply)
-        self._call_done()
+        try:
+            if isinstance(reply, RedisUnavailable):
+                self._fail(batch, StoreUnavailable(f"Redis: {reply}"))
+            else:
+                self._deliver(batch, reply)
+        finally:
+            self._call_done()  # whatever happened above: the next call must be able to leave
 
     def _call_done(self) -> None:
         """A call is answered (or failed): the admits that waited for it leave now, together."""
@@ -475,26 +489,27 @@ class RedisLimiter:
             return
         answers = reply[1:]
         if batch.settled:
-            values = {
-                name: int(value) * PICO_PER_NANO
-                for name, value in zip(batch.spent, answers[0], strict=True)
-                if value is not None
-            }
-            for then in batch.settled:
-                then(values)
-            answers = answers[1:]
+            settlement, answers = answers[0], answers[1:]
         for future, answer in zip(batch.futures, answers, strict=True):
             if not future.done():  # a request that went away meanwhile was cancelled
                 future.set_result((now_us, answer))
+        if batch.settled:
+            values = {
+                name: int(value) * PICO_PER_NANO
+                for name, value in zip(batch.spent, settlement, strict=True)
+                if value is not None
+            }
+            for then in batch.settled:
+                _tell(then, values)
 
     @staticmethod
     def _fail(batch: _Batch, error: StoreUnavailable) -> None:
-        for then in batch.settled:
-            then(StoreUnavailable(str(error)))
         for future in batch.futures:
             if not future.done():
                 future.set_exception(StoreUnavailable(str(error)))
                 future.exception()  # seen: its request still gets it; nobody else needs to
+        for then in batch.settled:
+            _tell(then, StoreUnavailable(str(error)))
 
     async def _reply(self, command: bytes) -> Any:
         """One encoded command's reply; ``StoreUnavailable`` when Redis cannot be reached."""
