@@ -45,7 +45,8 @@ class StoreUnavailable(Exception):
 
 
 Settled = Callable[[Mapping[str, int] | StoreUnavailable], None]
-"""Told how a settlement went: the counters' new values, or why the store could not apply it."""
+"""Told how a settlement went: the counters' new values, or why the store could not apply it. The
+values may be shared with the other settlements applied with it: read them, do not change them."""
 
 
 @dataclass(slots=True)  # not frozen, though never changed: see domain.buckets.Bucket

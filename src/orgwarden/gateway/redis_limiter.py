@@ -316,7 +316,6 @@ class _Batch:
         "sent",
         "settled",
         "soon",
-        "specs",
         "spent",
         "words",
     )
@@ -327,10 +326,9 @@ class _Batch:
         self.key_count = 0
         self.words: list[str] = []  # each admit's numbers
         self.futures: list[asyncio.Future[Any]] = []  # each admit's reply
-        # The settlements: units given back per bucket (with its spec), picodollars per counter,
-        # and who wants to know how it went.
-        self.refunds: dict[str, float] = {}
-        self.specs: dict[str, Spec] = {}
+        # The settlements: per bucket its spec (the latest: a limit may have changed in between)
+        # and the units given back, picodollars per counter, and who wants to know how it went.
+        self.refunds: dict[str, tuple[Spec, float]] = {}
         self.spent: dict[str, int] = {}
         self.settled: list[Settled] = []
         self.soon = False  # its call leaves at the end of this turn
@@ -352,7 +350,7 @@ class RedisLimiter:
         self._prefix = prefix
         # Redis names a loaded script by the SHA-1 of its text (a name, not a security measure).
         self._sha = hashlib.sha1(_SCRIPT.encode(), usedforsecurity=False).hexdigest()
-        self._evalsha = encode(["EVALSHA", self._sha])[len(b"*2\r\n") :]  # the first two arguments
+        self._evalsha = bulk("EVALSHA") + bulk(self._sha)  # the first two arguments of every call
         self._redis = Client(
             url, timeout=timeout_seconds, prepare=[("SCRIPT", "LOAD", _SCRIPT)], name="orgwarden-limits"
         )
@@ -367,7 +365,7 @@ class RedisLimiter:
     # -- batching --------------------------------------------------------------------------------
 
     def _key(self, name: str) -> bytes:
-        """One key as a RESP bulk string, encoded once (see ``_keys``)."""
+        """One key as a RESP bulk string, encoded once."""
         encoded = self._encoded_key.get(name)
         if encoded is None:
             if len(self._encoded_key) >= _KEYS_CACHE_SIZE:
@@ -382,7 +380,7 @@ class RedisLimiter:
         if encoded is None:
             if len(self._encoded_keys) >= _KEYS_CACHE_SIZE:
                 self._encoded_keys.clear()
-            encoded = self._encoded_keys[names] = b"".join([bulk(self._prefix + name) for name in names])
+            encoded = self._encoded_keys[names] = b"".join([self._key(name) for name in names])
         return encoded
 
     def _full(self, batch: _Batch) -> None:
@@ -430,8 +428,7 @@ class RedisLimiter:
             keys = [*[self._key(name) for name in refunds], *[self._key(name) for name in spent], *keys]
             settle = [_SETTLE, str(len(refunds)), str(len(spent))]
             if refunds:
-                specs = batch.specs
-                settle.append(",".join([_words_of(specs[name]) + _amount(units) for name, units in refunds.items()]))
+                settle.append(",".join([_words_of(spec) + _amount(units) for spec, units in refunds.values()]))
             settle += [str(_nano(delta)) for delta in spent.values()]
             words = [",".join(settle), *words]
         head = b"*%d\r\n%b%b" % (count + 4, self._evalsha, bulk(str(count)))
@@ -538,7 +535,7 @@ class RedisLimiter:
             words.append(_words_of(want.spec) + _amount(want.amount))
         for budget in budgets:
             names.append(budget.counter)
-            words += (str(budget.limit // PICO_PER_NANO), str(-(-budget.amount // PICO_PER_NANO)))  # _nano
+            words += (str(budget.limit // PICO_PER_NANO), str(_nano(budget.amount)))
         operation = ",".join(words)
         for _ in range(_LOAD_ATTEMPTS):
             now_us, reply = await self._run(tuple(names), operation)
@@ -594,11 +591,10 @@ class RedisLimiter:
         if batch is None:
             batch = self._batch = _Batch(asyncio.get_running_loop())
             batch.loop.call_later(SETTLE_WAIT, self._flush, batch)
-        refunds, specs, spent = batch.refunds, batch.specs, batch.spent
+        refunds, spent = batch.refunds, batch.spent
         for want in buckets:
-            name = want.name
-            refunds[name] = refunds.get(name, 0.0) + want.amount
-            specs[name] = want.spec  # the latest: a limit may have changed in between
+            before = refunds.get(want.name)
+            refunds[want.name] = (want.spec, want.amount + before[1] if before else want.amount)
         for name, delta in counters.items():
             spent[name] = spent.get(name, 0) + delta
         batch.settled.append(then)
