@@ -10,9 +10,17 @@ asyncio protocols plus httptools' response parser, the parser uvicorn uses on th
   then the body as it arrives (chunked transfer decoded, content left as sent): each step of the
   iteration gives everything received since the previous one, so a burst of small SSE events is
   relayed in one write, and nothing waits for bytes that have not arrived;
+* interim answers (``100 Continue``, ``103 Early Hints``) are skipped: the answer is the final one,
+  so nothing of a request's answer is left unread on a pooled connection for the next request;
+* a body with neither ``content-length`` nor chunked encoding ends when the upstream closes the
+  connection (HTTP/1.0 servers and some proxies answer so); such a connection is never pooled;
 * a connect timeout, and a read timeout both for the head and between body chunks;
-* a reused connection that the upstream closed while idle (before any byte of an answer) is
-  replaced once, transparently: nothing was processed, so retrying is safe.
+* a request is sent again (once, on a fresh connection) only when none of it can have been
+  processed: the write failed at once, or a reused connection closed unanswered and the method is
+  idempotent. A POST that was handed to a connection which then closed without a byte of answer is
+  *not* sent again (it may be running upstream, and billed): that is ``Broken``;
+* through an HTTP proxy when one is configured (``egress``): a ``CONNECT`` tunnel with TLS inside
+  for an https upstream, absolute-form request targets for a plain one.
 
 Errors are ``UpstreamError`` subclasses, which the pipeline maps to 502 / 504.
 """
@@ -27,6 +35,8 @@ from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
+
+from orgwarden.gateway.egress import Proxy, tunnel
 
 
 def first_header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -58,6 +68,8 @@ class Broken(UpstreamError):
 
 
 _PAUSE_AT = 64
+_REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})  # idempotent (RFC 9110 9.2.2)
+_BODILESS = frozenset({204, 304})
 
 
 class _Connection(asyncio.Protocol):
@@ -78,6 +90,8 @@ class _Connection(asyncio.Protocol):
         self.received_any = False
         self.paused = False
         self.keep_alive = False
+        self.interim = False
+        self.until_eof = False
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -87,6 +101,8 @@ class _Connection(asyncio.Protocol):
         self.received_any = True
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(Broken("the upstream switched protocols (101), which no forwarded request asks for"))
         except httptools.HttpParserError as exc:
             self._fail(Broken(f"malformed response from the upstream: {exc}"))
         if len(self.chunks) >= _PAUSE_AT and self.transport is not None and not self.paused:
@@ -95,7 +111,12 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.complete:
-            self._fail(Broken(f"the upstream closed the connection{f': {exc}' if exc else ''}"))
+            if self.until_eof and exc is None and self.error is None:
+                self.complete = True  # a close-delimited body: the close is its end
+                self._wake()
+            else:
+                when = "mid-answer" if self.head.done() else "before answering"
+                self._fail(Broken(f"the upstream closed the connection {when}{f': {exc}' if exc else ''}"))
         self.transport = None
 
     # httptools callbacks
@@ -103,19 +124,38 @@ class _Connection(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        self.status = status = self.parser.get_status_code()
+        if status < 200:  # 100 Continue, 103 Early Hints: the answer follows
+            if status == 101:
+                self._fail(Broken("the upstream switched protocols (101), which no forwarded request asks for"))
+            self.interim = True
+            return
         # Read here, not later: once the message is complete, llhttp has reset the state this
         # answer depends on and says False for every response (each request then paid a new
         # connection, upstream and here: bench/RESULTS.md).
-        self.keep_alive = self.parser.should_keep_alive()
+        self.keep_alive = keep_alive = self.parser.should_keep_alive()
+        if not keep_alive and status not in _BODILESS and not self._framed():
+            self.until_eof = True  # only a connection that closes can delimit a body so
         if not self.head.done():
             self.head.set_result(None)
+
+    def _framed(self) -> bool:
+        """Whether the answer says where its body ends (``content-length`` or chunked)."""
+        for name, _ in self.headers:
+            lower = name.lower()
+            if lower == b"content-length" or lower == b"transfer-encoding":
+                return True
+        return False
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(bytes(body))
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.interim:  # forget the interim answer; the parser goes on to the final one
+            self.interim = False
+            self.headers.clear()
+            return
         self.complete = True
         if not self.head.done():
             self.head.set_result(None)
@@ -215,31 +255,77 @@ class Response:
 
 
 class Pool:
-    def __init__(self, base_url: str, *, connect_timeout: float, read_timeout: float, max_idle: int = 256) -> None:
+    """Keep-alive connections to one upstream (scheme, host, port), directly or through one proxy.
+
+    ``ssl_context`` verifies an https upstream (default: the system's CAs); ``proxy`` is the HTTP
+    proxy to go through (``egress.proxy_for``), or ``None`` for direct connections."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        max_idle: int = 256,
+        proxy: Proxy | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         parts = urlsplit(base_url)
         self.host = parts.hostname or "localhost"
         self.secure = parts.scheme == "https"
         self.port = parts.port or (443 if self.secure else 80)
-        self.prefix = parts.path.rstrip("/")
+        self.proxy = proxy
         default_port = (self.secure and self.port == 443) or (not self.secure and self.port == 80)
-        self.host_header = (self.host if default_port else f"{self.host}:{self.port}").encode()
-        self.ssl = ssl.create_default_context() if self.secure else None
+        authority = self.host if default_port else f"{self.host}:{self.port}"
+        if ":" in self.host:  # an IPv6 literal
+            authority = f"[{self.host}]" if default_port else f"[{self.host}]:{self.port}"
+        # What precedes a request's target, and its host line: both fixed per pool, so a request
+        # through a proxy costs no more to format than a direct one.
+        self.prefix = parts.path.rstrip("/")
+        self.host_line = b"host: " + authority.encode()
+        self.plain_proxy = proxy is not None and not self.secure
+        if proxy is not None and not self.secure:  # absolute-form targets, credentials on every request
+            self.prefix = f"http://{authority}{self.prefix}"
+            if proxy.authorization is not None:
+                self.host_line += b"\r\nproxy-authorization: " + proxy.authorization
+        self.ssl = (ssl_context or ssl.create_default_context()) if self.secure else None
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_idle = max_idle
         self._idle: list[_Connection] = []
 
+    @property
+    def where(self) -> str:
+        """The upstream, and the proxy if there is one, for messages."""
+        through = f" through the proxy {self.proxy.where}" if self.proxy is not None else ""
+        return f"{self.host}:{self.port}{through}"
+
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        proxy = self.proxy
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, protocol = await loop.create_connection(
-                    _Connection, self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None
-                )
+                if proxy is None:
+                    _, protocol = await loop.create_connection(
+                        _Connection, self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None
+                    )
+                elif self.ssl is None:
+                    _, protocol = await loop.create_connection(_Connection, proxy.host, proxy.port)
+                else:
+                    raw = await tunnel(proxy, self.host, self.port)
+                    protocol = _Connection()
+                    try:
+                        secured = await loop.start_tls(raw, protocol, self.ssl, server_hostname=self.host)
+                    except BaseException:
+                        raw.close()
+                        raise
+                    if secured is None:  # pragma: no cover - only when the loop is closing
+                        raise ConnectionError("the TLS handshake was abandoned")
+                    protocol.connection_made(secured)
         except TimeoutError:
-            raise ConnectTimedOut(f"could not connect to {self.host}:{self.port} in time") from None
-        except OSError as exc:
-            raise ConnectFailed(f"could not connect to {self.host}:{self.port}: {exc}") from None
+            raise ConnectTimedOut(f"could not connect to {self.where} in time") from None
+        except OSError as exc:  # refused, TLS verification, or the proxy's refusal (egress.ProxyError)
+            raise ConnectFailed(f"could not connect to {self.where}: {exc}") from None
         return protocol
 
     async def _acquire(self) -> tuple[_Connection, bool]:
@@ -261,11 +347,11 @@ class Pool:
         mapped over the pairs joins each name and value in C, with no Python-level step per header)."""
         start = f"{method} {self.prefix}{target} HTTP/1.1".encode()
         if not headers:
-            return b"%b\r\nhost: %b\r\ncontent-length: %d\r\n\r\n%b" % (start, self.host_header, len(body), body)
+            return b"%b\r\n%b\r\ncontent-length: %d\r\n\r\n%b" % (start, self.host_line, len(body), body)
         lines = b"\r\n".join(map(b": ".join, headers))
-        return b"%b\r\nhost: %b\r\n%b\r\ncontent-length: %d\r\n\r\n%b" % (
+        return b"%b\r\n%b\r\n%b\r\ncontent-length: %d\r\n\r\n%b" % (
             start,
-            self.host_header,
+            self.host_line,
             lines,
             len(body),
             body,
@@ -276,15 +362,24 @@ class Pool:
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             connection, reused = await self._acquire()
-            assert connection.transport is not None
-            connection.transport.write(payload)
+            transport = connection.transport
+            assert transport is not None
+            transport.write(payload)
+            if transport.is_closing():  # the write failed at once: none of the request left
+                transport.close()
+                if attempt == 1:
+                    continue
+                raise Broken(f"the connection to {self.where} failed before the request was sent")
             # A timer, not asyncio.timeout(): the same deadline for a fraction of the cost per request.
             timer = loop.call_later(self.read_timeout, connection.time_out, "the upstream did not answer in time")
             try:
                 await connection.head
             except Broken:
-                if reused and not connection.received_any and attempt == 1:
-                    continue  # closed while idle: nothing was processed, try a fresh connection
+                # A reused connection closed unanswered: most likely the upstream closed it while
+                # idle and never saw the request, but it may have read it and died. Sending it
+                # again is only safe when running it twice does no harm (not a POST: billed twice).
+                if reused and not connection.received_any and attempt == 1 and method in _REPLAYABLE:
+                    continue
                 raise
             except asyncio.CancelledError:  # the client's request was abandoned: so is this connection
                 if connection.transport is not None:
@@ -292,6 +387,9 @@ class Pool:
                 raise
             finally:
                 timer.cancel()
+            if self.plain_proxy and connection.status == 407:  # the proxy's answer, not the upstream's
+                self.release(connection)
+                raise ConnectFailed(f"could not connect to {self.where}: the proxy requires credentials (407)")
             return Response(self, connection)
         raise Broken("the upstream closed every connection")  # pragma: no cover - two closed in a row
 
