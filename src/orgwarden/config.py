@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +63,15 @@ class Settings(BaseSettings):
     """How long to wait for the upstream to start answering, and between streamed chunks (504 after)."""
 
     upstream_connect_timeout_seconds: float = Field(default=10, gt=0)
+
+    upstream_proxy: SecretStr | None = None
+    """``http://[user:password@]host:port``: the HTTP proxy to reach the upstream through, overriding
+    ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY``; ``none`` for a direct connection whatever they say.
+    A secret: its credentials become ``Proxy-Authorization`` and are never shown."""
+
+    upstream_ca_bundle: Path | None = None
+    """A PEM file of CA certificates trusted for the upstream's TLS *besides* the system's, e.g. a
+    TLS-inspecting corporate proxy's CA."""
 
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     """Largest data-plane request body (the Messages API's own limit is 32 MB); larger ones get 413."""
@@ -124,6 +134,31 @@ class Settings(BaseSettings):
         if value != "simulator" and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s):// base URL or 'simulator'")
         return value.rstrip("/")
+
+    @field_validator("upstream_ca_bundle")
+    @classmethod
+    def _ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        from orgwarden.gateway.egress import tls_context  # the same loading the upstream client does
+
+        try:
+            tls_context(value)
+        except FileNotFoundError:
+            raise ValueError("no such file") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"must be a readable PEM file of CA certificates ({exc})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _egress(self) -> Settings:
+        """A malformed proxy (the setting, or HTTPS_PROXY & co. in the environment) stops start-up."""
+        if self.upstream != "simulator":
+            from orgwarden.gateway.egress import proxy_for
+
+            setting = self.upstream_proxy.get_secret_value() if self.upstream_proxy else None
+            proxy_for(self.upstream, setting, os.environ)  # ValueError names the variable, never its value
+        return self
 
     @field_validator("secret_key")
     @classmethod
@@ -229,7 +264,7 @@ def _describe(error: ValidationError) -> str:
     if not first["loc"]:  # a rule across settings: the message names them
         return f"invalid settings: {first['msg'].removeprefix('Value error, ')}"
     value = first.get("input")
-    secret = name in {"secret_key", "upstream_api_key", "webhook_secret"}
+    secret = name in {"secret_key", "upstream_api_key", "webhook_secret", "upstream_proxy"}
     shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
     return f"invalid setting ORGWARDEN_{name.upper()}: {first['msg']}{shown}"
 

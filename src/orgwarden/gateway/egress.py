@@ -101,11 +101,13 @@ def bypassed(host: str, port: int, no_proxy: str) -> bool:
                 return True
             continue
         try:
-            if address is not None and ipaddress.ip_address(entry) == address:
-                return True
-            continue  # an address that is not this one: not a name either
+            entry_address = ipaddress.ip_address(entry)
         except ValueError:
-            pass
+            entry_address = None
+        if entry_address is not None:  # an address matches only itself, never as a name suffix
+            if entry_address == address:
+                return True
+            continue
         name = entry.removeprefix("*").removeprefix(".").rstrip(".")
         if name and (host == name or host.endswith("." + name)):
             return True

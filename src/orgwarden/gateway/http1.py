@@ -170,6 +170,12 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abandon(self) -> None:
+        """Never used (its TLS handshake failed): its closing is nobody's error to report."""
+        self.complete = True
+        if self.head.done() and not self.head.cancelled():
+            self.head.exception()  # retrieved: asyncio would log it as never retrieved
+
     def time_out(self, message: str) -> None:
         """The answer (its head, or its next bytes) is overdue: fail it and close the connection."""
         self._fail(ReadTimedOut(message))
@@ -318,6 +324,7 @@ class Pool:
                         secured = await loop.start_tls(raw, protocol, self.ssl, server_hostname=self.host)
                     except BaseException:
                         raw.close()
+                        protocol.abandon()
                         raise
                     if secured is None:  # pragma: no cover - only when the loop is closing
                         raise ConnectionError("the TLS handshake was abandoned")

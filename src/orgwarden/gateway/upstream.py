@@ -5,16 +5,19 @@ Both answer ``request(method, target, headers, body)`` with a response that has 
 simulator in this process), so nothing above this module knows which it talks to. Which one a
 request uses: the simulator when ``ORGWARDEN_UPSTREAM=simulator``, or when neither the workspace nor
 the server has an upstream key; otherwise the real upstream with the workspace's own key if it has
-one, else the server's.
+one, else the server's. The real upstream is reached directly or through the corporate egress
+proxy (``egress``: ``ORGWARDEN_UPSTREAM_PROXY``, else ``HTTPS_PROXY`` / ``NO_PROXY``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from typing import Protocol
 
 from orgwarden.config import Settings
 from orgwarden.domain.catalog import Catalog
+from orgwarden.gateway.egress import proxy_for, tls_context
 from orgwarden.gateway.http1 import Pool
 from orgwarden.gateway.inprocess import InProcess
 from orgwarden.gateway.simulator import Simulator
@@ -90,15 +93,18 @@ class Upstreams:
             tokens_per_second=settings.simulator_tokens_per_second,
         )
         self.simulator = InProcess(simulator, read_timeout=settings.upstream_timeout_seconds)
-        self.real = (
-            None
-            if settings.upstream == "simulator"
-            else Pool(
+        self.real: Pool | None = None
+        if settings.upstream != "simulator":
+            proxy_setting = settings.upstream_proxy.get_secret_value() if settings.upstream_proxy else None
+            self.real = Pool(
                 settings.upstream,
                 connect_timeout=settings.upstream_connect_timeout_seconds,
                 read_timeout=settings.upstream_timeout_seconds,
+                proxy=proxy_for(settings.upstream, proxy_setting, os.environ),
+                ssl_context=tls_context(settings.upstream_ca_bundle)
+                if settings.upstream.startswith("https:")
+                else None,
             )
-        )
 
     def pick(self, workspace_key: str | None) -> tuple[Upstream, str | None]:
         """The upstream and the credential for a request of a workspace."""
