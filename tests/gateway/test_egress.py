@@ -166,6 +166,28 @@ def test_a_plain_http_upstream_gets_absolute_form_targets_and_proxy_authorizatio
         assert b"proxy-authorization: Basic " + credentials in lines
 
 
+def test_a_407_from_the_proxy_of_a_plain_http_upstream_is_connect_failed_not_relayed() -> None:
+    async def demanding_proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nproxy-authenticate: Basic\r\n"
+                     b"content-length: 0\r\n\r\n")  # fmt: skip
+        await writer.drain()
+
+    async def scenario() -> str:
+        server = await asyncio.start_server(demanding_proxy, "127.0.0.1", 0)
+        proxy = Proxy("127.0.0.1", server.sockets[0].getsockname()[1])
+        pool = Pool("http://upstream.internal:8090", connect_timeout=5, read_timeout=5, proxy=proxy)
+        try:
+            with pytest.raises(ConnectFailed) as failed:
+                await pool.request("POST", "/v1/messages", [], b"{}")
+            return str(failed.value)
+        finally:
+            await pool.aclose()
+            server.close()
+
+    assert asyncio.run(scenario()).endswith("the proxy requires credentials (407)")
+
+
 def test_an_https_upstream_is_reached_by_connect_with_tls_verified_by_the_ca_bundle(tmp_path: Path) -> None:
     certificates = make_certificates(tmp_path)
     connects: list[bytes] = []
