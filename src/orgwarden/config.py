@@ -67,11 +67,12 @@ class Settings(BaseSettings):
     upstream_proxy: SecretStr | None = None
     """``http://[user:password@]host:port``: the HTTP proxy to reach the upstream through, overriding
     ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY``; ``none`` for a direct connection whatever they say.
-    A secret: its credentials become ``Proxy-Authorization`` and are never shown."""
+    The upstream only: webhooks follow the environment. A secret: its credentials become
+    ``Proxy-Authorization`` and are never shown."""
 
     upstream_ca_bundle: Path | None = None
-    """A PEM file of CA certificates trusted for the upstream's TLS *besides* the system's, e.g. a
-    TLS-inspecting corporate proxy's CA."""
+    """A PEM file of CA certificates trusted *besides* the system's for every outbound TLS connection
+    (the upstream and the webhooks), e.g. a TLS-inspecting corporate proxy's CA."""
 
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     """Largest data-plane request body (the Messages API's own limit is 32 MB); larger ones get 413."""
@@ -152,12 +153,18 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _egress(self) -> Settings:
-        """A malformed proxy (the setting, or HTTPS_PROXY & co. in the environment) stops start-up."""
-        if self.upstream != "simulator":
-            from orgwarden.gateway.egress import proxy_for
+        """A malformed proxy (the setting, or HTTPS_PROXY & co. in the environment) for the upstream
+        or the webhooks stops start-up."""
+        from orgwarden.gateway.egress import proxy_for
 
+        if self.upstream != "simulator":
             setting = self.upstream_proxy.get_secret_value() if self.upstream_proxy else None
             proxy_for(self.upstream, setting, os.environ)  # ValueError names the variable, never its value
+        if self.webhook_url is not None:
+            try:
+                proxy_for(self.webhook_url, None, os.environ, setting_name=None)
+            except ValueError as exc:
+                raise ValueError(f"{exc} (the proxy of the webhooks)") from None
         return self
 
     @field_validator("secret_key")

@@ -4,25 +4,31 @@ The rules (``NO_PROXY`` syntax, which variable wins, the explicit setting) are c
 client is checked against raw asyncio proxies that show every byte: a plain-http upstream gets an
 absolute-form target and ``Proxy-Authorization``, an https one a ``CONNECT`` tunnel with TLS inside,
 verified with the CA bundle; a proxy that refuses (407, 502) or cannot be reached is ``ConnectFailed``
-naming the proxy, never its credentials. The same through a real proxy (mitmproxy) is in
-``tests/e2e/test_upstream_proxy.py``.
+naming the proxy, never its credentials. The spend-alert webhooks follow the environment's proxy
+variables too (not ``ORGWARDEN_UPSTREAM_PROXY``), checked here as rules and through a raw proxy. The
+same through a real proxy (mitmproxy) is in ``tests/e2e/test_upstream_proxy.py`` and
+``tests/e2e/test_webhook_proxy.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import logging
+import os
 import ssl
 from pathlib import Path
 
 import pytest
 
-from orgwarden.config import load_settings
+from orgwarden.config import Settings, load_settings
 from orgwarden.errors import ConfigError
 from orgwarden.gateway.egress import Proxy, bypassed, parse_proxy_url, proxy_for, tls_context
 from orgwarden.gateway.http1 import ConnectFailed, Pool
+from orgwarden.gateway.webhooks import WebhookSender
 from tests.conftest import free_port
 from tests.e2e.mitm import make_certificates
+from tests.gateway.webhook_receiver import until
 
 # --------------------------------------------------------------------------------------------------
 # the rules
@@ -295,3 +301,124 @@ def test_a_proxy_that_cannot_be_reached_is_connect_failed() -> None:
         return str(failed.value)
 
     assert f"could not connect to the proxy 127.0.0.1:{port}" in asyncio.run(scenario())
+
+
+# --------------------------------------------------------------------------------------------------
+# the webhooks
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
+                   "no_proxy")  # fmt: skip
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_webhooks_follow_the_environment_s_proxy_not_the_upstream_proxy_setting(
+    clean_environment: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = load_settings(
+        upstream="simulator", webhook_url="http://hooks.corp.internal:8080/alerts", webhook_secret=WEBHOOK_SECRET
+    )
+    secure = load_settings(
+        upstream="simulator", webhook_url="https://hooks.example.com/alerts", webhook_secret=WEBHOOK_SECRET
+    )
+    corp = Proxy("proxy.corp", 3128)
+    caplog.set_level(logging.WARNING, logger="orgwarden.gateway")
+
+    def route(settings: Settings, environ: dict[str, str]) -> Proxy | None:
+        sender = WebhookSender.from_settings(settings, environ)
+        assert sender is not None
+        return sender.proxy
+
+    assert route(plain, {}) is None
+    assert route(plain, {"HTTP_PROXY": "http://proxy.corp:3128"}) == corp
+    assert route(plain, {"HTTPS_PROXY": "http://proxy.corp:3128"}) is None  # the other scheme's
+    assert route(plain, {"ALL_PROXY": "http://proxy.corp:3128"}) == corp
+    assert route(plain, {"HTTP_PROXY": "http://proxy.corp:3128", "NO_PROXY": ".corp.internal"}) is None
+    assert route(secure, {"https_proxy": "proxy.corp:3128", "NO_PROXY": ".corp.internal"}) == corp
+    assert WebhookSender.from_settings(load_settings(upstream="simulator"), {"HTTP_PROXY": "http://p:1"}) is None
+
+    # ORGWARDEN_UPSTREAM_PROXY is the upstream's: "none" there leaves the webhooks to the environment,
+    # and a proxy there alone leaves them direct, which start-up warns about (never with credentials).
+    direct_upstream = load_settings(
+        upstream_proxy="none", webhook_url="http://hooks.corp.internal:8080/alerts", webhook_secret=WEBHOOK_SECRET
+    )
+    assert route(direct_upstream, {"HTTP_PROXY": "http://proxy.corp:3128"}) == corp
+    assert "webhooks" not in caplog.text
+    proxied_upstream = load_settings(
+        upstream_proxy="http://bob:hunter22@proxy.corp:3128",
+        webhook_url="https://hooks.example.com/alerts",
+        webhook_secret=WEBHOOK_SECRET,
+    )
+    assert route(proxied_upstream, {}) is None
+    assert (
+        "spend alerts to hooks.example.com are delivered directly, not through ORGWARDEN_UPSTREAM_PROXY, which"
+        " governs the upstream only; set HTTPS_PROXY (and NO_PROXY) for every outbound connection"
+    ) in caplog.text
+    assert "hunter22" not in caplog.text
+
+
+def test_a_malformed_proxy_variable_for_the_webhooks_stops_start_up(clean_environment: pytest.MonkeyPatch) -> None:
+    clean_environment.setenv("HTTP_PROXY", "socks5://bob:hunter22@proxy.corp:1080")
+    assert load_settings(upstream="simulator").webhook_url is None  # nothing goes out over http
+    with pytest.raises(ConfigError) as refused:
+        load_settings(
+            upstream="simulator", webhook_url="http://hooks.corp.internal/alerts", webhook_secret=WEBHOOK_SECRET
+        )
+    message = str(refused.value)
+    assert message.startswith("invalid settings: HTTP_PROXY: socks5:// proxies are not supported")
+    assert message.endswith("(the proxy of the webhooks)")
+    assert "ORGWARDEN_UPSTREAM_PROXY" not in message  # it would not help: it does not govern the webhooks
+    assert "hunter22" not in message
+
+
+def test_a_webhook_to_a_plain_http_receiver_goes_through_the_proxy_with_its_credentials(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    """The receiver's name is never resolved here (it does not exist): the proxy gets the absolute URL."""
+    seen: list[tuple[bytes, bytes]] = []
+
+    async def forward_proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await read_head(reader)
+            except asyncio.IncompleteReadError:
+                break
+            length = next(
+                int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.startswith(b"content-length")
+            )
+            seen.append((head, await reader.readexactly(length)))
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    async def scenario() -> str:
+        server = await asyncio.start_server(forward_proxy, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        settings = load_settings(
+            upstream="simulator", webhook_url="http://hooks.invalid:8080/alerts?team=ml", webhook_secret=WEBHOOK_SECRET
+        )
+        sender = WebhookSender.from_settings(settings, {"http_proxy": f"http://alice:s3cret@127.0.0.1:{port}"})
+        assert sender is not None
+        try:
+            await sender.start()
+            message_id = sender.send("spend_limit.threshold_reached", {"threshold_percent": 80})
+            await until(lambda: len(seen) == 1)
+        finally:
+            await sender.stop()
+            server.close()
+        return message_id
+
+    message_id = asyncio.run(scenario())
+    [(head, body)] = seen
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST http://hooks.invalid:8080/alerts?team=ml HTTP/1.1"
+    assert b"host: hooks.invalid:8080" in lines
+    assert b"proxy-authorization: Basic " + base64.b64encode(b"alice:s3cret") in lines
+    assert b"webhook-id: " + message_id.encode() in lines
+    assert b'"threshold_percent":80' in body

@@ -2,12 +2,14 @@
 
 It records every request (headers, body, when it arrived and whether it was answered) and answers
 with the next status of ``statuses`` (200 once they run out). ``hold`` makes it keep requests
-waiting until the event is set (a hung receiver); ``delay`` makes it answer late.
+waiting until the event is set (a hung receiver); ``delay`` makes it answer late. ``tls`` (a server
+``SSLContext``) makes it an https receiver.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -91,10 +93,13 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def running_receiver(**options: Any) -> Iterator[Receiver]:
+def running_receiver(*, tls: ssl.SSLContext | None = None, **options: Any) -> Iterator[Receiver]:
     receiver = Receiver(**options)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/orgwarden?source=test"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    receiver.url = f"{scheme}://127.0.0.1:{server.server_address[1]}/hooks/orgwarden?source=test"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

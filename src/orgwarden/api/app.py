@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -83,9 +84,7 @@ def create_app(settings: Settings) -> ASGIApp:
     recorder = Recorder(uow)
     upstreams = Upstreams(settings, catalog)
     organization_id: list[str | None] = [None]
-    webhooks = None
-    if settings.webhook_url is not None and settings.webhook_secret is not None:
-        webhooks = WebhookSender(settings.webhook_url, settings.webhook_secret.get_secret_value())
+    webhooks = WebhookSender.from_settings(settings, os.environ)  # through the egress proxy, if any
     alerts = SpendAlerts(uow, webhooks, lambda: organization_id[0])
     limits = build_enforcer(settings, session_factory(engine), catalog, alerts)
     keys.listeners.append(lambda entity_type, _entity_id: limits.changed(entity_type))

@@ -1,12 +1,14 @@
-"""Egress through a corporate proxy: which proxy (if any) the upstream is reached through, and the
-``CONNECT`` tunnel an HTTPS upstream is reached by.
+"""Egress through a corporate proxy: which proxy (if any) an outbound connection goes through, and
+the ``CONNECT`` tunnel an HTTPS destination is reached by.
 
-The proxy comes from ``ORGWARDEN_UPSTREAM_PROXY`` when set (a URL, or ``none`` for a direct
-connection whatever the environment says), else from the standard environment variables:
-``https_proxy`` / ``HTTPS_PROXY`` for an https upstream, ``http_proxy`` / ``HTTP_PROXY`` for a
-plain one, ``all_proxy`` / ``ALL_PROXY`` as a fallback (lower case first, as curl reads them), minus
-the hosts ``no_proxy`` / ``NO_PROXY`` lists. Everything here is decided once, when the pool is
-built: the request path pays nothing for it.
+Every outbound connection follows the same rules (the upstream, and the spend-alert webhooks): the
+standard environment variables, ``https_proxy`` / ``HTTPS_PROXY`` for an https destination,
+``http_proxy`` / ``HTTP_PROXY`` for a plain one, ``all_proxy`` / ``ALL_PROXY`` as a fallback (lower
+case first, as curl reads them), minus the hosts ``no_proxy`` / ``NO_PROXY`` lists; TLS trusts the
+system's CAs plus ``ORGWARDEN_UPSTREAM_CA_BUNDLE``. The upstream alone may be given a proxy of its
+own, ``ORGWARDEN_UPSTREAM_PROXY`` (a URL, or ``none`` for a direct connection whatever the
+environment says). Everything here is decided once, when a pool is built: the request path pays
+nothing for it.
 
 Only ``http://`` proxies are supported (the client speaks plain HTTP to the proxy; an https upstream
 is then TLS end to end inside a ``CONNECT`` tunnel). Basic credentials in the proxy URL become a
@@ -126,16 +128,24 @@ def _split_port(entry: str) -> tuple[str, int | None]:
     return entry, None
 
 
-def proxy_for(upstream: str, setting: str | None, environ: Mapping[str, str]) -> Proxy | None:
-    """The proxy the upstream base URL is reached through, or ``None`` for a direct connection.
+def proxy_for(
+    url: str,
+    setting: str | None,
+    environ: Mapping[str, str],
+    *,
+    setting_name: str | None = "ORGWARDEN_UPSTREAM_PROXY",
+) -> Proxy | None:
+    """The proxy ``url`` (a base URL) is reached through, or ``None`` for a direct connection.
 
-    ``setting`` (``ORGWARDEN_UPSTREAM_PROXY``) wins over the environment, ``no_proxy`` included:
-    an operator who names a proxy gets it. ``ValueError`` names a malformed setting or variable."""
+    ``setting`` (the upstream's ``ORGWARDEN_UPSTREAM_PROXY``) wins over the environment,
+    ``no_proxy`` included: an operator who names a proxy gets it. ``setting_name`` is that
+    setting's name for messages; ``None`` for a destination only the environment governs (the
+    webhooks). ``ValueError`` names a malformed setting or variable."""
     if setting is not None and setting.strip():
         if setting.strip().lower() == "none":
             return None
-        return parse_proxy_url(setting, "ORGWARDEN_UPSTREAM_PROXY")
-    parts = urlsplit(upstream)
+        return parse_proxy_url(setting, setting_name or "the proxy setting")
+    parts = urlsplit(url)
     secure = parts.scheme == "https"
     names = ("https_proxy", "HTTPS_PROXY") if secure else ("http_proxy", "HTTP_PROXY")
     chosen = next((name for name in (*names, "all_proxy", "ALL_PROXY") if environ.get(name, "").strip()), None)
@@ -147,12 +157,14 @@ def proxy_for(upstream: str, setting: str | None, environ: Mapping[str, str]) ->
     try:
         return parse_proxy_url(environ[chosen], chosen)
     except ValueError as exc:
-        raise ValueError(f"{exc} (ORGWARDEN_UPSTREAM_PROXY, a URL or none, overrides it)") from None
+        if setting_name is None:
+            raise
+        raise ValueError(f"{exc} ({setting_name}, a URL or none, overrides it)") from None
 
 
 def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
-    """The upstream's TLS verification: the system's trusted CAs, plus those in ``ca_bundle``
-    (a TLS-inspecting proxy's CA is *added*: other upstreams keep verifying as before)."""
+    """Outbound TLS verification: the system's trusted CAs, plus those in ``ca_bundle`` (a
+    TLS-inspecting proxy's CA is *added*: destinations reached directly verify as before)."""
     context = ssl.create_default_context()
     if ca_bundle is not None:
         context.load_verify_locations(cafile=str(ca_bundle))

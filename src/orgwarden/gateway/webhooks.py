@@ -19,7 +19,13 @@ operator can tell the receiver's owner what was missed. The secret is never logg
 
 HTTP goes through the gateway's own lean client (``gateway.http1``): ``httpx`` is only a test
 dependency, and that client already does what is needed here (http and https, connect and read
-timeouts, keep-alive).
+timeouts, keep-alive, an egress proxy). ``from_settings`` builds the gateway's sender with the
+egress rules every outbound connection follows (``gateway.egress``): ``HTTPS_PROXY`` / ``HTTP_PROXY``
+/ ``ALL_PROXY`` minus ``NO_PROXY`` from the environment, and ``ORGWARDEN_UPSTREAM_CA_BUNDLE`` for TLS.
+``ORGWARDEN_UPSTREAM_PROXY`` is the upstream's own override and does not apply here: it wins over
+``NO_PROXY``, so applied here it would force a receiver inside the network through the proxy, and
+its ``none`` (an upstream reached directly) would take the webhooks around a proxy the environment
+names for everything else.
 """
 
 from __future__ import annotations
@@ -33,14 +39,20 @@ import hmac
 import json
 import logging
 import random
+import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from orgwarden import __version__, ids
 from orgwarden.domain.clock import rfc3339, utcnow
+from orgwarden.gateway.egress import Proxy, proxy_for, tls_context
 from orgwarden.gateway.http1 import Pool, UpstreamError
+
+if TYPE_CHECKING:
+    from orgwarden.config import Settings
 
 log = logging.getLogger("orgwarden.gateway")
 
@@ -83,7 +95,10 @@ class _Message:
 
 
 class WebhookSender:
-    """Delivers events to one URL. ``send()`` from the event loop; ``start()`` / ``stop()`` around use."""
+    """Delivers events to one URL. ``send()`` from the event loop; ``start()`` / ``stop()`` around use.
+
+    ``proxy`` is the HTTP proxy to go through (``None``: directly) and ``ssl_context`` verifies an
+    https receiver (default: the system's CAs); ``from_settings`` picks both by the egress rules."""
 
     def __init__(
         self,
@@ -95,6 +110,8 @@ class WebhookSender:
         first_backoff_seconds: float = 1.0,
         queue_size: int = QUEUE_SIZE,
         drain_seconds: float = DRAIN_SECONDS,
+        proxy: Proxy | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -105,7 +122,14 @@ class WebhookSender:
         self._url = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path or '/'}"
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         origin = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
-        self._pool = Pool(origin, connect_timeout=timeout_seconds, read_timeout=timeout_seconds, max_idle=4)
+        self._pool = Pool(
+            origin,
+            connect_timeout=timeout_seconds,
+            read_timeout=timeout_seconds,
+            max_idle=4,
+            proxy=proxy,
+            ssl_context=ssl_context,
+        )
         self._timeout = timeout_seconds
         self._max_attempts = max_attempts
         self._first_backoff = first_backoff_seconds
@@ -117,8 +141,43 @@ class WebhookSender:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
-    def __repr__(self) -> str:  # never the secret
+    @classmethod
+    def from_settings(cls, settings: Settings, environ: Mapping[str, str]) -> WebhookSender | None:
+        """The gateway's sender (``None`` without ``webhook_url``), through the proxy ``environ``
+        names for its URL, trusting ``upstream_ca_bundle`` as well as the system's CAs.
+
+        Warns (at start-up, in each worker) when ``upstream_proxy`` names a proxy but the webhooks
+        go directly: an operator who configured only that setting may expect every outbound
+        connection to use it.
+        ``ValueError`` names a malformed proxy variable (``Settings`` checks them at start-up)."""
+        if settings.webhook_url is None or settings.webhook_secret is None:
+            return None
+        url = settings.webhook_url
+        proxy = proxy_for(url, None, environ, setting_name=None)
+        upstream_proxy = settings.upstream_proxy.get_secret_value().strip() if settings.upstream_proxy else ""
+        if proxy is None and upstream_proxy and upstream_proxy.lower() != "none":
+            parts = urlsplit(url)
+            log.warning(
+                "webhooks: spend alerts to %s are delivered directly, not through ORGWARDEN_UPSTREAM_PROXY,"
+                " which governs the upstream only; set %s (and NO_PROXY) for every outbound connection",
+                parts.netloc.rpartition("@")[2],
+                "HTTPS_PROXY" if parts.scheme == "https" else "HTTP_PROXY",
+            )
+        secure = url.startswith("https:")
+        return cls(
+            url,
+            settings.webhook_secret.get_secret_value(),
+            proxy=proxy,
+            ssl_context=tls_context(settings.upstream_ca_bundle) if secure else None,
+        )
+
+    def __repr__(self) -> str:  # never the secret, nor the proxy's credentials
         return f"WebhookSender({self._url!r})"
+
+    @property
+    def proxy(self) -> Proxy | None:
+        """The proxy deliveries go through (``None``: directly)."""
+        return self._pool.proxy
 
     @property
     def pending(self) -> int:
