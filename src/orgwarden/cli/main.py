@@ -17,6 +17,7 @@ from orgwarden.cli.runtime import err, fail, out, print_json, run, settings_from
 from orgwarden.config import CONFIG_ENV, Settings
 from orgwarden.data import load_catalog
 from orgwarden.errors import ConfigError, Conflict
+from orgwarden.observability import multiproc
 from orgwarden.services.container import Services
 from orgwarden.services.organizations import Bootstrap
 from orgwarden.storage import migrate
@@ -153,6 +154,7 @@ def serve(
         err.print(f"upstream: {settings.upstream}")
     if ctx.obj and ctx.obj.get("config"):
         os.environ[CONFIG_ENV] = ctx.obj["config"]  # workers load the same settings
+    multiproc.prepare(settings)  # workers > 1: their metrics added up (before prometheus-client is imported)
     from orgwarden.api.http_protocol import Protocol  # imports uvicorn: only serving needs it
 
     common: dict[str, Any] = {
