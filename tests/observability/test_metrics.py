@@ -114,11 +114,17 @@ def test_rate_limit_refusals_are_counted_by_kind(server: Server) -> None:
     assert requests(after, "data", "messages", "POST", 429) - requests(before, "data", "messages", "POST", 429) == 2
 
 
-def test_metrics_enabled_false_serves_no_metrics() -> None:
+def test_metrics_enabled_false_serves_no_metrics_while_the_access_log_still_writes() -> None:
     with dedicated_server("sqlite", {"ORGWARDEN_METRICS_ENABLED": "false"}) as server:
+        refused = httpx.post(server.base_url + "/v1/messages", json={}, headers={"x-api-key": "sk-ant-api03-x"})
+        assert refused.status_code == 401
         response = httpx.get(server.base_url + "/metrics")
         assert response.status_code == 404
         assert response.json()["error"]["type"] == "not_found_error"
+        deadline = time.monotonic() + 5
+        while refused.headers["request-id"] not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f"orgwarden.access: {refused.headers['request-id']}" in server.log()
 
 
 def test_with_two_workers_every_scrape_shows_the_sum_over_both() -> None:
