@@ -11,7 +11,7 @@ from starlette.responses import Response
 from orgwarden.config import Settings
 from orgwarden.gateway.limits import Enforcer
 from orgwarden.gateway.recorder import Recorder
-from orgwarden.observability import multiproc
+from orgwarden.observability import logs, multiproc
 from orgwarden.observability.metrics import CONTENT_TYPE, Metrics
 
 
@@ -29,6 +29,12 @@ def build_metrics(settings: Settings, *, recorder: Recorder, limits: Enforcer) -
         "orgwarden_limits_unchecked",
         "Requests passed without a limit check because the limits store was unreachable (fail_open)",
         lambda: limits.unchecked,
+        kind="counter",
+    )
+    metrics.watch(
+        "orgwarden_log_records_dropped",
+        "Log lines dropped because standard error could not keep up (the writing queue was full)",
+        logs.dropped,
         kind="counter",
     )
     for kind in ("rate", "spend"):
