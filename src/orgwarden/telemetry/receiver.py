@@ -70,14 +70,7 @@ class TelemetryReceiver:
             if scope["method"] != "POST":
                 message = f"method {scope['method']} is not allowed on {scope['path']}: send POST"
                 raise Refusal(405, "invalid_request_error", message, headers=[(b"allow", b"POST")])
-            headers = scope["headers"]
-            if self.tenant is not None:  # the data plane's tenant restriction, same rules and audit
-                client = scope.get("client")
-                attempt = key_attempt(request_id, "POST", scope["path"], headers, client[0] if client else None)
-                allowed = await self.tenant.allowed_org_ids(headers, attempt, lambda: key_sender(self.keys, headers))
-            grant = await authenticate(self.keys, headers, SURFACE)
-            if self.tenant is not None:
-                await self.tenant.enforce(allowed, attempt, caller_of(grant))
+            grant = await self._authenticate(scope, request_id)
             encoding = otlp.negotiate(_header(scope, b"content-type"), _header(scope, b"content-encoding"))
             raw = await read_body(AsgiExchange(scope, receive, send), self.max_body)
             body = otlp.decompress(raw, encoding.compression, self.max_body)
@@ -87,6 +80,18 @@ class TelemetryReceiver:
             await _respond(send, refusal.status, envelope(refusal, request_id), otlp.JSON, _headers(refusal))
         else:
             await _respond(send, 200, answer, encoding.content_type)
+
+    async def _authenticate(self, scope: Scope, request_id: str) -> KeyGrant:
+        """The request's API key, inside the data plane's tenant restriction (same rules and audit)."""
+        headers = scope["headers"]
+        if self.tenant is None:
+            return await authenticate(self.keys, headers, SURFACE)
+        client = scope.get("client")
+        attempt = key_attempt(request_id, "POST", scope["path"], headers, client[0] if client else None)
+        allowed = await self.tenant.allowed_org_ids(headers, attempt, lambda: key_sender(self.keys, headers))
+        grant = await authenticate(self.keys, headers, SURFACE)
+        await self.tenant.enforce(allowed, attempt, caller_of(grant))
+        return grant
 
     async def _metrics(self, grant: KeyGrant, body: bytes, content_type: str) -> bytes:
         request = otlp.parse(body, content_type, ExportMetricsServiceRequest)
