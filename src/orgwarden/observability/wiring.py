@@ -5,6 +5,8 @@ Each watched value is one ``Metrics.watch`` line, read at scrape time (never on 
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 from starlette.responses import Response
 
@@ -14,12 +16,17 @@ from orgwarden.gateway.recorder import Recorder
 from orgwarden.observability import logs, multiproc
 from orgwarden.observability.metrics import CONTENT_TYPE, Metrics
 
+log = logging.getLogger("orgwarden.metrics")
+
 
 def build_metrics(settings: Settings, *, recorder: Recorder, limits: Enforcer) -> Metrics | None:
     """The process's metrics with the components' state watched, or ``None`` (``metrics_enabled`` off)."""
     if not settings.metrics_enabled:
         return None
-    metrics = Metrics(multiproc.active() if settings.workers > 1 else None)
+    shared = multiproc.active() if settings.workers > 1 else None
+    if settings.workers > 1 and shared is None:  # workers not started by `orgwarden serve`
+        log.warning("metrics: %s is not set, so /metrics shows only the worker that answers it", multiproc.ENV)
+    metrics = Metrics(shared)
     metrics.watch(
         "orgwarden_recorder_queue_depth",
         "Usage records and audit events queued in memory, not yet taken for writing",
