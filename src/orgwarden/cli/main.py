@@ -136,6 +136,7 @@ def serve(
 
     try:
         load_catalog(settings.models_file)  # a broken models file stops start-up here, in one line
+        multiproc.prepare(settings)  # workers > 1: their metrics added up (before prometheus-client is imported)
     except ConfigError as exc:
         fail(str(exc), 2)
     created = run(settings, bootstrap_if_empty)  # also makes the SQLite secret before workers start
@@ -154,7 +155,6 @@ def serve(
         err.print(f"upstream: {settings.upstream}")
     if ctx.obj and ctx.obj.get("config"):
         os.environ[CONFIG_ENV] = ctx.obj["config"]  # workers load the same settings
-    multiproc.prepare(settings)  # workers > 1: their metrics added up (before prometheus-client is imported)
     from orgwarden.api.http_protocol import Protocol  # imports uvicorn: only serving needs it
 
     common: dict[str, Any] = {

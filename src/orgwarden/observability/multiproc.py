@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from orgwarden.config import Settings
+from orgwarden.errors import ConfigError
 
 ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -27,13 +28,19 @@ def directory(settings: Settings) -> Path:
 def prepare(settings: Settings) -> None:
     """For ``workers > 1``: an empty metrics directory, named in ``PROMETHEUS_MULTIPROC_DIR`` for the
     workers to inherit. Call it in the parent process before starting the workers (with one worker it
-    does nothing: the process's own metrics are the whole)."""
+    does nothing: the process's own metrics are the whole). ``ConfigError`` if it cannot be written."""
     if settings.workers <= 1 or not settings.metrics_enabled:
         return
     path = directory(settings)
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for stale in path.glob("*.db"):  # the last run's files: its counters are not this run's
-        stale.unlink()
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for stale in path.glob("*.db"):  # the last run's files: its counters are not this run's
+            stale.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot prepare the metrics directory {path} for {settings.workers} workers: {exc.strerror}"
+            " (set ORGWARDEN_DATA_DIR to a writable directory, or ORGWARDEN_METRICS_ENABLED=false)"
+        ) from None
     os.environ[ENV] = str(path)
 
 
