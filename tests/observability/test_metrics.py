@@ -19,7 +19,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Server, dedicated_server, redis_settings, unique
+from tests.conftest import Database, Server, cli, dedicated_server, free_port, redis_settings, unique
 from tests.gateway.test_rate_limits import entry_id, new_key, new_workspace, set_key_limits
 
 MODEL = "claude-sonnet-4-6"
@@ -148,3 +148,20 @@ def test_with_two_workers_every_scrape_shows_the_sum_over_both() -> None:
             assert requests(samples, "data", "messages", "POST", 200) == sent
         # Gauges read from each worker's state are there too (summed over the live workers).
         assert ("orgwarden_recorder_queue_depth", frozenset()) in samples
+
+
+def test_serve_with_workers_stops_at_once_when_the_metrics_directory_cannot_be_made(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "a-file"
+    not_a_directory.write_text("")
+    db = Database("sqlite", {
+        "ORGWARDEN_UPSTREAM": "simulator",
+        "ORGWARDEN_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "ORGWARDEN_DATA_DIR": str(not_a_directory),
+        "ORGWARDEN_SECRET_KEY": "k" * 40,
+        "ORGWARDEN_WORKERS": "2",
+        "ORGWARDEN_REDIS_URL": "redis://127.0.0.1:6379/0",
+    })  # fmt: skip
+    result = cli(db, "serve", "--port", str(free_port()), check=False, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert "cannot prepare the metrics directory" in result.stderr
+    assert "ORGWARDEN_METRICS_ENABLED=false" in result.stderr
