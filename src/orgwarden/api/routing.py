@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse, Response
 
 from orgwarden.domain.policy import Actor, Permission, allows
@@ -72,7 +73,7 @@ async def _sender(request: Request, secret: str | None) -> Caller | None:
         return None
     try:
         return caller(await services(request).admin_keys.authenticate(secret))
-    except OrgwardenError:
+    except (OrgwardenError, SQLAlchemyError, OSError):  # unknown, or not known now: the 400 stands
         return None
 
 
