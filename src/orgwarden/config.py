@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=256)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    log_format: Literal["text", "json"] = "text"
+    """``json``: every orgwarden log line (access lines included) is one JSON object."""
+
+    access_log: bool = True
+    """One ``orgwarden.access`` line per data-plane request (whatever ``log_level`` says)."""
+
+    metrics_enabled: bool = True
+    """Serve Prometheus metrics at ``GET /metrics`` (no key needed: they carry no secret)."""
+
     public_url: str | None = None
     """The URL users reach orgwarden at, used in invite links; default: the URL of the request."""
 

@@ -50,6 +50,10 @@ from orgwarden.gateway.pipeline import Gateway, is_data_plane
 from orgwarden.gateway.recorder import Recorder
 from orgwarden.gateway.upstream import Upstreams
 from orgwarden.gateway.webhooks import WebhookSender
+from orgwarden.observability import logs
+from orgwarden.observability.access import GatewayObserver
+from orgwarden.observability.middleware import MetricsMiddleware
+from orgwarden.observability.wiring import build_metrics, install_endpoint
 from orgwarden.services.container import Services
 from orgwarden.services.credentials import CredentialService
 from orgwarden.storage.engine import create_engine, session_factory
@@ -75,6 +79,7 @@ class Dispatcher:
 
 
 def create_app(settings: Settings) -> ASGIApp:
+    logs.configure(settings)  # whatever server runs the app: orgwarden's lines in settings.log_format
     engine = create_engine(settings)
     uow = UnitOfWorkFactory(session_factory(engine))
     catalog = load_catalog(settings.models_file)
@@ -88,6 +93,7 @@ def create_app(settings: Settings) -> ASGIApp:
     alerts = SpendAlerts(uow, webhooks, lambda: organization_id[0])
     limits = build_enforcer(settings, session_factory(engine), catalog, alerts)
     keys.listeners.append(lambda entity_type, _entity_id: limits.changed(entity_type))
+    metrics = build_metrics(settings, recorder=recorder, limits=limits)
     gateway = Gateway(
         keys=keys,
         upstreams=upstreams,
@@ -96,6 +102,7 @@ def create_app(settings: Settings) -> ASGIApp:
         max_body=settings.max_request_bytes,
         organization_id=lambda: organization_id[0],
         limits=limits,
+        observer=GatewayObserver(metrics),
     )
 
     @asynccontextmanager
@@ -108,6 +115,8 @@ def create_app(settings: Settings) -> ASGIApp:
         await alerts.start()
         await limits.start()
         await recorder.start()
+        if metrics is not None:
+            await metrics.start()
         # What start-up built lives as long as the process: take it out of the cyclic collector's
         # view, so that a full collection (every few hundred thousand allocations: every 4th or 5th
         # large report) scans only what requests made, not ~140,000 start-up objects. Measured in
@@ -125,6 +134,8 @@ def create_app(settings: Settings) -> ASGIApp:
                 await webhooks.stop()
             await upstreams.aclose()
             await engine.dispose()
+            if metrics is not None:
+                await metrics.stop()
 
     admin = FastAPI(
         title="orgwarden",
@@ -136,6 +147,7 @@ def create_app(settings: Settings) -> ASGIApp:
     )
     admin.state.settings = settings
     admin.state.services = services
+    admin.state.tenant_guard = gateway.tenant  # the Admin API applies the data plane's tenant restriction
 
     for module in (
         organization,
@@ -161,11 +173,19 @@ def create_app(settings: Settings) -> ASGIApp:
         store = "redis" if settings.redis_url else "memory"
         return JSONResponse({"status": "ok", "limits": {"store": store, "unchecked_requests": limits.unchecked}})
 
+    if metrics is not None:
+        install_endpoint(admin, metrics)
     errors.install(admin)
     admin.add_middleware(BodyLimitMiddleware, limit=settings.admin_max_body_bytes)
-    telemetry = TelemetryReceiver(keys=keys, claude_code=services.claude_code, max_body=settings.max_request_bytes)
+    telemetry: ASGIApp = TelemetryReceiver(
+        keys=keys, claude_code=services.claude_code, max_body=settings.max_request_bytes, tenant=gateway.tenant
+    )
+    admin_app: ASGIApp = admin
+    if metrics is not None:
+        admin_app = MetricsMiddleware(admin, metrics, "admin")
+        telemetry = MetricsMiddleware(telemetry, metrics, "telemetry", lambda scope: scope["path"])
     # The gateway gives its requests their ids itself (one wrapper less on the hot path).
-    return Dispatcher(RequestIdMiddleware(admin), gateway, RequestIdMiddleware(telemetry))
+    return Dispatcher(RequestIdMiddleware(admin_app), gateway, RequestIdMiddleware(telemetry))
 
 
 def build_enforcer(

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from orgwarden.errors import InternalError, InvalidRequest, MethodNotAllowed, NotFound, OrgwardenError
+from orgwarden.gateway.refusal import Refusal
 
 
 def request_id_of(request: Request) -> str:
@@ -62,6 +63,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(error, request_id_of(request))
 
 
+async def _refusal(request: Request, exc: Exception) -> Response:
+    """A refusal written for every surface (the tenant restriction's): the data plane's envelope."""
+    assert isinstance(exc, Refusal)
+    error: dict[str, Any] = {"type": exc.kind, "message": exc.message, **exc.extra}
+    if exc.code is not None:
+        error["details"] = {"error_code": exc.code}
+    body = {"type": "error", "error": error, "request_id": request_id_of(request)}
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in exc.headers}
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # Logged once, with the request id, by middleware.RequestIdMiddleware (the exception goes on there).
     return error_response(InternalError("an internal error occurred; it has been logged"), request_id_of(request))
@@ -69,6 +81,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(OrgwardenError, _orgwarden_error)
+    app.add_exception_handler(Refusal, _refusal)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

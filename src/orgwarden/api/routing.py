@@ -1,8 +1,10 @@
 """Admin routes declare their permission; registering one without it is an error.
 
 ``AdminRouter.route`` is the only way Admin API endpoints are registered. It adds a guard that
-authenticates the admin key (``x-api-key`` or ``Authorization: Bearer``), asks the policy whether the
-actor holds the permission, and leaves a ``Context`` on the request for the handler (``context()``).
+applies the tenant restriction (``gateway.restriction``: 400 for malformed headers, 403 for an
+organization they do not list, as on the data plane), authenticates the admin key (``x-api-key`` or
+``Authorization: Bearer``), asks the policy whether the actor holds the permission, and leaves a
+``Context`` on the request for the handler (``context()``).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse, Response
 
-from orgwarden.domain.policy import Permission, allows
-from orgwarden.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from orgwarden.domain.policy import Actor, Permission, allows
+from orgwarden.errors import AuthenticationFailed, InvalidRequest, OrgwardenError, PermissionDenied
+from orgwarden.gateway.restriction import Attempt, Caller, TenantGuard
 from orgwarden.services.container import Services
 from orgwarden.services.context import Context
 
@@ -49,14 +53,44 @@ def context(request: Request) -> Context:
     return ctx
 
 
+def tenant_guard(request: Request) -> TenantGuard:
+    guard: TenantGuard = request.app.state.tenant_guard
+    return guard
+
+
+def attempt(request: Request, auth_kind: str) -> Attempt:
+    """This request as the tenant restriction's audit event records it."""
+    return Attempt(request.state.request_id, request.method, request.url.path, source_ip(request), auth_kind)
+
+
+def caller(actor: Actor) -> Caller:
+    return Caller(actor.organization_id, actor.kind, actor.id, actor.user_id)
+
+
+async def _sender(request: Request, secret: str | None) -> Caller | None:
+    """Who an admin key belongs to, for the audit event of a malformed header (which is a 400 anyway)."""
+    if secret is None:
+        return None
+    try:
+        return caller(await services(request).admin_keys.authenticate(secret))
+    except (OrgwardenError, SQLAlchemyError, OSError):  # unknown, or not known now: the 400 stands
+        return None
+
+
 def _guard(permission: Permission) -> Callable[[Request], Awaitable[None]]:
     async def guard(request: Request) -> None:
         secret = credential(request)
+        # The tenant restriction, as on the data plane: its syntax before the key (400 whoever sends
+        # it), the organization after it (403).
+        tenant = tenant_guard(request)
+        tried = attempt(request, "admin_api_key" if secret else "none")
+        allowed = await tenant.allowed_org_ids(request.headers.raw, tried, lambda: _sender(request, secret))
         if secret is None:
             raise AuthenticationFailed(
                 "missing credentials: send your admin API key in the x-api-key header or as Authorization: Bearer"
             )
         actor = await services(request).admin_keys.authenticate(secret)
+        await tenant.enforce(allowed, tried, caller(actor))
         if not allows(actor, permission):
             raise PermissionDenied(f"this credential does not have the {permission.value} permission")
         for name, value in [*request.path_params.items(), *request.query_params.multi_items()]:

@@ -17,6 +17,7 @@ from orgwarden.cli.runtime import err, fail, out, print_json, run, settings_from
 from orgwarden.config import CONFIG_ENV, Settings
 from orgwarden.data import load_catalog
 from orgwarden.errors import ConfigError, Conflict
+from orgwarden.observability import multiproc
 from orgwarden.services.container import Services
 from orgwarden.services.organizations import Bootstrap
 from orgwarden.storage import migrate
@@ -135,6 +136,7 @@ def serve(
 
     try:
         load_catalog(settings.models_file)  # a broken models file stops start-up here, in one line
+        multiproc.prepare(settings)  # workers > 1: their metrics added up (before prometheus-client is imported)
     except ConfigError as exc:
         fail(str(exc), 2)
     created = run(settings, bootstrap_if_empty)  # also makes the SQLite secret before workers start

@@ -313,6 +313,7 @@ class Enforcer:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.unchecked = 0  # requests passed without a check because the store was unreachable
+        self.refused = {"rate": 0, "spend": 0}  # requests refused by a limit, by kind (for metrics)
         self._last_outage_log = 0.0
         # Per-key plans, valid as long as ``self.spend`` / ``self.rates`` are the objects they were
         # computed from (a reload replaces them) and, for spend, for the UTC day they hold for.
@@ -554,6 +555,7 @@ class Enforcer:
             f"You have reached your specified {whose}API usage limits. "
             f"You will regain access on {end:%Y-%m-%d} at {end:%H:%M} UTC."
         )
+        self.refused["spend"] += 1
         return Refusal(400, "invalid_request_error", message, headers=headers)
 
     def _rate_refusal(
@@ -562,6 +564,7 @@ class Enforcer:
         want = next(w for w in wants if w.name == admission.blocking_bucket)
         group = want.name.split(":")[3]
         seconds = max(1, math.ceil(admission.retry_after))
+        self.refused["rate"] += 1
         message = (
             f"This request would exceed your {_level_of(want.name)} rate limit of {want.spec.limit}"
             f" {_UNITS[want.spec.limiter]} for {self._display.get(group, group)}; try again in {seconds} s."

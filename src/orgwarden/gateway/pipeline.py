@@ -25,7 +25,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -46,13 +45,13 @@ from orgwarden.gateway.keys import KeyCache
 from orgwarden.gateway.limits import Enforcer, Ticket
 from orgwarden.gateway.recorder import Recorder
 from orgwarden.gateway.refusal import Refusal
+from orgwarden.gateway.restriction import Attempt, Caller, TenantGuard
 from orgwarden.gateway.upstream import UpstreamResponse, Upstreams, forwarded_headers
+from orgwarden.observability.access import GatewayObserver
 from orgwarden.services.credentials import AdminKeyPresented, KeyGrant
 
 log = logging.getLogger("orgwarden.gateway")
 
-TENANT_MESSAGE = "Access restricted by network policy. Contact IT Administrator."
-TENANT_CODE = "tenant_restriction_violation"
 NO_COST = Cost(0, 0, 0, 0, 0, 0)
 # Not relayed: hop-by-hop headers, and the upstream's framing (the exchange frames what it sends).
 _NOT_RELAYED = frozenset(
@@ -105,6 +104,8 @@ class Call:
     service_tier: str | None = None
     speed: str | None = None
     ticket: Ticket | None = None
+    status: int = 0  # of the answer given (499: the client left first), for the access log and metrics
+    extracted: Extracted | None = None  # what metering read from the answer
 
 
 def _header(headers: Headers, name: bytes) -> str | None:
@@ -159,6 +160,23 @@ async def authenticate(keys: KeyCache, headers: Headers, surface: str) -> KeyGra
     return answer
 
 
+async def key_sender(keys: KeyCache, headers: Headers) -> Caller | None:
+    """Who a request's API key belongs to, if it is a known one (for an audit event; no refusal)."""
+    secret = _credential(headers)
+    known = await keys.lookup(secret) if secret else None
+    return caller_of(known) if isinstance(known, KeyGrant) else None
+
+
+def caller_of(grant: KeyGrant) -> Caller:
+    """An API key as the tenant restriction sees it."""
+    return Caller(grant.organization_id, "api_key", grant.key_id, None, grant.workspace_id)
+
+
+def key_attempt(request_id: str, method: str, path: str, headers: Headers, client: str | None) -> Attempt:
+    """A request authenticated by an API key, as the tenant restriction's audit event records it."""
+    return Attempt(request_id, method, path, client, "api_key" if _credential(headers) else "none")
+
+
 async def read_body(exchange: Exchange, limit: int) -> bytes:
     """The whole request body, or a 413 (at once when Content-Length says so, else as soon as the
     body passes ``limit``) or a 400 when the client leaves before sending all of it."""
@@ -185,6 +203,7 @@ class Gateway:
         max_body: int,
         organization_id: Callable[[], str | None],
         limits: Enforcer | None = None,
+        observer: GatewayObserver | None = None,
     ) -> None:
         self.keys = keys
         self.upstreams = upstreams
@@ -193,6 +212,8 @@ class Gateway:
         self.max_body = max_body
         self.organization_id = organization_id
         self.limits = limits
+        self.observer = observer or GatewayObserver(None)
+        self.tenant = TenantGuard(lambda event: recorder.put("audit", event), organization_id)
         self._unpriced: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -220,6 +241,8 @@ class Gateway:
             if not call.responded:
                 internal = Refusal(500, "api_error", "an internal error occurred; it has been logged")
                 await self._refuse(exchange, call, internal)
+        finally:
+            self.observer.answered(call, exchange)  # the access log line and request metrics
 
     # -- the steps -------------------------------------------------------------------------------
 
@@ -229,16 +252,11 @@ class Gateway:
             allowed = tenant.parse_allowed_org_ids(headers)
         except tenant.TenantHeaderError as exc:
             # The 400 stands whatever the key; who sent it is looked up only for the audit trail.
-            secret = _credential(headers)
-            known = await self.keys.lookup(secret) if secret else None
-            sender = known if isinstance(known, KeyGrant) else None
-            await self._audit_tenant(call, exchange, "invalid_request", sender, None, str(exc))
-            raise Refusal(400, "invalid_request_error", str(exc)) from None
+            await self.tenant.malformed(_attempt(call, exchange), await key_sender(self.keys, headers), exc)
         grant = await authenticate(self.keys, headers, "the Messages API")
         call.grant = grant
         if not tenant.is_allowed(grant.organization_id, allowed):
-            await self._audit_tenant(call, exchange, "denied", grant, sorted(allowed or ()), None)
-            raise Refusal(403, "permission_error", TENANT_MESSAGE, code=TENANT_CODE, error_code=TENANT_CODE)
+            await self.tenant.deny(allowed, _attempt(call, exchange), caller_of(grant))
         wanted = _header(headers, b"anthropic-workspace-id")
         if wanted is not None and wanted != grant.workspace_id:
             raise Refusal(
@@ -303,6 +321,7 @@ class Gateway:
             headers.append((b"x-api-key", upstream_key.encode()))
         query = exchange.query
         target = call.path + ("?" + query.decode("latin-1") if query else "")
+        sent = time.perf_counter()
         try:
             response = await upstream.request(call.method, target, headers, call.body)
         except ConnectTimedOut:
@@ -313,6 +332,7 @@ class Gateway:
         except UpstreamError as exc:
             log.warning("upstream unreachable for %s: %s", call.request_id, exc)
             raise Refusal(502, "api_error", "the upstream could not be reached") from None
+        self.observer.upstream(call, time.perf_counter() - sent)
         try:
             await self._relay(call, response, exchange, grant)
         finally:
@@ -395,6 +415,7 @@ class Gateway:
     # -- metering and auditing -------------------------------------------------------------------
 
     async def _meter(self, call: Call, status: int, extracted: Extracted) -> None:
+        call.status, call.extracted = status, extracted
         grant = call.grant
         if grant is None:
             return
@@ -444,47 +465,8 @@ class Gateway:
             ticket, call.ticket = call.ticket, None
             self.limits.settle(ticket, extracted, cost)
 
-    async def _audit_tenant(
-        self,
-        call: Call,
-        exchange: Exchange,
-        outcome: str,
-        grant: KeyGrant | None,
-        listed: list[str] | None,
-        error: str | None,
-    ) -> None:
-        organization_id = grant.organization_id if grant else self.organization_id()
-        if organization_id is None:
-            return
-        now: datetime = utcnow()
-        auth = "api_key" if _credential(exchange.headers) else "none"
-        details: dict[str, Any] = {
-            "method": call.method,
-            "path": call.path,
-            "auth_kind": auth,
-            "allowed_org_ids": listed,
-        }
-        if error is not None:
-            details["error"] = error
-        event = dict(
-            id=ids.new_id(ids.AUDIT_EVENT),
-            organization_id=organization_id,
-            occurred_at=now,
-            actor_type="api_key" if grant else "anonymous",
-            actor_id=grant.key_id if grant else "unauthenticated",
-            actor_user_id=None,
-            action="tenant_restriction.check",
-            target_type="organization",
-            target_id=organization_id,
-            workspace_id=grant.workspace_id if grant else None,
-            request_id=call.request_id,
-            source_ip=exchange.client_host(),
-            outcome=outcome,
-            details=details,
-        )
-        await self.recorder.put("audit", event)
-
     async def _refuse(self, exchange: Exchange, call: Call, refusal: Refusal) -> None:
+        call.status = refusal.status
         body = envelope(refusal, call.request_id)
         headers = [(b"content-type", b"application/json")]
         if call.grant is not None:
@@ -520,6 +502,10 @@ def _learn_relayed_name(name: bytes) -> bytes:
         _relayed_names.clear()
     _relayed_names[name] = relayed
     return relayed
+
+
+def _attempt(call: Call, exchange: Exchange) -> Attempt:
+    return key_attempt(call.request_id, call.method, call.path, exchange.headers, exchange.client_host())
 
 
 def _failed(exc: UpstreamError) -> tuple[int, str]:

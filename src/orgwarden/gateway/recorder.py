@@ -47,6 +47,11 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
+    @property
+    def depth(self) -> int:
+        """Rows queued and not yet taken for writing (the ``orgwarden_recorder_queue_depth`` metric)."""
+        return len(self._items)
+
     def offer(self, kind: Kind, row: dict[str, Any], rollup: Entry | None = None) -> bool:
         """``put`` without waiting: False (and nothing queued) when the queue is full. The gateway
         offers first and awaits ``put`` only then, sparing every request a coroutine."""

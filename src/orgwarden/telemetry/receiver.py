@@ -2,7 +2,8 @@
 
 A plain ASGI app, like the gateway, on the same port (``api.app`` dispatches the two paths here):
 
-    method (405) -> API key (401/403, the gateway's key cache) -> Content-Type / Content-Encoding (415)
+    method (405) -> tenant-restriction headers (400) -> API key (401/403, the gateway's key cache)
+    -> tenant restriction (403, as on the data plane) -> Content-Type / Content-Encoding (415)
     -> body within ``max_request_bytes``, compressed and decompressed (413) -> decode (400) -> keep -> 200
 
 Claude Code sends the key it was given in ``OTEL_EXPORTER_OTLP_HEADERS`` as ``x-api-key`` or
@@ -34,8 +35,9 @@ from orgwarden.domain.clock import utcnow
 from orgwarden.gateway.exchange import AsgiExchange
 from orgwarden.gateway.http1 import first_header
 from orgwarden.gateway.keys import KeyCache
-from orgwarden.gateway.pipeline import authenticate, envelope, read_body
+from orgwarden.gateway.pipeline import authenticate, caller_of, envelope, key_attempt, key_sender, read_body
 from orgwarden.gateway.refusal import Refusal
+from orgwarden.gateway.restriction import TenantGuard
 from orgwarden.services.claude_code import ClaudeCodeService, Sender
 from orgwarden.services.credentials import KeyGrant
 from orgwarden.telemetry import otlp
@@ -54,8 +56,11 @@ def is_telemetry(path: str) -> bool:
 
 
 class TelemetryReceiver:
-    def __init__(self, *, keys: KeyCache, claude_code: ClaudeCodeService, max_body: int) -> None:
+    def __init__(
+        self, *, keys: KeyCache, claude_code: ClaudeCodeService, max_body: int, tenant: TenantGuard | None = None
+    ) -> None:
         self.keys = keys
+        self.tenant = tenant
         self.claude_code = claude_code
         self.max_body = max_body
 
@@ -65,7 +70,7 @@ class TelemetryReceiver:
             if scope["method"] != "POST":
                 message = f"method {scope['method']} is not allowed on {scope['path']}: send POST"
                 raise Refusal(405, "invalid_request_error", message, headers=[(b"allow", b"POST")])
-            grant = await authenticate(self.keys, scope["headers"], SURFACE)
+            grant = await self._authenticate(scope, request_id)
             encoding = otlp.negotiate(_header(scope, b"content-type"), _header(scope, b"content-encoding"))
             raw = await read_body(AsgiExchange(scope, receive, send), self.max_body)
             body = otlp.decompress(raw, encoding.compression, self.max_body)
@@ -75,6 +80,18 @@ class TelemetryReceiver:
             await _respond(send, refusal.status, envelope(refusal, request_id), otlp.JSON, _headers(refusal))
         else:
             await _respond(send, 200, answer, encoding.content_type)
+
+    async def _authenticate(self, scope: Scope, request_id: str) -> KeyGrant:
+        """The request's API key, inside the data plane's tenant restriction (same rules and audit)."""
+        headers = scope["headers"]
+        if self.tenant is None:
+            return await authenticate(self.keys, headers, SURFACE)
+        client = scope.get("client")
+        attempt = key_attempt(request_id, "POST", scope["path"], headers, client[0] if client else None)
+        allowed = await self.tenant.allowed_org_ids(headers, attempt, lambda: key_sender(self.keys, headers))
+        grant = await authenticate(self.keys, headers, SURFACE)
+        await self.tenant.enforce(allowed, attempt, caller_of(grant))
+        return grant
 
     async def _metrics(self, grant: KeyGrant, body: bytes, content_type: str) -> bytes:
         request = otlp.parse(body, content_type, ExportMetricsServiceRequest)

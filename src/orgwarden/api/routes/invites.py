@@ -7,10 +7,11 @@ from starlette.responses import HTMLResponse, Response
 
 from orgwarden.api import render
 from orgwarden.api.params import QueryParams, parse_body
-from orgwarden.api.routing import AdminRouter, context, ok, services, source_ip
+from orgwarden.api.routing import AdminRouter, attempt, context, ok, services, source_ip, tenant_guard
 from orgwarden.api.schemas import AcceptInvite, CreateInvite
 from orgwarden.domain.clock import utcnow
 from orgwarden.domain.policy import Permission
+from orgwarden.gateway.restriction import Caller
 
 routes = AdminRouter()
 public = APIRouter()
@@ -60,7 +61,13 @@ async def delete_invite(request: Request, invite_id: str) -> Response:
 
 @public.post("/v1/invites/accept")
 async def accept_invite(request: Request) -> Response:
-    """Extension: authenticated by the invite's token alone; returns the new User."""
+    """Extension: authenticated by the invite's token alone; returns the new User. Joining the
+    organization is an access to it: the tenant restriction applies, as on every other route."""
+    tenant = tenant_guard(request)
+    tried = attempt(request, "invite_token")
+    allowed = await tenant.allowed_org_ids(request.headers.raw, tried)
+    if (organization_id := tenant.installation()) is not None:
+        await tenant.enforce(allowed, tried, Caller(organization_id, "anonymous", "invite_token"))
     body = await parse_body(request, AcceptInvite)
     new_user = await services(request).invites.accept(
         token=body.token, name=body.name, request_id=request.state.request_id, source_ip=source_ip(request)

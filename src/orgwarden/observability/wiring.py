@@ -1,0 +1,63 @@
+"""Which component state ``/metrics`` shows, and the ``/metrics`` route: wired by the app factory.
+
+Each watched value is one ``Metrics.watch`` line, read at scrape time (never on the request path).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from starlette.responses import Response
+
+from orgwarden.config import Settings
+from orgwarden.gateway.limits import Enforcer
+from orgwarden.gateway.recorder import Recorder
+from orgwarden.observability import logs, multiproc
+from orgwarden.observability.metrics import CONTENT_TYPE, Metrics
+
+log = logging.getLogger("orgwarden.metrics")
+
+
+def build_metrics(settings: Settings, *, recorder: Recorder, limits: Enforcer) -> Metrics | None:
+    """The process's metrics with the components' state watched, or ``None`` (``metrics_enabled`` off)."""
+    if not settings.metrics_enabled:
+        return None
+    shared = multiproc.active() if settings.workers > 1 else None
+    if settings.workers > 1 and shared is None:  # workers not started by `orgwarden serve`
+        log.warning("metrics: %s is not set, so /metrics shows only the worker that answers it", multiproc.ENV)
+    metrics = Metrics(shared)
+    metrics.watch(
+        "orgwarden_recorder_queue_depth",
+        "Usage records and audit events queued in memory, not yet taken for writing",
+        lambda: recorder.depth,
+    )
+    metrics.watch(
+        "orgwarden_limits_unchecked",
+        "Requests passed without a limit check because the limits store was unreachable (fail_open)",
+        lambda: limits.unchecked,
+        kind="counter",
+    )
+    metrics.watch(
+        "orgwarden_log_records_dropped",
+        "Log lines dropped because standard error could not keep up (the writing queue was full)",
+        logs.dropped,
+        kind="counter",
+    )
+    for kind in ("rate", "spend"):
+        metrics.watch(
+            "orgwarden_limit_refusals",
+            "Requests refused by a limit, by kind (rate: 429, spend: 400)",
+            lambda kind=kind: limits.refused[kind],  # type: ignore[misc]
+            kind="counter",
+            labels={"kind": kind},
+        )
+    return metrics
+
+
+def install_endpoint(app: FastAPI, metrics: Metrics) -> None:
+    """``GET /metrics``: the Prometheus text format, no key (nothing in it is secret)."""
+
+    @app.get("/metrics", include_in_schema=False)
+    async def scrape() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
