@@ -230,7 +230,10 @@ class Gateway:
         except tenant.TenantHeaderError as exc:
             # The 400 stands whatever the key; who sent it is looked up only for the audit trail.
             secret = _credential(headers)
-            known = await self.keys.lookup(secret) if secret else None
+            try:
+                known = await self.keys.lookup(secret) if secret else None
+            except Refusal:  # the database is unreachable: audited without the sender
+                known = None
             sender = known if isinstance(known, KeyGrant) else None
             await self._audit_tenant(call, exchange, "invalid_request", sender, None, str(exc))
             raise Refusal(400, "invalid_request_error", str(exc)) from None
@@ -389,8 +392,10 @@ class Gateway:
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         call.responded = True
         headers = self._response_headers(response, grant, call.ticket, call.request_id)
-        await exchange.respond(response.status, headers, body)
+        # Metered (so journaled) before the answer leaves: a process killed right after the client
+        # got its answer has the record on disk. (The ticket's headers were taken just above.)
         await self._meter(call, response.status, from_message(body))
+        await exchange.respond(response.status, headers, body)
 
     # -- metering and auditing -------------------------------------------------------------------
 
