@@ -24,7 +24,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     statement = settings.database_statement_timeout_seconds
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True) if settings.database_url is None else None
-        _create_private(settings.sqlalchemy_url)
+        create_private(settings.sqlalchemy_url)
         engine = create_async_engine(settings.sqlalchemy_url, connect_args={"timeout": statement}, pool_timeout=connect)
         _sqlite_pragmas(engine, busy_ms=int(statement * 1000))
         return engine
@@ -42,7 +42,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
 
 
-def _create_private(url: str) -> None:
+def create_private(url: str) -> None:
     """Create the SQLite database file 0600 if it does not exist yet (SQLite gives its -wal and -shm
     files the database file's permissions)."""
     database = make_url(url).database
