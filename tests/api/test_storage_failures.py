@@ -25,7 +25,11 @@ import pytest
 from tests.conftest import Database, Server, assert_error, make_database, start_server, stop_server, unique
 from tests.throwaway import ThrowawayPostgres, ThrowawayRedis
 
-REQUEST: dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}
+REQUEST: dict[str, Any] = {
+    "model": "claude-sonnet-4-6",
+    "max_tokens": 16,
+    "messages": [{"role": "user", "content": "Hi"}],
+}
 BOUND = 20.0  # seconds: the client's own time-out, far above the server's (1 s connect, 2 s statement)
 
 
@@ -85,7 +89,6 @@ def test_with_postgres_stopped_the_apis_answer_503_and_cached_keys_are_still_ser
     pg, server = outage
     seen, unseen = new_key(server), new_key(server)
     assert message(server, seen).status_code == 200  # cached from now on
-    assert httpx.get(f"{server.base_url}/ready").json() == {"status": "ready"}
 
     pg.stop()
     time.sleep(1.1)  # older than the health check's cache

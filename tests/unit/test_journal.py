@@ -79,3 +79,18 @@ def test_only_segments_whose_process_is_gone_are_replayed(tmp_path: Path) -> Non
     again = Journal(directory)
     assert [[row["id"] for _, row, _ in records] for _, records in again.orphans()][-1] == ["req_alive"]
     assert os.path.isdir(directory)
+
+
+def test_a_whole_usage_record_takes_the_compact_form_and_reads_back_exactly() -> None:
+    from orgwarden.storage.tables import UsageRecord
+
+    row: dict[str, object] = {column.key: f"v-{column.key}" for column in UsageRecord.__table__.columns}
+    row.update(stream=True, input_tokens=12, created_at=datetime(2026, 5, 6, 7, 8, 9, 1, tzinfo=UTC))
+    line = encode("usage", row, Entry(row, Cost(1, 2, 3, 4, 5, 6), "global"))
+    assert line.startswith(b'["u",')
+    kind, back, rollup = decode(line)
+    assert (kind, back) == ("usage", row)
+    assert rollup is not None
+    assert (rollup.cost, rollup.inference_geo) == (Cost(1, 2, 3, 4, 5, 6), "global")
+    kind, back, rollup = decode(encode("usage", row, None))
+    assert (back, rollup) == (row, None)

@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import operator
 import os
 import time
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from typing import Any, Literal
 
 from orgwarden.domain.pricing import Cost
 from orgwarden.domain.rollups import Entry
+from orgwarden.storage.tables import UsageRecord
 
 log = logging.getLogger("orgwarden.gateway")
 
@@ -72,19 +74,47 @@ def _hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
+# One encoder for every line: json.dumps with a ``default`` builds a new encoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_default)
+_PLAIN = json.JSONEncoder(separators=(",", ":"))
+_USAGE = tuple(column.key for column in UsageRecord.__table__.columns)
+_USAGE_VALUES = operator.itemgetter(*_USAGE)
+_CREATED = _USAGE.index("created_at")
+
+
 def encode(kind: str, row: dict[str, Any], rollup: Entry | None) -> bytes:
-    """One journal line: ``{"k": kind, "r": row}`` and, for a record with a rollup entry, its cost
-    per kind and report geo (the entry's record is the row itself)."""
+    """One journal line. A whole usage record (every column, as the gateway makes them) is written
+    compactly, its values in column order: ``["u", [values], [cost per kind] | null, geo | null]``,
+    which costs about 40% less than the general form ``{"k": kind, "r": row, "c": ..., "g": ...}``
+    (every request pays for it; ``bench/journal.py``). An entry's record is the row itself."""
+    if kind == "usage" and len(row) == len(_USAGE):
+        try:
+            values = list(_USAGE_VALUES(row))
+            created = values[_CREATED]
+            if isinstance(created, datetime):
+                values[_CREATED] = created.isoformat()
+                if rollup is None:
+                    return _PLAIN.encode(("u", values, None, None)).encode() + b"\n"
+                c = rollup.cost
+                costs = (c.input, c.output, c.cache_write_5m, c.cache_write_1h, c.cache_read, c.web_search)
+                return _PLAIN.encode(("u", values, costs, rollup.inference_geo)).encode() + b"\n"
+        except (KeyError, TypeError, ValueError):
+            pass  # not a plain record: the general form below
     line: dict[str, Any] = {"k": kind, "r": row}
     if rollup is not None:
         c = rollup.cost
         line["c"] = [c.input, c.output, c.cache_write_5m, c.cache_write_1h, c.cache_read, c.web_search]
         line["g"] = rollup.inference_geo
-    return json.dumps(line, default=_default, separators=(",", ":")).encode() + b"\n"
+    return _ENCODER.encode(line).encode() + b"\n"
 
 
 def decode(line: bytes) -> Record:
     data = json.loads(line, object_hook=_hook)
+    if isinstance(data, list):
+        _, values, costs, geo = data
+        record = dict(zip(_USAGE, values, strict=True))
+        record["created_at"] = datetime.fromisoformat(record["created_at"])
+        return "usage", record, None if costs is None else Entry(record, Cost(*costs), geo)
     kind, row = data["k"], data["r"]
     if kind not in ("usage", "audit") or not isinstance(row, dict):
         raise ValueError(f"unknown record kind {kind!r}")
