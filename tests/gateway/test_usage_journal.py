@@ -297,7 +297,8 @@ def test_a_sigkill_under_load_loses_no_answered_requests_record(tmp_path: Path, 
         drop_database(db)
 
 
-def test_a_sigterm_while_postgres_is_down_ends_in_time_and_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("outage", ["stopped", "frozen"])
+def test_a_sigterm_while_postgres_is_down_ends_in_time_and_loses_nothing(tmp_path: Path, outage: str) -> None:
     pg = ThrowawayPostgres()
     try:
         pg.start()
@@ -317,7 +318,7 @@ def test_a_sigterm_while_postgres_is_down_ends_in_time_and_loses_nothing(tmp_pat
         key = create_key(server)
         with server.http(key["key"]) as http:
             answered = [http.post("/v1/messages", json=REQUEST).headers["request-id"]]  # the key is cached now
-            pg.stop()
+            pg.stop() if outage == "stopped" else pg.freeze()
             for _ in range(50):
                 response = http.post("/v1/messages", json=REQUEST)
                 assert response.status_code == 200, response.text
@@ -335,7 +336,7 @@ def test_a_sigterm_while_postgres_is_down_ends_in_time_and_loses_nothing(tmp_pat
         assert code in (0, -signal.SIGTERM), server.log()
         assert "left in the journal; they are written at the next start" in server.log()
         assert "Traceback" not in server.log()
-        pg.start()
+        pg.start() if outage == "stopped" else pg.thaw()
         again = spawn_serve(env, tmp_path)
         try:
             wait_until(lambda: set(answered) <= usage_ids(db, organization), 15, "records lost in the outage")
@@ -346,7 +347,7 @@ def test_a_sigterm_while_postgres_is_down_ends_in_time_and_loses_nothing(tmp_pat
             stop_server(again)
         verify = cli(db, "audit", "verify", check=False)
         assert verify.returncode == 0, verify.stdout + verify.stderr
-        print(f"\nSIGTERM during an outage: exited after {took:.1f} s; {len(answered)} answered, all recorded")
+        print(f"\nSIGTERM with PostgreSQL {outage}: exited after {took:.1f} s; {len(answered)} answered, all recorded")
         assert not [p for p in (tmp_path / "data").rglob("*.journal") if p.stat().st_size]
     finally:
         pg.close()

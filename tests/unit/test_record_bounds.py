@@ -47,3 +47,14 @@ def test_audit_details_have_their_strings_and_their_size_capped() -> None:
     bound_audit(many)
     assert many["details"]["truncated"] is True
     assert len(json.dumps(many["details"])) <= DETAIL_JSON
+
+
+def test_a_long_list_in_audit_details_keeps_its_first_items_within_the_size_cap() -> None:
+    listed = [f"00000000-0000-0000-0000-{n:012d}" for n in range(500)]
+    row = {"details": {"method": "POST", "allowed_org_ids": listed}}
+    bound_audit(row)
+    details = row["details"]
+    assert details["truncated"] is True
+    assert details["method"] == "POST"
+    assert details["allowed_org_ids"] == listed[:125]
+    assert len(json.dumps(details)) <= DETAIL_JSON

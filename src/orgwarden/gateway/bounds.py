@@ -11,8 +11,10 @@ producer passes:
 * an audit event's ``source_ip`` is kept only when it parses as an IP address
   (``ipaddress.ip_address``), else stored NULL; its other short columns are cut like the above;
 * an audit event's ``details``: each string value (at any depth, keys included) is cut to
-  ``DETAIL_STRING`` characters, lists to ``DETAIL_ITEMS`` items, and when the whole still serializes
-  to more than ``DETAIL_JSON`` bytes it is replaced by ``{"truncated": true, "json_bytes": N}``.
+  ``DETAIL_STRING`` characters, lists to ``DETAIL_ITEMS`` items; while the whole serializes to more
+  than ``DETAIL_JSON`` bytes its longest top-level list is halved (its first items kept, e.g. the
+  first of 500 allowed organizations) and ``"truncated": true`` added; if that is not enough, it is
+  replaced by ``{"truncated": true, "json_bytes": N}``.
 
 Rows are changed in place (they belong to the recorder once offered).
 """
@@ -31,7 +33,7 @@ from orgwarden.storage.tables import AuditEvent, UsageRecord
 MARK = "…"
 UNKNOWN = "unknown"
 DETAIL_STRING = 1024
-DETAIL_ITEMS = 64
+DETAIL_ITEMS = 1000
 DETAIL_JSON = 8192
 _DEPTH = 8
 
@@ -100,10 +102,20 @@ def bound_details(details: Any) -> dict[str, Any]:
     if not isinstance(details, dict):
         details = {} if details is None else {"value": details}
     capped = cast(dict[str, Any], _cap(details, 0))
-    size = len(json.dumps(capped, default=str).encode())
-    if size > DETAIL_JSON:
-        return {"truncated": True, "json_bytes": size}
+    size = first = _size(capped)
+    while size > DETAIL_JSON:
+        lists = [(len(value), name) for name, value in capped.items() if isinstance(value, list) and len(value) > 1]
+        if not lists:
+            return {"truncated": True, "json_bytes": first}
+        _, name = max(lists)
+        capped[name] = capped[name][: len(capped[name]) // 2]
+        capped["truncated"] = True
+        size = _size(capped)
     return capped
+
+
+def _size(details: dict[str, Any]) -> int:
+    return len(json.dumps(details, default=str).encode())
 
 
 def _cap(value: Any, depth: int) -> Any:

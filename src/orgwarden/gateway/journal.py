@@ -165,11 +165,15 @@ class Journal:
         segment = self._current
         if segment is None:
             return -1
+        written = 0
         try:
             written = os.write(segment.fd, line)
             if written != len(line):  # a short write (disk full mid-line): finish it or fail
-                os.write(segment.fd, line[written:])
+                written += os.write(segment.fd, line[written:])
         except OSError as exc:
+            if written:  # end the partial line, so the next record starts a line of its own
+                with contextlib.suppress(OSError):
+                    os.write(segment.fd, b"\n")
             self.errors += 1
             if self.errors == 1 or self.errors % 1000 == 0:
                 log.error("journal: cannot append to %s (%s); %d records unjournaled", segment.path, exc, self.errors)

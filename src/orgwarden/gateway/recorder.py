@@ -111,10 +111,17 @@ class Recorder:
     async def start(self) -> None:
         """Open this process's journal, start writing, then queue what dead processes left behind."""
         if self._journal is not None:
-            self._journal.open()
+            try:
+                self._journal.open()
+            except OSError as exc:  # serve anyway: records still go to the database
+                log.error("journal: cannot open %s (%s); running without one", self._journal.directory, exc)
+                self._journal = None
         self._task = asyncio.create_task(self._run(), name="orgwarden-recorder")
         if self._journal is not None:
-            await self._replay(self._journal)
+            try:
+                await self._replay(self._journal)
+            except OSError as exc:  # what was not read stays where it is, for the next start
+                log.error("journal: cannot replay what stopped processes left (%s)", exc)
 
     async def _replay(self, journal: Journal) -> None:
         for path, records in journal.orphans():
