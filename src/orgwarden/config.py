@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ORGWARDEN_", extra="forbid", frozen=True)
 
     data_dir: Path = Field(default_factory=_default_data_dir)
-    """Where the embedded SQLite database lives (``<data_dir>/orgwarden.sqlite3``)."""
+    """Where the embedded SQLite database lives (``<data_dir>/orgwarden.sqlite3``) and, with any
+    database, the usage journal (``<data_dir>/journal/``)."""
 
     database_url: str | None = None
     """``postgresql://user@host:5432/db`` for production, ``sqlite:///path``; default: SQLite in data_dir."""
