@@ -205,7 +205,11 @@ class Journal:
         self._next += 1
         path = self.directory / f"{self._prefix}{number:06d}{SUFFIX}"
         try:
-            segment = _Segment(path, number)
+            try:
+                segment = _Segment(path, number)
+            except FileNotFoundError:  # another process just removed the empty directory
+                self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+                segment = _Segment(path, number)
         except OSError as exc:
             log.error("journal: cannot create %s (%s); records are kept in memory only", path, exc)
             self._current = None
@@ -232,6 +236,8 @@ class Journal:
                 os.close(segment.fd)
                 self._segments.pop(segment.number, None)
         self._current = None
+        with contextlib.suppress(OSError):  # nothing left for this database: no empty directory behind
+            self.directory.rmdir()
         return left
 
     def orphans(self) -> Iterator[tuple[Path, list[Record]]]:
