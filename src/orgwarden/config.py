@@ -34,10 +34,22 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ORGWARDEN_", extra="forbid", frozen=True)
 
     data_dir: Path = Field(default_factory=_default_data_dir)
-    """Where the embedded SQLite database lives (``<data_dir>/orgwarden.sqlite3``)."""
+    """Where the embedded SQLite database lives (``<data_dir>/orgwarden.sqlite3``) and, with any
+    database, the usage journal (``<data_dir>/journal/``)."""
 
     database_url: str | None = None
     """``postgresql://user@host:5432/db`` for production, ``sqlite:///path``; default: SQLite in data_dir."""
+
+    database_connect_timeout_seconds: float = Field(default=5, gt=0, le=300)
+    """Longest wait for a database connection (connecting, or a free one from the pool); past it the
+    Admin API answers 503 ``storage unavailable`` and the recorder retries later."""
+
+    database_statement_timeout_seconds: float = Field(default=15, gt=0, le=3600)
+    """Longest a database statement may run (PostgreSQL ``statement_timeout`` and the driver's own
+    time-out, which also catches a frozen server; SQLite's busy time-out); 503 past it."""
+
+    shutdown_timeout_seconds: float = Field(default=30, gt=0)
+    """Longest a SIGTERM takes: in-flight requests get until the deadline less a reserve for flushing usage; what cannot be written stays in the journal."""  # noqa: E501
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -106,6 +118,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     """``redis://host:6379/0``: rate-limit and spend counters shared by every worker and instance.
     Without it, counters live in the one server process (so ``workers`` must be 1)."""
+
+    redis_timeout_seconds: float = Field(default=0.5, gt=0, le=60)
+    """How long Redis may stay silent while it owes a reply (or take to connect) before it counts as
+    unavailable and ``rate_limits_on_store_failure`` / ``spend_limits_on_store_failure`` apply."""
 
     rate_limits_on_store_failure: Literal["fail_open", "fail_closed"] = "fail_open"
     """When Redis cannot be reached: let requests through unchecked by rate limits (logged and

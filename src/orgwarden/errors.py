@@ -11,6 +11,7 @@
     ├── RequestTooLarge       413 request_too_large
     ├── RateLimited           429 rate_limit_error
     ├── InternalError         500 api_error
+    ├── StorageUnavailable    503 api_error
     ├── UpstreamTimeout       504 timeout_error
     └── Overloaded            529 overloaded_error
 
@@ -81,6 +82,14 @@ class RateLimited(OrgwardenError):
 
 class InternalError(OrgwardenError):
     status = 500
+    error_type = "api_error"
+
+
+class StorageUnavailable(OrgwardenError):
+    """The database cannot be reached or did not answer within its time-outs: worth retrying later
+    (503, ``api_error`` type, like Anthropic's own transient server errors; the SDK retries 503s)."""
+
+    status = 503
     error_type = "api_error"
 
 

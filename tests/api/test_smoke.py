@@ -12,7 +12,11 @@ def test_health_needs_no_credentials(server: Server) -> None:
 
     response = httpx.get(f"{server.base_url}/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "limits": {"store": "memory", "unchecked_requests": 0}}
+    assert response.json() == {
+        "status": "ok",
+        "dependencies": {"database": "up"},
+        "limits": {"store": "memory", "unchecked_requests": 0},
+    }
 
 
 def test_me_returns_the_organization_created_by_init(server: Server, client: anthropic.Anthropic) -> None:

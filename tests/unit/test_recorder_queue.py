@@ -20,8 +20,8 @@ def test_rows_are_taken_in_batches_in_the_order_they_were_queued() -> None:
     for index in range(BATCH + 3):
         assert recorder.offer("usage", {"id": index})
     first, second = recorder._take(), recorder._take()
-    assert [row["id"] for _, row, _ in first] == list(range(BATCH))
-    assert [row["id"] for _, row, _ in second] == [BATCH, BATCH + 1, BATCH + 2]
+    assert [row["id"] for _, row, *_ in first] == list(range(BATCH))
+    assert [row["id"] for _, row, *_ in second] == [BATCH, BATCH + 1, BATCH + 2]
     assert recorder._take() == []
 
 
@@ -41,7 +41,7 @@ def test_a_full_queue_refuses_an_offer_and_makes_put_wait_for_room() -> None:
         rest = []
         while batch := recorder._take():
             rest += batch
-        ids = [row["id"] for _, row, _ in taken + rest]
+        ids = [row["id"] for _, row, *_ in taken + rest]
         assert ids == [*range(QUEUE_SIZE), "waited"]
 
     asyncio.run(run())

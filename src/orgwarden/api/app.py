@@ -9,10 +9,11 @@ middleware wraps them all.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -22,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orgwarden import __version__
 from orgwarden.api import errors
+from orgwarden.api.health import Health
 from orgwarden.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from orgwarden.api.routes import (
     api_keys,
@@ -42,6 +44,7 @@ from orgwarden.crypto import SecretBox, resolve_secret
 from orgwarden.data import load_catalog
 from orgwarden.domain.catalog import Catalog
 from orgwarden.gateway.alerts import SpendAlerts
+from orgwarden.gateway.journal import Journal, journal_dir
 from orgwarden.gateway.keys import KeyCache
 from orgwarden.gateway.limiter import Limiter as Store
 from orgwarden.gateway.limiter import MemoryLimiter
@@ -86,14 +89,15 @@ def create_app(settings: Settings) -> ASGIApp:
     box = SecretBox(resolve_secret(settings))
     services = Services.build(uow, settings, box)
     keys = KeyCache(CredentialService(uow, box), settings.cache_poll_interval_ms / 1000)
-    recorder = Recorder(uow)
+    recorder = Recorder(uow, Journal(journal_dir(settings.data_dir, settings.sqlalchemy_url)))
+    health = Health(engine, settings.redis_url)
     upstreams = Upstreams(settings, catalog)
     organization_id: list[str | None] = [None]
     webhooks = WebhookSender.from_settings(settings, os.environ)  # through the egress proxy, if any
     alerts = SpendAlerts(uow, webhooks, lambda: organization_id[0])
     limits = build_enforcer(settings, session_factory(engine), catalog, alerts)
     keys.listeners.append(lambda entity_type, _entity_id: limits.changed(entity_type))
-    metrics = build_metrics(settings, recorder=recorder, limits=limits)
+    metrics = build_metrics(settings, recorder=recorder, limits=limits, health=health)
     gateway = Gateway(
         keys=keys,
         upstreams=upstreams,
@@ -126,16 +130,19 @@ def create_app(settings: Settings) -> ASGIApp:
         try:
             yield
         finally:
-            await recorder.stop()  # after uvicorn finished in-flight requests: nothing metered is lost
-            await keys.stop()
-            await limits.stop()
-            await alerts.stop()  # before the sender: its last alerts are handed to it
+            # Bounded whatever the database or Redis do: the recorder gets the reserve the server
+            # keeps for shutdown (what it cannot write stays in the journal), the rest a second each.
+            await recorder.stop(min(5.0, settings.shutdown_timeout_seconds / 3))
+            await keys.stop(timeout=1.0)
+            await _bounded(limits.stop(), 1.0, "limits")
+            await _bounded(alerts.stop(), 1.0, "spend alerts")  # before the sender: its last alerts go to it
             if webhooks is not None:
-                await webhooks.stop()
-            await upstreams.aclose()
-            await engine.dispose()
+                await _bounded(webhooks.stop(), 2.0, "webhooks")
+            await _bounded(upstreams.aclose(), 1.0, "upstream connections")
+            await _bounded(health.aclose(), 1.0, "health checks")
+            await _bounded(engine.dispose(), 2.0, "database connections")
             if metrics is not None:
-                await metrics.stop()
+                await _bounded(metrics.stop(), 1.0, "metrics")
 
     admin = FastAPI(
         title="orgwarden",
@@ -167,14 +174,33 @@ def create_app(settings: Settings) -> ASGIApp:
     admin.include_router(invites.public)
 
     @admin.get("/health", include_in_schema=False)
-    async def health() -> Response:
-        # Per worker: which store counts limits, and how many requests passed unchecked because it
-        # was unreachable (rate or spend limits set to fail_open) since this worker started.
+    async def health_route() -> Response:
+        # For people and monitors: always 200 while the process runs; "degraded" names what does not
+        # answer. Per worker: which store counts limits, and how many requests passed unchecked
+        # because it was unreachable (rate or spend limits set to fail_open) since this worker started.
+        down = await health.check()
         store = "redis" if settings.redis_url else "memory"
-        return JSONResponse({"status": "ok", "limits": {"store": store, "unchecked_requests": limits.unchecked}})
+        dependencies = {"database": "down" if "database" in down else "up"}
+        if settings.redis_url is not None:
+            dependencies["redis"] = "down" if "redis" in down else "up"
+        return JSONResponse(
+            {
+                "status": "degraded" if down else "ok",
+                "dependencies": dependencies,
+                "limits": {"store": store, "unchecked_requests": limits.unchecked},
+            }
+        )
+
+    @admin.get("/ready", include_in_schema=False)
+    async def ready() -> Response:
+        # For load balancers: 503 while the database (or Redis, when configured) does not answer.
+        down = await health.check()
+        if down:
+            return JSONResponse({"status": "unavailable", "down": down}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     if metrics is not None:
-        install_endpoint(admin, metrics)
+        install_endpoint(admin, metrics, health)
     errors.install(admin)
     admin.add_middleware(BodyLimitMiddleware, limit=settings.admin_max_body_bytes)
     telemetry: ASGIApp = TelemetryReceiver(
@@ -197,7 +223,7 @@ def build_enforcer(
     if settings.redis_url is not None:
         from orgwarden.gateway.redis_limiter import RedisLimiter
 
-        store = RedisLimiter(settings.redis_url, source.baseline)
+        store = RedisLimiter(settings.redis_url, source.baseline, timeout_seconds=settings.redis_timeout_seconds)
     else:
         store = MemoryLimiter(source.baseline)
     return Enforcer(
@@ -209,6 +235,16 @@ def build_enforcer(
         spend_fail_open=settings.spend_limits_on_store_failure == "fail_open",
         alerts=alerts,
     )
+
+
+async def _bounded(work: Awaitable[None], seconds: float, what: str) -> None:
+    """Await ``work`` for at most ``seconds`` (a dependency that hangs must not hold up shutdown)."""
+    try:
+        await asyncio.wait_for(work, seconds)
+    except TimeoutError:
+        log.warning("shutdown: %s did not close within %.0f s; left behind", what, seconds)
+    except Exception as exc:  # shutting down anyway: say so, without a traceback
+        log.warning("shutdown: closing %s failed (%s)", what, type(exc).__name__)
 
 
 def app_from_environment() -> ASGIApp:

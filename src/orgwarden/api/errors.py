@@ -4,20 +4,36 @@
 
 ``details`` is present only when there is a machine-readable code. Unknown exceptions (bugs) are
 answered by ``middleware.RequestIdMiddleware``: a 500 ``api_error`` with a generic message, the traceback
-logged once with the request id, never sent to the client.
+logged once with the request id, never sent to the client. A database that cannot be reached or
+answers too late (``storage.failures.is_unavailable``) is no bug: 503 ``api_error`` "storage
+unavailable: ..." with ``retry-after``, logged as one line.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from orgwarden.errors import InternalError, InvalidRequest, MethodNotAllowed, NotFound, OrgwardenError
+from orgwarden.errors import (
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    OrgwardenError,
+    StorageUnavailable,
+)
 from orgwarden.gateway.refusal import Refusal
+from orgwarden.storage.failures import STORAGE_UNAVAILABLE, describe, is_unavailable
+
+log = logging.getLogger("orgwarden.api")
+
+RETRY_AFTER = "5"  # seconds, on a 503 storage unavailable
 
 
 def request_id_of(request: Request) -> str:
@@ -79,7 +95,25 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(InternalError("an internal error occurred; it has been logged"), request_id_of(request))
 
 
+def storage_unavailable(request_id: str) -> JSONResponse:
+    return error_response(StorageUnavailable(STORAGE_UNAVAILABLE), request_id, {"retry-after": RETRY_AFTER})
+
+
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    """Database (and connection) errors: 503 when the database cannot be reached, else a bug (500)."""
+    request_id = request_id_of(request)
+    if is_unavailable(exc):
+        path = request.url.path
+        log.warning("storage unavailable in %s %s (%s): %s", request.method, path, request_id, describe(exc))
+        return storage_unavailable(request_id)
+    log.error("unhandled error in %s %s (%s)", request.method, request.url.path, request_id, exc_info=exc)
+    return error_response(InternalError("an internal error occurred; it has been logged"), request_id)
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(sqlalchemy.exc.SQLAlchemyError, _storage_error)
+    app.add_exception_handler(OSError, _storage_error)
+    app.add_exception_handler(TimeoutError, _storage_error)
     app.add_exception_handler(OrgwardenError, _orgwarden_error)
     app.add_exception_handler(Refusal, _refusal)
     app.add_exception_handler(RequestValidationError, _validation_error)

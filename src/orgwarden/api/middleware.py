@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from orgwarden import ids
 from orgwarden.api.errors import envelope
 from orgwarden.errors import RequestTooLarge
+from orgwarden.storage.failures import STORAGE_UNAVAILABLE, describe, is_unavailable
 
 log = logging.getLogger("orgwarden.api")
 
@@ -44,6 +45,13 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
+            if is_unavailable(exc):  # the database is down or frozen: no bug, an honest 503
+                log.warning("storage unavailable in %s %s (%s): %s", scope["method"], scope["path"], request_id,
+                            describe(exc))  # fmt: skip
+                if not started:
+                    body = envelope("api_error", STORAGE_UNAVAILABLE, request_id)
+                    await _send_json(send_with_id, 503, body, [(b"retry-after", b"5")])
+                return
             log.error("unhandled error in %s %s (%s)", scope["method"], scope["path"], request_id, exc_info=exc)
             if not started:
                 body = envelope("api_error", "an internal error occurred; it has been logged", request_id)
@@ -94,8 +102,11 @@ class BodyLimitMiddleware:
         await _send_json(send, status, envelope(kind, text, str(state.get("request_id", ""))))
 
 
-async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+async def _send_json(
+    send: Send, status: int, payload: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers.extend(extra or [])
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -10,6 +10,11 @@ Two guards keep a broken poller from serving stale grants forever: every entry a
 ``MAX_AGE`` seconds, and an answer fetched while an invalidation ran is used once but not cached.
 Unknown keys are remembered for ``NEGATIVE_TTL`` seconds, so a flood of made-up keys costs one look-up
 each per second at most, and the map is bounded.
+
+When the database cannot be reached, keys already seen keep being served (an entry past
+``MAX_AGE`` is served stale rather than refused: nothing can have been revoked where nobody can
+write), and a key never seen is refused with 503 ``storage unavailable`` and ``retry-after`` —
+not 401, which would tell a client its valid key is wrong.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from orgwarden.domain.clock import utcnow
+from orgwarden.gateway.refusal import Refusal
 from orgwarden.services.credentials import AdminKeyPresented, CredentialService, KeyGrant
+from orgwarden.storage.failures import STORAGE_UNAVAILABLE, describe, is_unavailable
 
 log = logging.getLogger("orgwarden.gateway")
 
@@ -34,6 +41,8 @@ MAX_ENTRIES = 100_000
 LOOK_BACK = 1000  # sequence numbers re-read each poll
 PRUNE_EVERY = 60.0
 KEEP_EVENTS = timedelta(hours=1)
+
+RETRY_AFTER = b"5"  # seconds, on the 503 for a key that cannot be looked up
 
 NOT_KEYS = frozenset({"rate_limits", "spend_limits"})  # changes that leave every cached key as it was
 
@@ -67,7 +76,15 @@ class KeyCache:
         if entry is not None and entry.expires > now:
             return entry.answer
         generation = self._generation
-        answer = await self._credentials.resolve(secret)
+        try:
+            answer = await self._credentials.resolve(secret)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            if entry is not None and entry.answer is not None:
+                return entry.answer  # stale, but the best answer there is while nobody can change it
+            log.warning("key cache: cannot look a key up (%s)", describe(exc))
+            raise Refusal(503, "api_error", STORAGE_UNAVAILABLE, headers=[(b"retry-after", RETRY_AFTER)]) from None
         if generation == self._generation:
             self._store(digest, answer, now)
         return answer
@@ -118,12 +135,16 @@ class KeyCache:
         self._high = await self._credentials.last_change()
         self._task = asyncio.create_task(self._run(), name="orgwarden-key-cache")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (a deadline for the task, not a call)
         """Stop polling; a poll under way finishes first (cancelling it mid-query would leave the
-        database driver to clean up a half-done transaction during shutdown)."""
+        database driver to clean up a half-done transaction during shutdown), unless it takes
+        longer than ``timeout`` (a frozen database): then it is cancelled."""
         self._stopping.set()
         if self._task is not None:
-            await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=timeout)
+            if not done:
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=1.0)
 
     async def _run(self) -> None:
         last_prune = time.monotonic()

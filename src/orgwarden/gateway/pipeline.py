@@ -163,7 +163,10 @@ async def authenticate(keys: KeyCache, headers: Headers, surface: str) -> KeyGra
 async def key_sender(keys: KeyCache, headers: Headers) -> Caller | None:
     """Who a request's API key belongs to, if it is a known one (for an audit event; no refusal)."""
     secret = _credential(headers)
-    known = await keys.lookup(secret) if secret else None
+    try:
+        known = await keys.lookup(secret) if secret else None
+    except Refusal:  # the database is unreachable: audited without the sender
+        return None
     return caller_of(known) if isinstance(known, KeyGrant) else None
 
 
@@ -409,8 +412,10 @@ class Gateway:
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         call.responded = True
         headers = self._response_headers(response, grant, call.ticket, call.request_id)
-        await exchange.respond(response.status, headers, body)
+        # Metered (so journaled) before the answer leaves: a process killed right after the client
+        # got its answer has the record on disk. (The ticket's headers were taken just above.)
         await self._meter(call, response.status, from_message(body))
+        await exchange.respond(response.status, headers, body)
 
     # -- metering and auditing -------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import logging
 from fastapi import FastAPI
 from starlette.responses import Response
 
+from orgwarden.api.health import Health
 from orgwarden.config import Settings
 from orgwarden.gateway.limits import Enforcer
 from orgwarden.gateway.recorder import Recorder
@@ -19,7 +20,7 @@ from orgwarden.observability.metrics import CONTENT_TYPE, Metrics
 log = logging.getLogger("orgwarden.metrics")
 
 
-def build_metrics(settings: Settings, *, recorder: Recorder, limits: Enforcer) -> Metrics | None:
+def build_metrics(settings: Settings, *, recorder: Recorder, limits: Enforcer, health: Health) -> Metrics | None:
     """The process's metrics with the components' state watched, or ``None`` (``metrics_enabled`` off)."""
     if not settings.metrics_enabled:
         return None
@@ -30,8 +31,32 @@ def build_metrics(settings: Settings, *, recorder: Recorder, limits: Enforcer) -
     metrics.watch(
         "orgwarden_recorder_queue_depth",
         "Usage records and audit events queued in memory, not yet taken for writing",
-        lambda: recorder.depth,
+        lambda: recorder.queued,
     )
+    metrics.watch(
+        "orgwarden_recorder_journal_depth",
+        "Records in the local journal not yet committed to the database",
+        lambda: recorder.journal_pending,
+    )
+    metrics.watch(
+        "orgwarden_recorder_dropped_rows",
+        "Rows the database refused for good (not for being unreachable): dropped, logged",
+        lambda: recorder.dropped,
+        kind="counter",
+    )
+    metrics.watch(
+        "orgwarden_database_up",
+        "1 when the database answered its last check (SELECT 1), else 0",
+        lambda: int(health.database_up),
+        mode="livemin",
+    )
+    if settings.redis_url is not None:
+        metrics.watch(
+            "orgwarden_redis_up",
+            "1 when Redis answered its last check (PING), else 0",
+            lambda: int(bool(health.redis_up)),
+            mode="livemin",
+        )
     metrics.watch(
         "orgwarden_limits_unchecked",
         "Requests passed without a limit check because the limits store was unreachable (fail_open)",
@@ -55,9 +80,11 @@ def build_metrics(settings: Settings, *, recorder: Recorder, limits: Enforcer) -
     return metrics
 
 
-def install_endpoint(app: FastAPI, metrics: Metrics) -> None:
-    """``GET /metrics``: the Prometheus text format, no key (nothing in it is secret)."""
+def install_endpoint(app: FastAPI, metrics: Metrics, health: Health) -> None:
+    """``GET /metrics``: the Prometheus text format, no key (nothing in it is secret). A scrape
+    refreshes the dependency checks (reused for a second, as for ``/health``)."""
 
     @app.get("/metrics", include_in_schema=False)
     async def scrape() -> Response:
+        await health.check()
         return Response(metrics.render(), media_type=CONTENT_TYPE)

@@ -91,6 +91,14 @@ class AuditEvents:
         multi-row INSERT, like ``add``'s. Async for the callers written when it inserted at once."""
         self._pending.extend(rows)
 
+    async def existing(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` are stored already (the recorder writes replayed events only if
+        absent; an absent one is chained at the end when sealed, so the chain stays valid)."""
+        if not event_ids:
+            return set()
+        stmt = select(AuditEvent.id).where(AuditEvent.id.in_(list(event_ids)))
+        return set((await self.session.scalars(stmt)).all())
+
     async def seal(self) -> None:
         """Chain and insert the queued events (see the module docstring). Called by
         ``UnitOfWork.commit`` just before COMMIT; a no-op when nothing is queued."""

@@ -90,6 +90,10 @@ def _stored_revision(settings: Settings) -> str | None:
 def upgrade(settings: Settings, revision: str = "head") -> None:
     if settings.is_sqlite and settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.is_sqlite:
+        from orgwarden.storage.engine import create_private
+
+        create_private(settings.sqlalchemy_url)  # 0600, before SQLite creates it 0644
     from alembic import command
 
     command.upgrade(alembic_config(settings), revision)

@@ -356,6 +356,13 @@ class UsageRecords(_Repo):
             params.append(tuple(values))
         await connection.exec_driver_sql(sql, params)
 
+    async def existing(self, record_ids: Sequence[str]) -> set[str]:
+        """Which of ``record_ids`` are stored already (the recorder writes replayed records only if absent)."""
+        if not record_ids:
+            return set()
+        stmt = select(UsageRecord.id).where(UsageRecord.id.in_(list(record_ids)))
+        return set((await self.session.scalars(stmt)).all())
+
     async def for_organization(self, organization_id: str) -> list[UsageRecord]:
         stmt = select(UsageRecord).where(UsageRecord.organization_id == organization_id).order_by(UsageRecord.id)
         return list((await self.session.scalars(stmt)).all())
