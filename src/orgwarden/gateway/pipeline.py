@@ -3,10 +3,15 @@
     headers (tenant-restriction syntax, 400) -> authenticate (401/403) -> restrict (403)
     -> workspace header (403) -> body and data residency (400/413) -> forward -> relay -> meter
 
-Each step either refuses with the Anthropic error envelope or passes on. The request body is
+Each step either refuses with the Anthropic error envelope or passes on. The usage record is
+offered to the recorder before the response completes (after the last chunk of a stream has been
+metered, before a JSON answer is sent; at once when the client leaves), so that a record exists
+for every answer a client got. The request body is
 forwarded as the client sent it, byte for byte, with one documented exception: when a Messages
 request names no ``inference_geo`` and its workspace's default is not ``global``, the default is
-inserted so that the workspace's data-residency setting holds. Responses (status, headers, body) come
+inserted so that the workspace's data-residency setting holds. A body that names ``inference_geo``
+twice, or names it ``null`` in a workspace that requires a geo, is refused (400): what the upstream
+would read could differ from what was checked. Responses (status, headers, body) come
 back as the upstream sent them, SSE relayed chunk by chunk; orgwarden adds ``request-id``,
 ``anthropic-organization-id`` and ``anthropic-workspace-id`` (the upstream's own request id is kept
 as ``upstream-request-id``).
@@ -32,13 +37,15 @@ from starlette.types import Receive, Scope, Send
 
 from orgwarden import ids
 from orgwarden.domain import tenant
+from orgwarden.domain.bounded import BoundedSet, RateGate
 from orgwarden.domain.catalog import Catalog
 from orgwarden.domain.clock import rfc3339, utcnow
-from orgwarden.domain.jsonload import loads
+from orgwarden.domain.jsonload import TOO_DEEP, NestedTooDeeply, loads
 from orgwarden.domain.pricing import Cost, cost_of
 from orgwarden.domain.rollups import Entry, report_geo
 from orgwarden.domain.statuses import api_key_status
-from orgwarden.domain.usage import Extracted, StreamMeter, from_message
+from orgwarden.domain.tokens import estimate_request
+from orgwarden.domain.usage import Extracted, StreamMeter, from_message, from_partial
 from orgwarden.domain.workspaces import UNRESTRICTED
 from orgwarden.gateway.exchange import AsgiExchange, BodyTooLarge, ClientGone, Exchange, Headers
 from orgwarden.gateway.http1 import ConnectTimedOut, ReadTimedOut, UpstreamError
@@ -53,6 +60,12 @@ log = logging.getLogger("orgwarden.gateway")
 
 TENANT_MESSAGE = "Access restricted by network policy. Contact IT Administrator."
 TENANT_CODE = "tenant_restriction_violation"
+# Keyless refusals (a malformed tenant header from an unknown sender) are audited at most this often
+# per process, so that nobody can fill the audit log without a key; the rest are counted and logged.
+KEYLESS_AUDITS_PER_SECOND = 10
+KEYLESS_AUDIT_BURST = 20
+AUDIT_TEXT_LIMIT = 512  # characters of a client-chosen path or error message kept in an audit row
+UNPRICED_NAMES = 1024  # unknown model names remembered (each is warned about once)
 NO_COST = Cost(0, 0, 0, 0, 0, 0)
 # Not relayed: hop-by-hop headers, and the upstream's framing (the exchange frames what it sends).
 _NOT_RELAYED = frozenset(
@@ -105,6 +118,16 @@ class Call:
     service_tier: str | None = None
     speed: str | None = None
     ticket: Ticket | None = None
+    request: dict[str, Any] | None = None  # the parsed Messages request
+    max_tokens: int | None = None
+    metered: bool = False  # the usage record has been queued
+
+
+def capped(text: str, limit: int = AUDIT_TEXT_LIMIT) -> str:
+    """``text``, or its first ``limit`` characters and a marker saying how many were cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[{len(text) - limit} more characters]"
 
 
 def _header(headers: Headers, name: bytes) -> str | None:
@@ -193,7 +216,14 @@ class Gateway:
         self.max_body = max_body
         self.organization_id = organization_id
         self.limits = limits
-        self._unpriced: set[str] = set()
+        self._unpriced = BoundedSet(UNPRICED_NAMES)
+        self._keyless_audits = RateGate(KEYLESS_AUDITS_PER_SECOND, KEYLESS_AUDIT_BURST)
+        self._suppressed_report: asyncio.TimerHandle | None = None
+
+    @property
+    def audit_suppressed(self) -> int:
+        """Keyless refusals not audited (over ``KEYLESS_AUDITS_PER_SECOND``) since start."""
+        return self._keyless_audits.total_suppressed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The gateway as an ASGI app."""
@@ -232,8 +262,10 @@ class Gateway:
             secret = _credential(headers)
             known = await self.keys.lookup(secret) if secret else None
             sender = known if isinstance(known, KeyGrant) else None
-            await self._audit_tenant(call, exchange, "invalid_request", sender, None, str(exc))
-            raise Refusal(400, "invalid_request_error", str(exc)) from None
+            problem = capped(str(exc))
+            if sender is not None or self._keyless_audit_allowed():
+                await self._audit_tenant(call, exchange, "invalid_request", sender, None, problem)
+            raise Refusal(400, "invalid_request_error", problem) from None
         grant = await authenticate(self.keys, headers, "the Messages API")
         call.grant = grant
         if not tenant.is_allowed(grant.organization_id, allowed):
@@ -263,6 +295,8 @@ class Gateway:
         """Read what metering and residency need; insert the workspace's default geo if none is named."""
         try:
             request = loads(call.body)
+        except NestedTooDeeply:
+            raise Refusal(400, "invalid_request_error", TOO_DEEP) from None
         except ValueError:
             raise Refusal(400, "invalid_request_error", "request body is not valid JSON") from None
         if not isinstance(request, dict):
@@ -271,12 +305,25 @@ class Gateway:
         if not isinstance(model, str) or not model:
             raise Refusal(400, "invalid_request_error", "model: field required")
         call.model = model
+        call.request = request
+        max_tokens = request.get("max_tokens")
+        call.max_tokens = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else None
         call.stream = request.get("stream") is True
         tier, speed = request.get("service_tier"), request.get("speed")
         call.service_tier = tier if isinstance(tier, str) else None
         call.speed = speed if isinstance(speed, str) else None
         geo = request.get("inference_geo")
         allowed = grant.allowed_inference_geos
+        if "inference_geo" in request:
+            _check_geo_named_once(call.body, grant.workspace_id)
+            if geo is None and (allowed != UNRESTRICTED or grant.default_inference_geo != "global"):
+                raise Refusal(
+                    400,
+                    "invalid_request_error",
+                    f"inference_geo: null is not allowed in workspace {grant.workspace_id}, which requires"
+                    f" an inference geo (allowed: {allowed}); name one, or leave the field out for the"
+                    f" workspace's default ({grant.default_inference_geo!r})",
+                )
         if geo is None:
             geo = grant.default_inference_geo
             if geo != "global":
@@ -343,9 +390,10 @@ class Gateway:
         meter = StreamMeter()
         call.responded = True
         await exchange.start(response.status, self._response_headers(response, grant, call.ticket, call.request_id))
-        outcome = {"status": response.status}
 
         async def pump() -> None:
+            # Metered before the end goes out (after the last chunk was fed to the meter), so the
+            # record is queued before the client has its whole answer.
             last = b""
             try:
                 async for chunk in response:
@@ -356,16 +404,30 @@ class Gateway:
                         await exchange.send(chunk)
             except UpstreamError as exc:
                 log.warning("upstream failed mid-response for %s: %s", call.request_id, exc)
-                outcome["status"], kind = _failed(exc)
+                status, kind = _failed(exc)
+                await self._meter(call, status, self._stream_usage(call, meter))
                 error = {"type": "error", "error": {"type": kind, "message": "the upstream stream was interrupted"},
                          "request_id": call.request_id}  # fmt: skip
                 await exchange.send(f"event: error\ndata: {json.dumps(error)}\n\n".encode())
+            else:
+                await self._meter(call, response.status, self._stream_usage(call, meter))
             await exchange.finish(last)
 
         aborted = await _until_disconnect(pump(), exchange.wait_disconnect())
-        if aborted:
-            outcome["status"] = 499
-        await self._meter(call, outcome["status"], meter.result)
+        if not call.metered:  # the client left first: metered with what had arrived
+            await self._meter(call, 499 if aborted else response.status, self._stream_usage(call, meter))
+
+    def _stream_usage(self, call: Call, meter: StreamMeter) -> Extracted:
+        """The stream's usage; estimated from its content when its final usage never came."""
+        if meter.final:
+            return meter.result
+        return meter.settled(call.max_tokens, None if meter.started else self._input_estimate(call))
+
+    @staticmethod
+    def _input_estimate(call: Call) -> int | None:
+        """The request's input tokens as estimated before forwarding, for an answer whose own count
+        never came (a cut JSON body; a stream without ``message_start``)."""
+        return estimate_request(call.request) if call.request is not None else None
 
     async def _relay_whole(self, call: Call, response: UpstreamResponse, exchange: Exchange, grant: KeyGrant) -> None:
         """A response that is not a stream is read to its end before the client gets any of it.
@@ -384,13 +446,19 @@ class Gateway:
             except UpstreamError as exc:
                 log.warning("upstream failed mid-response for %s: %s", call.request_id, exc)
                 status, kind = _failed(exc)
-                await self._meter(call, status, Extracted())
+                received = Extracted()
+                if call.endpoint == "messages" and 200 <= response.status < 300:  # a Message, cut
+                    received = from_partial(b"".join(chunks), call.max_tokens, self._input_estimate(call))
+                await self._meter(call, status, received)
                 raise Refusal(status, kind, "the upstream failed while sending its answer") from None
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         call.responded = True
         headers = self._response_headers(response, grant, call.ticket, call.request_id)
+        extracted = from_message(body)
+        if not extracted.completed and call.endpoint == "messages" and 200 <= response.status < 300:
+            extracted = from_partial(body, call.max_tokens, self._input_estimate(call))  # not a whole Message
+        await self._meter(call, response.status, extracted)  # queued before the answer leaves
         await exchange.respond(response.status, headers, body)
-        await self._meter(call, response.status, from_message(body))
 
     # -- metering and auditing -------------------------------------------------------------------
 
@@ -405,8 +473,7 @@ class Gateway:
         parts = NO_COST
         if model is not None:
             parts = cost_of(self.catalog, model, usage, inference_geo=geo)
-        elif model_name and call.endpoint == "messages" and model_name not in self._unpriced:
-            self._unpriced.add(model_name)
+        elif model_name and call.endpoint == "messages" and self._unpriced.add(model_name):
             log.warning(
                 "no price for model %r: its usage is recorded with cost 0 (add it to the models file)", model_name
             )
@@ -424,6 +491,7 @@ class Gateway:
             "endpoint": call.endpoint,
             "stream": call.stream,
             "completed": extracted.completed,
+            "usage_estimated": extracted.estimated,
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
             "cache_creation_5m_tokens": usage.cache_creation_5m,
@@ -440,6 +508,7 @@ class Gateway:
             rollup = Entry(record, parts, report_geo(model, geo))
         if not self.recorder.offer("usage", record, rollup):
             await self.recorder.put("usage", record, rollup)  # full: wait for room
+        call.metered = True
         if call.ticket is not None and self.limits is not None:
             ticket, call.ticket = call.ticket, None
             self.limits.settle(ticket, extracted, cost)
@@ -460,7 +529,7 @@ class Gateway:
         auth = "api_key" if _credential(exchange.headers) else "none"
         details: dict[str, Any] = {
             "method": call.method,
-            "path": call.path,
+            "path": capped(call.path),
             "auth_kind": auth,
             "allowed_org_ids": listed,
         }
@@ -483,6 +552,28 @@ class Gateway:
             details=details,
         )
         await self.recorder.put("audit", event)
+
+    def _keyless_audit_allowed(self) -> bool:
+        """Whether a keyless refusal may write its audit row now (``KEYLESS_AUDITS_PER_SECOND``);
+        those that may not are counted, and one log line a second says how many there were."""
+        gate = self._keyless_audits
+        if gate.allow(time.monotonic()):
+            return True
+        if self._suppressed_report is None:
+            self._suppressed_report = asyncio.get_running_loop().call_later(1.0, self._report_suppressed)
+        return False
+
+    def _report_suppressed(self) -> None:
+        self._suppressed_report = None
+        count = self._keyless_audits.take_suppressed()
+        if count:
+            log.warning(
+                "audit: %d keyless refusals in the last second were not audited (more than %d a second;"
+                " %d since start)",
+                count,
+                KEYLESS_AUDITS_PER_SECOND,
+                self._keyless_audits.total_suppressed,
+            )
 
     async def _refuse(self, exchange: Exchange, call: Call, refusal: Refusal) -> None:
         body = envelope(refusal, call.request_id)
@@ -520,6 +611,34 @@ def _learn_relayed_name(name: bytes) -> bytes:
         _relayed_names.clear()
     _relayed_names[name] = relayed
     return relayed
+
+
+_GEO_KEY = b'"inference_geo"'
+
+
+def _check_geo_named_once(body: bytes, workspace_id: str) -> None:
+    """Refuse a body whose top-level object names ``inference_geo`` more than once (the parsers keep
+    the last; another could keep the first). Only a body that spells the key twice, or uses escapes
+    (``inference\\u005fgeo``), is parsed again to look: every other one names it once."""
+    if body.count(_GEO_KEY) <= 1 and b"\\u" not in body:
+        return
+    outermost: list[list[tuple[str, Any]]] = []
+
+    def keep(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        outermost[:] = [pairs]  # the outermost object is the last one completed
+        return dict(pairs)
+
+    try:
+        json.loads(body, object_pairs_hook=keep)
+    except RecursionError:
+        raise Refusal(400, "invalid_request_error", TOO_DEEP) from None
+    if outermost and sum(1 for key, _ in outermost[0] if key == "inference_geo") > 1:
+        raise Refusal(
+            400,
+            "invalid_request_error",
+            f"inference_geo: named more than once in the request body (workspace {workspace_id} enforces it);"
+            " name it once",
+        )
 
 
 def _failed(exc: UpstreamError) -> tuple[int, str]:
