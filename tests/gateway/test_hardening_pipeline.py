@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import anthropic
@@ -172,6 +173,13 @@ def test_a_json_answer_cut_half_way_is_metered_from_what_arrived_and_marked_esti
     assert record.input_tokens > 0
     assert 100 <= record.output_tokens <= 500  # half of a 400-word answer, at three bytes a token
     assert record.cost_picodollars == record.input_tokens * HAIKU_INPUT + record.output_tokens * HAIKU_OUTPUT
+    # the usage report counts the estimated request in its bucket (rolled up with the record)
+    today = datetime.now(UTC).strftime("%Y-%m-%dT00:00:00Z")
+    with any_server.http() as http:
+        report = http.get("/v1/organizations/usage_report/messages", params={"starting_at": today}).json()
+    (result,) = report["data"][0]["results"]
+    assert result["estimated_requests"] == 1
+    assert result["output_tokens"] >= record.output_tokens
 
 
 # --------------------------------------------------------------------------------------------------
@@ -286,6 +294,7 @@ def test_json_nested_too_deeply_is_a_400_on_messages_telemetry_and_the_admin_api
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
         messages = http.post("/v1/messages", content=deep_messages, headers=json_headers)
         telemetry = http.post("/v1/metrics", content=deep_otlp, headers=json_headers)
+        counted = http.post("/v1/messages/count_tokens", content=deep_messages, headers=json_headers)  # simulator
         admin = http.post(
             "/v1/organizations/workspaces",
             content=nested(2000),
@@ -301,6 +310,8 @@ def test_json_nested_too_deeply_is_a_400_on_messages_telemetry_and_the_admin_api
         near_limit = http.post("/v1/messages", content=geo_twice, headers=json_headers)
     assert_error(messages, 400, "invalid_request_error", TOO_DEEP)
     assert_error(telemetry, 400, "invalid_request_error", TOO_DEEP)
+    assert counted.status_code == 400, counted.text  # the upstream's answer, relayed
+    assert TOO_DEEP in counted.json()["error"]["message"]
     assert_error(admin, 400, "invalid_request_error", TOO_DEEP)
     assert_error(admin_object, 400, "invalid_request_error", TOO_DEEP)
     assert near_limit.status_code == 400, near_limit.text

@@ -187,7 +187,7 @@ def expected_usage(sent: list[Sent], groups: list[str]) -> list[dict[str, Any]]:
         row.update(
             uncached_input_tokens=u["input"], output_tokens=u["output"], cache_read_input_tokens=u["read"],
             cache_creation={"ephemeral_1h_input_tokens": u["write_1h"], "ephemeral_5m_input_tokens": u["write_5m"]},
-            server_tool_use={"web_search_requests": u["searches"]},
+            server_tool_use={"web_search_requests": u["searches"]}, estimated_requests=0,
         )  # fmt: skip
         rows.append(row)
     return sorted(rows, key=repr)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from orgwarden.data import load_catalog
-from orgwarden.domain.bounded import BoundedSet, RateGate
+from orgwarden.domain.bounded import BoundedMemo, BoundedSet, RateGate
 from orgwarden.domain.jsonload import MAX_DEPTH, NestedTooDeeply, loads
 from orgwarden.domain.tokens import estimate_output
 from orgwarden.domain.usage import StreamMeter, from_message, from_partial
@@ -110,6 +110,17 @@ def test_a_bounded_set_forgets_its_oldest_member() -> None:
     assert len(names) == 3
     assert "a" not in names
     assert "d" in names
+
+
+def test_a_bounded_memo_reads_like_a_dict_and_forgets_its_oldest_entry() -> None:
+    memo: BoundedMemo[str, int] = BoundedMemo(2)
+    assert memo.remember("a", 1) == 1
+    memo.remember("b", 2)
+    memo.remember("a", 3)  # a key already there: nothing forgotten
+    memo.remember("c", 4)
+    assert dict(memo) == {"b": 2, "c": 4}  # "a" was the first in
+    assert len(memo) == 2
+    assert memo.get("c") == 4
 
 
 def test_a_rate_gate_passes_its_burst_then_its_rate_and_counts_the_rest() -> None:

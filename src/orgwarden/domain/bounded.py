@@ -1,5 +1,5 @@
-"""Bounded per-process memory for the data plane: a set that forgets its oldest members, and a
-token-bucket gate for work that must not run more often than a rate.
+"""Bounded per-process memory for the data plane: a memo (dict) and a set that forget their oldest
+entries, and a token-bucket gate for work that must not run more often than a rate.
 
 Anything the data plane keeps per client-chosen value (model names, header names, ...) must have a
 bound, or a client can grow it without end; these are the one place that bound is written, instead
@@ -9,6 +9,30 @@ of a hand-made "dict cleared when full" in every module. Pure logic: the caller 
 from __future__ import annotations
 
 from collections.abc import Hashable
+from typing import TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class BoundedMemo(dict[K, V]):
+    """A dict of at most ``size`` entries, for memos keyed by what clients choose. Reads are plain
+    dict reads (no cost on the hot path); ``remember`` adds an entry, forgetting the oldest when full."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        super().__init__()
+        self.size = size
+
+    def remember(self, key: K, value: V) -> V:
+        """Store ``value`` under ``key`` and return it."""
+        if key not in self and len(self) >= self.size:
+            del self[next(iter(self))]
+        self[key] = value
+        return value
 
 
 class BoundedSet:

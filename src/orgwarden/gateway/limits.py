@@ -48,6 +48,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from orgwarden.domain.bounded import BoundedMemo
 from orgwarden.domain.buckets import Limiter, Spec
 from orgwarden.domain.catalog import Catalog, Model
 from orgwarden.domain.limits import (
@@ -328,7 +329,9 @@ class Enforcer:
         self._rate_plans_of: RateLimitConfig | None = None
         # Picodollars per input token, 1-hour cache-write token, output token and web search, by
         # (model id, inference geo): the worst case is their sum of products, as ``cost_of`` adds it.
-        self._unit_prices: dict[tuple[str, str | None], tuple[int, int, int, int]] = {}
+        self._unit_prices: BoundedMemo[tuple[str, str | None], tuple[int, int, int, int]] = BoundedMemo(
+            _PLAN_CACHE_SIZE  # only client-chosen geos of every kind fill it
+        )
 
     # -- configuration -----------------------------------------------------------------------------
 
@@ -527,16 +530,14 @@ class Enforcer:
     def _prices(self, model: Model, geo: str | None) -> tuple[int, int, int, int]:
         """Picodollars per input token, 1-hour cache-write token, output token and web search: what
         ``cost_of`` multiplies each count by (it is linear), asked once per model and geo."""
-        if len(self._unit_prices) >= _PLAN_CACHE_SIZE:  # only client-chosen geos of every kind get here
-            self._unit_prices.clear()
         catalog = self._catalog
-        prices = self._unit_prices[model.id, geo] = (
+        prices = (
             cost_of(catalog, model, TokenUsage(input_tokens=1), inference_geo=geo).total,
             cost_of(catalog, model, TokenUsage(cache_creation_1h=1), inference_geo=geo).total,
             cost_of(catalog, model, TokenUsage(output_tokens=1), inference_geo=geo).total,
             cost_of(catalog, model, TokenUsage(web_search_requests=1), inference_geo=geo).total,
         )
-        return prices
+        return self._unit_prices.remember((model.id, geo), prices)
 
     def _outage(self, ticket: Ticket, exc: StoreUnavailable) -> Ticket:
         closed = (ticket.budgets and not self._spend_fail_open) or (ticket.wants and not self._rate_fail_open)

@@ -37,7 +37,7 @@ from starlette.types import Receive, Scope, Send
 
 from orgwarden import ids
 from orgwarden.domain import tenant
-from orgwarden.domain.bounded import BoundedSet, RateGate
+from orgwarden.domain.bounded import BoundedMemo, BoundedSet, RateGate
 from orgwarden.domain.catalog import Catalog
 from orgwarden.domain.clock import rfc3339, utcnow
 from orgwarden.domain.jsonload import TOO_DEEP, NestedTooDeeply, loads
@@ -405,21 +405,22 @@ class Gateway:
             except UpstreamError as exc:
                 log.warning("upstream failed mid-response for %s: %s", call.request_id, exc)
                 status, kind = _failed(exc)
-                await self._meter(call, status, self._stream_usage(call, meter))
+                await self._meter(call, status, self._stream_usage(call, meter, response.status))
                 error = {"type": "error", "error": {"type": kind, "message": "the upstream stream was interrupted"},
                          "request_id": call.request_id}  # fmt: skip
                 await exchange.send(f"event: error\ndata: {json.dumps(error)}\n\n".encode())
             else:
-                await self._meter(call, response.status, self._stream_usage(call, meter))
+                await self._meter(call, response.status, self._stream_usage(call, meter, response.status))
             await exchange.finish(last)
 
         aborted = await _until_disconnect(pump(), exchange.wait_disconnect())
         if not call.metered:  # the client left first: metered with what had arrived
-            await self._meter(call, 499 if aborted else response.status, self._stream_usage(call, meter))
+            usage = self._stream_usage(call, meter, response.status)
+            await self._meter(call, 499 if aborted else response.status, usage)
 
-    def _stream_usage(self, call: Call, meter: StreamMeter) -> Extracted:
+    def _stream_usage(self, call: Call, meter: StreamMeter, status: int) -> Extracted:
         """The stream's usage; estimated from its content when its final usage never came."""
-        if meter.final:
+        if meter.final or not 200 <= status < 300:
             return meter.result
         return meter.settled(call.max_tokens, None if meter.started else self._input_estimate(call))
 
@@ -594,9 +595,8 @@ class Gateway:
 # What ``_response_headers`` does with each header name the upstream has sent: the name the client
 # gets it under (lower case; the upstream's ``request-id`` becomes ``upstream-request-id``), or b""
 # to leave it out. An upstream sends the same few names every time, so each is decided once; bounded
-# by clearing all the same.
-_relayed_names: dict[bytes, bytes] = {}
-_RELAYED_NAMES_SIZE = 1024
+# all the same.
+_relayed_names: BoundedMemo[bytes, bytes] = BoundedMemo(1024)
 
 
 def _learn_relayed_name(name: bytes) -> bytes:
@@ -607,10 +607,7 @@ def _learn_relayed_name(name: bytes) -> bytes:
         relayed = b"upstream-request-id"
     else:
         relayed = lower
-    if len(_relayed_names) >= _RELAYED_NAMES_SIZE:
-        _relayed_names.clear()
-    _relayed_names[name] = relayed
-    return relayed
+    return _relayed_names.remember(name, relayed)
 
 
 _GEO_KEY = b'"inference_geo"'

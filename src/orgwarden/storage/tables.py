@@ -231,6 +231,7 @@ class UsageRollup(Base):
     cost_cache_write_1h: Mapped[int] = mapped_column(BigInteger)
     cost_cache_read: Mapped[int] = mapped_column(BigInteger)
     cost_web_search: Mapped[int] = mapped_column(BigInteger)
+    estimated_requests: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))  # usage_estimated records
 
 
 class CacheEvent(Base):
