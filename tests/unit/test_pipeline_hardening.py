@@ -61,6 +61,14 @@ def test_the_estimate_is_capped_by_max_tokens_and_never_below_a_figure_seen() ->
     assert small.settled(max_tokens=200).usage.output_tokens == 50
 
 
+def test_a_stream_without_message_start_takes_the_input_estimate_and_crlf_events_count_too() -> None:
+    meter = StreamMeter()
+    meter.feed(delta("text_delta", "text", "q" * 30).replace(b"\n", b"\r\n"))
+    assert meter.content_bytes == 30
+    settled = meter.settled(max_tokens=100, input_estimate=25)
+    assert (settled.estimated, settled.usage.input_tokens, settled.usage.output_tokens) == (True, 25, 10)
+
+
 def test_a_stream_with_its_final_usage_is_not_estimated() -> None:
     meter = StreamMeter()
     for chunk in (start(), delta("text_delta", "text", "x" * 3000),

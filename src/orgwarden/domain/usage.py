@@ -21,6 +21,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from orgwarden.domain.jsonload import NestedTooDeeply, loads
 from orgwarden.domain.pricing import TokenUsage
 from orgwarden.domain.tokens import estimate_output
@@ -134,6 +136,10 @@ def from_message(body: bytes) -> Extracted:
     return out
 
 
+_DELTA_EVENT = b"event: content_block_delta\ndata: "
+_DELTA_DATA = len(_DELTA_EVENT)
+
+
 class StreamMeter:
     """Feed it the raw SSE bytes as they pass; read ``result`` at any time, and ``settled`` once the
     stream is over (however it ended)."""
@@ -156,8 +162,17 @@ class StreamMeter:
         return _estimated(self.result, self.content_bytes, max_tokens, input_estimate)
 
     def feed(self, chunk: bytes) -> None:
-        if not self._buffer and chunk.endswith(b"\n\n") and chunk.count(b"\n\n") == 1:
-            self._event(chunk[:-2])  # one whole event: how upstreams send most of them
+        if not self._buffer and chunk.endswith(b"\n\n") and chunk.count(b"\n") == 3:
+            # One whole event of one data line: how upstreams send nearly all of them.
+            if chunk.startswith(_DELTA_EVENT):  # most of a stream: read straight, no line splitting
+                data = chunk[_DELTA_DATA:-2]
+                try:  # orjson alone: only the content's size is read, so jsonload's exactness is not needed
+                    payload = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    payload = _parse(data)
+                self._delta(payload)
+            else:
+                self._event(chunk[:-2])
             return
         self._buffer += chunk
         while True:
@@ -166,6 +181,14 @@ class StreamMeter:
                 return
             event, self._buffer = self._buffer[:end], self._buffer[end + size :]
             self._event(event)
+
+    def _delta(self, payload: Any) -> None:
+        """Count the content of a ``content_block_delta`` (text, partial_json, thinking, signature, ...)."""
+        delta = payload.get("delta") if isinstance(payload, dict) else None
+        if isinstance(delta, dict):
+            for key, value in delta.items():
+                if key != "type" and isinstance(value, str):
+                    self.content_bytes += len(value) if value.isascii() else len(value.encode())
 
     def _boundary(self) -> tuple[int, int]:
         best = (-1, 0)
@@ -194,11 +217,7 @@ class StreamMeter:
         if not isinstance(payload, dict):
             return
         if name == b"content_block_delta":
-            delta = payload.get("delta")
-            if isinstance(delta, dict):
-                for key, value in delta.items():  # text, partial_json, thinking, signature, ...
-                    if key != "type" and isinstance(value, str):
-                        self.content_bytes += len(value) if value.isascii() else len(value.encode())
+            self._delta(payload)
         elif name == b"message_start" and isinstance(payload.get("message"), dict):
             message = payload["message"]
             self.started = True
