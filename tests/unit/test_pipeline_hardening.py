@@ -13,6 +13,7 @@ from orgwarden.domain.jsonload import MAX_DEPTH, NestedTooDeeply, loads
 from orgwarden.domain.tokens import estimate_output
 from orgwarden.domain.usage import StreamMeter, from_message, from_partial
 from orgwarden.gateway.limits import _fetches_content, _web_search_uses
+from orgwarden.gateway.pipeline import _check_geo_named_once
 from orgwarden.gateway.refusal import Refusal
 from orgwarden.gateway.simulator import _WORDS
 
@@ -172,3 +173,15 @@ def test_web_search_without_max_uses_cannot_be_bounded() -> None:
     )
     with pytest.raises(Refusal, match="without max_uses"):
         _web_search_uses([{"type": "web_search_20250305"}])
+
+
+@pytest.mark.parametrize("escaped", ["inference_geo".replace(c, f"\\u{ord(c):04X}") for c in "inferc_go"])
+def test_inference_geo_named_twice_is_refused_however_a_character_of_it_is_escaped(escaped: str) -> None:
+    body = b'{"inference_geo": "us", "model": "m", "' + escaped.encode() + b'": "global"}'
+    with pytest.raises(Refusal, match="named more than once"):
+        _check_geo_named_once(body, "wrkspc_1")
+
+
+def test_a_body_naming_inference_geo_once_passes_with_other_escapes() -> None:
+    _check_geo_named_once(b'{"inference_geo": "us", "text": "caf\\u00e9 \\u003c\\u0000"}', "wrkspc_1")
+    _check_geo_named_once(b'{"inference_geo": "us", "inference\\u005fzone": "x"}', "wrkspc_1")  # another key

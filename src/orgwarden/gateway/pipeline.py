@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -611,13 +612,17 @@ def _learn_relayed_name(name: bytes) -> bytes:
 
 
 _GEO_KEY = b'"inference_geo"'
+# A \u escape of a character of "inference_geo" (c e f g i n o r _), which could spell the key
+# another way; escapes of other characters (non-ASCII text, <>&) cannot.
+_GEO_KEY_ESCAPE = re.compile(rb"\\u00(?:5[fF]|6[35679eEfF]|72)")
 
 
 def _check_geo_named_once(body: bytes, workspace_id: str) -> None:
     """Refuse a body whose top-level object names ``inference_geo`` more than once (the parsers keep
-    the last; another could keep the first). Only a body that spells the key twice, or uses escapes
-    (``inference\\u005fgeo``), is parsed again to look: every other one names it once."""
-    if body.count(_GEO_KEY) <= 1 and b"\\u" not in body:
+    the last; another could keep the first). Only a body that spells the key twice, or escapes one
+    of its characters (``inference\\u005fgeo``), is parsed again to look: every other one names it
+    once, and is spared a second parse."""
+    if body.count(_GEO_KEY) <= 1 and _GEO_KEY_ESCAPE.search(body) is None:
         return
     outermost: list[list[tuple[str, Any]]] = []
 
