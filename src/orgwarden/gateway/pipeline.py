@@ -6,13 +6,14 @@
 Each step either refuses with the Anthropic error envelope or passes on. The usage record is
 offered to the recorder before the response completes (after the last chunk of a stream has been
 metered, before a JSON answer is sent; at once when the client leaves), so that a record exists
-for every answer a client got. The request body is
-forwarded as the client sent it, byte for byte, with one documented exception: when a Messages
-request names no ``inference_geo`` and its workspace's default is not ``global``, the default is
-inserted so that the workspace's data-residency setting holds. A body that names ``inference_geo``
-twice, or names it ``null`` in a workspace that requires a geo, is refused (400): what the upstream
-would read could differ from what was checked. Responses (status, headers, body) come
-back as the upstream sent them, SSE relayed chunk by chunk; orgwarden adds ``request-id``,
+for every answer a client got.
+
+The request body is forwarded as the client sent it, byte for byte, with one documented exception:
+when a Messages request names no ``inference_geo`` and its workspace's default is not ``global``,
+the default is inserted so that the workspace's data-residency setting holds. A body that names
+``inference_geo`` twice, or names it ``null`` in a workspace that requires a geo, is refused (400):
+what the upstream would read could differ from what was checked. Responses (status, headers, body)
+come back as the upstream sent them, SSE relayed chunk by chunk; orgwarden adds ``request-id``,
 ``anthropic-organization-id`` and ``anthropic-workspace-id`` (the upstream's own request id is kept
 as ``upstream-request-id``).
 
