@@ -8,6 +8,7 @@ Every test here is a reproduction from the issue: it failed on the code before t
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import time
@@ -305,6 +306,12 @@ def test_json_nested_too_deeply_is_a_400_on_messages_telemetry_and_the_admin_api
             content=b'{"name": %s}' % nested(2000),
             headers=admin_headers,
         )
+        deep_cursor = base64.urlsafe_b64encode(b"ow1:" + nested(5000)).decode().rstrip("=")
+        cursor = http.get(
+            "/v1/organizations/usage_report/claude_code",
+            params={"starting_at": "2025-08-08", "page": deep_cursor},
+            headers=admin_headers,
+        )
         # 990 levels: orjson parses it, the standard library's residency check must not blow up
         geo_twice = almost.replace(b"{", b'{"inference_geo": "global", "inference_geo": "global", ', 1)
         near_limit = http.post("/v1/messages", content=geo_twice, headers=json_headers)
@@ -314,6 +321,7 @@ def test_json_nested_too_deeply_is_a_400_on_messages_telemetry_and_the_admin_api
     assert TOO_DEEP in counted.json()["error"]["message"]
     assert_error(admin, 400, "invalid_request_error", TOO_DEEP)
     assert_error(admin_object, 400, "invalid_request_error", TOO_DEEP)
+    assert_error(cursor, 400, "invalid_request_error", "is not a cursor from this report")
     assert near_limit.status_code == 400, near_limit.text
     assert near_limit.json()["type"] == "error"
     assert "Traceback" not in server.log()
