@@ -308,6 +308,7 @@ def make_day(
                 endpoint="messages",
                 stream=stream,
                 completed=completed,
+                usage_estimated=False,
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
                 cache_creation_5m_tokens=usage.cache_creation_5m,

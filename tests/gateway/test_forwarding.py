@@ -19,7 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import BACKENDS, Server, dedicated_server, free_port, unique
+from orgwarden.storage.tables import UsageRecord
+from orgwarden.storage.uow import UnitOfWork
+from tests.conftest import BACKENDS, Server, dedicated_server, free_port, query_db, unique
 
 UPSTREAM_KEY = "sk-ant-api03-upstream-global-key"
 
@@ -121,6 +123,23 @@ def test_a_json_answer_cut_half_way_is_a_502_envelope_not_a_truncated_body(gatew
     assert response.status_code == 502
     assert response.json()["error"] == {"type": "api_error", "message": "the upstream failed while sending its answer"}
     assert response.json()["request_id"] == response.headers["request-id"]
+    # metered from what arrived, marked estimated: input as estimated for the request, output capped
+    # at max_tokens (before, the record said no tokens at all)
+    request_id = response.headers["request-id"]
+    deadline = time.monotonic() + 5
+    while not (records := [r for r in records_of(gateway) if r.id == request_id]):
+        assert time.monotonic() < deadline, "no usage record"
+        time.sleep(0.1)
+    (record,) = records
+    assert (record.status, record.usage_estimated, record.output_tokens) == (502, True, 5)
+    assert record.input_tokens > 0
+
+
+def records_of(server: Server) -> list[UsageRecord]:
+    async def read(uow: UnitOfWork) -> list[UsageRecord]:
+        return await uow.usage.for_organization(server.organization["id"])
+
+    return query_db(server.db, read)
 
 
 def test_anthropic_headers_go_along_and_the_credential_is_replaced(gateway: Server) -> None:

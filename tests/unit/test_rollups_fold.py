@@ -16,7 +16,8 @@ def reference(entries: list[Entry]) -> list[dict[str, Any]]:
     for entry in entries:
         record, cost = entry.record, entry.cost
         measures = [1, *(record[name] for name in TOKENS), cost.input, cost.output, cost.cache_write_5m,
-                    cost.cache_write_1h, cost.cache_read, cost.web_search]  # fmt: skip
+                    cost.cache_write_1h, cost.cache_read, cost.web_search,
+                    1 if record.get("usage_estimated") else 0]  # fmt: skip
         dimensions = [entry.inference_geo if name == "inference_geo" else record[name] for name in DIMENSIONS]
         for width in WIDTHS:
             key = (record["organization_id"], width, floor(record["created_at"], width), *dimensions)
@@ -40,6 +41,7 @@ def test_fold_adds_every_record_to_its_minute_hour_and_day_rows() -> None:
             "context_window": rng.choice(["0-200k", "200k-1M"]),
             "inference_geo": rng.choice(["global", "us"]),
             "speed": "standard",
+            "usage_estimated": rng.random() < 0.1,
             **{name: rng.randrange(0, 10_000) for name in TOKENS},
         }
         cost = Cost(*(rng.randrange(0, 10**12) for _ in range(6)))
@@ -49,4 +51,6 @@ def test_fold_adds_every_record_to_its_minute_hour_and_day_rows() -> None:
     assert folded == reference(entries)
     assert {row["bucket_width"] for row in folded} == set(WIDTHS)
     assert sum(row["requests"] for row in folded if row["bucket_width"] == "1d") == 2000
+    estimated = sum(bool(entry.record["usage_estimated"]) for entry in entries)
+    assert sum(row["estimated_requests"] for row in folded if row["bucket_width"] == "1d") == estimated > 0
     assert fold([]) == []

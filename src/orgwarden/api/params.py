@@ -76,6 +76,8 @@ def _describe(error: ErrorDetails) -> str:
         return f"{where}: unknown field"
     if kind == "missing":
         return f"{where}: field required"
+    if kind == "json_invalid" and "recursion limit" in str(error["ctx"].get("error", "")):
+        return "request body is nested too deeply to parse (the Admin API's JSON parser stops at about 200 levels)"
     if kind == "json_invalid":
         return f"request body is not valid JSON: {error['ctx'].get('error', '')}".rstrip(": ")
     if kind in ("model_type", "model_attributes_type", "dict_type") and not where:

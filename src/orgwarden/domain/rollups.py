@@ -41,7 +41,9 @@ COSTS = (
     "cost_cache_read",
     "cost_web_search",
 )
-MEASURES = ("requests", *TOKENS, *COSTS)
+# ``estimated_requests``: records whose usage is orgwarden's estimate (``usage_estimated``), kept so
+# that reports can say how much of a bucket was estimated; their tokens and costs count like others.
+MEASURES = ("requests", *TOKENS, *COSTS, "estimated_requests")
 
 NOT_AVAILABLE = "not_available"  # the report's inference_geo for models that take no inference_geo
 
@@ -90,6 +92,7 @@ def _measures(entry: Entry) -> list[int]:
         cost.cache_write_1h,
         cost.cache_read,
         cost.web_search,
+        1 if record.get("usage_estimated") else 0,
     ]
 
 

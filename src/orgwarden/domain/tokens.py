@@ -3,6 +3,14 @@
 Used where a count is needed before the upstream answers (rate-limit reservations, the simulator's
 usage). About four characters a token, plus a few tokens of framing per message, as Anthropic's own
 rule of thumb; the upstream's real count replaces it once known.
+
+``estimate_output`` is the other direction: the output tokens of content an answer relayed when the
+upstream's own count never came (a stream cut or abandoned before ``message_delta``, a JSON answer
+cut half-way). It must not undercount, since it is what the request is charged, so it errs high:
+one token per ``OUTPUT_BYTES_PER_TOKEN`` (3) bytes of UTF-8 content. English averages about four
+characters a token, code about three, and a CJK character (three bytes in UTF-8) is about one token;
+the simulator's answers (one word of 1-10 characters a token, ``gateway.simulator``) come out at
+1.5-2 times their real count.
 """
 
 from __future__ import annotations
@@ -35,6 +43,15 @@ def _chars(value: Any) -> int:
 
 def estimate(chars: int) -> int:
     return -(-chars // CHARS_PER_TOKEN)
+
+
+OUTPUT_BYTES_PER_TOKEN = 3
+
+
+def estimate_output(content_bytes: int) -> int:
+    """Output tokens of ``content_bytes`` bytes of generated content (text, tool input JSON,
+    thinking), rounded up: an upper-side estimate, see the module docstring."""
+    return -(-content_bytes // OUTPUT_BYTES_PER_TOKEN)
 
 
 def estimate_request(body: Mapping[str, Any]) -> int:

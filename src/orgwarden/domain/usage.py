@@ -2,18 +2,32 @@
 
 For a stream, input-side counts (input, cache creation 5m/1h, cache read) come from
 ``message_start``; ``message_delta`` carries cumulative counts, so the last one seen gives the output
-tokens (and may restate the input side, which then wins). A stream cut short is metered with what
-was seen. Only ``message_start`` and ``message_delta`` events are parsed; every other event is skipped
-by name, so the scan costs little more than finding event boundaries.
+tokens (and may restate the input side, which then wins). Besides those two, ``content_block_delta``
+events are read for the size of the content they carry (text, tool-input JSON, thinking, ...).
+
+An answer that ends without its final usage (a stream cut or abandoned before ``message_delta``, a
+JSON body cut half-way) is never metered at ``message_start``'s placeholder output count: ``settled``
+and ``from_partial`` estimate the output from the content that arrived (``tokens.estimate_output``,
+which errs high, capped at the request's ``max_tokens``), take the larger of that and any figure
+seen, and mark the result ``estimated``.
+
+An upstream body that cannot be parsed (nested too deeply, broken) yields no usage rather than an
+error: metering never fails a response that is already on its way.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from orgwarden.domain.jsonload import loads
+import orjson
+
+from orgwarden.domain.jsonload import NestedTooDeeply, loads
 from orgwarden.domain.pricing import TokenUsage
+from orgwarden.domain.tokens import estimate_output
+
+log = logging.getLogger("orgwarden.gateway")
 
 
 @dataclass(slots=True)
@@ -26,6 +40,7 @@ class Extracted:
     speed: str | None = None
     stop_reason: str | None = None
     completed: bool = False  # message_stop seen (stream) or a full message body
+    estimated: bool = False  # the output count is estimated from the content: the final usage never came
 
 
 def _int(value: Any) -> int:
@@ -70,13 +85,49 @@ def _apply_message_fields(out: Extracted, message: dict[str, Any]) -> None:
         out.speed = usage.get("speed") or out.speed
 
 
+def _parse(data: bytes) -> Any:
+    """The JSON value of an upstream body or event, or ``None`` if it is not JSON (logged when it
+    is too deeply nested: a well-behaved upstream never sends that)."""
+    try:
+        return loads(data)
+    except NestedTooDeeply:
+        log.warning("an upstream answer is nested too deeply to parse: its usage is not metered")
+        return None
+    except ValueError:
+        return None
+
+
+def _estimated(out: Extracted, content_bytes: int, max_tokens: int | None, input_estimate: int | None) -> Extracted:
+    """``out`` with its output tokens at least the estimate for ``content_bytes`` (capped at
+    ``max_tokens``: the upstream never generates more) and, if given, its input tokens at least
+    ``input_estimate`` (for an answer whose input count never came), marked estimated."""
+    estimate = estimate_output(content_bytes)
+    if max_tokens is not None and max_tokens > 0:
+        estimate = min(estimate, max_tokens)
+    usage = out.usage
+    input_tokens = max(usage.input_tokens, input_estimate or 0)
+    if estimate > usage.output_tokens or input_tokens != usage.input_tokens:
+        out.usage = TokenUsage(
+            input_tokens, max(estimate, usage.output_tokens), usage.cache_creation_5m, usage.cache_creation_1h,
+            usage.cache_read, usage.web_search_requests,
+        )  # fmt: skip
+    out.estimated = True
+    return out
+
+
+def from_partial(body: bytes, max_tokens: int | None, input_estimate: int | None) -> Extracted:
+    """Usage of a Message body the upstream cut half-way: the output estimated from the bytes from
+    ``"content"`` on (block framing included: errs high), the input from the caller's estimate of
+    the request (``usage`` comes last in a Message, so it is not in the part that came), marked
+    estimated."""
+    at = body.find(b'"content"')
+    return _estimated(Extracted(), len(body) - at if at >= 0 else 0, max_tokens, input_estimate)
+
+
 def from_message(body: bytes) -> Extracted:
     """Usage of a non-streaming response body (a Message); empty if it is not one."""
     out = Extracted()
-    try:
-        message = loads(body)
-    except ValueError:
-        return out
+    message = _parse(body)
     if isinstance(message, dict) and message.get("type") == "message":
         _apply_message_fields(out, message)
         out.usage = _apply_usage(out.usage, message.get("usage"))
@@ -85,19 +136,43 @@ def from_message(body: bytes) -> Extracted:
     return out
 
 
-class StreamMeter:
-    """Feed it the raw SSE bytes as they pass; read ``result`` at any time."""
+_DELTA_EVENT = b"event: content_block_delta\ndata: "
+_DELTA_DATA = len(_DELTA_EVENT)
 
-    __slots__ = ("_buffer", "result")
+
+class StreamMeter:
+    """Feed it the raw SSE bytes as they pass; read ``result`` at any time, and ``settled`` once the
+    stream is over (however it ended)."""
+
+    __slots__ = ("_buffer", "content_bytes", "final", "result", "started")
 
     def __init__(self) -> None:
         self._buffer = b""
         self.result = Extracted()
+        self.content_bytes = 0  # UTF-8 bytes of the content deltas seen
+        self.started = False  # message_start seen: the input side is known
+        self.final = False  # a message_delta with usage seen: the output count is the upstream's
+
+    def settled(self, max_tokens: int | None, input_estimate: int | None = None) -> Extracted:
+        """``result``, or, when no ``message_delta`` usage came, ``result`` with the output count
+        estimated from the content seen (and the input from ``input_estimate``, when given: pass
+        it when ``message_start`` never came), marked estimated (see the module docstring)."""
+        if self.final:
+            return self.result
+        return _estimated(self.result, self.content_bytes, max_tokens, input_estimate)
 
     def feed(self, chunk: bytes) -> None:
-        if not self._buffer and b"message_" not in chunk and chunk.endswith((b"\n\n", b"\r\n\r\n")):
-            # Whole events, none of them one that metering reads (message_start, _delta, _stop):
-            # most chunks of a stream are content deltas, which need no splitting or parsing.
+        if not self._buffer and chunk.endswith(b"\n\n") and chunk.count(b"\n") == 3:
+            # One whole event of one data line: how upstreams send nearly all of them.
+            if chunk.startswith(_DELTA_EVENT):  # most of a stream: read straight, no line splitting
+                data = chunk[_DELTA_DATA:-2]
+                try:  # orjson alone: only the content's size is read, so jsonload's exactness is not needed
+                    payload = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    payload = _parse(data)
+                self._delta(payload)
+            else:
+                self._event(chunk[:-2])
             return
         self._buffer += chunk
         while True:
@@ -106,6 +181,14 @@ class StreamMeter:
                 return
             event, self._buffer = self._buffer[:end], self._buffer[end + size :]
             self._event(event)
+
+    def _delta(self, payload: Any) -> None:
+        """Count the content of a ``content_block_delta`` (text, partial_json, thinking, signature, ...)."""
+        delta = payload.get("delta") if isinstance(payload, dict) else None
+        if isinstance(delta, dict):
+            for key, value in delta.items():
+                if key != "type" and isinstance(value, str):
+                    self.content_bytes += len(value) if value.isascii() else len(value.encode())
 
     def _boundary(self) -> tuple[int, int]:
         best = (-1, 0)
@@ -116,6 +199,8 @@ class StreamMeter:
         return best
 
     def _event(self, raw: bytes) -> None:
+        if b"message_" not in raw and b"_delta" not in raw:
+            return  # content_block_start/stop, ping: nothing metering reads
         name = b""
         data: list[bytes] = []
         for line in raw.splitlines():
@@ -126,20 +211,22 @@ class StreamMeter:
         if name == b"message_stop":
             self.result.completed = True
             return
-        if name not in (b"message_start", b"message_delta") or not data:
+        if name not in (b"content_block_delta", b"message_start", b"message_delta") or not data:
             return
-        try:
-            payload = loads(b"\n".join(data))
-        except ValueError:
-            return
+        payload = _parse(data[0] if len(data) == 1 else b"\n".join(data))
         if not isinstance(payload, dict):
             return
-        if name == b"message_start" and isinstance(payload.get("message"), dict):
+        if name == b"content_block_delta":
+            self._delta(payload)
+        elif name == b"message_start" and isinstance(payload.get("message"), dict):
             message = payload["message"]
+            self.started = True
             _apply_message_fields(self.result, message)
             self.result.usage = _apply_usage(self.result.usage, message.get("usage"))
         elif name == b"message_delta":
-            self.result.usage = _apply_usage(self.result.usage, payload.get("usage"))
+            usage = payload.get("usage")
+            self.final = self.final or (isinstance(usage, dict) and "output_tokens" in usage)
+            self.result.usage = _apply_usage(self.result.usage, usage)
             delta = payload.get("delta")
             if isinstance(delta, dict) and delta.get("stop_reason"):
                 self.result.stop_reason = delta["stop_reason"]

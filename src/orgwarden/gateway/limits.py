@@ -13,10 +13,16 @@ Per request, after the key, tenant and body checks and before forwarding:
 - **Spend limits.** The worst case the request can cost is reserved against every enforced limit of
   its organization, workspace and key: every byte of the body as an input token (tokens are never
   shorter than a byte; a cache write at the 1-hour price when the body asks for caching), capped at
-  the model's context window, plus ``max_tokens`` of output, plus the web searches it allows. After
-  the response the reservation is replaced by the metered cost, so a limit of X is never passed:
-  concurrent requests can fill it to X, not beyond. A model without a price cannot be bounded, so it
-  is refused while a spend limit applies (add it to the models file).
+  the model's context window, plus ``max_tokens`` of output, plus the web searches it allows. A
+  request whose input the upstream fetches itself, so that it is not in the body (an image or
+  document ``source`` of type ``url`` or ``file``, ``mcp_servers``, or a server tool that brings
+  content in: ``web_search``, ``web_fetch``, ``code_execution``, ``mcp_toolset``), has the whole
+  context window (``max_input_tokens``) as its input bound. After the response the reservation is
+  replaced by the metered cost, so a limit of X is never passed: concurrent requests can fill it to
+  X, not beyond. What cannot be bounded is refused while a spend limit applies: a model without a
+  price (add it to the models file), a request that fetches content for a model without a context
+  window in the models file, and a ``web_search`` tool without ``max_uses`` (the API has no cap of
+  its own on the number of searches).
 
 Both go to the store in one ``admit`` call and one ``settle`` call (``gateway.limiter``). When the
 shared store is unreachable, ``rate_limits_on_store_failure`` / ``spend_limits_on_store_failure``
@@ -42,6 +48,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from orgwarden.domain.bounded import BoundedMemo
 from orgwarden.domain.buckets import Limiter, Spec
 from orgwarden.domain.catalog import Catalog, Model
 from orgwarden.domain.limits import (
@@ -323,7 +330,9 @@ class Enforcer:
         self._rate_plans_of: RateLimitConfig | None = None
         # Picodollars per input token, 1-hour cache-write token, output token and web search, by
         # (model id, inference geo): the worst case is their sum of products, as ``cost_of`` adds it.
-        self._unit_prices: dict[tuple[str, str | None], tuple[int, int, int, int]] = {}
+        self._unit_prices: BoundedMemo[tuple[str, str | None], tuple[int, int, int, int]] = BoundedMemo(
+            _PLAN_CACHE_SIZE  # only client-chosen geos of every kind fill it
+        )
 
     # -- configuration -----------------------------------------------------------------------------
 
@@ -497,7 +506,17 @@ class Enforcer:
                 " bound it: add the model and its prices to the models file (ORGWARDEN_MODELS_FILE)",
             )
         tokens = len(body) + WORST_CASE_FRAMING_TOKENS
-        if model.max_input_tokens:
+        if searches or _fetches_content(request, body):
+            if not model.max_input_tokens:
+                raise Refusal(
+                    400,
+                    "invalid_request_error",
+                    f"model {model_name!r} has no context window (max_input_tokens) in orgwarden's models file,"
+                    " so a spend limit cannot bound a request whose input the upstream fetches (URL or file"
+                    " sources, MCP servers, server tools): add it to the models file (ORGWARDEN_MODELS_FILE)",
+                )
+            tokens = int(model.max_input_tokens)  # fetched content is not in the body: all of the context
+        elif model.max_input_tokens:
             tokens = min(tokens, int(model.max_input_tokens))
         raw = request.get("max_tokens")
         output = raw if isinstance(raw, int) and raw > 0 else int(model.max_tokens or 0)
@@ -512,16 +531,14 @@ class Enforcer:
     def _prices(self, model: Model, geo: str | None) -> tuple[int, int, int, int]:
         """Picodollars per input token, 1-hour cache-write token, output token and web search: what
         ``cost_of`` multiplies each count by (it is linear), asked once per model and geo."""
-        if len(self._unit_prices) >= _PLAN_CACHE_SIZE:  # only client-chosen geos of every kind get here
-            self._unit_prices.clear()
         catalog = self._catalog
-        prices = self._unit_prices[model.id, geo] = (
+        prices = (
             cost_of(catalog, model, TokenUsage(input_tokens=1), inference_geo=geo).total,
             cost_of(catalog, model, TokenUsage(cache_creation_1h=1), inference_geo=geo).total,
             cost_of(catalog, model, TokenUsage(output_tokens=1), inference_geo=geo).total,
             cost_of(catalog, model, TokenUsage(web_search_requests=1), inference_geo=geo).total,
         )
-        return prices
+        return self._unit_prices.remember((model.id, geo), prices)
 
     def _outage(self, ticket: Ticket, exc: StoreUnavailable) -> Ticket:
         closed = (ticket.budgets and not self._spend_fail_open) or (ticket.wants and not self._rate_fail_open)
@@ -643,9 +660,54 @@ def _web_search_tools(request: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]
 
 
 def _web_search_uses(searches: Sequence[Mapping[str, Any]]) -> int:
-    """The most web searches the request allows (``max_uses``; 0 when unbounded: priced after)."""
+    """The most web searches the request allows (``max_uses``); a 400 when a tool sets none, as
+    nothing then bounds them (called only while a spend limit applies)."""
     total = 0
     for tool in searches:
         uses = tool.get("max_uses")
-        total += uses if isinstance(uses, int) and uses > 0 else 0
+        if not isinstance(uses, int) or isinstance(uses, bool) or uses < 0:
+            raise Refusal(
+                400,
+                "invalid_request_error",
+                "tools: a web_search tool without max_uses cannot be bounded while a spend limit applies: set max_uses",
+            )
+        total += uses
     return total
+
+
+# Server tools whose results the upstream adds to the input (tool types are versioned: a prefix).
+_FETCHING_TOOLS = ("web_search", "web_fetch", "code_execution", "mcp_toolset")
+# A body without any of these cannot name a fetched source, and is not walked.
+_SOURCE_MARKERS = (b'"url"', b'"file"')
+_FETCHED_SOURCES = ("url", "file")  # a tuple: a client-sent "type" may be unhashable
+
+
+def _fetches_content(request: Mapping[str, Any], body: bytes) -> bool:
+    """Whether the upstream adds input that is not in the body: a server tool that fetches, MCP
+    servers, or a content block whose ``source`` is a URL or a file."""
+    if request.get("mcp_servers"):
+        return True
+    tools = request.get("tools")
+    if isinstance(tools, list):
+        for tool in tools:
+            if isinstance(tool, dict) and str(tool.get("type", "")).startswith(_FETCHING_TOOLS):
+                return True
+    if not any(body.find(marker) != -1 for marker in _SOURCE_MARKERS):
+        return False
+    return _names_fetched_source(request.get("messages")) or _names_fetched_source(request.get("system"))
+
+
+def _names_fetched_source(value: Any) -> bool:
+    """A ``source`` object of type ``url`` or ``file`` anywhere in ``value`` (tool results nest them).
+    Walked with a stack, not recursion: the body may be nested up to the parser's limit."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            source = item.get("source")
+            if isinstance(source, dict) and source.get("type") in _FETCHED_SOURCES:
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False

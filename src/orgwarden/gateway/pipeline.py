@@ -3,11 +3,17 @@
     headers (tenant-restriction syntax, 400) -> authenticate (401/403) -> restrict (403)
     -> workspace header (403) -> body and data residency (400/413) -> forward -> relay -> meter
 
-Each step either refuses with the Anthropic error envelope or passes on. The request body is
-forwarded as the client sent it, byte for byte, with one documented exception: when a Messages
-request names no ``inference_geo`` and its workspace's default is not ``global``, the default is
-inserted so that the workspace's data-residency setting holds. Responses (status, headers, body) come
-back as the upstream sent them, SSE relayed chunk by chunk; orgwarden adds ``request-id``,
+Each step either refuses with the Anthropic error envelope or passes on. The usage record is
+offered to the recorder before the response completes (after the last chunk of a stream has been
+metered, before a JSON answer is sent; at once when the client leaves), so that a record exists
+for every answer a client got.
+
+The request body is forwarded as the client sent it, byte for byte, with one documented exception:
+when a Messages request names no ``inference_geo`` and its workspace's default is not ``global``,
+the default is inserted so that the workspace's data-residency setting holds. A body that names
+``inference_geo`` twice, or names it ``null`` in a workspace that requires a geo, is refused (400):
+what the upstream would read could differ from what was checked. Responses (status, headers, body)
+come back as the upstream sent them, SSE relayed chunk by chunk; orgwarden adds ``request-id``,
 ``anthropic-organization-id`` and ``anthropic-workspace-id`` (the upstream's own request id is kept
 as ``upstream-request-id``).
 
@@ -22,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,13 +38,15 @@ from starlette.types import Receive, Scope, Send
 
 from orgwarden import ids
 from orgwarden.domain import tenant
+from orgwarden.domain.bounded import BoundedMemo, BoundedSet
 from orgwarden.domain.catalog import Catalog
 from orgwarden.domain.clock import rfc3339, utcnow
-from orgwarden.domain.jsonload import loads
+from orgwarden.domain.jsonload import TOO_DEEP, NestedTooDeeply, loads
 from orgwarden.domain.pricing import Cost, cost_of
 from orgwarden.domain.rollups import Entry, report_geo
 from orgwarden.domain.statuses import api_key_status
-from orgwarden.domain.usage import Extracted, StreamMeter, from_message
+from orgwarden.domain.tokens import estimate_request
+from orgwarden.domain.usage import Extracted, StreamMeter, from_message, from_partial
 from orgwarden.domain.workspaces import UNRESTRICTED
 from orgwarden.gateway.exchange import AsgiExchange, BodyTooLarge, ClientGone, Exchange, Headers
 from orgwarden.gateway.http1 import ConnectTimedOut, ReadTimedOut, UpstreamError
@@ -52,6 +61,7 @@ from orgwarden.services.credentials import AdminKeyPresented, KeyGrant
 
 log = logging.getLogger("orgwarden.gateway")
 
+UNPRICED_NAMES = 1024  # unknown model names remembered (each is warned about once)
 NO_COST = Cost(0, 0, 0, 0, 0, 0)
 # Not relayed: hop-by-hop headers, and the upstream's framing (the exchange frames what it sends).
 _NOT_RELAYED = frozenset(
@@ -106,6 +116,9 @@ class Call:
     ticket: Ticket | None = None
     status: int = 0  # of the answer given (499: the client left first), for the access log and metrics
     extracted: Extracted | None = None  # what metering read from the answer
+    request: dict[str, Any] | None = None  # the parsed Messages request
+    max_tokens: int | None = None
+    metered: bool = False  # the usage record has been queued
 
 
 def _header(headers: Headers, name: bytes) -> str | None:
@@ -217,7 +230,12 @@ class Gateway:
         self.limits = limits
         self.observer = observer or GatewayObserver(None)
         self.tenant = TenantGuard(lambda event: recorder.put("audit", event), organization_id)
-        self._unpriced: set[str] = set()
+        self._unpriced = BoundedSet(UNPRICED_NAMES)
+
+    @property
+    def audit_suppressed(self) -> int:
+        """Keyless refusals not audited (over the tenant guard's rate) since start."""
+        return self.tenant.suppressed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The gateway as an ASGI app."""
@@ -284,6 +302,8 @@ class Gateway:
         """Read what metering and residency need; insert the workspace's default geo if none is named."""
         try:
             request = loads(call.body)
+        except NestedTooDeeply:
+            raise Refusal(400, "invalid_request_error", TOO_DEEP) from None
         except ValueError:
             raise Refusal(400, "invalid_request_error", "request body is not valid JSON") from None
         if not isinstance(request, dict):
@@ -292,12 +312,25 @@ class Gateway:
         if not isinstance(model, str) or not model:
             raise Refusal(400, "invalid_request_error", "model: field required")
         call.model = model
+        call.request = request
+        max_tokens = request.get("max_tokens")
+        call.max_tokens = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else None
         call.stream = request.get("stream") is True
         tier, speed = request.get("service_tier"), request.get("speed")
         call.service_tier = tier if isinstance(tier, str) else None
         call.speed = speed if isinstance(speed, str) else None
         geo = request.get("inference_geo")
         allowed = grant.allowed_inference_geos
+        if "inference_geo" in request:
+            _check_geo_named_once(call.body, grant.workspace_id)
+            if geo is None and (allowed != UNRESTRICTED or grant.default_inference_geo != "global"):
+                raise Refusal(
+                    400,
+                    "invalid_request_error",
+                    f"inference_geo: null is not allowed in workspace {grant.workspace_id}, which requires"
+                    f" an inference geo (allowed: {allowed}); name one, or leave the field out for the"
+                    f" workspace's default ({grant.default_inference_geo!r})",
+                )
         if geo is None:
             geo = grant.default_inference_geo
             if geo != "global":
@@ -366,9 +399,10 @@ class Gateway:
         meter = StreamMeter()
         call.responded = True
         await exchange.start(response.status, self._response_headers(response, grant, call.ticket, call.request_id))
-        outcome = {"status": response.status}
 
         async def pump() -> None:
+            # Metered before the end goes out (after the last chunk was fed to the meter), so the
+            # record is queued before the client has its whole answer.
             last = b""
             try:
                 async for chunk in response:
@@ -379,16 +413,31 @@ class Gateway:
                         await exchange.send(chunk)
             except UpstreamError as exc:
                 log.warning("upstream failed mid-response for %s: %s", call.request_id, exc)
-                outcome["status"], kind = _failed(exc)
+                status, kind = _failed(exc)
+                await self._meter(call, status, self._stream_usage(call, meter, response.status))
                 error = {"type": "error", "error": {"type": kind, "message": "the upstream stream was interrupted"},
                          "request_id": call.request_id}  # fmt: skip
                 await exchange.send(f"event: error\ndata: {json.dumps(error)}\n\n".encode())
+            else:
+                await self._meter(call, response.status, self._stream_usage(call, meter, response.status))
             await exchange.finish(last)
 
         aborted = await _until_disconnect(pump(), exchange.wait_disconnect())
-        if aborted:
-            outcome["status"] = 499
-        await self._meter(call, outcome["status"], meter.result)
+        if not call.metered:  # the client left first: metered with what had arrived
+            usage = self._stream_usage(call, meter, response.status)
+            await self._meter(call, 499 if aborted else response.status, usage)
+
+    def _stream_usage(self, call: Call, meter: StreamMeter, status: int) -> Extracted:
+        """The stream's usage; estimated from its content when its final usage never came."""
+        if meter.final or not 200 <= status < 300:
+            return meter.result
+        return meter.settled(call.max_tokens, None if meter.started else self._input_estimate(call))
+
+    @staticmethod
+    def _input_estimate(call: Call) -> int | None:
+        """The request's input tokens as estimated before forwarding, for an answer whose own count
+        never came (a cut JSON body; a stream without ``message_start``)."""
+        return estimate_request(call.request) if call.request is not None else None
 
     async def _relay_whole(self, call: Call, response: UpstreamResponse, exchange: Exchange, grant: KeyGrant) -> None:
         """A response that is not a stream is read to its end before the client gets any of it.
@@ -407,14 +456,18 @@ class Gateway:
             except UpstreamError as exc:
                 log.warning("upstream failed mid-response for %s: %s", call.request_id, exc)
                 status, kind = _failed(exc)
-                await self._meter(call, status, Extracted())
+                received = Extracted()
+                if call.endpoint == "messages" and 200 <= response.status < 300:  # a Message, cut
+                    received = from_partial(b"".join(chunks), call.max_tokens, self._input_estimate(call))
+                await self._meter(call, status, received)
                 raise Refusal(status, kind, "the upstream failed while sending its answer") from None
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         call.responded = True
         headers = self._response_headers(response, grant, call.ticket, call.request_id)
-        # Metered (so journaled) before the answer leaves: a process killed right after the client
-        # got its answer has the record on disk. (The ticket's headers were taken just above.)
-        await self._meter(call, response.status, from_message(body))
+        extracted = from_message(body)
+        if not extracted.completed and call.endpoint == "messages" and 200 <= response.status < 300:
+            extracted = from_partial(body, call.max_tokens, self._input_estimate(call))  # not a whole Message
+        await self._meter(call, response.status, extracted)  # queued before the answer leaves
         await exchange.respond(response.status, headers, body)
 
     # -- metering and auditing -------------------------------------------------------------------
@@ -431,8 +484,7 @@ class Gateway:
         parts = NO_COST
         if model is not None:
             parts = cost_of(self.catalog, model, usage, inference_geo=geo)
-        elif model_name and call.endpoint == "messages" and model_name not in self._unpriced:
-            self._unpriced.add(model_name)
+        elif model_name and call.endpoint == "messages" and self._unpriced.add(model_name):
             log.warning(
                 "no price for model %r: its usage is recorded with cost 0 (add it to the models file)", model_name
             )
@@ -450,6 +502,7 @@ class Gateway:
             "endpoint": call.endpoint,
             "stream": call.stream,
             "completed": extracted.completed,
+            "usage_estimated": extracted.estimated,
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
             "cache_creation_5m_tokens": usage.cache_creation_5m,
@@ -466,6 +519,7 @@ class Gateway:
             rollup = Entry(record, parts, report_geo(model, geo))
         if not self.recorder.offer("usage", record, rollup):
             await self.recorder.put("usage", record, rollup)  # full: wait for room
+        call.metered = True
         if call.ticket is not None and self.limits is not None:
             ticket, call.ticket = call.ticket, None
             self.limits.settle(ticket, extracted, cost)
@@ -490,9 +544,8 @@ class Gateway:
 # What ``_response_headers`` does with each header name the upstream has sent: the name the client
 # gets it under (lower case; the upstream's ``request-id`` becomes ``upstream-request-id``), or b""
 # to leave it out. An upstream sends the same few names every time, so each is decided once; bounded
-# by clearing all the same.
-_relayed_names: dict[bytes, bytes] = {}
-_RELAYED_NAMES_SIZE = 1024
+# all the same.
+_relayed_names: BoundedMemo[bytes, bytes] = BoundedMemo(1024)
 
 
 def _learn_relayed_name(name: bytes) -> bytes:
@@ -503,10 +556,39 @@ def _learn_relayed_name(name: bytes) -> bytes:
         relayed = b"upstream-request-id"
     else:
         relayed = lower
-    if len(_relayed_names) >= _RELAYED_NAMES_SIZE:
-        _relayed_names.clear()
-    _relayed_names[name] = relayed
-    return relayed
+    return _relayed_names.remember(name, relayed)
+
+
+_GEO_KEY = b'"inference_geo"'
+# A \u escape of a character of "inference_geo" (c e f g i n o r _), which could spell the key
+# another way; escapes of other characters (non-ASCII text, <>&) cannot.
+_GEO_KEY_ESCAPE = re.compile(rb"\\u00(?:5[fF]|6[35679eEfF]|72)")
+
+
+def _check_geo_named_once(body: bytes, workspace_id: str) -> None:
+    """Refuse a body whose top-level object names ``inference_geo`` more than once (the parsers keep
+    the last; another could keep the first). Only a body that spells the key twice, or escapes one
+    of its characters (``inference\\u005fgeo``), is parsed again to look: every other one names it
+    once, and is spared a second parse."""
+    if body.count(_GEO_KEY) <= 1 and _GEO_KEY_ESCAPE.search(body) is None:
+        return
+    outermost: list[list[tuple[str, Any]]] = []
+
+    def keep(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        outermost[:] = [pairs]  # the outermost object is the last one completed
+        return dict(pairs)
+
+    try:
+        json.loads(body, object_pairs_hook=keep)
+    except RecursionError:
+        raise Refusal(400, "invalid_request_error", TOO_DEEP) from None
+    if outermost and sum(1 for key, _ in outermost[0] if key == "inference_geo") > 1:
+        raise Refusal(
+            400,
+            "invalid_request_error",
+            f"inference_geo: named more than once in the request body (workspace {workspace_id} enforces it);"
+            " name it once",
+        )
 
 
 def _attempt(call: Call, exchange: Exchange) -> Attempt:

@@ -10,17 +10,25 @@ Each refusal is a ``Refusal`` with the gateway's exact envelope (``error_code``
 ``tenant_restriction_violation`` in ``error`` and in ``error.details``), and leaves a
 ``tenant_restriction.check`` audit event (outcome ``invalid_request`` or ``denied``) queued on the
 recorder. Parsing is ``domain.tenant``'s, with its memo for the header value a proxy sends every time.
-Client-controlled strings in the event (path, error text) are cut to ``MAX_DETAIL`` characters.
+Client-controlled strings in the event (path, error text) are cut to ``MAX_DETAIL`` characters,
+with a marker. Refusals nobody could be identified for (no key, or an unknown one) are audited at
+most ``KEYLESS_AUDITS_PER_SECOND`` a second per process (bursts of ``KEYLESS_AUDIT_BURST``), so that
+nobody can fill the append-only audit log without a key; the rest are counted (``suppressed``) and
+one log line a second says how many there were.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
 from orgwarden import ids
 from orgwarden.domain import tenant
+from orgwarden.domain.bounded import RateGate
 from orgwarden.domain.clock import utcnow
 from orgwarden.gateway.refusal import Refusal
 
@@ -28,6 +36,10 @@ MESSAGE: Final = "Access restricted by network policy. Contact IT Administrator.
 CODE: Final = "tenant_restriction_violation"
 ACTION: Final = "tenant_restriction.check"
 MAX_DETAIL: Final = 512
+KEYLESS_AUDITS_PER_SECOND: Final = 10
+KEYLESS_AUDIT_BURST: Final = 20
+
+log = logging.getLogger("orgwarden.gateway")
 
 AuditSink = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -61,6 +73,13 @@ class TenantGuard:
     def __init__(self, audit: AuditSink, installation: Callable[[], str | None]) -> None:
         self._audit = audit
         self._installation = installation
+        self._keyless = RateGate(KEYLESS_AUDITS_PER_SECOND, KEYLESS_AUDIT_BURST)
+        self._report: asyncio.TimerHandle | None = None
+
+    @property
+    def suppressed(self) -> int:
+        """Refusals of unidentified senders not audited (over the rate) since start."""
+        return self._keyless.total_suppressed
 
     def installation(self) -> str | None:
         """The organization this installation serves (``None`` before it is initialized)."""
@@ -86,8 +105,9 @@ class TenantGuard:
 
     async def malformed(self, attempt: Attempt, caller: Caller | None, error: tenant.TenantHeaderError) -> NoReturn:
         """Audit a syntax error in the headers and refuse with 400 (the data plane's own parse calls it)."""
-        await self.record(attempt, "invalid_request", caller, None, str(error))
-        raise Refusal(400, "invalid_request_error", str(error))
+        problem = capped(str(error))
+        await self.record(attempt, "invalid_request", caller, None, problem)
+        raise Refusal(400, "invalid_request_error", problem)
 
     async def deny(self, allowed: frozenset[str] | None, attempt: Attempt, caller: Caller) -> NoReturn:
         """Audit an organization the headers do not list and refuse with the spec's 403."""
@@ -100,7 +120,35 @@ class TenantGuard:
         organization_id = caller.organization_id if caller is not None else self._installation()
         if organization_id is None:
             return
+        if caller is None and not self._keyless_allowed():
+            return
         await self._audit(event(organization_id, attempt, outcome, caller, listed, error))
+
+    def _keyless_allowed(self) -> bool:
+        if self._keyless.allow(time.monotonic()):
+            return True
+        if self._report is None:
+            self._report = asyncio.get_running_loop().call_later(1.0, self._report_suppressed)
+        return False
+
+    def _report_suppressed(self) -> None:
+        self._report = None
+        count = self._keyless.take_suppressed()
+        if count:
+            log.warning(
+                "audit: %d keyless refusals in the last second were not audited"
+                " (more than %d a second; %d since start)",
+                count,
+                KEYLESS_AUDITS_PER_SECOND,
+                self._keyless.total_suppressed,
+            )
+
+
+def capped(text: str, limit: int = MAX_DETAIL) -> str:
+    """``text``, or its first ``limit`` characters and a marker saying how many were cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[{len(text) - limit} more characters]"
 
 
 def forbidden() -> Refusal:
@@ -119,12 +167,12 @@ def event(
     """A ``tenant_restriction.check`` audit row (column name -> value)."""
     details: dict[str, Any] = {
         "method": attempt.method[:16],
-        "path": attempt.path[:MAX_DETAIL],
+        "path": capped(attempt.path),
         "auth_kind": attempt.auth_kind,
         "allowed_org_ids": listed,
     }
     if error is not None:
-        details["error"] = error[:MAX_DETAIL]
+        details["error"] = capped(error)
     return {
         "id": ids.new_id(ids.AUDIT_EVENT),
         "organization_id": organization_id,

@@ -116,6 +116,9 @@ class Simulator:
         except ValueError:
             await self._send(send, *_error(400, "invalid_request_error", "request body is not valid JSON"))
             return
+        except RecursionError:
+            await self._send(send, *_error(400, "invalid_request_error", "request body is nested too deeply"))
+            return
         if not isinstance(request, dict) or not isinstance(request.get("model"), str):
             await self._send(send, *_error(400, "invalid_request_error", "model: field required"))
             return

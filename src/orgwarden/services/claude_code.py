@@ -97,7 +97,7 @@ def _cursor(day: date, page: str | None) -> tuple[str, str] | None:
         cursor_day, actor_type, actor = json.loads(position)
         if not all(isinstance(part, str) for part in (cursor_day, actor_type, actor)):
             raise ValueError
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # RecursionError: JSON nested too deeply
         raise InvalidRequest(f"page: {page!r} is not a cursor from this report (use next_page)") from None
     if cursor_day != day.isoformat():
         raise InvalidRequest(f"page: this cursor belongs to starting_at={cursor_day}, not {day.isoformat()}")

@@ -69,7 +69,7 @@ TOKEN_TYPES = (
 )  # fmt: skip
 TOKEN_MEASURES = (
     "input_tokens", "output_tokens", "cache_creation_5m_tokens", "cache_creation_1h_tokens", "cache_read_tokens",
-    "web_search_requests",
+    "web_search_requests", "estimated_requests",
 )  # fmt: skip
 COST_MEASURES = (
     "cost_input", "cost_output", "cost_cache_write_5m", "cost_cache_write_1h", "cost_cache_read", "cost_web_search",
@@ -236,7 +236,7 @@ class ReportService:
         by_workspace = "workspace_id" in at
         input_at, output_at, read_at = at["input_tokens"], at["output_tokens"], at["cache_read_tokens"]
         write_5m_at, write_1h_at = at["cache_creation_5m_tokens"], at["cache_creation_1h_tokens"]
-        search_at = at["web_search_requests"]
+        search_at, estimated_at = at["web_search_requests"], at["estimated_requests"]
         by_bucket: dict[datetime, list[dict[str, Any]]] = {}
         for row in rows:
             result: dict[str, Any] = dict.fromkeys(USAGE_GROUPS)
@@ -252,6 +252,7 @@ class ReportService:
             result["cache_read_input_tokens"] = int(row[read_at])
             result["output_tokens"] = int(row[output_at])
             result["server_tool_use"] = {"web_search_requests": int(row[search_at])}
+            result["estimated_requests"] = int(row[estimated_at])  # extension: see the README
             bucket = by_bucket.get(row[0])
             if bucket is None:
                 bucket = by_bucket[row[0]] = []

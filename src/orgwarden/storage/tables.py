@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from orgwarden.storage.types import IdString, UTCDateTime
@@ -178,6 +178,9 @@ class UsageRecord(Base):
     endpoint: Mapped[str] = mapped_column(String(32))
     stream: Mapped[bool]
     completed: Mapped[bool]
+    # The output count (and, when none came, the input count) is orgwarden's estimate from the content
+    # relayed: the answer ended without its final usage (``domain.usage``). False for older rows.
+    usage_estimated: Mapped[bool] = mapped_column(server_default=false())
     input_tokens: Mapped[int] = mapped_column(BigInteger)
     output_tokens: Mapped[int] = mapped_column(BigInteger)
     cache_creation_5m_tokens: Mapped[int] = mapped_column(BigInteger)
@@ -228,6 +231,7 @@ class UsageRollup(Base):
     cost_cache_write_1h: Mapped[int] = mapped_column(BigInteger)
     cost_cache_read: Mapped[int] = mapped_column(BigInteger)
     cost_web_search: Mapped[int] = mapped_column(BigInteger)
+    estimated_requests: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))  # usage_estimated records
 
 
 class CacheEvent(Base):

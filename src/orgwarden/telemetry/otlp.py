@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
+from orgwarden.domain.jsonload import TOO_DEEP
 from orgwarden.gateway.refusal import Refusal
 
 M = TypeVar("M", bound=Message)
@@ -88,6 +89,13 @@ def parse(body: bytes, content_type: str, message: type[M]) -> M:
             problem = f"request body is not a valid {name} (protobuf): {exc}"
             raise Refusal(400, "invalid_request_error", problem) from None
         return parsed
+    try:
+        return _parse_json(body, parsed, name)
+    except RecursionError:  # the standard library's parser, or walking what it parsed
+        raise Refusal(400, "invalid_request_error", TOO_DEEP) from None
+
+
+def _parse_json(body: bytes, parsed: M, name: str) -> M:
     try:
         tree = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:

@@ -131,7 +131,9 @@ def _backfill() -> None:
             parts = Cost(parts.input + rest, parts.output, parts.cache_write_5m, parts.cache_write_1h,
                          parts.cache_read, parts.web_search)  # fmt: skip
             entries.append(Entry(record, parts, report_geo(model, geo)))
-        for rolled in fold(entries):
+        for folded in fold(entries):
+            # only this revision's columns: later revisions add measures that fold() also returns
+            rolled = {name: value for name, value in folded.items() if name in rollups.c}
             rolled["bucket_start"] = rolled["bucket_start"].replace(tzinfo=None)
             stmt = insert(rollups).values(rolled)
             stmt = stmt.on_conflict_do_update(
