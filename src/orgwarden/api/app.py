@@ -49,6 +49,7 @@ from orgwarden.gateway.pipeline import Gateway, is_data_plane
 from orgwarden.gateway.recorder import Recorder
 from orgwarden.gateway.upstream import Upstreams
 from orgwarden.gateway.webhooks import WebhookSender
+from orgwarden.server.state import DirectHandler
 from orgwarden.services.container import Services
 from orgwarden.services.credentials import CredentialService
 from orgwarden.storage.engine import create_engine, session_factory
@@ -64,6 +65,10 @@ class Dispatcher:
         self.gateway = gateway
         self.telemetry = telemetry
 
+    def direct_handler(self) -> DirectHandler:
+        """The data-plane requests orgwarden's server hands to the gateway without ASGI."""
+        return DirectHandler(self.gateway.serve, _direct_route)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and is_data_plane(scope["path"]) and scope["method"] in ("GET", "POST"):
             await self.gateway(scope, receive, send)
@@ -73,7 +78,11 @@ class Dispatcher:
             await self.admin(scope, receive, send)
 
 
-def create_app(settings: Settings) -> ASGIApp:
+def _direct_route(method: bytes, path: str) -> bool:
+    return (method == b"POST" or method == b"GET") and is_data_plane(path)
+
+
+def create_app(settings: Settings) -> Dispatcher:
     engine = create_engine(settings)
     uow = UnitOfWorkFactory(session_factory(engine))
     catalog = load_catalog(settings.models_file)
@@ -118,7 +127,7 @@ def create_app(settings: Settings) -> ASGIApp:
         try:
             yield
         finally:
-            await recorder.stop()  # after uvicorn finished in-flight requests: nothing metered is lost
+            await recorder.stop()  # after the server finished in-flight requests: nothing metered is lost
             await keys.stop()
             await limits.stop()
             await alerts.stop()  # before the sender: its last alerts are handed to it
@@ -192,6 +201,6 @@ def build_enforcer(
     )
 
 
-def app_from_environment() -> ASGIApp:
-    """Entry point for uvicorn's workers: settings come from ORGWARDEN_* and ORGWARDEN_CONFIG."""
+def app_from_environment() -> Dispatcher:
+    """Entry point for ``serve --workers N``'s worker processes: settings come from ORGWARDEN_* and ORGWARDEN_CONFIG."""
     return create_app(load_settings())

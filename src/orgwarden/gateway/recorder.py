@@ -3,7 +3,7 @@
 Requests put rows on a bounded in-memory queue and go on; one task per worker writes whatever has
 queued every ``FLUSH_INTERVAL`` seconds (or at ``BATCH`` rows) in one transaction. A full queue makes
 requests wait for room rather than drop records (backpressure, not loss). On shutdown the task is
-stopped and everything still queued is written: uvicorn finishes in-flight requests first on SIGTERM,
+stopped and everything still queued is written: the server finishes in-flight requests first on SIGTERM,
 so a graceful stop under load loses nothing. A failed write is retried with backoff, keeping the rows
 (at shutdown, ten times; rows still unwritten then are reported as lost, loudly). Rows are plain
 column dicts written with one multi-row INSERT per table: building and flushing ORM objects cost
