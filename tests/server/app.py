@@ -101,3 +101,14 @@ async def _late_direct(exchange: Exchange) -> None:
 
 
 late_direct = DirectHandler(_late_direct, lambda method, path: path == "/direct")
+
+
+async def hanging_shutdown(scope: Scope, receive: Receive, send: Send) -> None:
+    """An app whose lifespan shut-down never ends (a database that does not answer)."""
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await asyncio.sleep(3600)
+        return
+    await app(scope, receive, send)
