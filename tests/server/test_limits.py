@@ -118,6 +118,14 @@ def test_an_idle_kept_alive_connection_is_closed_without_a_word(port: int) -> No
         assert read_all(sock) == b""  # closed after the keep-alive time-out, nothing written
 
 
+def test_a_connection_answered_before_its_body_ended_is_closed_once_idle(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request("POST", "/json", "content-length: 10"))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")  # answered without reading the body
+        sock.sendall(b"x" * 10)  # the body ends after the answer
+        assert read_all(sock) == b""
+
+
 @pytest.mark.parametrize(
     ("data", "words"),
     [

@@ -61,6 +61,9 @@ class HttpProtocol(asyncio.Protocol):
         options = state.options
         self.max_head = options.max_header_bytes
         self.max_headers = options.max_headers
+        self.header_timeout = options.header_timeout
+        self.body_timeout = options.body_timeout
+        self.keepalive_timeout = options.keepalive_timeout
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made
         self.peer: tuple[str, int] | None = None
@@ -169,7 +172,7 @@ class HttpProtocol(asyncio.Protocol):
         self.head_size = 0
         self.expect_continue = False
         self.phase = HEAD
-        self.deadline = self.state.now + self.state.options.header_timeout
+        self.deadline = self.state.now + self.header_timeout
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -195,7 +198,7 @@ class HttpProtocol(asyncio.Protocol):
         parser = self.parser
         self.phase = BODY
         self.head_bytes = 0
-        self.deadline = state.now + state.options.body_timeout
+        self.deadline = state.now + self.body_timeout
         keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0" and not state.shutting_down
         if parser.should_upgrade():
             if any(name == b"upgrade" and value.strip().lower() == b"websocket" for name, value in self.headers):
@@ -238,7 +241,7 @@ class HttpProtocol(asyncio.Protocol):
             self._pause(PIPELINE)
 
     def on_body(self, body: bytes) -> None:
-        self.deadline = self.state.now + self.state.options.body_timeout
+        self.deadline = self.state.now + self.body_timeout
         receiving = self.receiving
         if receiving is not None:
             receiving.feed(body)
@@ -249,6 +252,16 @@ class HttpProtocol(asyncio.Protocol):
         receiving = self.receiving
         if receiving is not None:
             receiving.complete()
+        if self.current is None:  # answered before its body had all arrived: now the connection is idle
+            self._idle()
+
+    def _idle(self) -> None:
+        if self.state.shutting_down:
+            self.transport.close()
+            return
+        self.phase = IDLE
+        self.head_bytes = 0
+        self.deadline = self.state.now + self.keepalive_timeout
 
     # -- answering -------------------------------------------------------------------------------
 
@@ -281,11 +294,9 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._resume(PIPELINE)
         if self.phase == DONE:
-            self.phase = IDLE
-            self.head_bytes = 0
-            self.deadline = state.now + state.options.keepalive_timeout
+            self._idle()
         elif self.phase == HEAD:  # a pipelined head was arriving meanwhile: its time starts now
-            self.deadline = state.now + state.options.header_timeout
+            self.deadline = state.now + self.header_timeout
 
     def pause_body(self) -> None:
         self._pause(BODY_FULL)
@@ -304,8 +315,7 @@ class HttpProtocol(asyncio.Protocol):
             if not self.paused and not self.closed and not self.transport.is_closing():
                 self.transport.resume_reading()
                 if self.phase in (HEAD, BODY):  # waiting on the client again: its clock restarts
-                    options = self.state.options
-                    timeout = options.header_timeout if self.phase == HEAD else options.body_timeout
+                    timeout = self.header_timeout if self.phase == HEAD else self.body_timeout
                     self.deadline = self.state.now + timeout
 
     def _refuse(self, status: int, kind: str, message: str) -> None:
