@@ -94,13 +94,17 @@ async def failing_startup(scope: Scope, receive: Receive, send: Send) -> None:
 
 async def _late_direct(exchange: Exchange) -> None:
     """Answers a direct request as the gateway would if its key lookup took a while: reads the body
-    only after 2 s, then says how long it was."""
+    only after 2 s, then says how long it was; ``/direct-early`` answers at once, unread (a 401)."""
+    if exchange.path == "/direct-early":
+        await asyncio.sleep(0.5)  # the unread body piles up meanwhile
+        await exchange.respond(401, [(b"content-type", b"application/json")], b'{"early":true}')
+        return
     await asyncio.sleep(2)
     body = await exchange.read_body(1 << 30)
     await exchange.respond(200, [(b"content-type", b"application/json")], json.dumps({"size": len(body)}).encode())
 
 
-late_direct = DirectHandler(_late_direct, lambda method, path: path == "/direct")
+late_direct = DirectHandler(_late_direct, lambda method, path: path in ("/direct", "/direct-early"))
 
 
 async def hanging_shutdown(scope: Scope, receive: Receive, send: Send) -> None:

@@ -126,6 +126,21 @@ def test_a_connection_answered_before_its_body_ended_is_closed_once_idle(port: i
         assert read_all(sock) == b""
 
 
+@pytest.mark.parametrize("path", ["/sleep?0.5", "/direct-early"], ids=["asgi", "direct"])
+def test_a_body_left_unread_by_an_early_answer_does_not_wedge_the_connection(port: int, path: str) -> None:
+    """An answer given without reading a large body (a 401 before the body): the server stopped
+    reading at 64 KiB, and must read (and drop) the rest afterwards so the next request is served."""
+    size = 4 * 1024 * 1024
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request("POST", path, f"content-length: {size}") + b"x" * size + request("GET", "/json"))
+        got = b""
+        while got.count(b"HTTP/1.1 ") < 2 or not got.endswith(b'{"ok":true}'):
+            chunk = sock.recv(65536)
+            assert chunk, got
+            got += chunk
+    assert got.count(b"HTTP/1.1 ") == 2
+
+
 @pytest.mark.parametrize(
     ("data", "words"),
     [

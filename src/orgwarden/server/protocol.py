@@ -292,7 +292,7 @@ class HttpProtocol(asyncio.Protocol):
         if state.shutting_down and self.phase != BODY:
             self.transport.close()
             return
-        self._resume(PIPELINE)
+        self._resume(PIPELINE | BODY_FULL)  # the rest of an unread body is now read and dropped
         if self.phase == DONE:
             self._idle()
         elif self.phase == HEAD:  # a pipelined head was arriving meanwhile: its time starts now
