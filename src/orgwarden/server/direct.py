@@ -99,7 +99,9 @@ class DirectExchange:
             self.size += len(body)
             if not self.reading and self.size > BODY_BUFFER_BYTES:
                 self._protocol.pause_body()
-            self._wake()
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def complete(self) -> None:
         if not self.response_complete:

@@ -176,24 +176,22 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self.head_size += len(url)
-        if self.head_size > self.max_head:
-            raise self._stop(431, "invalid_request_error", self._too_large())
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Sizes are checked once the head is whole; until then ``data_received`` bounds what is held.
         name = name.lower()
         headers = self.headers
         headers.append((name, value))
-        size = self.head_size = self.head_size + len(name) + len(value) + 4
-        if size > self.max_head:
-            raise self._stop(431, "invalid_request_error", self._too_large())
-        if len(headers) > self.max_headers:
+        self.head_size += len(name) + len(value)
+        if len(headers) > self.max_headers:  # each costs far more memory than its bytes: stop at once
             message = f"request header fields too large: a request may have at most {self.max_headers} headers"
             raise self._stop(431, "invalid_request_error", message)
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
 
     def on_headers_complete(self) -> None:
+        if self.head_size + 4 * len(self.headers) + len(self.url) > self.max_head:
+            raise self._stop(431, "invalid_request_error", self._too_large())
         state = self.state
         parser = self.parser
         self.phase = BODY
@@ -292,7 +290,8 @@ class HttpProtocol(asyncio.Protocol):
         if state.shutting_down and self.phase != BODY:
             self.transport.close()
             return
-        self._resume(PIPELINE | BODY_FULL)  # the rest of an unread body is now read and dropped
+        if self.paused:
+            self._resume(PIPELINE | BODY_FULL)  # the rest of an unread body is now read and dropped
         if self.phase == DONE:
             self._idle()
         elif self.phase == HEAD:  # a pipelined head was arriving meanwhile: its time starts now
