@@ -154,8 +154,8 @@ def serve(
     if ctx.obj and ctx.obj.get("config"):
         os.environ[CONFIG_ENV] = ctx.obj["config"]  # workers load the same settings
     from orgwarden.server.options import ServerOptions  # only serving needs the server
+    from orgwarden.server.run import catch_signals_early, serve_workers
     from orgwarden.server.run import serve as serve_http
-    from orgwarden.server.run import serve_workers
 
     options = ServerOptions.from_settings(settings)
     if settings.workers > 1:
@@ -163,6 +163,7 @@ def serve(
     else:
         from orgwarden.api.app import create_app
 
+        catch_signals_early()
         dispatcher = create_app(settings)
         code = serve_http(dispatcher, options, direct=dispatcher.direct_handler())
     if code:

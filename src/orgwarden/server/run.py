@@ -38,6 +38,16 @@ STARTUP_FAILED = 3
 DEADLINE_PASSED = 1
 
 
+_early: list[int] = []  # signals that arrived before the server could handle them
+
+
+def catch_signals_early() -> None:
+    """Remember SIGTERM/SIGINT from now on (while the app is built), instead of dying at once: the
+    server then stops as soon as it has started, gracefully."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, _frame: _early.append(number))
+
+
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s:  %(message)s"))
@@ -72,15 +82,17 @@ async def _serve(app: ASGIApp, options: ServerOptions, direct: DirectHandler | N
     context = options.ssl_context()
     state = ServerState(loop, options, app, direct, "https" if context else "http")
     lifespan = Lifespan(app, state.lifespan_state) if options.lifespan else None
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if _early:
+        stop.set()
     if lifespan is not None:
         try:
             await lifespan.startup()
         except LifespanFailed as exc:
             log.error("start-up failed: %s", exc)
             return STARTUP_FAILED
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     listen: dict[str, Any] = {"sock": sock} if sock is not None else {"host": options.host, "port": options.port}
     try:
         server = await loop.create_server(lambda: HttpProtocol(state), ssl=context, backlog=2048, **listen)
@@ -200,4 +212,7 @@ def serve_workers(factory: str, options: ServerOptions, workers: int) -> int:
             child.kill()
             codes.append(child.wait())
     sock.close()
-    return next((code for code in codes if code != 0), 0)
+    failed = [code for code in codes if code != 0]
+    if failed:
+        log.error("workers exited with status %s", ", ".join(str(code) for code in failed))
+    return DEADLINE_PASSED if failed else 0

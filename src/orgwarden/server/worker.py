@@ -14,10 +14,11 @@ import sys
 from orgwarden.config import load_settings
 from orgwarden.errors import ConfigError
 from orgwarden.server.options import ServerOptions
-from orgwarden.server.run import STARTUP_FAILED, serve
+from orgwarden.server.run import STARTUP_FAILED, catch_signals_early, serve
 
 
 def main(argv: list[str]) -> int:
+    catch_signals_early()  # a SIGTERM while the app is built stops the worker once it has started
     fd, factory = int(argv[1]), argv[2]
     sock = socket.socket(fileno=fd)
     try:
