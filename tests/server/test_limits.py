@@ -207,3 +207,13 @@ def test_past_the_connection_limit_a_new_connection_gets_503() -> None:
         finally:
             first.close()
             second.close()
+
+
+def test_requests_before_a_malformed_one_are_answered_first(port: int) -> None:
+    """Pipelined: a slow request, a good one queued behind it, then garbage. Both are answered, in
+    order, and only then comes the 400 and the close."""
+    data = request("GET", "/sleep?0.3") + request("GET", "/json") + b"G@T / HTTP/1.1\r\n\r\n"
+    got = exchange(port, data)
+    assert got.count(b"HTTP/1.1 ") == 3, got
+    slept, ok, refused = got.index(b'{"slept": true}'), got.index(b'{"ok":true}'), got.index(b"HTTP/1.1 400 ")
+    assert slept < ok < refused

@@ -167,6 +167,7 @@ class HttpProtocol(asyncio.Protocol):
         return _Stop(message)
 
     def on_message_begin(self) -> None:
+        self.receiving = None  # the one before is whole: a refusal from here on is not about it
         self.url = b""
         self.headers = []
         self.head_size = 0
