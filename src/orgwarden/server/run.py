@@ -203,6 +203,7 @@ def serve_workers(factory: str, options: ServerOptions, workers: int) -> int:
             log.error("worker %d exited with status %s: starting another", child.pid, code)
             children[index] = spawn()
         time.sleep(0.2)
+    sock.close()  # the workers have stopped accepting: nothing should wait in a backlog nobody serves
     end = time.monotonic() + options.shutdown_timeout + 5
     codes = []
     for child in children:
@@ -211,7 +212,6 @@ def serve_workers(factory: str, options: ServerOptions, workers: int) -> int:
         except subprocess.TimeoutExpired:
             child.kill()
             codes.append(child.wait())
-    sock.close()
     failed = [code for code in codes if code != 0]
     if failed:
         log.error("workers exited with status %s", ", ".join(str(code) for code in failed))
