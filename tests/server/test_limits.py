@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.server.helpers import read_all, request, running
@@ -217,3 +220,34 @@ def test_requests_before_a_malformed_one_are_answered_first(port: int) -> None:
     assert got.count(b"HTTP/1.1 ") == 3, got
     slept, ok, refused = got.index(b'{"slept": true}'), got.index(b'{"ok":true}'), got.index(b"HTTP/1.1 400 ")
     assert slept < ok < refused
+
+
+def peak_memory_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+
+
+def test_eight_huge_headers_at_once_do_not_grow_the_server() -> None:
+    """Issue 15: eight unauthenticated connections sending 64 MiB headers took the process from 111
+    to 610 MiB. Eight 16 MiB headers now raise its peak memory by a few MiB at most."""
+    with running("tests.server.app:app", "--no-lifespan") as (port, process):
+        assert httpx.get(f"http://127.0.0.1:{port}/json").status_code == 200
+        before = peak_memory_kib(process.pid)
+
+        def flood() -> None:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                try:
+                    sock.sendall(b"GET /json HTTP/1.1\r\nhost: test\r\nx-big: ")
+                    for _ in range(256):
+                        sock.sendall(b"a" * 65536)
+                except OSError:  # refused (431) and closed: the rest cannot be sent
+                    pass
+
+        threads = [threading.Thread(target=flood) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        grown = peak_memory_kib(process.pid) - before
+    print(f"\npeak memory grew by {grown} KiB")
+    assert grown < 32 * 1024, f"the server's peak memory grew by {grown} KiB"
