@@ -8,6 +8,7 @@ a one-line message naming the setting, and the CLI stops with it.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import re
 import ssl
@@ -47,9 +48,6 @@ class Settings(BaseSettings):
     database_statement_timeout_seconds: float = Field(default=15, gt=0, le=3600)
     """Longest a database statement may run (PostgreSQL ``statement_timeout`` and the driver's own
     time-out, which also catches a frozen server; SQLite's busy time-out); 503 past it."""
-
-    shutdown_timeout_seconds: float = Field(default=30, gt=0)
-    """Longest a SIGTERM takes: in-flight requests get until the deadline less a reserve for flushing usage; what cannot be written stays in the journal."""  # noqa: E501
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -115,6 +113,32 @@ class Settings(BaseSettings):
     tls_keyfile: Path | None = None
     """Serve HTTPS with this certificate chain and private key (PEM), e.g. behind a TLS-inspecting proxy."""
 
+    max_header_bytes: int = Field(default=65_536, ge=1024, le=1_048_576)
+    """Largest request line + headers of one request; larger ones are refused with 431."""
+
+    max_headers: int = Field(default=100, ge=10, le=1000)
+    """Most headers in one request; more are refused with 431."""
+
+    header_timeout_seconds: float = Field(default=10, gt=0, le=600)
+    """Longest time for a request's line and headers to arrive once begun (408 after)."""
+
+    body_timeout_seconds: float = Field(default=30, gt=0, le=3600)
+    """Longest wait between two pieces of a request body being read (408 after)."""
+
+    keepalive_timeout_seconds: float = Field(default=5, gt=0, le=3600)
+    """An idle kept-alive connection is closed after this long."""
+
+    max_connections: int = Field(default=4096, ge=1, le=1_000_000)
+    """Open client connections per worker; past it a new connection gets 503 and is closed."""
+
+    shutdown_timeout_seconds: float = Field(default=30, gt=0, le=3600)
+    """Longest graceful stop after SIGTERM: in-flight requests get until the deadline less a reserve
+    (``min(5, timeout / 3)``) for writing usage; what cannot be written stays in the journal."""
+
+    forwarded_allow_ips: str = Field(default_factory=lambda: os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))
+    """Proxies whose X-Forwarded-For (and -Proto) is believed: addresses and networks, comma
+    separated, or ``*``. The old ``FORWARDED_ALLOW_IPS`` variable is read when this is not set."""
+
     redis_url: str | None = None
     """``redis://host:6379/0``: rate-limit and spend counters shared by every worker and instance.
     Without it, counters live in the one server process (so ``workers`` must be 1)."""
@@ -143,6 +167,22 @@ class Settings(BaseSettings):
 
     tunnel_base_domain: str = "tunnels.orgwarden.local"
     """Every MCP tunnel gets the hostname ``<random label>.<tunnel_base_domain>``, never reused."""
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        for entry in value.split(","):
+            entry = entry.strip()
+            if not entry or entry == "*":
+                continue
+            try:
+                if "/" in entry:
+                    ipaddress.ip_network(entry, strict=False)
+                else:
+                    ipaddress.ip_address(entry)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address, a network (a.b.c.d/n) or *") from None
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -336,12 +336,15 @@ def test_a_literal_backslash_u0000_is_ordinary_text(http: httpx.Client) -> None:
     [
         (f"{USERS}?email=a%00@example.com", "email"),
         (f"{WORKSPACES}?after_id=wrkspc_%00", "after_id"),
-        (f"{USERS}/user_%00", "user_id"),
-        (f"{WORKSPACES}/wrkspc_%00/members", "workspace_id"),
+        (f"{USERS}/user_%00", None),
+        (f"{WORKSPACES}/wrkspc_%00/members", None),
     ],
 )
-def test_a_nul_character_in_the_path_or_query_is_refused(http: httpx.Client, path: str, field: str) -> None:
-    assert_error(http.get(path), 400, "invalid_request_error", f"{field}: must not contain NUL")
+def test_a_nul_character_in_the_path_or_query_is_refused(http: httpx.Client, path: str, field: str | None) -> None:
+    """In the query the route names the field; in the path the server refuses it first, as it does
+    any control character in a decoded path (it would break the request line of a forwarded call)."""
+    message = f"{field}: must not contain NUL" if field else "the request path contains a control character"
+    assert_error(http.get(path), 400, "invalid_request_error", message)
 
 
 @pytest.mark.parametrize(

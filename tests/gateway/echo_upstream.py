@@ -1,4 +1,5 @@
-"""A stand-in for the upstream model API that shows what it received (run with uvicorn).
+"""A stand-in for the upstream model API that shows what it received (run on orgwarden's server:
+``python -m orgwarden.server tests.gateway.echo_upstream:app --no-lifespan``).
 
 ``POST /v1/messages`` answers a Message whose text is a JSON report: the exact body bytes
 (base64), the headers as received and the client port of the connection it came on; with
@@ -33,6 +34,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         "body_b64": base64.b64encode(body).decode(),
         "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
         "path": scope["path"],
+        "raw_path": scope["raw_path"].decode("latin-1"),
         "query": scope["query_string"].decode(),
         "client_port": scope["client"][1],  # which connection of the gateway's pool it came on
     }
@@ -68,7 +70,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     pieces = int(dict(part.split("=", 1) for part in scope["query_string"].decode().split("&") if "=" in part)
                  .get("chunks", "1"))  # fmt: skip
-    if pieces > 1:  # no content-length: uvicorn sends each body message as a chunk
+    if pieces > 1:  # no content-length: the server sends each body message as a chunk
         size = -(-len(payload) // pieces)
         for at in range(0, len(payload), size):
             await send({"type": "http.response.body", "body": payload[at : at + size], "more_body": True})

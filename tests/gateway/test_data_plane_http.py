@@ -1,8 +1,8 @@
 """HTTP/1.1 on the data plane, byte by byte: what ``orgwarden serve`` does with the requests it
-hands straight to the gateway (``api/direct_exchange.py``) and with those it leaves to ASGI.
+hands straight to the gateway (``server/direct.py``) and with those it leaves to ASGI.
 
 Raw sockets, so that what is on the wire is what is checked: ``Expect: 100-continue``, pipelining,
-HTTP/1.0, a body arriving in pieces, the ``date`` header uvicorn gives every answer, and the same
+HTTP/1.0, a body arriving in pieces, the ``date`` header the server gives every answer, and the same
 answers from the ASGI path (a ``%``-escaped path is left to it).
 """
 
@@ -122,7 +122,7 @@ def assert_message(answer: Answer, server: Server) -> None:
     assert json.loads(answer.body)["type"] == "message"
     assert (answer.header("request-id") or "").startswith("req_")
     assert answer.header("anthropic-organization-id") == server.organization["id"]
-    assert answer.header("date") is not None  # uvicorn's default header, on both paths
+    assert answer.header("date") is not None  # the server's default header, on both paths
 
 
 def test_expect_100_continue_gets_the_interim_answer_before_the_body_is_sent(server: Server, key: str) -> None:
@@ -205,7 +205,7 @@ def test_both_paths_answer_alike(server: Server, key: str, path: str) -> None:
 
 @pytest.mark.parametrize("path", ["/v1/messages", "/v1/m%65ssages"], ids=["direct", "asgi"])
 def test_a_trusted_proxys_forwarded_address_is_the_audited_source(server: Server, key: str, path: str) -> None:
-    """uvicorn trusts ``X-Forwarded-For`` from 127.0.0.1 by default (``FORWARDED_ALLOW_IPS``); a
+    """The server trusts ``X-Forwarded-For`` from 127.0.0.1 by default (``forwarded_allow_ips``); a
     refused request's audit event names the address the proxy forwarded, on both paths."""
     with Wire(server) as wire:
         other_org = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"

@@ -21,7 +21,7 @@ import pytest
 
 from orgwarden.storage.tables import UsageRecord
 from orgwarden.storage.uow import UnitOfWork
-from tests.conftest import BACKENDS, Server, dedicated_server, free_port, query_db, unique
+from tests.conftest import BACKENDS, Server, assert_error, dedicated_server, free_port, query_db, unique
 
 UPSTREAM_KEY = "sk-ant-api03-upstream-global-key"
 
@@ -31,8 +31,8 @@ def echo() -> Iterator[str]:
     port = free_port()
     root = Path(__file__).resolve().parents[2]
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.gateway.echo_upstream:app", "--port", str(port), "--log-level",
-         "warning", "--lifespan", "off"],
+        [sys.executable, "-m", "orgwarden.server", "tests.gateway.echo_upstream:app", "--port", str(port),
+         "--no-lifespan"],
         cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -258,3 +258,22 @@ def test_a_workspace_default_geo_is_inserted_and_nothing_else_changes(gateway: S
     explicit = b'{"model": "claude-sonnet-4-6", "inference_geo": "us", "max_tokens": 5, "messages": []}'
     report = report_of(httpx.post(f"{gateway.base_url}/v1/messages", content=explicit, headers={"x-api-key": key}))
     assert base64.b64decode(report["body_b64"]) == explicit
+
+
+def test_an_escaped_path_reaches_the_upstream_still_escaped(gateway: Server) -> None:
+    """The upstream's request line is built from the path as the client sent it: ``%20`` and ``%3F``
+    stay escaped (decoded, the space would split the request line and ``?`` start a query)."""
+    key = new_key(gateway)["key"]
+    response = httpx.get(f"{gateway.base_url}/v1/models/claude%20x%3Fy", headers={"x-api-key": key})
+    report = report_of(response)
+    assert report["raw_path"] == "/v1/models/claude%20x%3Fy"
+    assert report["path"] == "/v1/models/claude x?y"
+
+
+def test_a_control_character_in_the_path_is_refused_before_the_upstream(gateway: Server) -> None:
+    """``%0D%0A`` in the path once put a line break, and a header of the client's choosing, into the
+    upstream's request line, next to the organization's key. Now: 400, and the upstream sees nothing."""
+    key = new_key(gateway)["key"]
+    for path in ("/v1/models/x%0D%0AX-Injected:%20yes", "/v1/models/x%00", "/v1/m%65ssages%0A"):
+        response = httpx.get(f"{gateway.base_url}{path}", headers={"x-api-key": key})
+        assert_error(response, 400, "invalid_request_error", "the request path contains a control character")

@@ -57,6 +57,7 @@ from orgwarden.observability import logs
 from orgwarden.observability.access import GatewayObserver
 from orgwarden.observability.middleware import MetricsMiddleware
 from orgwarden.observability.wiring import build_metrics, install_endpoint
+from orgwarden.server.state import DirectHandler
 from orgwarden.services.container import Services
 from orgwarden.services.credentials import CredentialService
 from orgwarden.storage.engine import create_engine, session_factory
@@ -72,6 +73,10 @@ class Dispatcher:
         self.gateway = gateway
         self.telemetry = telemetry
 
+    def direct_handler(self) -> DirectHandler:
+        """The data-plane requests orgwarden's server hands to the gateway without ASGI."""
+        return DirectHandler(self.gateway.serve, _direct_route)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and is_data_plane(scope["path"]) and scope["method"] in ("GET", "POST"):
             await self.gateway(scope, receive, send)
@@ -81,7 +86,11 @@ class Dispatcher:
             await self.admin(scope, receive, send)
 
 
-def create_app(settings: Settings) -> ASGIApp:
+def _direct_route(method: bytes, path: str) -> bool:
+    return (method == b"POST" or method == b"GET") and is_data_plane(path)
+
+
+def create_app(settings: Settings) -> Dispatcher:
     logs.configure(settings)  # whatever server runs the app: orgwarden's lines in settings.log_format
     engine = create_engine(settings)
     uow = UnitOfWorkFactory(session_factory(engine))
@@ -247,6 +256,7 @@ async def _bounded(work: Awaitable[None], seconds: float, what: str) -> None:
         log.warning("shutdown: closing %s failed (%s)", what, type(exc).__name__)
 
 
-def app_from_environment() -> ASGIApp:
-    """Entry point for uvicorn's workers: settings come from ORGWARDEN_* and ORGWARDEN_CONFIG."""
+def app_from_environment() -> Dispatcher:
+    """Entry point for ``serve --workers N``'s worker processes: settings come from ORGWARDEN_* and
+    ORGWARDEN_CONFIG."""
     return create_app(load_settings())

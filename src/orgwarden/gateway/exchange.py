@@ -4,7 +4,7 @@ gateway and whatever HTTP server carries it.
 The pipeline needs little of a server: the request line and headers, the whole body, and three ways
 to answer (a whole response, or a head followed by pieces and an end), plus word of the client
 leaving. ``Exchange`` is that much. ``orgwarden serve`` implements it straight on its HTTP/1.1
-protocol (``api/http_protocol.py``: no ASGI scope, message dicts or middleware per request, which
+server (``server/direct.py``: no ASGI scope, message dicts or middleware per request, which
 cost about a fifth of a proxied request's CPU; bench/RESULTS.md). ``AsgiExchange`` implements it
 over ASGI, so the gateway stays a plain ASGI app for any other server and for requests the fast
 path leaves to ASGI.
@@ -17,6 +17,7 @@ or ``transfer-encoding`` (the pipeline drops the upstream's: they describe the u
 from __future__ import annotations
 
 from typing import Protocol
+from urllib.parse import quote
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -33,7 +34,8 @@ class ClientGone(Exception):
 
 class Exchange(Protocol):
     method: str
-    path: str
+    path: str  # percent-decoded
+    raw_path: bytes  # as received, still percent-encoded: what the upstream's request line is built from
     query: bytes
     headers: Headers  # names in lower case, as received
 
@@ -71,7 +73,7 @@ class Exchange(Protocol):
 class AsgiExchange:
     """``Exchange`` over an ASGI ``scope``, ``receive`` and ``send``."""
 
-    __slots__ = ("_receive", "_send", "headers", "method", "path", "query", "scope")
+    __slots__ = ("_receive", "_send", "headers", "method", "path", "query", "raw_path", "scope")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
@@ -79,6 +81,8 @@ class AsgiExchange:
         self._send = send
         self.method: str = scope["method"]
         self.path: str = scope["path"]
+        raw_path = scope.get("raw_path")
+        self.raw_path: bytes = raw_path if raw_path else quote(self.path).encode("ascii")
         self.query: bytes = scope.get("query_string", b"")
         self.headers: Headers = scope["headers"]
 

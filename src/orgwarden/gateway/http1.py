@@ -2,7 +2,7 @@
 
 General-purpose clients spend most of a proxied request's CPU on machinery this job does not need
 (bench/RESULTS.md: cancel scopes, per-request health polls of every pooled connection). This one is
-asyncio protocols plus httptools' response parser, the parser uvicorn uses on the server side:
+asyncio protocols plus httptools' response parser, the parser orgwarden's server uses for requests:
 
 * a keep-alive pool per upstream, last-used first; a connection goes back only when its response was
   read to the end and both sides allow keep-alive;

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Message
 
@@ -67,11 +68,11 @@ class InProcess:
     async def request(
         self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes
     ) -> InProcessResponse:
-        path, _, query = target.partition("?")
+        raw_path, _, query = target.partition("?")  # the target is still escaped, as on the wire
         scope = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-            "path": path, "raw_path": path.encode(), "query_string": query.encode(), "headers": headers,
-            "client": ("127.0.0.1", 0), "server": ("simulator", 80),
+            "path": unquote(raw_path), "raw_path": raw_path.encode(), "query_string": query.encode(),
+            "headers": headers, "client": ("127.0.0.1", 0), "server": ("simulator", 80),
         }  # fmt: skip
         queue: asyncio.Queue[Any] = asyncio.Queue()
         started: asyncio.Future[Message] = asyncio.get_running_loop().create_future()

@@ -17,8 +17,8 @@ come back as the upstream sent them, SSE relayed chunk by chunk; orgwarden adds 
 ``anthropic-organization-id`` and ``anthropic-workspace-id`` (the upstream's own request id is kept
 as ``upstream-request-id``).
 
-``orgwarden serve`` hands the pipeline its requests straight from the HTTP protocol
-(``api/http_protocol.py``); ``Gateway`` is also a plain ASGI app (``AsgiExchange``) for any other
+``orgwarden serve`` hands the pipeline its requests straight from its HTTP server
+(``server/direct.py``); ``Gateway`` is also a plain ASGI app (``AsgiExchange``) for any other
 server and for the requests the fast path leaves to ASGI.
 """
 
@@ -123,7 +123,7 @@ class Call:
 
 def _header(headers: Headers, name: bytes) -> str | None:
     """The first value of a request header. Request header names are in lower case already (ASGI's
-    rule; the direct path gets them from uvicorn's parser, which lowers them), so none is lowered
+    rule; the direct path gets them from orgwarden's server, which lowers them), so none is lowered
     again here, unlike ``first_header`` for the upstream's answers."""
     for key, value in headers:
         if key == name:
@@ -355,8 +355,8 @@ class Gateway:
         headers = forwarded_headers(exchange.headers)
         if upstream_key is not None:
             headers.append((b"x-api-key", upstream_key.encode()))
-        query = exchange.query
-        target = call.path + ("?" + query.decode("latin-1") if query else "")
+        query = exchange.query  # the raw path, still escaped: a %0D%0A cannot break the request line
+        target = exchange.raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
         sent = time.perf_counter()
         try:
             response = await upstream.request(call.method, target, headers, call.body)

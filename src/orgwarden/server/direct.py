@@ -1,46 +1,39 @@
-"""A data-plane request served straight on the HTTP/1.1 connection, without ASGI.
+"""A data-plane request served straight on the connection, without ASGI.
 
-For ``/v1/messages`` and the other data-plane paths, ``http_protocol.Protocol`` builds one of these
-instead of an ASGI scope and cycle, and runs ``Gateway.serve`` on it. What that saves per request,
-measured in bench/RESULTS.md: the scope dict, the ``receive``/``send`` message dicts and their
-checks, the proxy-headers middleware and the dispatcher (the client's forwarded address is worked
-out only when the audit trail asks for it), and a second coroutine around the app.
+For ``/v1/messages`` and the other data-plane paths, ``HttpProtocol`` builds one of these instead
+of an ASGI scope and cycle, and runs ``Gateway.serve`` on it. What that saves per request (measured
+in bench/RESULTS.md): the scope dict, the ``receive``/``send`` message dicts and their checks, and
+a second coroutine around the app; the client's forwarded address is worked out only when the
+audit trail asks for it.
 
-On the wire it answers as uvicorn's cycle (``http_protocol.Cycle``) does: uvicorn's default headers
-(``date``) first, no header line broken by a CR or LF (see ``_head``), ``connection: close`` when
-the connection will close, a whole answer with ``content-length`` in one write, a
-streamed one chunked with its head held until its first piece. It honours ``Expect:
-100-continue`` (the interim answer goes out when the body is first read), write flow control (a
-send waits while the client's socket is full), keep-alive, pipelining (through the protocol's own
-queue) and graceful shutdown (its task is one of the server's, waited for before exit).
-
-The protocol reads and sets the attributes uvicorn's code expects of a cycle
-(``response_complete``, ``disconnected``, ``keep_alive``) and feeds the body through ``feed`` and
-``complete``; see ``Protocol`` for the hooks.
+On the wire: the ``date`` line first, ``connection: close`` when the connection will close, a whole
+answer with ``content-length`` in one write, a streamed one chunked with its head held until its
+first piece (one write, one wake-up for the client). ``Expect: 100-continue`` is answered when the
+body is first read. A body the gateway is not reading yet is held up to ``BODY_BUFFER_BYTES``, then
+the connection stops reading until it is read (the key lookup may wait on the database).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE
-
-from orgwarden.gateway.exchange import BodyTooLarge, ClientGone, Headers
+from orgwarden.gateway.exchange import BodyTooLarge, ClientGone, Exchange, Headers
+from orgwarden.server import wire
+from orgwarden.server.options import BODY_BUFFER_BYTES
 
 if TYPE_CHECKING:
-    from orgwarden.api.http_protocol import Protocol
-    from orgwarden.gateway.pipeline import Gateway
+    from orgwarden.server.protocol import HttpProtocol
 
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_LAST_CHUNK = b"0\r\n\r\n"
+_LAST_CHUNK = wire.LAST_CHUNK
 
 
 class DirectExchange:
     __slots__ = (
-        "_gateway",
         "_held",
         "_protocol",
+        "_serve",
         "_waiter",
         "chunks",
         "disconnected",
@@ -51,16 +44,20 @@ class DirectExchange:
         "more_body",
         "path",
         "query",
+        "raw_path",
+        "reading",
         "response_complete",
+        "response_started",
         "size",
     )
 
     def __init__(
         self,
-        protocol: Protocol,
-        gateway: Gateway,
+        protocol: HttpProtocol,
+        serve: Callable[[Exchange], Awaitable[None]],
         method: str,
         path: str,
+        raw_path: bytes,
         query: bytes,
         headers: Headers,
         *,
@@ -68,9 +65,10 @@ class DirectExchange:
         expect_continue: bool,
     ) -> None:
         self._protocol = protocol
-        self._gateway = gateway
+        self._serve = serve
         self.method = method
         self.path = path
+        self.raw_path = raw_path
         self.query = query
         self.headers = headers
         self.keep_alive = keep_alive
@@ -78,14 +76,16 @@ class DirectExchange:
         self.chunks: list[bytes] = []
         self.size = 0
         self.more_body = True
+        self.reading = False
         self.disconnected = False
+        self.response_started = False
         self.response_complete = False
         self._held: bytes | None = None  # a streamed answer's head, until its first piece
         self._waiter: asyncio.Future[None] | None = None
 
     async def run(self) -> None:
         try:
-            await self._gateway.serve(self)
+            await self._serve(self)
         finally:
             if not self.response_complete:  # cancelled mid-answer (shutdown): the client must not wait
                 self.response_complete = True
@@ -97,7 +97,11 @@ class DirectExchange:
         if not self.response_complete:
             self.chunks.append(body)
             self.size += len(body)
-            self._wake()
+            if not self.reading and self.size > BODY_BUFFER_BYTES:
+                self._protocol.pause_body()
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def complete(self) -> None:
         if not self.response_complete:
@@ -125,20 +129,18 @@ class DirectExchange:
 
     def client_host(self) -> str | None:
         protocol = self._protocol
-        host = protocol.client[0] if protocol.client else None
-        trusted = protocol.trusted_proxies
-        if trusted is not None and host in trusted:
-            forwarded = [value for name, value in self.headers if name == b"x-forwarded-for"]
-            if forwarded:
-                address, _ = trusted.get_trusted_client_address(b", ".join(forwarded).decode("latin-1"))
-                if address:
-                    return address
-        return host
+        host = protocol.peer[0] if protocol.peer else None
+        forwarded = [value for name, value in self.headers if name == b"x-forwarded-for"]
+        return protocol.state.proxies.client(host, forwarded) if forwarded else host
 
     async def read_body(self, limit: int) -> bytes:
-        if self.more_body and self.expect_continue and not self._protocol.transport.is_closing():
-            self._protocol.transport.write(_CONTINUE)
+        protocol = self._protocol
+        if self.more_body and self.expect_continue and not protocol.transport.is_closing():
+            protocol.transport.write(wire.CONTINUE)
         self.expect_continue = False
+        if self.more_body:
+            self.reading = True
+            protocol.resume_body()
         while True:
             if self.size > limit:
                 raise BodyTooLarge
@@ -178,47 +180,25 @@ class DirectExchange:
         """The status line and headers, and ``body`` after them: one piece, joined once. Header
         lines cannot be forged: what the gateway relays was parsed by llhttp, which refuses control
         characters in names and values, and the rest is its own ids, numbers and dates; as a last
-        guard the head must hold exactly one CR and one LF per line (a value smuggling a line break
-        would add one). uvicorn's per-character checks cost more than the rest of the head together."""
-        defaults = _default_lines(self._protocol.server_state.default_headers)
-        lines = _lines(headers)
+        guard the head must hold exactly one CR and one LF per line (``wire.header_lines``)."""
+        self.response_started = True
+        lines = wire.header_lines(headers)
         close = b"" if self.keep_alive else b"connection: close\r\n"
-        return b"".join((STATUS_LINE[status], defaults, lines, framing, close, b"\r\n", body))
+        protocol = self._protocol
+        return b"".join((wire.STATUS_LINE[status], protocol.state.date, lines, framing, close, b"\r\n", body))
 
     async def _write(self, data: bytes) -> None:
-        """Write unless the client is gone (as uvicorn's cycle, which drops what it cannot send)."""
-        flow = self._protocol.flow
-        if flow.write_paused and not self.disconnected:
-            await flow.drain()
+        """Write unless the client is gone (what cannot be sent is dropped)."""
+        protocol = self._protocol
+        if protocol.write_paused and not self.disconnected:
+            await protocol.drain()
         if not self.disconnected:
-            self._protocol.transport.write(data)
+            protocol.transport.write(data)
 
     def _complete(self) -> None:
         self.response_complete = True
+        self.chunks = []
         protocol = self._protocol
         if not self.keep_alive:
             protocol.transport.close()
         protocol.on_response_complete()
-
-
-def _lines(headers: Headers) -> bytes:
-    """``name: value`` lines, each ended by CRLF; a CR or LF inside a name or value is refused."""
-    lines = b"".join([b"%s: %s\r\n" % pair for pair in headers])
-    if lines.count(b"\n") != len(headers) or lines.count(b"\r") != len(headers):
-        raise RuntimeError("Invalid HTTP header: a line break inside a name or value.")
-    return lines
-
-
-# uvicorn's default headers (``date``, ``server``, any --header) as lines, for the list they were
-# made from: the server replaces that list when the date changes, once a second, so they are made
-# once a second rather than on every answer (holding the list keeps its identity from being reused).
-_defaults: tuple[list[tuple[bytes, bytes]] | None, bytes] = (None, b"")
-
-
-def _default_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
-    global _defaults
-    made_from, lines = _defaults
-    if made_from is not headers:
-        lines = _lines(headers)
-        _defaults = (headers, lines)
-    return lines

@@ -1,0 +1,48 @@
+"""``orgwarden serve --workers 2``: a supervisor and two worker processes on one socket; a worker
+that dies is replaced, and SIGTERM stops them all gracefully."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import make_database, redis_settings, start_server, stop_server
+
+
+def children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.update(int(child) for child in text)
+    return found
+
+
+def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(tmp_path: Path) -> None:
+    db = make_database("sqlite", tmp_path)
+    db.env.update(redis_settings())
+    server = start_server(db, tmp_path, "--workers", "2")
+    try:
+        workers = children(server.process.pid)
+        assert len(workers) == 2
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            now = children(server.process.pid)
+            if len(now) == 2 and victim not in now:
+                break
+            assert time.monotonic() < deadline, f"no worker replaced the killed one: {now}"
+            time.sleep(0.2)
+        for _ in range(10):  # both serve: every request is answered
+            assert httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=30) == 0
+        assert server.log().count("Application shutdown complete") == 2
+        for worker in now:
+            assert not Path(f"/proc/{worker}").exists() or "zombie" in Path(f"/proc/{worker}/status").read_text()
+    finally:
+        stop_server(server)
