@@ -163,12 +163,16 @@ def test_text_format_writes_one_access_line_per_request(text_server: Server) -> 
     assert key["key"] not in text_server.log()
 
 
-def test_a_path_with_a_line_break_cannot_forge_a_second_line(text_server: Server) -> None:
-    response = httpx.get(text_server.base_url + "/v1/models/x%0D%0Aforged-line")
+def test_a_model_with_a_line_break_cannot_forge_a_second_line(text_server: Server) -> None:
+    """A client-chosen string with CR LF (the model; a path with one is refused by the HTTP server
+    before the gateway sees it) is quoted on its line, so no line of the log starts with it."""
+    key = new_key(text_server)
+    body = {"model": "x\r\nforged-line", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    response = httpx.post(text_server.base_url + "/v1/messages", json=body, headers={"x-api-key": key["key"]})
     request_id = response.headers["request-id"]
     lines = access_lines(text_server, parse_text, {request_id})
     (line,) = [line for line in lines if line["request_id"] == request_id]
-    assert line["path"] == "/v1/models/x\r\nforged-line"
+    assert line["model"] == "x\r\nforged-line"
     assert not [raw for raw in text_server.log().splitlines() if raw.startswith("forged-line")]
 
 

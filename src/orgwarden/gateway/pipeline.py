@@ -49,7 +49,7 @@ from orgwarden.domain.tokens import estimate_request
 from orgwarden.domain.usage import Extracted, StreamMeter, from_message, from_partial
 from orgwarden.domain.workspaces import UNRESTRICTED
 from orgwarden.gateway.exchange import AsgiExchange, BodyTooLarge, ClientGone, Exchange, Headers
-from orgwarden.gateway.http1 import ConnectTimedOut, ReadTimedOut, UpstreamError
+from orgwarden.gateway.http1 import Broken, ConnectTimedOut, ReadTimedOut, UpstreamError
 from orgwarden.gateway.keys import KeyCache
 from orgwarden.gateway.limits import Enforcer, Ticket
 from orgwarden.gateway.recorder import Recorder
@@ -365,6 +365,9 @@ class Gateway:
         except ReadTimedOut:
             await self._meter(call, 504, Extracted())
             raise Refusal(504, "timeout_error", "the upstream did not answer in time") from None
+        except Broken as exc:  # sent, then no answer: never sent again (it may have run upstream)
+            log.warning("upstream failed before answering %s: %s", call.request_id, exc)
+            raise Refusal(502, "api_error", "the upstream failed before answering") from None
         except UpstreamError as exc:
             log.warning("upstream unreachable for %s: %s", call.request_id, exc)
             raise Refusal(502, "api_error", "the upstream could not be reached") from None

@@ -141,6 +141,8 @@ class Recorder:
         loop = asyncio.get_running_loop()
         self._deadline = loop.time() + timeout
         self._stopping.set()
+        if self._task is None and self._items:  # never started (a one-off writer): write what it holds
+            self._task = asyncio.create_task(self._run(), name="orgwarden-recorder")
         if self._task is not None:
             done, _ = await asyncio.wait({self._task}, timeout=timeout)
             if not done:

@@ -50,7 +50,7 @@ class ServerState:
         self.shutting_down = False
         self.now = loop.time()  # a coarse clock for deadlines: time-outs are whole seconds
         self.date = wire.date_line()  # the ``date`` header, made once a second
-        self.access_log = logging.getLogger("orgwarden.access")
+        self.access_log = logging.getLogger("orgwarden.access.http")  # requests answered through ASGI
 
     def tick(self) -> None:
         """Once a second: the clock and ``date`` line, then every connection's deadline."""
