@@ -21,8 +21,9 @@ same fast upstream for every target) and then loads, with ``wrk``:
 
 ``--limits off,memory,redis`` picks the orgwarden variants (default: all). ``--server
 current,uvicorn-asgi,granian`` runs each of them under each HTTP server named (issue 15): ``current`` is
-``orgwarden serve``; ``uvicorn-asgi`` (plain ASGI on uvicorn) and ``granian`` load the same app factory
-with the same environment; their targets are named ``orgwarden@granian`` and so on. The limit variants use a
+``orgwarden serve``; ``uvicorn-asgi`` (plain ASGI on uvicorn), ``granian`` and ``granian-st`` (its
+single-threaded Rust runtime) load the same app factory with the same environment; their targets are
+named ``orgwarden@granian`` and so on. The limit variants use a
 database of their own (the plain ``orgwarden`` targets run without any limit); their limits are set
 through the Admin API before they start. Before any load, each limit variant must answer with
 ``anthropic-ratelimit-*`` headers showing the limits set, and must refuse a probe key whose own spend
@@ -81,7 +82,7 @@ LIMIT_MODES = ("off", "memory", "redis")
 # The HTTP server under the orgwarden targets (issue 15, point 8): ``current`` is ``orgwarden serve``
 # (uvicorn with api/http_protocol.py's protocol); the others load the same ASGI app factory, with the
 # same ORGWARDEN_* environment, through a server's public command line only.
-SERVERS = ("current", "uvicorn-asgi", "granian")
+SERVERS = ("current", "uvicorn-asgi", "granian", "granian-st")
 APP_FACTORY = "orgwarden.api.app:app_from_environment"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 REDIS_PREFIX = "orgwarden:"  # every key orgwarden writes to Redis starts with it
@@ -652,9 +653,11 @@ def server_argv(server: str, orgwarden: str, port: int, workers: int) -> list[st
         return [server_executable("uvicorn", orgwarden), "--factory", APP_FACTORY, *where,
                 "--http", "httptools", "--loop", "uvloop", "--log-level", "warning",
                 "--proxy-headers", "--no-server-header"]  # fmt: skip  # as serve sets them
-    if server == "granian":  # ASGI with its lifespan (the recorder, the key cache); Rust HTTP/1.1
+    if server.startswith("granian"):  # ASGI with its lifespan (the recorder, the key cache); Rust HTTP/1.1
+        # granian-st: Rust's single-threaded runtime (for ASGI Granian picks the multi-threaded one)
+        mode = ["--runtime-mode", "st"] if server == "granian-st" else []
         return [server_executable("granian", orgwarden), "--interface", "asgi", "--factory", APP_FACTORY,
-                *where, "--http", "1", "--loop", "uvloop", "--log-level", "warning", "--no-ws"]  # fmt: skip
+                *where, "--http", "1", "--loop", "uvloop", *mode, "--log-level", "warning", "--no-ws"]  # fmt: skip
     raise BenchError(f"unknown server {server!r}")
 
 
@@ -700,6 +703,7 @@ def start_orgwarden(
         "current": "orgwarden serve",
         "uvicorn-asgi": "uvicorn --factory (plain ASGI, httptools, uvloop)",
         "granian": "granian --interface asgi --factory (uvloop)",
+        "granian-st": "granian --interface asgi --factory --runtime-mode st (uvloop)",
     }[server]
     description = f"{how} --workers {workers}, every check on, metering on, {what}"
     return Target(
@@ -1264,7 +1268,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if unknown or not args.limit_modes:
         parser.error(f"--limits: a comma-separated list of {', '.join(LIMIT_MODES)}")
     named = [w.strip() for w in str(args.server).split(",") if w.strip()]
-    args.servers = [s for s in SERVERS if s in named]
+    args.servers = list(dict.fromkeys(named))  # in the order given: reversing it shows drift during a run
     if set(named) - set(SERVERS) or not args.servers:
         parser.error(f"--server: a comma-separated list of {', '.join(SERVERS)}")
     args.threads = min(args.threads, args.connections)
