@@ -19,7 +19,11 @@ same fast upstream for every target) and then loads, with ``wrk``:
 * ``orgwarden+redis``: the same limits counted in Redis (``ORGWARDEN_REDIS_URL``, a database of its
   own, ``--redis-url``), once per ``--workers`` value (``orgwarden+redis-w2``).
 
-``--limits off,memory,redis`` picks the orgwarden variants (default: all). The limit variants use a
+``--limits off,memory,redis`` picks the orgwarden variants (default: all). ``--server
+current,uvicorn-asgi,granian`` runs each of them under each HTTP server named (issue 15): ``current`` is
+``orgwarden serve``; ``uvicorn-asgi`` (plain ASGI on uvicorn), ``granian`` and ``granian-st`` (its
+single-threaded Rust runtime) load the same app factory with the same environment; their targets are
+named ``orgwarden@granian`` and so on. The limit variants use a
 database of their own (the plain ``orgwarden`` targets run without any limit); their limits are set
 through the Admin API before they start. Before any load, each limit variant must answer with
 ``anthropic-ratelimit-*`` headers showing the limits set, and must refuse a probe key whose own spend
@@ -39,6 +43,7 @@ met. Everything listens on 127.0.0.1; every process started is stopped on exit, 
     .venv/bin/python bench/gateway.py                    # the full run (about 8 minutes)
     .venv/bin/python bench/gateway.py --limits off,memory --workers 1
     .venv/bin/python bench/gateway.py --duration 5 --latency-duration 5 --ttfb-requests 300
+    .venv/bin/python bench/gateway.py --limits off --workers 1 --server current,uvicorn-asgi,granian
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +79,11 @@ STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 MODES = ("json", "stream")
 LIMIT_MODES = ("off", "memory", "redis")
+# The HTTP server under the orgwarden targets (issue 15, point 8): ``current`` is ``orgwarden serve``
+# (uvicorn with api/http_protocol.py's protocol); the others load the same ASGI app factory, with the
+# same ORGWARDEN_* environment, through a server's public command line only.
+SERVERS = ("current", "uvicorn-asgi", "granian", "granian-st")
+APP_FACTORY = "orgwarden.api.app:app_from_environment"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 REDIS_PREFIX = "orgwarden:"  # every key orgwarden writes to Redis starts with it
 
@@ -89,6 +99,11 @@ MIN_THROUGHPUT_RATIO_LIMITS = 0.45
 MAX_ADDED_P50_MS = 1.0
 MAX_ADDED_P99_MS = 3.0
 MAX_TTFB_OVERHEAD_MS = 1.0
+# Targets of issue 15 (the server layer), orgwarden without limits: JSON throughput >= 60% of nginx's,
+# added p50 at concurrency 1 <= 0.5 ms, streaming TTFB within 1 ms of nginx's, all in the same run.
+MIN_JSON_RATIO_ISSUE15 = 0.6
+MAX_ADDED_P50_MS_ISSUE15 = 0.5
+MAX_TTFB_OVER_NGINX_MS = 1.0
 
 
 class BenchError(RuntimeError):
@@ -619,9 +634,40 @@ def set_up_orgwarden(orgwarden: str, env: dict[str, str]) -> tuple[str, str]:
     return str(key), str(org_id)
 
 
-def target_name(limits: str, workers: int) -> str:
+def target_name(limits: str, workers: int, server: str = "current") -> str:
     base = {"off": "orgwarden", "memory": "orgwarden+limits", "redis": "orgwarden+redis"}[limits]
-    return base if workers == 1 else f"{base}-w{workers}"
+    name = base if workers == 1 else f"{base}-w{workers}"
+    return name if server == "current" else f"{name}@{server}"
+
+
+def server_argv(server: str, orgwarden: str, port: int, workers: int) -> list[str]:
+    """The command that serves orgwarden on ``port`` with ``server`` (see ``SERVERS``).
+
+    ``uvicorn-asgi`` and ``granian`` load ``app_from_environment``, the app factory uvicorn's workers
+    use, so they read the same ORGWARDEN_* settings as ``orgwarden serve``; their executables are the
+    ones installed beside orgwarden's."""
+    where = ["--host", HOST, "--port", str(port), "--workers", str(workers)]
+    if server == "current":
+        return [orgwarden, "serve", *where]
+    if server == "uvicorn-asgi":  # plain ASGI: the data plane goes through Dispatcher -> Gateway.__call__
+        return [server_executable("uvicorn", orgwarden), "--factory", APP_FACTORY, *where,
+                "--http", "httptools", "--loop", "uvloop", "--log-level", "warning",
+                "--proxy-headers", "--no-server-header"]  # fmt: skip  # as serve sets them
+    if server.startswith("granian"):  # ASGI with its lifespan (the recorder, the key cache); Rust HTTP/1.1
+        # granian-st: Rust's single-threaded runtime (for ASGI Granian picks the multi-threaded one)
+        mode = ["--runtime-mode", "st"] if server == "granian-st" else []
+        return [server_executable("granian", orgwarden), "--interface", "asgi", "--factory", APP_FACTORY,
+                *where, "--http", "1", "--loop", "uvloop", *mode, "--log-level", "warning", "--no-ws"]  # fmt: skip
+    raise BenchError(f"unknown server {server!r}")
+
+
+def server_executable(name: str, orgwarden: str) -> str:
+    """``name`` beside the orgwarden executable (the same virtualenv), else on ``PATH``."""
+    beside = Path(orgwarden).with_name(name)
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        raise BenchError(f"{name} is not installed beside {orgwarden} (pip install {name} into that virtualenv)")
+    return found
 
 
 def start_orgwarden(
@@ -632,6 +678,7 @@ def start_orgwarden(
     workers: int,
     limits: str = "off",
     redis_url: str | None = None,
+    server: str = "current",
 ) -> Target:
     port = free_port()
     upstream = f"http://{HOST}:{upstream_port}"
@@ -639,11 +686,12 @@ def start_orgwarden(
     if limits == "redis" or workers > 1:  # serve refuses several workers without Redis, even with no limit set
         assert redis_url is not None
         serve_env["ORGWARDEN_REDIS_URL"] = redis_url
-    name = target_name(limits, workers)
-    argv = [orgwarden, "serve", "--host", HOST, "--port", str(port), "--workers", str(workers)]
-    managed = processes.start(name, argv, serve_env)
+    name = target_name(limits, workers, server)
+    managed = processes.start(name, server_argv(server, orgwarden, port, workers), serve_env)
     wait_for_port(managed, port)
-    if f"upstream: {upstream}" not in managed.log.read_text(errors="replace"):
+    # Only serve prints where it forwards; the other servers get the same environment (the simulator's
+    # CPU time per request, measured for every target, shows that they forward too).
+    if server == "current" and f"upstream: {upstream}" not in managed.log.read_text(errors="replace"):
         raise BenchError(f"{name} does not forward to {upstream} (simulator in process?):\n{tail(managed.log)}")
     what = {
         "off": "no limits"
@@ -651,7 +699,13 @@ def start_orgwarden(
         "memory": "limits on, counted in process",
         "redis": f"limits on, counted in Redis ({redis_url})",
     }[limits]
-    description = f"orgwarden serve --workers {workers}, every check on, metering on, {what}"
+    how = {
+        "current": "orgwarden serve",
+        "uvicorn-asgi": "uvicorn --factory (plain ASGI, httptools, uvloop)",
+        "granian": "granian --interface asgi --factory (uvloop)",
+        "granian-st": "granian --interface asgi --factory --runtime-mode st (uvloop)",
+    }[server]
+    description = f"{how} --workers {workers}, every check on, metering on, {what}"
     return Target(
         name, port, description, [managed], limits=limits, workers=workers, database=Path(env["ORGWARDEN_DATA_DIR"])
     )
@@ -949,8 +1003,10 @@ def versions(orgwarden: str, nginx: str | None, wrk: str, env: dict[str, str]) -
     found: dict[str, str] = {}
     python = Path(orgwarden).with_name("python")
     code = (
-        "import importlib.metadata as m, json, sys; print(json.dumps({'python': sys.version.split()[0], "
-        "**{p: m.version(p) for p in ('orgwarden', 'uvicorn', 'httpx', 'uvloop', 'httptools', 'starlette')}}))"
+        "import importlib.metadata as m, json, sys\n"
+        "def v(p):\n try: return m.version(p)\n except m.PackageNotFoundError: return 'not installed'\n"
+        "print(json.dumps({'python': sys.version.split()[0], **{p: v(p) for p in "
+        "('orgwarden', 'uvicorn', 'granian', 'httpx', 'uvloop', 'httptools', 'starlette')}}))"
     )
     with contextlib.suppress(BenchError, ValueError):
         found.update(json.loads(run_command([str(python), "-c", code], env)))
@@ -1023,9 +1079,9 @@ def report(results: dict[tuple[str, str], Measurement], targets: list[str], args
 
 
 def baseline_of(name: str) -> str:
-    """The orgwarden target without limits that a limit variant is compared with (same workers)."""
-    match = re.search(r"-w(\d+)$", name)
-    return "orgwarden" + (f"-w{match.group(1)}" if match else "")
+    """The orgwarden target without limits that a limit variant is compared with (same workers, server)."""
+    match = re.fullmatch(r"orgwarden(?:\+\w+)?(-w\d+)?(@[\w-]+)?", name)
+    return "orgwarden" + "".join(part or "" for part in match.groups()) if match else "orgwarden"
 
 
 def limit_costs(results: dict[tuple[str, str], Measurement], targets: list[str]) -> list[str]:
@@ -1120,6 +1176,40 @@ def checks(results: dict[tuple[str, str], Measurement], targets: list[str]) -> l
                     f"| ≤ {MAX_TTFB_OVERHEAD_MS:g} ms "
                     f"| {verdict(over <= MAX_TTFB_OVERHEAD_MS, f'{over - MAX_TTFB_OVERHEAD_MS:.3f} ms')} |"
                 )
+    return lines + server_checks(results, targets, verdict)
+
+
+def server_checks(
+    results: dict[tuple[str, str], Measurement], targets: list[str], verdict: Callable[[bool, str], str]
+) -> list[str]:
+    """Issue 15's targets for the server layer, for each orgwarden target without limits."""
+    lines: list[str] = []
+    for name in (t for t in targets if t.startswith("orgwarden") and "+" not in t):
+        for mode in MODES:
+            m, base, ng = results.get((name, mode)), results.get(("upstream", mode)), results.get(("nginx", mode))
+            if m is None:
+                continue
+            if mode == "json" and ng is not None and ng.throughput.rps > 0:
+                ratio = m.throughput.rps / ng.throughput.rps
+                goal = MIN_JSON_RATIO_ISSUE15
+                lines.append(
+                    f"| throughput vs nginx (issue 15) | {name} | {mode} | {ratio:.1%} | ≥ {goal:.0%} "
+                    f"| {verdict(ratio >= goal, f'{(goal - ratio) * 100:.1f} points')} |"
+                )
+            if base is not None:
+                added = m.latency.p50_ms - base.latency.p50_ms
+                bound = MAX_ADDED_P50_MS_ISSUE15
+                lines.append(
+                    f"| added latency p50, c=1 (issue 15) | {name} | {mode} | {added:+.3f} ms | ≤ {bound:g} ms "
+                    f"| {verdict(added <= bound, f'{added - bound:.3f} ms')} |"
+                )
+            if mode == "stream" and ng is not None and m.ttfb_p50_ms is not None and ng.ttfb_p50_ms is not None:
+                over = m.ttfb_p50_ms - ng.ttfb_p50_ms
+                bound = MAX_TTFB_OVER_NGINX_MS
+                lines.append(
+                    f"| TTFB p50 minus nginx's (issue 15) | {name} | {mode} | {over:+.3f} ms | ≤ {bound:g} ms "
+                    f"| {verdict(over <= bound, f'{over - bound:.3f} ms')} |"
+                )
     return lines
 
 
@@ -1154,6 +1244,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="orgwarden variants: off (no limits), memory (limits in process), redis (limits in Redis); default all",
     )
     parser.add_argument(
+        "--server",
+        default="current",
+        help=f"servers of the orgwarden targets: {', '.join(SERVERS)} (comma-separated; default current)",
+    )
+    parser.add_argument(
         "--redis-url", default=DEFAULT_REDIS_URL, help=f"Redis of the redis variant ({DEFAULT_REDIS_URL})"
     )
     parser.add_argument("--rounds", type=int, default=1, help="repeat everything; the table shows medians")
@@ -1172,6 +1267,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = {w.strip() for w in str(args.limits).split(",") if w.strip()} - set(LIMIT_MODES)
     if unknown or not args.limit_modes:
         parser.error(f"--limits: a comma-separated list of {', '.join(LIMIT_MODES)}")
+    named = [w.strip() for w in str(args.server).split(",") if w.strip()]
+    args.servers = list(dict.fromkeys(named))  # in the order given: reversing it shows drift during a run
+    if set(named) - set(SERVERS) or not args.servers:
+        parser.error(f"--server: a comma-separated list of {', '.join(SERVERS)}")
     args.threads = min(args.threads, args.connections)
     return args
 
@@ -1268,6 +1367,16 @@ def run(args: argparse.Namespace, tmp: Path, processes: Processes, wrk_binary: s
     workload = Workload(args.output_tokens, api_key, org_id)
     notes: list[str] = []
     limit_modes = list(args.limit_modes)
+    servers: list[str] = []
+    for server in args.servers:
+        try:
+            server_argv(server, orgwarden, 0, 1)
+        except BenchError as exc:
+            notes.append(f"--server {server} skipped: {exc}")
+        else:
+            servers.append(server)
+    if not servers:
+        raise BenchError("; ".join(notes))
     redis_down = redis_reachable(args.redis_url) if "redis" in limit_modes or max(args.worker_counts) > 1 else None
     if redis_down is not None:
         redis_down = f"Redis not reachable at {args.redis_url}: {redis_down}"
@@ -1306,23 +1415,30 @@ def run(args: argparse.Namespace, tmp: Path, processes: Processes, wrk_binary: s
             if w > 1 and redis_down is not None:
                 notes.append(f"{target_name('off', w)} skipped: several workers need Redis ({redis_down})")
                 continue
-            orgwarden_targets.append(
-                start_orgwarden(processes, orgwarden, env, upstream_port, w, "off", args.redis_url)
-            )
-            write_scripts(orgwarden_targets[-1], workload, tmp, "plain")
+            for server in servers:
+                orgwarden_targets.append(
+                    start_orgwarden(processes, orgwarden, env, upstream_port, w, "off", args.redis_url, server)
+                )
+                write_scripts(orgwarden_targets[-1], workload, tmp, "plain")
     if "memory" in limit_modes:  # limits in process need one process: --workers 1 only
         assert limits_db is not None
-        orgwarden_targets.append(start_orgwarden(processes, orgwarden, limits_env, upstream_port, 1, "memory"))
-        write_scripts(orgwarden_targets[-1], limits_db.workload, tmp, "limits")
+        for server in servers:
+            orgwarden_targets.append(
+                start_orgwarden(processes, orgwarden, limits_env, upstream_port, 1, "memory", server=server)
+            )
+            write_scripts(orgwarden_targets[-1], limits_db.workload, tmp, "limits")
         if args.worker_counts != [1]:
             notes.append("orgwarden+limits runs with --workers 1 only: limits counted in process need one process")
     if "redis" in limit_modes:
         assert limits_db is not None
         for w in args.worker_counts:
-            target = start_orgwarden(processes, orgwarden, limits_env, upstream_port, w, "redis", args.redis_url)
-            target.redis = RedisClient(args.redis_url)
-            orgwarden_targets.append(target)
-            write_scripts(target, limits_db.workload, tmp, "limits")
+            for server in servers:
+                target = start_orgwarden(
+                    processes, orgwarden, limits_env, upstream_port, w, "redis", args.redis_url, server
+                )
+                target.redis = RedisClient(args.redis_url)
+                orgwarden_targets.append(target)
+                write_scripts(target, limits_db.workload, tmp, "limits")
     targets += orgwarden_targets
     for target in targets:  # every path answers, and answers right, before any load
         assert target.workload is not None

@@ -64,8 +64,10 @@ async def fire(port: int, payload: bytes, total: int) -> None:
     await asyncio.gather(*(connection() for _ in range(CONNECTIONS)))
 
 
-def count(limits: str, requests: int, redis_url: str) -> int:
-    """Instructions of one server run that answered ``requests`` requests (after 20 of warm-up)."""
+def count(limits: str, requests: int, redis_url: str, server: str = "current") -> int:
+    """Instructions of one server run that answered ``requests`` requests (after 20 of warm-up): the
+    sum over its processes (valgrind follows forks, e.g. Granian's worker, and ``--trace-children``
+    execs), so that every server's workers are counted."""
     with tempfile.TemporaryDirectory(prefix="orgwarden-instructions-") as name:
         tmp = Path(name)
         processes = bench.Processes(tmp)
@@ -90,19 +92,20 @@ def count(limits: str, requests: int, redis_url: str) -> int:
             if limits == "redis":
                 serve_env["ORGWARDEN_REDIS_URL"] = redis_url
             out = tmp / "cachegrind.out"
-            argv = ["valgrind", "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}",
-                    sys.executable, orgwarden, "serve", "--host", bench.HOST, "--port", str(port)]  # fmt: skip
-            server = processes.start("orgwarden", argv, serve_env)
-            bench.wait_for_port(server, port, timeout=600)
+            argv = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--trace-children=yes",
+                    f"--cachegrind-out-file={out}.%p", sys.executable,
+                    *bench.server_argv(server, orgwarden, port, 1)]  # fmt: skip
+            running = processes.start("orgwarden", argv, serve_env)
+            bench.wait_for_port(running, port, timeout=600)
             payload = workload.http_request(port, "json")
             asyncio.run(fire(port, payload, 20))
             asyncio.run(fire(port, payload, requests))
-            server.process.send_signal(signal.SIGTERM)
-            server.process.wait(600)
-            found = re.findall(r"I\s+refs:\s+([\d,]+)", server.log.read_text(errors="replace"))
+            running.process.send_signal(signal.SIGTERM)
+            running.process.wait(600)
+            found = re.findall(r"I\s+refs:\s+([\d,]+)", running.log.read_text(errors="replace"))
             if not found:
-                raise bench.BenchError(f"no instruction count in the server's output:\n{bench.tail(server.log)}")
-            return int(found[-1].replace(",", ""))
+                raise bench.BenchError(f"no instruction count in the server's output:\n{bench.tail(running.log)}")
+            return sum(int(refs.replace(",", "")) for refs in found)
         finally:
             processes.stop_all()
 
@@ -112,16 +115,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limits", default="off,memory,redis", help="variants: off, memory, redis")
     parser.add_argument("--requests", type=int, default=500, help="requests of the longer run (default 500)")
     parser.add_argument("--redis-url", default=bench.DEFAULT_REDIS_URL)
+    parser.add_argument("--server", default="current", help=f"servers: {', '.join(bench.SERVERS)} (default current)")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install -y valgrind)", file=sys.stderr)
         return 2
     short = args.requests // 5
     print("| variant | instructions / request | runs (N/5, N requests) |\n|---|---|---|")
-    for limits in args.limits.split(","):
-        low, high = count(limits, short, args.redis_url), count(limits, args.requests, args.redis_url)
-        per_request = (high - low) / (args.requests - short)
-        print(f"| {bench.target_name(limits, 1)} | {per_request:,.0f} | {low:,} / {high:,} |", flush=True)
+    for server in args.server.split(","):
+        for limits in args.limits.split(","):
+            low = count(limits, short, args.redis_url, server)
+            high = count(limits, args.requests, args.redis_url, server)
+            per_request = (high - low) / (args.requests - short)
+            name = bench.target_name(limits, 1, server)
+            print(f"| {name} | {per_request:,.0f} | {low:,} / {high:,} |", flush=True)
     return 0
 
 
