@@ -1,7 +1,8 @@
 """What the gateway reports of each data-plane request it answered: an access-log line and metrics.
 
 ``Gateway.serve`` calls ``GatewayObserver.answered`` once per request, refusals included. The line
-(logger ``orgwarden.access``, level INFO) is built only when that logger is enabled, and holds no
+(logger ``orgwarden.access``, level INFO) is made only while the access log is on (only its fields
+here: the record and its text are the log-writing thread's work, ``logs.access``), and holds no
 secret and no header value: request id, key id, workspace id, method, path, model, status, latency
 in ms, token counts, stream or not, the client's address. Client-chosen strings (path, model) are
 cut to ``MAX_FIELD`` characters and, in the text format, quoted (JSON string syntax) so that no
@@ -11,11 +12,10 @@ control character can forge a line.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from orgwarden.observability.logs import ACCESS, FIELDS
+from orgwarden.observability import logs
 
 if TYPE_CHECKING:  # (not prometheus-client at import: see observability.multiproc)
     from orgwarden.gateway.exchange import Exchange
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # (not prometheus-client at import: see observability.multipr
 MAX_FIELD: Final = 256
 
 
-class _Text:
+class TextLine:
     """The text form of an access line, formatted only if a text handler asks for it."""
 
     __slots__ = ("fields",)
@@ -49,19 +49,14 @@ class GatewayObserver:
 
     def __init__(self, metrics: Metrics | None) -> None:
         self.metrics = metrics
-        self._log = logging.getLogger(ACCESS)
 
     def answered(self, call: Call, exchange: Exchange) -> None:
         seconds = time.perf_counter() - call.started
         if self.metrics is not None:
             self.metrics.request("data", call.endpoint or "none", call.method, call.status, seconds)
-        access = self._log
-        if access.isEnabledFor(logging.INFO):
-            fields = access_fields(call, exchange, seconds)
-            # makeRecord + handle: what ``info`` does, without looking up the caller's frame each time.
-            record = access.makeRecord(ACCESS, logging.INFO, __file__, 0, "%s", (_Text(fields),), None)
-            setattr(record, FIELDS, fields)
-            access.handle(record)
+        if logs.access_on():
+            # Only the fields are made here; the record and its text are the writing thread's work.
+            logs.access(access_fields(call, exchange, seconds))
 
     def upstream(self, call: Call, seconds: float) -> None:
         if self.metrics is not None:

@@ -5,9 +5,13 @@ Every ``orgwarden.*`` logger writes through one handler on standard error, as te
 ``time``, ``level``, ``logger``, ``message`` (and ``exc_info`` when there is a traceback). An access
 line (logger ``orgwarden.access``, see ``access.py``) adds its fields as keys of that object.
 
-Records are handed to a bounded queue and formatted and written by a thread of their own
-(``logging.handlers.QueueListener``), so a request never waits on standard error (a slow pipe or
-journal); when the queue is full a record is dropped and counted (``dropped``) rather than block.
+Records are kept in a bounded buffer and formatted and written in batches by a thread of their own,
+which wakes every ``FLUSH_INTERVAL`` seconds (sooner when ``WAKE_AT`` records wait): a request never
+waits on standard error (a slow pipe or journal), and nothing is handed between threads per record
+(a queue's wake-up per line cost more than the rest of a proxied request; bench/RESULTS.md). When the
+buffer is full a record is dropped and counted (``dropped``) rather than block. Records carry no
+process or thread names (``logging.logProcesses`` and the like are off: none of the formats shows
+them, and reading the pid is a system call per record).
 ``configure`` may run more than once in a process (the CLI, then the app factory in each worker):
 it replaces what it installed before, so lines are never written twice.
 """
@@ -17,11 +21,12 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import queue
 import sys
+import threading
+import time
+from collections import deque
 from datetime import UTC, datetime
-from logging.handlers import QueueHandler, QueueListener
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 from orgwarden.config import Settings
 
@@ -31,6 +36,8 @@ ACCESS: Final = "orgwarden.access"
 FIELDS: Final = "access_fields"
 _TEXT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 QUEUE_SIZE: Final = 10_000
+FLUSH_INTERVAL: Final = 0.1
+WAKE_AT: Final = 2_000
 
 
 class JsonFormatter(logging.Formatter):
@@ -53,39 +60,109 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-class _Handoff(QueueHandler):
-    """Hands records to the writing thread as they are: formatting is that thread's work too."""
+class _Batcher(logging.Handler):
+    """Keeps records for the writing thread, which formats and writes them a batch at a time."""
 
-    def __init__(self, records: queue.Queue[logging.LogRecord]) -> None:
-        super().__init__(records)
+    def __init__(self, stream: TextIO, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.setFormatter(formatter)
+        self.stream = stream
         self.dropped = 0
+        self._records: deque[logging.LogRecord | tuple[float, dict[str, Any]]] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="orgwarden-log-writer", daemon=True)
+        self._thread.start()
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record  # (the base class formats here, on the caller's thread)
-
-    def enqueue(self, record: logging.LogRecord) -> None:
-        try:
-            self.queue.put_nowait(record)
-        except queue.Full:
+    def emit(self, record: logging.LogRecord) -> None:
+        records = self._records
+        if len(records) >= QUEUE_SIZE:
             self.dropped += 1  # standard error cannot keep up: lose a line, never wait for it
+            return
+        records.append(record)
+        if len(records) >= WAKE_AT:
+            self._wake.set()
+
+    def access(self, fields: dict[str, Any]) -> None:
+        """An access line, kept as its fields: the record is made by the writing thread."""
+        records = self._records
+        if len(records) >= QUEUE_SIZE:
+            self.dropped += 1
+            return
+        records.append((time.time(), fields))
+        if len(records) >= WAKE_AT:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(FLUSH_INTERVAL)
+            self._wake.clear()
+            self._write()
+        self._write()
+
+    def _write(self) -> None:
+        records = self._records
+        lines: list[str] = []
+        while records:
+            record = records.popleft()
+            if isinstance(record, tuple):
+                record = _access_record(*record)
+            try:
+                lines.append(self.format(record))
+            except Exception:  # a record that cannot be formatted: logging's own report, not a crash
+                self.handleError(record)
+        if lines:
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):  # standard error closed or broken: nothing else to tell
+                self.dropped += len(lines)
+
+    def close(self) -> None:
+        """Write what is buffered and stop the thread."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout=5)
+        super().close()
 
 
-_installed: list[tuple[_Handoff, QueueListener]] = []
+def _access_record(created: float, fields: dict[str, Any]) -> logging.LogRecord:
+    from orgwarden.observability.access import TextLine  # (access imports this module)
+
+    record = logging.makeLogRecord(
+        {"name": ACCESS, "levelno": logging.INFO, "levelname": "INFO", "msg": "%s", "args": (TextLine(fields),)}
+    )
+    record.created, record.msecs = created, (created - int(created)) * 1000
+    setattr(record, FIELDS, fields)
+    return record
+
+
+_installed: list[_Batcher] = []
+_access: list[_Batcher] = []  # the handler access lines go to, while the access log is on
+
+
+def access(fields: dict[str, Any]) -> None:
+    """Write an access line (logger ``orgwarden.access``) with these fields, if the access log is on."""
+    if _access:
+        _access[0].access(fields)
+
+
+def access_on() -> bool:
+    return bool(_access)
 
 
 def configure(settings: Settings) -> None:
     """Send every ``orgwarden.*`` log line to standard error in ``settings.log_format``, at
     ``settings.log_level``; the access log on or off with ``settings.access_log``."""
-    writer = logging.StreamHandler(sys.stderr)
-    writer.setFormatter(JsonFormatter() if settings.log_format == "json" else logging.Formatter(_TEXT))
-    records: queue.Queue[logging.LogRecord] = queue.Queue(QUEUE_SIZE)
-    handoff = _Handoff(records)
-    listener = QueueListener(records, writer)
+    logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
     root = logging.getLogger(ROOT)
     shutdown()
-    root.addHandler(handoff)
-    listener.start()
-    _installed.append((handoff, listener))
+    formatter = JsonFormatter() if settings.log_format == "json" else logging.Formatter(_TEXT)
+    batcher = _Batcher(sys.stderr, formatter)
+    root.addHandler(batcher)
+    _installed.append(batcher)
+    if settings.access_log:
+        _access.append(batcher)
     root.setLevel(settings.log_level.upper())
     root.propagate = False  # not twice through a handler someone put on the root logger
     access = logging.getLogger(ACCESS)
@@ -95,16 +172,17 @@ def configure(settings: Settings) -> None:
 
 def dropped() -> int:
     """Log records dropped because the writing thread could not keep up (since ``configure``)."""
-    return sum(handoff.dropped for handoff, _ in _installed)
+    return sum(batcher.dropped for batcher in _installed)
 
 
 def shutdown() -> None:
     """Write what is queued and stop the writing thread (also run at exit)."""
     root = logging.getLogger(ROOT)
+    _access.clear()
     while _installed:
-        handoff, listener = _installed.pop()
-        root.removeHandler(handoff)
-        listener.stop()
+        batcher = _installed.pop()
+        root.removeHandler(batcher)
+        batcher.close()
 
 
 atexit.register(shutdown)
