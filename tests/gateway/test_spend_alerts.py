@@ -249,7 +249,10 @@ def test_stop_drains_and_a_restart_knows_what_fired(initialized: tuple[Database,
     async def main() -> None:
         async with instance(db, organization_id, receiver.url) as alerts:
             alerts.observe(limit, 5_000 * CENT, now)  # stopped right away: stop() records it
-        assert len(deliveries(receiver, {limit.id})) == 1  # and the sender's stop delivered it
+        # ...and the sender's stop delivered it: it has arrived; the receiver's thread marks it answered
+        # just after writing the answer, which the sender may read first
+        assert [r for r in receiver.snapshot() if limit.id in r.body.decode()]
+        await until(lambda: len(deliveries(receiver, {limit.id})) == 1)
         async with instance(db, organization_id, receiver.url) as restarted:
             assert (limit.id, start, 50) in restarted.fired
             restarted.observe(limit, 7_000 * CENT, now)

@@ -5,8 +5,9 @@ Every ``orgwarden.*`` logger writes through one handler on standard error, as te
 ``time``, ``level``, ``logger``, ``message`` (and ``exc_info`` when there is a traceback). An access
 line (logger ``orgwarden.access``, see ``access.py``) adds its fields as keys of that object.
 
-Records are kept in a bounded buffer and formatted and written in batches by a thread of their own,
-which wakes every ``FLUSH_INTERVAL`` seconds (sooner when ``WAKE_AT`` records wait): a request never
+Records are kept in a bounded buffer and formatted and written by a thread of their own: access
+lines in batches, every ``FLUSH_INTERVAL`` seconds (sooner when ``WAKE_AT`` wait), any other line
+at once (they are rare, and a warning should not wait). A request never
 waits on standard error (a slow pipe or journal), and nothing is handed between threads per record
 (a queue's wake-up per line cost more than the rest of a proxied request; bench/RESULTS.md). When the
 buffer is full a record is dropped and counted (``dropped``) rather than block. Records carry no
@@ -80,8 +81,7 @@ class _Batcher(logging.Handler):
             self.dropped += 1  # standard error cannot keep up: lose a line, never wait for it
             return
         records.append(record)
-        if len(records) >= WAKE_AT:
-            self._wake.set()
+        self._wake.set()  # a line other than an access line is rare: written at once, not batched
 
     def access(self, fields: dict[str, Any]) -> None:
         """An access line, kept as its fields: the record is made by the writing thread."""
