@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from tests.conftest import free_port
@@ -63,6 +64,18 @@ class ThrowawayPostgres:
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def outage_env(self, database: str, data_dir: Path) -> dict[str, str]:
+        """An ``orgwarden serve`` environment on ``database`` with short time-outs, for outage tests."""
+        return {
+            "ORGWARDEN_UPSTREAM": "simulator",
+            "ORGWARDEN_DATABASE_URL": self.dsn(database),
+            "ORGWARDEN_SECRET_KEY": uuid.uuid4().hex * 2,
+            "ORGWARDEN_DATA_DIR": str(data_dir),
+            "ORGWARDEN_DATABASE_CONNECT_TIMEOUT_SECONDS": "1",
+            "ORGWARDEN_DATABASE_STATEMENT_TIMEOUT_SECONDS": "2",
+            "ORGWARDEN_SHUTDOWN_TIMEOUT_SECONDS": "6",
+        }
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"

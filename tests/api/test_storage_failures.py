@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import stat
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,15 +39,7 @@ def outage(tmp_path: Path) -> Iterator[tuple[ThrowawayPostgres, Server]]:
     try:
         pg.start()
         pg.create_database("orgwarden")
-        env = {
-            "ORGWARDEN_UPSTREAM": "simulator",
-            "ORGWARDEN_DATABASE_URL": pg.dsn("orgwarden"),
-            "ORGWARDEN_SECRET_KEY": uuid.uuid4().hex * 2,
-            "ORGWARDEN_DATA_DIR": str(tmp_path / "data"),
-            "ORGWARDEN_DATABASE_CONNECT_TIMEOUT_SECONDS": "1",
-            "ORGWARDEN_DATABASE_STATEMENT_TIMEOUT_SECONDS": "2",
-            "ORGWARDEN_SHUTDOWN_TIMEOUT_SECONDS": "6",
-        }
+        env = pg.outage_env("orgwarden", tmp_path / "data")
         server = start_server(Database("postgres", env), tmp_path)
         yield pg, server
     finally:

@@ -28,7 +28,7 @@ import anthropic
 import pytest
 
 from tests.conftest import Server, cli, make_database, spawn_serve, start_server, stop_server
-from tests.e2e.mitm import Certificates, Proxy, start_mitmdump, stop_process
+from tests.e2e.mitm import Certificates, Proxy
 
 MODEL = "claude-sonnet-4-6"
 
@@ -56,17 +56,6 @@ def tls_upstream(certificates: Certificates, tmp_path_factory: pytest.TempPathFa
         yield Upstream(served.base_url, key, int(served.base_url.rsplit(":", 1)[1]))
     finally:
         stop_server(served)
-
-
-@pytest.fixture(scope="module")
-def corporate_proxy(
-    mitmdump_executable: Path, certificates: Certificates, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Proxy]:
-    proxy, process = start_mitmdump(mitmdump_executable, tmp_path_factory.mktemp("proxy"), certificates.ca)
-    try:
-        yield proxy
-    finally:
-        stop_process(process)
 
 
 @contextmanager

@@ -19,28 +19,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 from standardwebhooks import Webhook
 
 from tests.conftest import Server, make_database, start_server, stop_server
-from tests.e2e.mitm import Certificates, Proxy, start_mitmdump, stop_process
+from tests.e2e.mitm import Certificates, Proxy
 from tests.gateway.webhook_receiver import Receiver, running_receiver
 
 MODEL = "claude-haiku-4-5"  # $5 per million output tokens: 2000 are a cent
 SECRET = "whsec_" + base64.b64encode(b"orgwarden-test-webhook-secret-32b").decode()
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
                    "no_proxy", "ORGWARDEN_UPSTREAM_PROXY")  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def corporate_proxy(
-    mitmdump_executable: Path, certificates: Certificates, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Proxy]:
-    proxy, process = start_mitmdump(mitmdump_executable, tmp_path_factory.mktemp("proxy"), certificates.ca)
-    try:
-        yield proxy
-    finally:
-        stop_process(process)
 
 
 @contextmanager

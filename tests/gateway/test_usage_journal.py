@@ -303,15 +303,7 @@ def test_a_sigterm_while_postgres_is_down_ends_in_time_and_loses_nothing(tmp_pat
     try:
         pg.start()
         pg.create_database("orgwarden")
-        env = {
-            "ORGWARDEN_UPSTREAM": "simulator",
-            "ORGWARDEN_DATABASE_URL": pg.dsn("orgwarden"),
-            "ORGWARDEN_SECRET_KEY": uuid.uuid4().hex * 2,
-            "ORGWARDEN_DATA_DIR": str(tmp_path / "data"),
-            "ORGWARDEN_DATABASE_CONNECT_TIMEOUT_SECONDS": "1",
-            "ORGWARDEN_DATABASE_STATEMENT_TIMEOUT_SECONDS": "2",
-            "ORGWARDEN_SHUTDOWN_TIMEOUT_SECONDS": "6",
-        }
+        env = pg.outage_env("orgwarden", tmp_path / "data")
         db = Database("postgres", env)
         server = start_server(db, tmp_path)
         organization = server.organization["id"]

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.conftest import free_port
+from tests.e2e.mitm import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,13 +30,7 @@ def running(
         wait_listening(port, process)
         yield port, process
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
 
 
 def wait_listening(port: int, process: subprocess.Popen[str]) -> None:

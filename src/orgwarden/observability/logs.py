@@ -5,12 +5,14 @@ Every ``orgwarden.*`` logger writes through one handler on standard error, as te
 ``time``, ``level``, ``logger``, ``message`` (and ``exc_info`` when there is a traceback). An access
 line (logger ``orgwarden.access``, see ``access.py``) adds its fields as keys of that object.
 
-Records are kept in a bounded buffer and formatted and written by a thread of their own: access
-lines in batches, every ``FLUSH_INTERVAL`` seconds (sooner when ``WAKE_AT`` wait), any other line
-at once (they are rare, and a warning should not wait). A request never
-waits on standard error (a slow pipe or journal), and nothing is handed between threads per record
-(a queue's wake-up per line cost more than the rest of a proxied request; bench/RESULTS.md). When the
-buffer is full a record is dropped and counted (``dropped``) rather than block. Records carry no
+Access lines (loggers ``orgwarden.access*``, one per request) are kept in a bounded buffer and
+formatted and written in batches by a thread of their own, every ``FLUSH_INTERVAL`` seconds (sooner
+when ``WAKE_AT`` wait): a request never waits on standard error (a slow pipe or journal) for its
+access line, and nothing is handed between threads per line (a queue's wake-up per line cost more
+than the rest of a proxied request; bench/RESULTS.md). When the buffer is full a line is dropped and
+counted (``dropped``) rather than block. Every other line (start-up, warnings, errors: rare) is
+written at once by the thread that logs it, so it is there to read as soon as the event it reports;
+an access line may therefore appear up to ``FLUSH_INTERVAL`` after lines logged later. Records carry no
 process or thread names (``logging.logProcesses`` and the like are off: none of the formats shows
 them, and reading the pid is a system call per record).
 ``configure`` may run more than once in a process (the CLI, then the app factory in each worker):
@@ -71,17 +73,22 @@ class _Batcher(logging.Handler):
         self.dropped = 0
         self._records: deque[logging.LogRecord | tuple[float, dict[str, Any]]] = deque()
         self._wake = threading.Event()
+        self._stream_lock = threading.Lock()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="orgwarden-log-writer", daemon=True)
         self._thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
+        if not record.name.startswith(ACCESS):  # rare (start-up, warnings, errors): written now, in order
+            self._flush([self.format(record)])
+            return
         records = self._records
         if len(records) >= QUEUE_SIZE:
             self.dropped += 1  # standard error cannot keep up: lose a line, never wait for it
             return
         records.append(record)
-        self._wake.set()  # a line other than an access line is rare: written at once, not batched
+        if len(records) >= WAKE_AT:
+            self._wake.set()
 
     def access(self, fields: dict[str, Any]) -> None:
         """An access line, kept as its fields: the record is made by the writing thread."""
@@ -112,6 +119,10 @@ class _Batcher(logging.Handler):
             except Exception:  # a record that cannot be formatted: logging's own report, not a crash
                 self.handleError(record)
         if lines:
+            self._flush(lines)
+
+    def _flush(self, lines: list[str]) -> None:
+        with self._stream_lock:  # a batch and a line written at once never interleave
             try:
                 self.stream.write("\n".join(lines) + "\n")
                 self.stream.flush()
