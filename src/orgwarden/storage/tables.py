@@ -45,6 +45,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(32))
     added_at: Mapped[datetime]
     removed_at: Mapped[datetime | None]
+    deactivated_at: Mapped[datetime | None] = mapped_column(default=None)  # SCIM ``active: false``
 
 
 class Invite(Base):
@@ -431,3 +432,63 @@ class AuditChainHead(Base):
     organization_id: Mapped[str] = mapped_column(IdString(36), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class UserSession(Base):
+    """A browser session after an OpenID Connect sign-in. The cookie holds the secret; this row its hash."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    source_ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    user_agent: Mapped[str | None] = mapped_column(String(255), default=None)
+
+
+class UserToken(Base):
+    """An OAuth access or refresh token of a user; only the SHA-256 of the secret is stored.
+
+    Refresh tokens of one grant share ``family_id``; using one rotates it (``replaced_by``), and
+    presenting a rotated one again revokes the family.
+    """
+
+    __tablename__ = "user_tokens"
+
+    id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    workspace_id: Mapped[str | None] = mapped_column(IdString(), default=None)
+    kind: Mapped[str] = mapped_column(String(16))  # access | refresh
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    family_id: Mapped[str] = mapped_column(IdString(), index=True)
+    client_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    replaced_by: Mapped[str | None] = mapped_column(IdString(), default=None)
+
+
+class DeviceAuthorization(Base):
+    """An RFC 8628 device authorization: polled by the device code's hash, approved by user code."""
+
+    __tablename__ = "device_authorizations"
+
+    id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    device_code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_code: Mapped[str] = mapped_column(String(16), unique=True)
+    client_id: Mapped[str] = mapped_column(String(255))
+    scope: Mapped[str] = mapped_column(String(255))
+    workspace_id: Mapped[str | None] = mapped_column(IdString(), default=None)
+    status: Mapped[str] = mapped_column(String(16))  # pending | approved | denied | used
+    organization_id: Mapped[str | None] = mapped_column(IdString(36), default=None)
+    user_id: Mapped[str | None] = mapped_column(IdString(), default=None)
+    interval_seconds: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    last_polled_at: Mapped[datetime | None] = mapped_column(default=None)
