@@ -64,7 +64,9 @@ async def fire(port: int, payload: bytes, total: int) -> None:
     await asyncio.gather(*(connection() for _ in range(CONNECTIONS)))
 
 
-def count(limits: str, requests: int, redis_url: str, server: str = "current") -> int:
+def count(
+    limits: str, requests: int, redis_url: str, server: str = "current", extra_env: dict[str, str] | None = None
+) -> int:
     """Instructions of one server run that answered ``requests`` requests (after 20 of warm-up): the
     sum over its processes (valgrind follows forks, e.g. Granian's worker, and ``--trace-children``
     execs), so that every server's workers are counted."""
@@ -91,6 +93,7 @@ def count(limits: str, requests: int, redis_url: str, server: str = "current") -
             }
             if limits == "redis":
                 serve_env["ORGWARDEN_REDIS_URL"] = redis_url
+            serve_env.update(extra_env or {})
             out = tmp / "cachegrind.out"
             argv = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--trace-children=yes",
                     f"--cachegrind-out-file={out}.%p", sys.executable,
@@ -115,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limits", default="off,memory,redis", help="variants: off, memory, redis")
     parser.add_argument("--requests", type=int, default=500, help="requests of the longer run (default 500)")
     parser.add_argument("--redis-url", default=bench.DEFAULT_REDIS_URL)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an extra setting for the server, e.g. ORGWARDEN_ACCESS_LOG=false (repeatable)")
     parser.add_argument("--server", default="current", help=f"servers: {', '.join(bench.SERVERS)} (default current)")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
@@ -124,8 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("| variant | instructions / request | runs (N/5, N requests) |\n|---|---|---|")
     for server in args.server.split(","):
         for limits in args.limits.split(","):
-            low = count(limits, short, args.redis_url, server)
-            high = count(limits, args.requests, args.redis_url, server)
+            extra = dict(item.split("=", 1) for item in args.env)
+            low = count(limits, short, args.redis_url, server, extra)
+            high = count(limits, args.requests, args.redis_url, server, extra)
             per_request = (high - low) / (args.requests - short)
             name = bench.target_name(limits, 1, server)
             print(f"| {name} | {per_request:,.0f} | {low:,} / {high:,} |", flush=True)

@@ -9,6 +9,8 @@ two workers (multiprocess mode), every scrape shows the sum over both, whichever
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from orgwarden.observability.metrics import SYNC_INTERVAL
 from tests.conftest import Database, Server, cli, dedicated_server, free_port, redis_settings, unique
 from tests.gateway.test_rate_limits import entry_id, new_key, new_workspace, set_key_limits
 
@@ -137,15 +140,28 @@ def test_with_two_workers_every_scrape_shows_the_sum_over_both() -> None:
             created = admin.post("/v1/organizations/api_keys", json={"name": unique("mp"), "workspace_id": None})
         secret = created.json()["key"]
         body = {"model": MODEL, "max_tokens": 8, "messages": MESSAGES}
-        # Each worker's histograms get their file when it answers its first request: send requests
-        # (a new connection each, which the kernel gives to either worker) until both have answered.
+        # Each worker writes its request tallies to its file every second (SYNC_INTERVAL): send
+        # requests (a new connection each, which the kernel gives to either worker) until both files
+        # show data-plane requests; then every scrape, whichever worker answers it, shows the sum.
         files = Path(server.db.env["ORGWARDEN_DATA_DIR"]) / "prometheus" / server.base_url.rsplit(":", 1)[1]
+
+        def answered_by() -> int:
+            workers = 0
+            for path in files.glob("requests-*.json"):
+                with contextlib.suppress(OSError, ValueError):
+                    workers += any(row[0] == "data" for row in json.loads(path.read_text())["requests"])
+            return workers
+
         sent = 0
-        while sent < 20 or (len(list(files.glob("histogram_*.db"))) < 2 and sent < 400):
+        deadline = time.monotonic() + 30
+        while (sent < 20 or answered_by() < 2) and time.monotonic() < deadline:
             response = httpx.post(server.base_url + "/v1/messages", json=body, headers={"x-api-key": secret})
             assert response.status_code == 200, response.text
             sent += 1
-        assert len(list(files.glob("histogram_*.db"))) == 2, "one worker answered every request"
+            if sent >= 20:
+                time.sleep(0.1)
+        assert answered_by() == 2, "one worker answered every request"
+        time.sleep(2 * SYNC_INTERVAL + 0.5)  # each worker has written its tallies since its last request
         for _ in range(6):  # whichever worker answers the scrape
             samples = scrape(server)
             assert requests(samples, "data", "messages", "POST", 200) == sent

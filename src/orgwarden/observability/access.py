@@ -25,23 +25,23 @@ if TYPE_CHECKING:  # (not prometheus-client at import: see observability.multipr
 MAX_FIELD: Final = 256
 
 
-class TextLine:
-    """The text form of an access line, formatted only if a text handler asks for it."""
+def _quoted(text: str) -> str:
+    """``text`` as a JSON string: the quotes alone when nothing in it needs escaping (the usual path
+    and model), ``json.dumps`` otherwise, so no control character or quote can forge a line."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return json.dumps(text)
 
-    __slots__ = ("fields",)
 
-    def __init__(self, fields: dict[str, Any]) -> None:
-        self.fields = fields
-
-    def __str__(self) -> str:
-        f = self.fields
-        return (
-            f"{f['request_id']} {f['client'] or '-'} {json.dumps(f['method'] + ' ' + f['path'])} {f['status']}"
-            f" {f['latency_ms']}ms key={f['key_id'] or '-'} workspace={f['workspace_id'] or '-'}"
-            f" model={json.dumps(f['model'])} stream={'yes' if f['stream'] else 'no'}"
-            f" input={f['input_tokens']} output={f['output_tokens']}"
-            f" cache_write={f['cache_creation_input_tokens']} cache_read={f['cache_read_input_tokens']}"
-        )
+def text_message(f: dict[str, Any]) -> str:
+    """The message of an access line: its fields in a fixed order, client-chosen strings quoted."""
+    return (
+        f"{f['request_id']} {f['client'] or '-'} {_quoted(f['method'] + ' ' + f['path'])} {f['status']}"
+        f" {f['latency_ms']}ms key={f['key_id'] or '-'} workspace={f['workspace_id'] or '-'}"
+        f" model={_quoted(f['model'])} stream={'yes' if f['stream'] else 'no'}"
+        f" input={f['input_tokens']} output={f['output_tokens']}"
+        f" cache_write={f['cache_creation_input_tokens']} cache_read={f['cache_read_input_tokens']}"
+    )
 
 
 class GatewayObserver:

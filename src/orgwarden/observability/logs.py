@@ -22,7 +22,6 @@ it replaces what it installed before, so lines are never written twice.
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import sys
 import threading
@@ -30,6 +29,8 @@ import time
 from collections import deque
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
+
+import orjson
 
 from orgwarden.config import Settings
 
@@ -43,14 +44,20 @@ FLUSH_INTERVAL: Final = 0.1
 WAKE_AT: Final = 2_000
 
 
+def _iso(created: float) -> str:
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _dumps(line: dict[str, Any]) -> str:
+    return orjson.dumps(line, default=str).decode()
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record; an access record's fields become keys of it."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC)
-            .isoformat(timespec="microseconds")
-            .replace("+00:00", "Z"),
+            "time": _iso(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -60,7 +67,45 @@ class JsonFormatter(logging.Formatter):
             line.update(fields)
         if record.exc_info:
             line["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return _dumps(line)
+
+
+class AccessLines:
+    """Access lines made straight from their fields, as ``logging.Formatter(_TEXT)`` or
+    ``JsonFormatter`` would make them from a record, without the record: making a ``LogRecord`` and
+    formatting it through ``logging`` cost 10-20 us a line, several times the rest of the line
+    (bench/RESULTS.md). The time's text is made once per second."""
+
+    __slots__ = ("_message", "_prefix", "_second", "json")
+
+    def __init__(self, json_format: bool) -> None:
+        from orgwarden.observability.access import text_message  # (access imports this module)
+
+        self.json = json_format
+        self._message = text_message
+        self._second = -1
+        self._prefix = ""
+
+    def line(self, created: float, fields: dict[str, Any]) -> str:
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            if self.json:
+                self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            else:  # logging.Formatter's default asctime: local time, then milliseconds
+                self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        fraction = created - second
+        message = self._message(fields)
+        if not self.json:
+            return f"{self._prefix},{int(fraction * 1000):03d} INFO {ACCESS}: {message}"
+        line: dict[str, Any] = {
+            "time": f"{self._prefix}.{int(fraction * 1_000_000):06d}Z",
+            "level": "info",
+            "logger": ACCESS,
+            "message": message,
+        }
+        line.update(fields)
+        return _dumps(line)
 
 
 class _Batcher(logging.Handler):
@@ -69,9 +114,10 @@ class _Batcher(logging.Handler):
     def __init__(self, stream: TextIO, formatter: logging.Formatter) -> None:
         super().__init__()
         self.setFormatter(formatter)
+        self._lines = AccessLines(isinstance(formatter, JsonFormatter))
         self.stream = stream
         self.dropped = 0
-        self._records: deque[logging.LogRecord | tuple[float, dict[str, Any]]] = deque()
+        self._records: deque[logging.LogRecord | tuple[float, dict[str, Any]]] = deque()  # (time, fields): access
         self._wake = threading.Event()
         self._stream_lock = threading.Lock()
         self._stopping = False
@@ -110,10 +156,15 @@ class _Batcher(logging.Handler):
     def _write(self) -> None:
         records = self._records
         lines: list[str] = []
+        access = self._lines.line
         while records:
             record = records.popleft()
             if isinstance(record, tuple):
-                record = _access_record(*record)
+                try:
+                    lines.append(access(*record))
+                except Exception:  # fields that cannot be formatted: reported as logging would
+                    self.handleError(_access_record(*record))
+                continue
             try:
                 lines.append(self.format(record))
             except Exception:  # a record that cannot be formatted: logging's own report, not a crash
@@ -138,10 +189,9 @@ class _Batcher(logging.Handler):
 
 
 def _access_record(created: float, fields: dict[str, Any]) -> logging.LogRecord:
-    from orgwarden.observability.access import TextLine  # (access imports this module)
-
+    """An access line as a log record (for ``handleError``'s report only)."""
     record = logging.makeLogRecord(
-        {"name": ACCESS, "levelno": logging.INFO, "levelname": "INFO", "msg": "%s", "args": (TextLine(fields),)}
+        {"name": ACCESS, "levelno": logging.INFO, "levelname": "INFO", "msg": "%s", "args": (repr(fields),)}
     )
     record.created, record.msecs = created, (created - int(created)) * 1000
     setattr(record, FIELDS, fields)

@@ -34,7 +34,7 @@ def prepare(settings: Settings) -> None:
     path = directory(settings)
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for stale in path.glob("*.db"):  # the last run's files: its counters are not this run's
+        for stale in [*path.glob("*.db"), *path.glob("requests-*.json")]:  # the last run's: not this run's
             stale.unlink()
     except OSError as exc:
         raise ConfigError(
