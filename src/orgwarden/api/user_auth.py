@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
+from orgwarden import ids
 from orgwarden.domain.clock import utcnow
 from orgwarden.domain.policy import Actor
 from orgwarden.storage.failures import is_unavailable
 
-PREFIX: Final = "ow-at01-"  # ids.USER_ACCESS_TOKEN_PREFIX
+PREFIX: Final = ids.USER_ACCESS_TOKEN_PREFIX
 MAX_TOKEN_CHARS: Final = 128  # ours are 51 characters; longer is not one of ours
 MAX_AGE: Final = 30.0
 NEGATIVE_TTL: Final = 1.0

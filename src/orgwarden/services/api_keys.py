@@ -36,7 +36,9 @@ class CreatedKey:
     default_workspace_id: str
 
 
-async def _require(uow: UnitOfWork, ctx: Context, key_id: str, permission: Permission = Permission.API_KEYS_READ) -> ApiKey:
+async def _require(
+    uow: UnitOfWork, ctx: Context, key_id: str, permission: Permission = Permission.API_KEYS_READ
+) -> ApiKey:
     """The key, if the actor may read it (404 otherwise, as for a key that does not exist), and 403
     if they may read but not hold ``permission`` on it."""
     key = await uow.api_keys.get(ctx.organization_id, key_id)

@@ -23,11 +23,11 @@ from orgwarden.domain.limits import GROUP_TYPES, LIMITER_TYPES, MAX_LIMIT_VALUE,
 from orgwarden.domain.policy import Permission
 from orgwarden.errors import InvalidRequest, NotFound
 from orgwarden.services import audit, cursors
+from orgwarden.services.access import require_org, workspace_access
+from orgwarden.services.api_keys import readable_key
 from orgwarden.services.context import Context
 from orgwarden.services.cursors import CursorPage
 from orgwarden.services.validation import one_of
-from orgwarden.services.access import require_org, workspace_access
-from orgwarden.services.api_keys import readable_key
 from orgwarden.services.workspaces import require_active, require_workspace
 from orgwarden.storage.tables import RateLimitValue
 from orgwarden.storage.uow import UnitOfWork, UnitOfWorkFactory

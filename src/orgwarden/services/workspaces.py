@@ -15,9 +15,9 @@ from typing import Any
 
 from orgwarden import ids
 from orgwarden.crypto import SecretBox
-from orgwarden.domain.policy import Permission
 from orgwarden.domain import workspaces as rules
 from orgwarden.domain.clock import utcnow
+from orgwarden.domain.policy import Permission
 from orgwarden.errors import Conflict, InvalidRequest, NotFound
 from orgwarden.services import audit
 from orgwarden.services.access import workspace_access

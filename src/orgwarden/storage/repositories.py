@@ -193,7 +193,8 @@ class Members(_Repo):
 
     async def for_user(self, user_id: str) -> list[WorkspaceMember]:
         """Every membership of one user (their workspace roles, for the policy)."""
-        return list((await self.session.scalars(select(WorkspaceMember).where(WorkspaceMember.user_id == user_id))).all())
+        stmt = select(WorkspaceMember).where(WorkspaceMember.user_id == user_id)
+        return list((await self.session.scalars(stmt)).all())
 
     async def delete_for_user(self, user_id: str) -> list[WorkspaceMember]:
         rows = list(

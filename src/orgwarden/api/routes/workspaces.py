@@ -60,9 +60,7 @@ async def update_workspace(request: Request, workspace_id: str) -> Response:
     return ok(render.workspace(updated))
 
 
-@routes.route(
-    "POST", "/v1/organizations/workspaces/{workspace_id}/archive", permission=Permission.WORKSPACES_ARCHIVE
-)
+@routes.route("POST", "/v1/organizations/workspaces/{workspace_id}/archive", permission=Permission.WORKSPACES_ARCHIVE)
 async def archive_workspace(request: Request, workspace_id: str) -> Response:
     await parse_optional_body(request, Empty)
     return ok(render.workspace(await services(request).workspaces.archive(context(request), workspace_id)))
