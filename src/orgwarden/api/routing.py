@@ -136,6 +136,10 @@ def _guard(permission: Permission) -> Callable[[Request], Awaitable[None]]:
     return guard
 
 
+REGISTERED: dict[tuple[str, str], Permission] = {}
+"""Every Admin API route, (method, path) -> its permission: the table-driven role test walks these."""
+
+
 class AdminRouter:
     def __init__(self) -> None:
         self.router = APIRouter()
@@ -147,6 +151,7 @@ class AdminRouter:
             raise TypeError(f"{method} {path}: every Admin API route must declare a Permission")
 
         def register(handler: Handler) -> Handler:
+            REGISTERED[(method, path)] = permission
             self.router.add_api_route(
                 path,
                 handler,
