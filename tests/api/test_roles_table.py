@@ -1,4 +1,4 @@
-"""The permission table, proven: every Admin API route × every organization role × the workspace roles.
+"""The permission table, proven: every Admin API route x every organization role x the workspace roles.
 
 A real ``orgwarden serve`` per backend (SQLite and PostgreSQL). One user per (organization role,
 workspace role in the workspace under test) is invited, accepts, is added to that workspace, and gets
@@ -110,6 +110,10 @@ class Fixture:
     spend_limit: str
     tunnel: str
     certificate: str
+    placeholders: bool = False  # a call refused before any look-up needs no fresh resource
+
+    def _fresh(self, prefix: str, make: Callable[[], str]) -> str:
+        return f"{prefix}_0000placeholder" if self.placeholders else make()
 
     def post(self, path: str, body: Any = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
         response = self.admin.post(path, json=body, headers=headers)
@@ -117,7 +121,17 @@ class Fixture:
         result: dict[str, Any] = response.json()
         return result
 
+    def new_invite(self) -> str:
+        return self._fresh("invite", lambda: str(self.post(f"{ORG}/invites", _invite_body())["id"]))
+
+    def new_spend_limit(self) -> str:
+        scope = {"type": "api_key", "api_key_id": self.api_key}
+        return self._fresh("spl", lambda: str(self.post(f"{ORG}/spend_limits", {"amount": "1", "scope": scope})["id"]))
+
     def new_user(self, role: str = "user") -> str:
+        return self._fresh("user", lambda: self._new_user(role))
+
+    def _new_user(self, role: str) -> str:
         invite = self.post("/v1/organizations/invites", {"email": f"{unique('u')}@acme.test", "role": role})
         token = invite["accept_url"].split("#token=", 1)[1]
         accepted = httpx.post(f"{self.server.base_url}/v1/invites/accept", json={"token": token, "name": "Someone"})
@@ -126,13 +140,22 @@ class Fixture:
 
     def new_member(self) -> str:
         user_id = self.new_user()
-        self.post(f"/v1/organizations/workspaces/{self.workspace}/members", {"user_id": user_id, "workspace_role": "workspace_user"})
+        self.post(
+            f"/v1/organizations/workspaces/{self.workspace}/members",
+            {"user_id": user_id, "workspace_role": "workspace_user"},
+        )
         return user_id
 
     def new_workspace(self) -> str:
+        return self._fresh("wrkspc", self._new_workspace)
+
+    def _new_workspace(self) -> str:
         return str(self.post("/v1/organizations/workspaces", {"name": unique("ws")})["id"])
 
     def new_tunnel(self) -> str:
+        return self._fresh("tnl", self._new_tunnel)
+
+    def _new_tunnel(self) -> str:
         return str(self.post("/v1/tunnels", {"display_name": unique("t")}, SDK_BETA)["id"])
 
     def new_certificate(self, tunnel: str | None = None) -> str:
@@ -141,8 +164,14 @@ class Fixture:
         return str(self.post(path, {"ca_certificate_pem": certs.make().pem}, SDK_BETA)["id"])
 
     def tunnel_with_certificate(self) -> str:
+        if self.placeholders:
+            return "tnl_0000placeholder/certificates/tcrt_0000placeholder"
         tunnel = self.new_tunnel()
         return f"{tunnel}/certificates/{self.new_certificate(tunnel)}"
+
+
+def _invite_body() -> dict[str, str]:
+    return {"email": f"{unique()}@acme.test", "role": "user"}
 
 
 def _o(path: str, **kw: Any) -> Callable[[Fixture, Who], Call]:
@@ -174,18 +203,24 @@ def _tunnel_cases(prefix: str, beta: dict[str, str]) -> list[Case]:
         Case("POST", one + "/rotate_token", lambda fx, w: Call(f"{prefix}/{fx.tunnel}/rotate_token", json={}, **h)),
         Case("POST", one + "/archive", lambda fx, w: Call(f"{prefix}/{fx.new_tunnel()}/archive", json={}, **h)),
         Case(
-            "POST", cert,
-            lambda fx, w: Call(f"{prefix}/{fx.new_tunnel()}/certificates", json={"ca_certificate_pem": certs.make().pem}, **h),
-        ),  # fmt: skip
+            "POST",
+            cert,
+            lambda fx, w: Call(
+                f"{prefix}/{fx.new_tunnel()}/certificates", json={"ca_certificate_pem": certs.make().pem}, **h
+            ),
+        ),
         Case("GET", cert, lambda fx, w: Call(f"{prefix}/{fx.tunnel}/certificates", **h), org=EVERYONE),
         Case(
-            "GET", cert + "/{certificate_id}",
-            lambda fx, w: Call(f"{prefix}/{fx.tunnel}/certificates/{fx.certificate}", **h), org=EVERYONE,
-        ),  # fmt: skip
+            "GET",
+            cert + "/{certificate_id}",
+            lambda fx, w: Call(f"{prefix}/{fx.tunnel}/certificates/{fx.certificate}", **h),
+            org=EVERYONE,
+        ),
         Case(
-            "POST", cert + "/{certificate_id}/archive",
+            "POST",
+            cert + "/{certificate_id}/archive",
             lambda fx, w: Call(f"{prefix}/{fx.tunnel_with_certificate()}/archive", json={}, **h),
-        ),  # fmt: skip
+        ),
     ]
 
 
@@ -198,108 +233,172 @@ CASES: list[Case] = [
     Case("DELETE", f"{ORG}/users/{{user_id}}", lambda fx, w: Call(f"{ORG}/users/{fx.new_user()}")),
     # invites
     Case("GET", f"{ORG}/invites", _o(f"{ORG}/invites")),
-    Case("POST", f"{ORG}/invites", lambda fx, w: Call(f"{ORG}/invites", json={"email": f"{unique()}@acme.test", "role": "user"})),
+    Case(
+        "POST",
+        f"{ORG}/invites",
+        lambda fx, w: Call(f"{ORG}/invites", json={"email": f"{unique()}@acme.test", "role": "user"}),
+    ),
     Case("GET", f"{ORG}/invites/{{invite_id}}", lambda fx, w: Call(f"{ORG}/invites/{fx.invite}")),
     Case(
-        "DELETE", f"{ORG}/invites/{{invite_id}}",
-        lambda fx, w: Call(f"{ORG}/invites/{fx.post(f'{ORG}/invites', {'email': f'{unique()}@acme.test', 'role': 'user'})['id']}"),
-    ),  # fmt: skip
+        "DELETE",
+        f"{ORG}/invites/{{invite_id}}",
+        lambda fx, w: Call(f"{ORG}/invites/{fx.new_invite()}"),
+    ),
     # workspaces
     Case("GET", f"{ORG}/workspaces", _o(f"{ORG}/workspaces"), org=EVERYONE),  # filtered: see the list test
     Case("POST", f"{ORG}/workspaces", lambda fx, w: Call(f"{ORG}/workspaces", json={"name": unique("ws")})),
     Case("GET", f"{ORG}/workspaces/{{workspace_id}}", _o(WS), org=BILLING, ws=ANY_MEMBER, scope="ws"),
     Case("POST", f"{ORG}/workspaces/{{workspace_id}}", _o(WS, json={"tags": {"team": "x"}}), ws=WS_ADMIN, scope="ws"),
     Case(
-        "POST", f"{ORG}/workspaces/{{workspace_id}}/archive",
+        "POST",
+        f"{ORG}/workspaces/{{workspace_id}}/archive",
         lambda fx, w: Call(f"{ORG}/workspaces/{fx.new_workspace()}/archive", json={}),
-    ),  # fmt: skip
+    ),
     Case(
-        "POST", f"{ORG}/workspaces/{{workspace_id}}/upstream_key", _o(WS + "/upstream_key", json={"api_key": "sk-x"}),
-        ws=WS_ADMIN, scope="ws",
-    ),  # fmt: skip
-    Case("DELETE", f"{ORG}/workspaces/{{workspace_id}}/upstream_key", _o(WS + "/upstream_key"), ws=WS_ADMIN, scope="ws"),
+        "POST",
+        f"{ORG}/workspaces/{{workspace_id}}/upstream_key",
+        _o(WS + "/upstream_key", json={"api_key": "sk-x"}),
+        ws=WS_ADMIN,
+        scope="ws",
+    ),
+    Case(
+        "DELETE", f"{ORG}/workspaces/{{workspace_id}}/upstream_key", _o(WS + "/upstream_key"), ws=WS_ADMIN, scope="ws"
+    ),
     # members
     Case("GET", f"{ORG}/workspaces/{{workspace_id}}/members", _o(WS + "/members"), ws=MEMBER_READERS, scope="ws"),
     Case(
-        "POST", f"{ORG}/workspaces/{{workspace_id}}/members",
-        lambda fx, w: Call(f"{ORG}/workspaces/{fx.workspace}/members", json={"user_id": fx.new_user(), "workspace_role": "workspace_user"}),
-        ws=WS_ADMIN, scope="ws",
-    ),  # fmt: skip
+        "POST",
+        f"{ORG}/workspaces/{{workspace_id}}/members",
+        lambda fx, w: Call(
+            f"{ORG}/workspaces/{fx.workspace}/members",
+            json={"user_id": fx.new_user(), "workspace_role": "workspace_user"},
+        ),
+        ws=WS_ADMIN,
+        scope="ws",
+    ),
     Case(
-        "GET", f"{ORG}/workspaces/{{workspace_id}}/members/{{user_id}}",
-        lambda fx, w: Call(f"{ORG}/workspaces/{fx.workspace}/members/{fx.victim}"), ws=MEMBER_READERS, scope="ws",
-    ),  # fmt: skip
+        "GET",
+        f"{ORG}/workspaces/{{workspace_id}}/members/{{user_id}}",
+        lambda fx, w: Call(f"{ORG}/workspaces/{fx.workspace}/members/{fx.victim}"),
+        ws=MEMBER_READERS,
+        scope="ws",
+    ),
     Case(
-        "POST", f"{ORG}/workspaces/{{workspace_id}}/members/{{user_id}}",
-        lambda fx, w: Call(f"{ORG}/workspaces/{fx.workspace}/members/{fx.victim}", json={"workspace_role": "workspace_user"}),
-        ws=WS_ADMIN, scope="ws",
-    ),  # fmt: skip
+        "POST",
+        f"{ORG}/workspaces/{{workspace_id}}/members/{{user_id}}",
+        lambda fx, w: Call(
+            f"{ORG}/workspaces/{fx.workspace}/members/{fx.victim}", json={"workspace_role": "workspace_user"}
+        ),
+        ws=WS_ADMIN,
+        scope="ws",
+    ),
     Case(
-        "DELETE", f"{ORG}/workspaces/{{workspace_id}}/members/{{user_id}}",
-        lambda fx, w: Call(f"{ORG}/workspaces/{fx.workspace}/members/{fx.new_member()}"), ws=WS_ADMIN, scope="ws",
-    ),  # fmt: skip
+        "DELETE",
+        f"{ORG}/workspaces/{{workspace_id}}/members/{{user_id}}",
+        lambda fx, w: Call(f"{ORG}/workspaces/{fx.workspace}/members/{fx.new_member()}"),
+        ws=WS_ADMIN,
+        scope="ws",
+    ),
     # API keys
     Case("GET", f"{ORG}/api_keys", _o(f"{ORG}/api_keys"), org=EVERYONE),  # filtered: see the list test
     Case(
-        "POST", f"{ORG}/api_keys", lambda fx, w: Call(f"{ORG}/api_keys", json={"name": unique("k"), "workspace_id": fx.workspace}),
-        ws=KEY_WRITERS, scope="ws",
-    ),  # fmt: skip
+        "POST",
+        f"{ORG}/api_keys",
+        lambda fx, w: Call(f"{ORG}/api_keys", json={"name": unique("k"), "workspace_id": fx.workspace}),
+        ws=KEY_WRITERS,
+        scope="ws",
+    ),
     Case(
-        "POST", f"{ORG}/api_keys", lambda fx, w: Call(f"{ORG}/api_keys", json={"name": unique("k")}),
-        org=frozenset({"developer"}), label="in the default workspace",
-    ),  # fmt: skip
+        "POST",
+        f"{ORG}/api_keys",
+        lambda fx, w: Call(f"{ORG}/api_keys", json={"name": unique("k")}),
+        org=frozenset({"developer"}),
+        label="in the default workspace",
+    ),
     Case("GET", f"{ORG}/api_keys/{{api_key_id}}", _o(f"{ORG}/api_keys/{{key}}"), ws=KEY_READERS, scope="key"),
     Case(
-        "POST", f"{ORG}/api_keys/{{api_key_id}}", _o(f"{ORG}/api_keys/{{key}}", json={"name": "renamed"}),
-        ws=KEY_WRITERS, scope="key",
-    ),  # fmt: skip
+        "POST",
+        f"{ORG}/api_keys/{{api_key_id}}",
+        _o(f"{ORG}/api_keys/{{key}}", json={"name": "renamed"}),
+        ws=KEY_WRITERS,
+        scope="key",
+    ),
     # rate limits
     Case("GET", f"{ORG}/rate_limits", _o(f"{ORG}/rate_limits"), org=USAGE),
     Case("POST", f"{ORG}/rate_limits/{{rate_limit_id}}", _o(f"{ORG}/rate_limits/{{rl}}", json=RL_BODY)),
     Case(
-        "GET", f"{ORG}/workspaces/{{workspace_id}}/rate_limits", _o(WS + "/rate_limits"), org=USAGE, ws=RL_READERS,
+        "GET",
+        f"{ORG}/workspaces/{{workspace_id}}/rate_limits",
+        _o(WS + "/rate_limits"),
+        org=USAGE,
+        ws=RL_READERS,
         scope="ws",
-    ),  # fmt: skip
+    ),
     Case(
-        "POST", f"{ORG}/workspaces/{{workspace_id}}/rate_limits/{{rate_limit_id}}",
-        _o(WS + "/rate_limits/{rl}", json=RL_BODY), ws=WS_ADMIN, scope="ws",
-    ),  # fmt: skip
+        "POST",
+        f"{ORG}/workspaces/{{workspace_id}}/rate_limits/{{rate_limit_id}}",
+        _o(WS + "/rate_limits/{rl}", json=RL_BODY),
+        ws=WS_ADMIN,
+        scope="ws",
+    ),
     Case(
-        "GET", f"{ORG}/api_keys/{{api_key_id}}/rate_limits", _o(f"{ORG}/api_keys/{{key}}/rate_limits"), ws=KEY_READERS,
+        "GET",
+        f"{ORG}/api_keys/{{api_key_id}}/rate_limits",
+        _o(f"{ORG}/api_keys/{{key}}/rate_limits"),
+        ws=KEY_READERS,
         scope="key",
-    ),  # fmt: skip
+    ),
     Case(
-        "POST", f"{ORG}/api_keys/{{api_key_id}}/rate_limits/{{rate_limit_id}}",
-        _o(f"{ORG}/api_keys/{{key}}/rate_limits/{{rl}}", json=RL_BODY), ws=WS_ADMIN, scope="key",
-    ),  # fmt: skip
+        "POST",
+        f"{ORG}/api_keys/{{api_key_id}}/rate_limits/{{rate_limit_id}}",
+        _o(f"{ORG}/api_keys/{{key}}/rate_limits/{{rl}}", json=RL_BODY),
+        ws=WS_ADMIN,
+        scope="key",
+    ),
     # spend limits: billing's
     Case("GET", f"{ORG}/spend_limits", _o(f"{ORG}/spend_limits"), org=BILLING),
     Case(
-        "POST", f"{ORG}/spend_limits",
-        lambda fx, w: Call(f"{ORG}/spend_limits", json={"amount": "100000", "scope": {"type": "workspace", "workspace_id": fx.workspace}}),
+        "POST",
+        f"{ORG}/spend_limits",
+        lambda fx, w: Call(
+            f"{ORG}/spend_limits",
+            json={"amount": "100000", "scope": {"type": "workspace", "workspace_id": fx.workspace}},
+        ),
         org=BILLING,
-    ),  # fmt: skip
+    ),
     Case("GET", f"{ORG}/spend_limits/effective", _o(f"{ORG}/spend_limits/effective"), org=BILLING),
-    Case("GET", f"{ORG}/spend_limits/{{spend_limit_id}}", lambda fx, w: Call(f"{ORG}/spend_limits/{fx.spend_limit}"), org=BILLING),
     Case(
-        "DELETE", f"{ORG}/spend_limits/{{spend_limit_id}}",
-        lambda fx, w: Call(f"{ORG}/spend_limits/{fx.post(f'{ORG}/spend_limits', {'amount': '1', 'scope': {'type': 'api_key', 'api_key_id': fx.api_key}})['id']}"),
+        "GET",
+        f"{ORG}/spend_limits/{{spend_limit_id}}",
+        lambda fx, w: Call(f"{ORG}/spend_limits/{fx.spend_limit}"),
         org=BILLING,
-    ),  # fmt: skip
+    ),
+    Case(
+        "DELETE",
+        f"{ORG}/spend_limits/{{spend_limit_id}}",
+        lambda fx, w: Call(f"{ORG}/spend_limits/{fx.new_spend_limit()}"),
+        org=BILLING,
+    ),
     # usage and cost
     Case("GET", f"{ORG}/usage_report/messages", _o(f"{ORG}/usage_report/messages", params=DAY), org=USAGE),
     Case("GET", f"{ORG}/cost_report", _o(f"{ORG}/cost_report", params=DAY), org=USAGE),
-    Case("GET", f"{ORG}/usage_report/claude_code", _o(f"{ORG}/usage_report/claude_code", params={"starting_at": "2026-01-01"}), org=USAGE),
+    Case(
+        "GET",
+        f"{ORG}/usage_report/claude_code",
+        _o(f"{ORG}/usage_report/claude_code", params={"starting_at": "2026-01-01"}),
+        org=USAGE,
+    ),
     # audit
     Case("GET", f"{ORG}/audit_logs", _o(f"{ORG}/audit_logs")),
     # MCP tunnels: every role views them, admins create and change them
     *_tunnel_cases(f"{ORG}/tunnels", SPEC_BETA),
     *_tunnel_cases("/v1/tunnels", SDK_BETA),
     Case(
-        "POST", f"{ORG}/tunnels/check_token",
+        "POST",
+        f"{ORG}/tunnels/check_token",
         lambda fx, w: Call(f"{ORG}/tunnels/check_token", json={"tunnel_token": "not-a-token"}, headers=SPEC_BETA),
         org=EVERYONE,
-    ),  # fmt: skip
+    ),
 ]
 
 
@@ -322,21 +421,24 @@ def test_the_default_workspace_baseline_is_the_tables() -> None:
 # -- the walk ------------------------------------------------------------------------------------------
 
 
-def mint(server: Server, org_id: str, user_id: str) -> str:
-    """An access token for ``user_id``, issued on the server's database as the device flow would."""
+def mint(server: Server, org_id: str, user_ids: list[str]) -> list[str]:
+    """Access tokens for ``user_ids``, issued on the server's database as the device flow would."""
     from orgwarden.config import load_settings
     from orgwarden.services.user_tokens import UserTokenService
     from orgwarden.storage.engine import create_engine, session_factory
     from orgwarden.storage.uow import UnitOfWorkFactory
 
-    async def run() -> str:
+    async def run() -> list[str]:
         engine = create_engine(load_settings(**server.db.settings_kwargs))
         try:
             service = UserTokenService(UnitOfWorkFactory(session_factory(engine)), 3600, 86400)
-            issued = await service.issue(
-                organization_id=org_id, user_id=user_id, workspace_id=None, client_id="roles-test", scope="user"
-            )
-            return issued.access_token
+            tokens = []
+            for user_id in user_ids:
+                issued = await service.issue(
+                    organization_id=org_id, user_id=user_id, workspace_id=None, client_id="roles-test", scope="user"
+                )
+                tokens.append(issued.access_token)
+            return tokens
         finally:
             await engine.dispose()
 
@@ -348,6 +450,7 @@ class World:
     server: Server
     fx: Fixture
     people: list[Who]
+    client: httpx.Client
 
 
 def build(server: Server) -> World:
@@ -362,14 +465,18 @@ def build(server: Server) -> World:
     fx.spend_limit = fx.post(f"{ORG}/spend_limits", {"amount": "5000", "scope": {"type": "organization"}})["id"]
     fx.tunnel = fx.new_tunnel()
     fx.certificate = fx.new_certificate()
-    org_id = server.organization["id"]
-    people = [Who("admin", None, mint(server, org_id, server.user["id"]), server.user["id"])]
+    roles: list[tuple[str, str | None, str]] = [("admin", None, server.user["id"])]
     for org_role, ws_role in itertools.product(NON_ADMIN, WS_ROLES):
         user_id = fx.new_user(org_role)
         if ws_role is not None:
             fx.post(f"{WS}/members".format(ws=fx.workspace), {"user_id": user_id, "workspace_role": ws_role})
-        people.append(Who(org_role, ws_role, mint(server, org_id, user_id), user_id))
-    return World(server, fx, people)
+        roles.append((org_role, ws_role, user_id))
+    tokens = mint(server, server.organization["id"], [user_id for _, _, user_id in roles])
+    people = [
+        Who(org_role, ws_role, token, user_id)
+        for (org_role, ws_role, user_id), token in zip(roles, tokens, strict=True)
+    ]
+    return World(server, fx, people, httpx.Client(base_url=server.base_url, timeout=30))
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -379,12 +486,16 @@ def world(request: pytest.FixtureRequest) -> Iterator[World]:
 
 
 def send(world: World, case: Case, who: Who | None) -> httpx.Response:
-    call = case.call(world.fx, who) if who is not None else case.call(world.fx, Who("admin", None, "", ""))
+    """``case``'s call as ``who`` (``None``: the admin key). A call the guard refuses whatever it names
+    (an organization-scoped row the caller may not use) names placeholders instead of fresh resources."""
+    world.fx.placeholders = who is not None and case.scope == "org" and case.expected(who) == 403
+    try:
+        call = case.call(world.fx, who or Who("admin", None, "", ""))
+    finally:
+        world.fx.placeholders = False
     auth = {"authorization": f"Bearer {who.token}"} if who is not None else {"x-api-key": world.server.admin_key}
     headers = {"anthropic-version": "2023-06-01", **auth, **(call.headers or {})}
-    return httpx.request(
-        case.method, world.server.base_url + call.path, json=call.json, params=call.params, headers=headers, timeout=30
-    )
+    return world.client.request(case.method, call.path, json=call.json, params=call.params, headers=headers)
 
 
 def callers(world: World, case: Case) -> list[Who]:
@@ -400,7 +511,8 @@ def test_every_route_answers_every_role_as_the_table_says(world: World) -> None:
     for case in CASES:
         admin_key = send(world, case, None)
         if admin_key.status_code != 200:
-            wrong.append(f"{case.method} {case.route} {case.label} with the admin key: {admin_key.status_code} {admin_key.text[:200]}")
+            got = f"{admin_key.status_code} {admin_key.text[:200]}"
+            wrong.append(f"{case.method} {case.route} {case.label} with the admin key: {got}")
         for who in callers(world, case):
             response = send(world, case, who)
             expected = case.expected(who)
@@ -436,7 +548,9 @@ def test_a_refusal_is_audited_with_the_user(world: World) -> None:
     assert "(user)" in response.json()["error"]["message"]
     audit = world.fx.admin.get(f"{ORG}/audit_logs", params={"action": "authorization.check", "limit": 1000}).json()
     mine = [e for e in audit["data"] if e["actor_user_id"] == someone.user_id]
-    assert mine and mine[0]["actor_type"] == "user" and mine[0]["outcome"] == "denied"
+    assert mine
+    assert mine[0]["actor_type"] == "user"
+    assert mine[0]["outcome"] == "denied"
 
 
 def test_a_role_change_applies_to_the_next_request(world: World) -> None:

@@ -42,8 +42,11 @@ def test_a_token_is_looked_up_once_then_served_from_memory() -> None:
     async def run() -> None:
         for _ in range(5):
             actor = await cache.actor(TOKEN)
-            assert actor is not None and actor.kind == "user" and actor.org_role == "developer"
-            assert actor.user_id == "user_1" and actor.id == "utok_1"
+            assert actor is not None
+            assert actor.kind == "user"
+            assert actor.org_role == "developer"
+            assert actor.user_id == "user_1"
+            assert actor.id == "utok_1"
 
     asyncio.run(run())
     assert resolve.calls == 1
@@ -58,7 +61,8 @@ def test_a_user_change_or_a_token_revocation_drops_the_entry() -> None:
         resolve.grant = grant("billing")
         cache.invalidate("user", "user_1")
         actor = await cache.actor(TOKEN)
-        assert actor is not None and actor.org_role == "billing"
+        assert actor is not None
+        assert actor.org_role == "billing"
         resolve.grant = None
         cache.invalidate("user_token", "utok_1")
         assert await cache.actor(TOKEN) is None
