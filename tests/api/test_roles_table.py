@@ -482,7 +482,12 @@ def build(server: Server) -> World:
 @pytest.fixture(scope="module", params=BACKENDS)
 def world(request: pytest.FixtureRequest) -> Iterator[World]:
     with dedicated_server(request.param, {}) as server:
-        yield build(server)
+        world = build(server)
+        try:
+            yield world
+        finally:
+            world.client.close()
+            world.fx.admin.close()
 
 
 def send(world: World, case: Case, who: Who | None) -> httpx.Response:
@@ -576,3 +581,14 @@ def _eventually(check: Callable[[], bool], seconds: float = 3.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_a_token_works_as_x_api_key_and_an_unknown_one_is_401(world: World) -> None:
+    who = next(w for w in world.people if w.org_role == "developer" and w.ws_role is None)
+    me = world.client.get(f"{ORG}/me", headers={"x-api-key": who.token})
+    assert me.status_code == 200, me.text
+    for bad in (who.token[:-4] + "AAAA", "ow-at01-" + "x" * 500):
+        refused = world.client.get(f"{ORG}/me", headers={"authorization": f"Bearer {bad}"})
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"]["type"] == "authentication_error"
+        assert "invalid access token" in refused.json()["error"]["message"]
