@@ -199,11 +199,17 @@ def test_an_organization_admin_is_a_workspace_admin_everywhere(member_role: str 
     assert effective_workspace_role("admin", member_role) == "workspace_admin"
 
 
-@pytest.mark.parametrize("org_role", sorted(ORG_ROLES - {"admin"}))
+@pytest.mark.parametrize("org_role", sorted(ORG_ROLES - {"admin", "billing"}))
 def test_everyone_else_has_exactly_their_membership_role(org_role: str) -> None:
     assert effective_workspace_role(org_role, None) is None
     for role in WORKSPACE_ROLES:
         assert effective_workspace_role(org_role, role) == role
+
+
+def test_an_organization_billing_member_is_at_least_workspace_billing_everywhere() -> None:
+    assert effective_workspace_role("billing", None) == "workspace_billing"
+    for role in WORKSPACE_ROLES:
+        assert effective_workspace_role("billing", role) == role
 
 
 def test_workspace_roles_are_ranked() -> None:

@@ -39,6 +39,7 @@ from orgwarden.api.routes import (
     users,
     workspaces,
 )
+from orgwarden.api.user_auth import UserTokenCache
 from orgwarden.config import Settings, load_settings
 from orgwarden.crypto import SecretBox, resolve_secret
 from orgwarden.data import load_catalog
@@ -106,6 +107,8 @@ def create_app(settings: Settings) -> Dispatcher:
     alerts = SpendAlerts(uow, webhooks, lambda: organization_id[0])
     limits = build_enforcer(settings, session_factory(engine), catalog, alerts)
     keys.listeners.append(lambda entity_type, _entity_id: limits.changed(entity_type))
+    user_tokens = UserTokenCache(services.user_tokens.resolve)  # the Admin API's, invalidated by the same poll
+    keys.listeners.append(user_tokens.invalidate)
     metrics = build_metrics(settings, recorder=recorder, limits=limits, health=health)
     gateway = Gateway(
         keys=keys,
@@ -164,6 +167,8 @@ def create_app(settings: Settings) -> Dispatcher:
     admin.state.settings = settings
     admin.state.services = services
     admin.state.tenant_guard = gateway.tenant  # the Admin API applies the data plane's tenant restriction
+    admin.state.user_tokens = user_tokens
+    admin.state.audit_sink = lambda event: recorder.put("audit", event)  # authorization refusals
 
     for module in (
         organization,

@@ -20,12 +20,14 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
+from orgwarden.api.refusals import audit_denied
 from orgwarden.errors import (
     InternalError,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
     OrgwardenError,
+    PermissionDenied,
     StorageUnavailable,
 )
 from orgwarden.gateway.refusal import Refusal
@@ -56,6 +58,8 @@ def error_response(exc: OrgwardenError, request_id: str, headers: dict[str, str]
 
 async def _orgwarden_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OrgwardenError)
+    if isinstance(exc, PermissionDenied):
+        await audit_denied(request, exc.message)  # an authenticated actor's refusal is audited
     return error_response(exc, request_id_of(request))
 
 

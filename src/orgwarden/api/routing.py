@@ -5,6 +5,11 @@ applies the tenant restriction (``gateway.restriction``: 400 for malformed heade
 organization they do not list, as on the data plane), authenticates the admin key (``x-api-key`` or
 ``Authorization: Bearer``), asks the policy whether the actor holds the permission, and leaves a
 ``Context`` on the request for the handler (``context()``).
+
+The credential is an admin key, or a signed-in user's access token (``ow-at01-...``, from
+``orgwarden login`` or the OAuth endpoints), resolved through ``api.user_auth.UserTokenCache``. The
+guard refuses with 403 a route that is open to the actor in no workspace (``domain.policy.may_use``);
+workspace-scoped checks happen in the service layer (``services.access``), where the workspace is known.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse, Response
 
-from orgwarden.domain.policy import Actor, Permission, allows
+from orgwarden.api.user_auth import UserTokenCache, is_user_token
+from orgwarden.domain.policy import Actor, Permission, may_use
 from orgwarden.errors import AuthenticationFailed, InvalidRequest, OrgwardenError, PermissionDenied
 from orgwarden.gateway.restriction import Attempt, Caller, TenantGuard
 from orgwarden.services.container import Services
@@ -31,8 +37,13 @@ def services(request: Request) -> Services:
     return svc
 
 
+def user_tokens(request: Request) -> UserTokenCache:
+    cache: UserTokenCache = request.app.state.user_tokens
+    return cache
+
+
 def credential(request: Request) -> str | None:
-    """The presented key: ``x-api-key``, else ``Authorization: Bearer``. Never logged."""
+    """The presented key or user access token: ``x-api-key``, else ``Authorization: Bearer``. Never logged."""
     key = request.headers.get("x-api-key")
     if key:
         return key.strip()
@@ -67,14 +78,33 @@ def caller(actor: Actor) -> Caller:
     return Caller(actor.organization_id, actor.kind, actor.id, actor.user_id)
 
 
+async def authenticate(request: Request, secret: str) -> Actor:
+    """The actor behind an Admin API credential: an admin key, or a user's access token; 401/403 otherwise."""
+    if is_user_token(secret):
+        actor = await user_tokens(request).actor(secret)
+        if actor is None:
+            raise AuthenticationFailed(
+                "invalid access token: it is unknown, expired or revoked, or its user is no longer active"
+                " (sign in again with orgwarden login)"
+            )
+        return actor
+    return await services(request).admin_keys.authenticate(secret)
+
+
 async def _sender(request: Request, secret: str | None) -> Caller | None:
-    """Who an admin key belongs to, for the audit event of a malformed header (which is a 400 anyway)."""
+    """Who a credential belongs to, for the audit event of a malformed header (which is a 400 anyway)."""
     if secret is None:
         return None
     try:
-        return caller(await services(request).admin_keys.authenticate(secret))
+        return caller(await authenticate(request, secret))
     except (OrgwardenError, SQLAlchemyError, OSError):  # unknown, or not known now: the 400 stands
         return None
+
+
+def _auth_kind(secret: str | None) -> str:
+    if secret is None:
+        return "none"
+    return "user_token" if is_user_token(secret) else "admin_api_key"
 
 
 def _guard(permission: Permission) -> Callable[[Request], Awaitable[None]]:
@@ -83,22 +113,31 @@ def _guard(permission: Permission) -> Callable[[Request], Awaitable[None]]:
         # The tenant restriction, as on the data plane: its syntax before the key (400 whoever sends
         # it), the organization after it (403).
         tenant = tenant_guard(request)
-        tried = attempt(request, "admin_api_key" if secret else "none")
+        tried = attempt(request, _auth_kind(secret))
         allowed = await tenant.allowed_org_ids(request.headers.raw, tried, lambda: _sender(request, secret))
         if secret is None:
             raise AuthenticationFailed(
-                "missing credentials: send your admin API key in the x-api-key header or as Authorization: Bearer"
+                "missing credentials: send your admin API key (or your access token) in the x-api-key header"
+                " or as Authorization: Bearer"
             )
-        actor = await services(request).admin_keys.authenticate(secret)
+        actor = await authenticate(request, secret)
         await tenant.enforce(allowed, tried, caller(actor))
-        if not allows(actor, permission):
+        request.state.context = Context(actor, request.state.request_id, source_ip(request))
+        if not may_use(actor, permission):
+            if actor.kind == "user":
+                raise PermissionDenied(
+                    f"your organization role ({actor.org_role}) does not have the {permission.value} permission"
+                )
             raise PermissionDenied(f"this credential does not have the {permission.value} permission")
         for name, value in [*request.path_params.items(), *request.query_params.multi_items()]:
             if "\x00" in value:
                 raise InvalidRequest(f"{name}: must not contain NUL characters")
-        request.state.context = Context(actor, request.state.request_id, source_ip(request))
 
     return guard
+
+
+REGISTERED: dict[tuple[str, str], Permission] = {}
+"""Every Admin API route, (method, path) -> its permission: the table-driven role test walks these."""
 
 
 class AdminRouter:
@@ -112,6 +151,7 @@ class AdminRouter:
             raise TypeError(f"{method} {path}: every Admin API route must declare a Permission")
 
         def register(handler: Handler) -> Handler:
+            REGISTERED[(method, path)] = permission
             self.router.add_api_route(
                 path,
                 handler,

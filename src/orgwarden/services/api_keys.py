@@ -13,9 +13,11 @@ from datetime import datetime
 from orgwarden import ids
 from orgwarden.domain import workspaces as rules
 from orgwarden.domain.clock import rfc3339, utcnow
+from orgwarden.domain.policy import Permission
 from orgwarden.domain.statuses import api_key_status
 from orgwarden.errors import InvalidRequest, NotFound
 from orgwarden.services import audit
+from orgwarden.services.access import WorkspaceAccess, workspace_access
 from orgwarden.services.context import Context
 from orgwarden.services.validation import checked, one_of
 from orgwarden.services.workspaces import require_active, require_workspace
@@ -34,11 +36,26 @@ class CreatedKey:
     default_workspace_id: str
 
 
-async def _require(uow: UnitOfWork, organization_id: str, key_id: str) -> ApiKey:
-    key = await uow.api_keys.get(organization_id, key_id)
+async def _require(
+    uow: UnitOfWork, ctx: Context, key_id: str, permission: Permission = Permission.API_KEYS_READ
+) -> ApiKey:
+    """The key, if the actor may read it (404 otherwise, as for a key that does not exist), and 403
+    if they may read but not hold ``permission`` on it."""
+    key = await uow.api_keys.get(ctx.organization_id, key_id)
     if key is None:
         raise NotFound(f"API key {key_id!r} not found")
+    access = await workspace_access(uow, ctx)
+    if not access.unrestricted:
+        workspace = await require_workspace(uow, ctx.organization_id, key.workspace_id)
+        if not access.allows(workspace, Permission.API_KEYS_READ):
+            raise NotFound(f"API key {key_id!r} not found")
+        access.require(workspace, permission)
     return key
+
+
+async def readable_key(uow: UnitOfWork, ctx: Context, key_id: str) -> ApiKey:
+    """An API key the actor may read (404 otherwise): for the use cases of other aggregates."""
+    return await _require(uow, ctx, key_id)
 
 
 class ApiKeyService:
@@ -65,6 +82,7 @@ class ApiKeyService:
             workspace = default
             if workspace_id is not None:
                 workspace = await require_workspace(uow, ctx.organization_id, workspace_id)
+            (await workspace_access(uow, ctx)).require(workspace, Permission.API_KEYS_WRITE)
             require_active(workspace)
             key = ApiKey(
                 id=ids.new_id(ids.API_KEY),
@@ -90,7 +108,7 @@ class ApiKeyService:
 
     async def get(self, ctx: Context, key_id: str) -> ApiKey:
         async with self._uow() as uow:
-            return await _require(uow, ctx.organization_id, key_id)
+            return await _require(uow, ctx, key_id)
 
     async def list(
         self,
@@ -104,6 +122,9 @@ class ApiKeyService:
         if status is not None:
             one_of(status, KEY_STATUSES, "status")
         async with self._uow() as uow:
+            access = await workspace_access(uow, ctx)
+            if workspace_id is not None and not access.unrestricted:
+                await _readable_workspace(uow, ctx, access, workspace_id)
             return await uow.api_keys.page(
                 ctx.organization_id,
                 cursor,
@@ -111,6 +132,7 @@ class ApiKeyService:
                 workspace_id=workspace_id,
                 status=status,
                 created_by_user_id=created_by_user_id,
+                workspace_ids=access.visible_ids(Permission.API_KEYS_READ),
             )
 
     async def update(self, ctx: Context, key_id: str, *, name: str | None = None, status: str | None = None) -> ApiKey:
@@ -120,7 +142,7 @@ class ApiKeyService:
         now = utcnow()
         async with self._uow() as uow:
             await uow.organizations.lock(ctx.organization_id)
-            key = await _require(uow, ctx.organization_id, key_id)
+            key = await _require(uow, ctx, key_id, Permission.API_KEYS_WRITE)
             current = api_key_status(key.status, key.expires_at, now)
             if current == "archived":
                 raise InvalidRequest(f"API key {key_id} is archived and cannot be changed")
@@ -148,3 +170,12 @@ class ApiKeyService:
                 )
             await uow.commit()
             return key
+
+
+async def _readable_workspace(uow: UnitOfWork, ctx: Context, access: WorkspaceAccess, workspace_id: str) -> None:
+    """A ``workspace_id`` filter on the key list: 404 for a workspace the actor cannot see, 403 for
+    one whose keys they may not read."""
+    workspace = await uow.workspaces.get(ctx.organization_id, workspace_id)
+    if workspace is None:
+        raise NotFound(f"workspace {workspace_id!r} not found")
+    access.require(workspace, Permission.API_KEYS_READ)

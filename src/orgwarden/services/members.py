@@ -8,9 +8,11 @@ spec); an existing one can be moved to it.
 from __future__ import annotations
 
 from orgwarden.domain.clock import utcnow
+from orgwarden.domain.policy import Permission
 from orgwarden.domain.roles import ADDABLE_WORKSPACE_ROLES, WORKSPACE_ROLES
 from orgwarden.errors import Conflict, NotFound
 from orgwarden.services import audit
+from orgwarden.services.access import workspace_access
 from orgwarden.services.context import Context
 from orgwarden.services.users import require_user
 from orgwarden.services.validation import one_of
@@ -36,6 +38,7 @@ class MemberService:
         async with self._uow() as uow:
             await uow.organizations.lock(ctx.organization_id)
             workspace = await require_workspace(uow, ctx.organization_id, workspace_id)
+            (await workspace_access(uow, ctx)).require(workspace, Permission.MEMBERS_WRITE)
             require_active(workspace)
             await require_user(uow, ctx.organization_id, user_id)
             if await uow.members.get(workspace_id, user_id) is not None:
@@ -51,12 +54,14 @@ class MemberService:
 
     async def get(self, ctx: Context, workspace_id: str, user_id: str) -> WorkspaceMember:
         async with self._uow() as uow:
-            await require_workspace(uow, ctx.organization_id, workspace_id)
+            workspace = await require_workspace(uow, ctx.organization_id, workspace_id)
+            (await workspace_access(uow, ctx)).require(workspace, Permission.MEMBERS_READ)
             return await _require_member(uow, workspace_id, user_id)
 
     async def list(self, ctx: Context, workspace_id: str, cursor: Cursor) -> Page[WorkspaceMember]:
         async with self._uow() as uow:
-            await require_workspace(uow, ctx.organization_id, workspace_id)
+            workspace = await require_workspace(uow, ctx.organization_id, workspace_id)
+            (await workspace_access(uow, ctx)).require(workspace, Permission.MEMBERS_READ)
             return await uow.members.page(workspace_id, cursor)
 
     async def update(self, ctx: Context, workspace_id: str, user_id: str, *, role: str) -> WorkspaceMember:
@@ -64,6 +69,7 @@ class MemberService:
         async with self._uow() as uow:
             await uow.organizations.lock(ctx.organization_id)
             workspace = await require_workspace(uow, ctx.organization_id, workspace_id)
+            (await workspace_access(uow, ctx)).require(workspace, Permission.MEMBERS_WRITE)
             require_active(workspace)
             member = await _require_member(uow, workspace_id, user_id)
             if member.role != role:
@@ -78,7 +84,8 @@ class MemberService:
     async def remove(self, ctx: Context, workspace_id: str, user_id: str) -> None:
         async with self._uow() as uow:
             await uow.organizations.lock(ctx.organization_id)
-            await require_workspace(uow, ctx.organization_id, workspace_id)
+            workspace = await require_workspace(uow, ctx.organization_id, workspace_id)
+            (await workspace_access(uow, ctx)).require(workspace, Permission.MEMBERS_WRITE)
             member = await _require_member(uow, workspace_id, user_id)
             await uow.members.delete(member)
             audit.record(

@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from orgwarden.domain.catalog import Catalog
 from orgwarden.domain.clock import utcnow
 from orgwarden.domain.limits import GROUP_TYPES, LIMITER_TYPES, MAX_LIMIT_VALUE, Groups, RateGroup, rate_groups
+from orgwarden.domain.policy import Permission
 from orgwarden.errors import InvalidRequest, NotFound
 from orgwarden.services import audit, cursors
+from orgwarden.services.access import require_org, workspace_access
+from orgwarden.services.api_keys import readable_key
 from orgwarden.services.context import Context
 from orgwarden.services.cursors import CursorPage
 from orgwarden.services.validation import one_of
@@ -137,6 +140,7 @@ class RateLimitService:
         page: str | None = None,
     ) -> CursorPage[RateLimitEntry]:
         """One entry per group, set values or not (the spec lists every group of the organization)."""
+        require_org(ctx, Permission.RATE_LIMITS_READ)
         org = ctx.organization_id
         groups = self._selected(group_type, model, org)
         async with self._uow() as uow:
@@ -159,7 +163,8 @@ class RateLimitService:
         org = ctx.organization_id
         groups = self._selected(group_type, None, org)
         async with self._uow() as uow:
-            await require_workspace(uow, org, workspace_id)
+            workspace = await require_workspace(uow, org, workspace_id)
+            (await workspace_access(uow, ctx)).require(workspace, Permission.RATE_LIMITS_READ)
             own = _by_group(await uow.rate_limits.for_scope(org, "workspace", workspace_id))
             inherited = _by_group(await uow.rate_limits.for_scope(org, "organization", org))
         entries = []
@@ -184,8 +189,9 @@ class RateLimitService:
         org = ctx.organization_id
         groups = self._selected(group_type, None, org)
         async with self._uow() as uow:
-            if await uow.api_keys.get(org, api_key_id) is None:
-                raise NotFound(f"API key {api_key_id!r} not found")
+            key = await readable_key(uow, ctx, api_key_id)
+            workspace = await require_workspace(uow, org, key.workspace_id)
+            (await workspace_access(uow, ctx)).require(workspace, Permission.RATE_LIMITS_READ)
             own = _by_group(await uow.rate_limits.for_scope(org, "api_key", api_key_id))
         entries = [self._api_key_entry(org, g, api_key_id, own[g.name]) for g in groups if own.get(g.name)]
         return self._page(org, entries, limit, page)
@@ -220,7 +226,7 @@ class RateLimitService:
         now = utcnow()
         async with self._uow() as uow:
             await uow.organizations.lock(org)
-            target, workspace_id = await self._writable_scope(uow, org, level, scope_id)
+            target, workspace_id = await self._writable_scope(uow, ctx, level, scope_id)
             group = self.groups(org).by_entry_id(rate_limit_id)
             if group is None:
                 raise NotFound(f"rate limit {rate_limit_id!r} not found")
@@ -255,23 +261,27 @@ class RateLimitService:
             return entry
 
     async def _writable_scope(
-        self, uow: UnitOfWork, organization_id: str, level: str, scope_id: str | None
+        self, uow: UnitOfWork, ctx: Context, level: str, scope_id: str | None
     ) -> tuple[str, str | None]:
         """The level's id and the workspace the change concerns (for the audit trail), refusing an
-        unknown, default or archived workspace and an unknown or archived key."""
+        unknown, default or archived workspace and an unknown or archived key, and an actor whose
+        role does not let them change that level's limits (``services.access``)."""
+        organization_id = ctx.organization_id
         if level == "organization":
+            require_org(ctx, Permission.RATE_LIMITS_WRITE)
             return organization_id, None
         if scope_id is None:
             raise InvalidRequest(f"a {level} id is required to set {level} rate limits")
+        access = await workspace_access(uow, ctx)
         if level == "workspace":
             workspace = await require_workspace(uow, organization_id, scope_id)
+            access.require(workspace, Permission.RATE_LIMITS_WRITE)
             if workspace.is_default:
                 raise InvalidRequest(DEFAULT_WORKSPACE_REFUSAL)
             require_active(workspace)
             return workspace.id, workspace.id
-        key = await uow.api_keys.get(organization_id, scope_id)
-        if key is None:
-            raise NotFound(f"API key {scope_id!r} not found")
+        key = await readable_key(uow, ctx, scope_id)
+        access.require(await require_workspace(uow, organization_id, key.workspace_id), Permission.RATE_LIMITS_WRITE)
         if key.status == "archived":
             raise InvalidRequest(f"API key {scope_id} is archived and cannot be changed")
         return key.id, key.workspace_id

@@ -17,8 +17,10 @@ from orgwarden import ids
 from orgwarden.crypto import SecretBox
 from orgwarden.domain import workspaces as rules
 from orgwarden.domain.clock import utcnow
+from orgwarden.domain.policy import Permission
 from orgwarden.errors import Conflict, InvalidRequest, NotFound
 from orgwarden.services import audit
+from orgwarden.services.access import workspace_access
 from orgwarden.services.context import Context
 from orgwarden.services.validation import checked
 from orgwarden.storage.pagination import Cursor, Page
@@ -111,7 +113,9 @@ class WorkspaceService:
 
     async def get(self, ctx: Context, workspace_id: str) -> Workspace:
         async with self._uow() as uow:
-            return await require_workspace(uow, ctx.organization_id, workspace_id)
+            workspace = await require_workspace(uow, ctx.organization_id, workspace_id)
+            (await workspace_access(uow, ctx)).require(workspace, Permission.WORKSPACES_READ)
+            return workspace
 
     async def list(
         self,
@@ -125,6 +129,11 @@ class WorkspaceService:
         if len(ids_filter) > 100:
             raise InvalidRequest(f"ids: at most 100 workspace ids, got {len(ids_filter)}")
         async with self._uow() as uow:
+            visible = (await workspace_access(uow, ctx)).visible_ids(Permission.WORKSPACES_READ)
+            if visible is not None:  # a user sees the workspaces they have a role in, and only those
+                ids_filter = [ws for ws in (ids_filter or sorted(visible)) if ws in visible]
+                if not ids_filter:
+                    return Page([], False)
             return await uow.workspaces.page(
                 ctx.organization_id,
                 cursor,
@@ -150,6 +159,7 @@ class WorkspaceService:
         async with self._uow() as uow:
             await uow.organizations.lock(ctx.organization_id)
             workspace = await require_workspace(uow, ctx.organization_id, workspace_id)
+            (await workspace_access(uow, ctx)).require(workspace, Permission.WORKSPACES_WRITE)
             require_active(workspace)
             if name is not None:
                 clean = checked(rules.check_name, name)
@@ -218,6 +228,7 @@ class WorkspaceService:
         async with self._uow() as uow:
             await uow.organizations.lock(ctx.organization_id)
             workspace = await require_workspace(uow, ctx.organization_id, workspace_id)
+            (await workspace_access(uow, ctx)).require(workspace, Permission.WORKSPACES_WRITE)
             require_active(workspace)
             workspace.upstream_api_key_encrypted = self._box.seal(api_key, workspace.id) if api_key else None
             uow.cache_events.changed("workspace", workspace.id, now)

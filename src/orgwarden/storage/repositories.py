@@ -6,7 +6,7 @@ They add and find rows; they never commit (the unit of work does) and hold no bu
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -191,6 +191,11 @@ class Members(_Repo):
         stmt = select(WorkspaceMember).where(WorkspaceMember.workspace_id == workspace_id)
         return await paginate(self.session, stmt, WorkspaceMember.user_id, cursor)
 
+    async def for_user(self, user_id: str) -> list[WorkspaceMember]:
+        """Every membership of one user (their workspace roles, for the policy)."""
+        stmt = select(WorkspaceMember).where(WorkspaceMember.user_id == user_id)
+        return list((await self.session.scalars(stmt)).all())
+
     async def delete_for_user(self, user_id: str) -> list[WorkspaceMember]:
         rows = list(
             (await self.session.scalars(select(WorkspaceMember).where(WorkspaceMember.user_id == user_id))).all()
@@ -226,8 +231,11 @@ class ApiKeys(_Repo):
         workspace_id: str | None,
         status: str | None,
         created_by_user_id: str | None,
+        workspace_ids: Collection[str] | None = None,
     ) -> Page[ApiKey]:
         stmt = select(ApiKey).where(ApiKey.organization_id == organization_id)
+        if workspace_ids is not None:  # only these (the ones the caller may see)
+            stmt = stmt.where(ApiKey.workspace_id.in_(sorted(workspace_ids)))
         if workspace_id is not None:
             stmt = stmt.where(ApiKey.workspace_id == workspace_id)
         if created_by_user_id is not None:

@@ -28,7 +28,7 @@ def _fields(body: CreateWorkspace | UpdateWorkspace) -> dict[str, Any]:
     return fields
 
 
-@routes.route("POST", "/v1/organizations/workspaces", permission=Permission.WORKSPACES_WRITE)
+@routes.route("POST", "/v1/organizations/workspaces", permission=Permission.WORKSPACES_CREATE)
 async def create_workspace(request: Request) -> Response:
     body = await parse_body(request, CreateWorkspace)
     created = await services(request).workspaces.create(context(request), **_fields(body))
@@ -60,7 +60,7 @@ async def update_workspace(request: Request, workspace_id: str) -> Response:
     return ok(render.workspace(updated))
 
 
-@routes.route("POST", "/v1/organizations/workspaces/{workspace_id}/archive", permission=Permission.WORKSPACES_WRITE)
+@routes.route("POST", "/v1/organizations/workspaces/{workspace_id}/archive", permission=Permission.WORKSPACES_ARCHIVE)
 async def archive_workspace(request: Request, workspace_id: str) -> Response:
     await parse_optional_body(request, Empty)
     return ok(render.workspace(await services(request).workspaces.archive(context(request), workspace_id)))
