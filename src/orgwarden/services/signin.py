@@ -216,6 +216,14 @@ class SignInService:
                 request_id,
                 source_ip,
             )
+        try:
+            return await self._open_session(identity, email, request_id, source_ip, user_agent)
+        except PermissionDenied as refused:  # recorded in a transaction of its own, once this one is over
+            raise await self._refuse(refused, identity, request_id, source_ip) from None
+
+    async def _open_session(
+        self, identity: Identity, email: str, request_id: str | None, source_ip: str | None, user_agent: str | None
+    ) -> SignedIn:
         now = utcnow()
         async with self._uow() as uow:
             organization = await uow.organizations.first()
@@ -233,22 +241,14 @@ class SignInService:
                     user = self._new_jit_user(uow, organization.id, identity, now, request_id, source_ip)
                     how = "just_in_time"
             if user is None:
-                raise await self._refuse(
-                    PermissionDenied(
-                        f"{email} is not a member of this organization; ask an admin for an invite",
-                        error_code="unknown_user",
-                    ),
-                    identity,
-                    request_id,
-                    source_ip,
+                raise PermissionDenied(
+                    f"{email} is not a member of this organization; ask an admin for an invite",
+                    error_code="unknown_user",
                 )
             if not user_is_active(user):
                 state = user_state(user)
-                raise await self._refuse(
-                    PermissionDenied(f"the account of {email} is {state}; sign-in refused", error_code=f"user_{state}"),
-                    identity,
-                    request_id,
-                    source_ip,
+                raise PermissionDenied(
+                    f"the account of {email} is {state}; sign-in refused", error_code=f"user_{state}"
                 )
             if identity.groups is not None:
                 await group_claims.apply_claim(uow, user, identity.groups)
@@ -457,6 +457,15 @@ class SignInService:
             message = "confirmation refused: the CSRF token is missing or wrong"
             await self._record_user_refusal(view, "auth.device", "csrf", message, request_id, source_ip)
             raise PermissionDenied(message, error_code="csrf")
+        try:
+            return await self._decide(view, code, approve=approve, request_id=request_id, source_ip=source_ip)
+        except NotFound as refused:  # recorded once the deciding transaction is over (SQLite: one writer)
+            await self._record_user_refusal(view, "auth.device", "unknown_code", refused.message, request_id, source_ip)
+            raise
+
+    async def _decide(
+        self, view: SessionView, code: str, *, approve: bool, request_id: str | None, source_ip: str | None
+    ) -> str:
         now = utcnow()
         async with self._uow() as uow:
             row = await uow.device_authorizations.by_user_code(code, lock=True)
@@ -464,9 +473,10 @@ class SignInService:
             if user is None or not user_is_active(user):
                 raise AuthenticationFailed("not signed in (the session's user is no longer active)")
             if row is None or row.status != "pending" or row.expires_at <= now:
-                message = f"code {code!r} is unknown, expired or already used; start again with `orgwarden login`"
-                await self._record_user_refusal(view, "auth.device", "unknown_code", message, request_id, source_ip)
-                raise NotFound(message)
+                raise NotFound(
+                    f"code {code!r} is unknown, expired or already used; start again with `orgwarden login`",
+                    error_code="unknown_code",
+                )
             ctx = Context(Actor("user", user.id, user.organization_id, user.id), request_id, _bounded(source_ip, 64))
             if not approve:
                 row.status, row.user_id, row.organization_id = "denied", user.id, user.organization_id

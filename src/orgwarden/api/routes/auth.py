@@ -8,6 +8,7 @@ or 401, ``Cache-Control: no-store``), not in the Anthropic envelope: that is wha
 
 from __future__ import annotations
 
+import base64
 import hmac
 import html
 import json
@@ -143,6 +144,24 @@ async def _session(request: Request) -> SessionView | None:
     return await _signin(request).session(request.cookies.get(SESSION_COOKIE))
 
 
+def seal_login_state(box: SecretBox, state: dict[str, Any]) -> str:
+    """The sign-in's state as a cookie value: AES-GCM under the server secret, base64url (cookie-safe)."""
+    sealed = box.seal(json.dumps(state), _LOGIN_BOUND)
+    return base64.urlsafe_b64encode(sealed.encode()).decode().rstrip("=")
+
+
+def open_login_state(box: SecretBox, cookie: str | None) -> dict[str, Any] | None:
+    """The state sealed by ``seal_login_state``; ``None`` when absent, altered or sealed by another key."""
+    if not cookie or len(cookie) > 4096:
+        return None
+    try:
+        sealed = base64.urlsafe_b64decode(cookie + "=" * (-len(cookie) % 4)).decode()
+        loaded = json.loads(box.open(sealed, _LOGIN_BOUND))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
 def _box(request: Request) -> SecretBox:
     box: SecretBox = request.app.state.box
     return box
@@ -171,7 +190,7 @@ async def login(request: Request) -> Response:
     response = RedirectResponse(started.url, status_code=302, headers=_NO_STORE)
     response.set_cookie(
         LOGIN_COOKIE,
-        _box(request).seal(json.dumps(state), _LOGIN_BOUND),
+        seal_login_state(_box(request), state),
         max_age=_LOGIN_TTL_SECONDS,
         path="/auth",
         httponly=True,
@@ -204,14 +223,7 @@ async def callback(request: Request) -> Response:
         response.delete_cookie(LOGIN_COOKIE, path="/auth")
         return response
 
-    sealed = request.cookies.get(LOGIN_COOKIE)
-    login_state: dict[str, Any] | None = None
-    if sealed and len(sealed) < 4096:
-        try:
-            loaded = json.loads(_box(request).open(sealed, _LOGIN_BOUND))
-            login_state = loaded if isinstance(loaded, dict) else None
-        except ValueError:
-            login_state = None
+    login_state = open_login_state(_box(request), request.cookies.get(LOGIN_COOKIE))
     if login_state is None:
         return await refuse(
             "no_login_state",
