@@ -108,9 +108,9 @@ def _local_path(value: str | None) -> str:
 async def _form(request: Request) -> dict[str, str]:
     """An ``application/x-www-form-urlencoded`` body; a parameter given twice is refused (RFC 6749 §3.1)."""
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
-        raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
     body = await request.body()
+    if content_type != "application/x-www-form-urlencoded" and body:  # an empty body is an empty form
+        raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
     if len(body) > _MAX_FORM_BYTES:
         raise OAuthError("invalid_request", f"the body is larger than {_MAX_FORM_BYTES} bytes")
     try:
