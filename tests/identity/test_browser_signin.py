@@ -4,7 +4,6 @@ tokens come from the IdP itself (its test hook re-signs or alters the next ID to
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -19,7 +18,7 @@ from orgwarden.domain.clock import utcnow
 from orgwarden.storage.tables import AuditEvent, Invite, User
 from orgwarden.storage.uow import UnitOfWork
 from tests.conftest import Server, query_db, unique
-from tests.identity.conftest import SignInWorld, browser, csrf_of, fill_idp_login, follow, location, sign_in
+from tests.identity.conftest import SignInWorld, browser, csrf_of, location, sign_in
 
 
 def audit_events(server: Server, action: str) -> list[AuditEvent]:
@@ -327,6 +326,3 @@ def server_without_oidc() -> Any:
 
     with dedicated_server("sqlite", {}) as srv:
         yield srv
-
-
-_ = fill_idp_login, follow, timedelta  # helpers kept importable for other modules

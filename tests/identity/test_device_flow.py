@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -25,7 +24,7 @@ from orgwarden.services.user_tokens import UserGrant, UserTokenService
 from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.uow import UnitOfWork, UnitOfWorkFactory
 from tests.conftest import ORGWARDEN, Server, query_db, unique
-from tests.identity.conftest import SignInWorld, browser, follow, sign_in
+from tests.identity.conftest import SignInWorld, browser, sign_in
 from tests.identity.test_browser_signin import add_user, last_refusal
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -258,7 +257,6 @@ def test_the_device_page_signs_a_stranger_in_and_comes_back(world: SignInWorld) 
         unknown = b.get(f"{srv.base_url}/device", params={"user_code": "BBBB-CCCC"})
         assert unknown.status_code == 404
     oauth_error(poll(srv, body["device_code"]), 400, "authorization_pending")
-    _ = follow
 
 
 def test_the_workspace_must_be_one_the_user_may_call_the_api_in(world: SignInWorld) -> None:
@@ -319,7 +317,3 @@ def test_a_user_without_any_workspace_is_refused_clearly(world: SignInWorld) -> 
         refused = confirm(b, srv, body["user_code"])
     assert refused.status_code == 403
     assert "belong to no workspace where you may call the API" in refused.text
-
-
-def _unused(*_: Any) -> None:
-    return None

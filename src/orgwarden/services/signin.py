@@ -555,7 +555,25 @@ class SignInService:
     async def poll_device(
         self, device_code: str, *, client_id: str, request_id: str | None, source_ip: str | None
     ) -> IssuedTokens:
-        """RFC 8628 §3.4-3.5: tokens once approved; else the RFC's error for where the code stands."""
+        """RFC 8628 §3.4-3.5: tokens once approved; else the RFC's error for where the code stands.
+        Refusals other than "not yet" (``authorization_pending``, ``slow_down``) are audited."""
+        try:
+            return await self._poll(device_code, client_id=client_id, request_id=request_id, source_ip=source_ip)
+        except OAuthError as refused:
+            if refused.error_code not in ("authorization_pending", "slow_down"):
+                await self.record_refusal(
+                    "oauth.token",
+                    refused.error_code or "refused",
+                    refused.message,
+                    request_id=request_id,
+                    source_ip=source_ip,
+                    details={"grant_type": DEVICE_GRANT, "client_id": client_id[:128]},
+                )
+            raise
+
+    async def _poll(
+        self, device_code: str, *, client_id: str, request_id: str | None, source_ip: str | None
+    ) -> IssuedTokens:
         if not device_code or len(device_code) > 128:
             raise OAuthError("invalid_grant", "device_code is missing or not one of ours")
         now = utcnow()
