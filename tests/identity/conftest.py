@@ -226,6 +226,25 @@ def world() -> Iterator[SignInWorld]:
                     drop_database(srv.db)
 
 
+@pytest.fixture(scope="module")
+def pg_world() -> Iterator[tuple[IdP, Server]]:
+    """One IdP and one orgwarden server on PostgreSQL (the same flows, the other database)."""
+    with tempfile.TemporaryDirectory(prefix="orgwarden-signin-pg-") as tmp_name:
+        tmp = Path(tmp_name)
+        port = free_port()
+        db = make_database("postgres", tmp / "db")
+        try:
+            with running_idp([f"http://127.0.0.1:{port}/auth/callback"], tmp) as idp:
+                db.env.update(oidc_settings(idp))
+                srv = serve_on(db, port, tmp)
+                try:
+                    yield idp, srv
+                finally:
+                    stop_server(srv)
+        finally:
+            drop_database(db)
+
+
 # --- the "browser" -----------------------------------------------------------------------------------
 
 _FORM = re.compile(r"<form[^>]*action=\"([^\"]*)\"[^>]*method=\"post\"", re.IGNORECASE)
