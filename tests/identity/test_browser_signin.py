@@ -261,6 +261,9 @@ def test_a_tampered_session_cookie_is_refused(world: SignInWorld) -> None:
             response = other.get(f"{srv.base_url}/auth/session")
             assert response.status_code == 401
             assert response.json()["error"]["type"] == "authentication_error"
+            assert last_refusal(srv, "auth.session")["reason"] == "invalid_session_cookie"
+            logout = other.post(f"{srv.base_url}/auth/logout", headers={"x-csrf-token": "whatever"})
+            assert logout.status_code == 401
 
 
 def test_an_error_from_the_identity_provider_is_shown_and_audited(world: SignInWorld) -> None:

@@ -141,7 +141,20 @@ def _oauth_error(exc: OrgwardenError) -> JSONResponse:
 
 
 async def _session(request: Request) -> SessionView | None:
-    return await _signin(request).session(request.cookies.get(SESSION_COOKIE))
+    """The live session of the cookie; a cookie that opens none (altered, revoked, expired, its user
+    gone) is an audited refusal (``auth.session``)."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    view = await _signin(request).session(cookie)
+    if view is None and cookie:
+        await _signin(request).record_refusal(
+            "auth.session",
+            "invalid_session_cookie",
+            "the session cookie opens no live session (altered, revoked, expired, or its user is no longer active)",
+            request_id=request_id_of(request),
+            source_ip=source_ip(request),
+            details={"path": request.url.path[:200]},
+        )
+    return view
 
 
 def seal_login_state(box: SecretBox, state: dict[str, Any]) -> str:
@@ -316,6 +329,8 @@ async def logout(request: Request) -> Response:
             csrf = (await _browser_form(request)).get("csrf_token")
         except InvalidRequest as exc:
             return _refused(request, exc, "Sign-out refused")
+    if await _session(request) is None:
+        return _refused(request, AuthenticationFailed("not signed in", error_code="no_session"), "Sign-out refused")
     try:
         await _signin(request).sign_out(
             request.cookies.get(SESSION_COOKIE),
