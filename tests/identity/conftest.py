@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -164,7 +165,9 @@ def oidc_settings(idp: IdP, **extra: str) -> dict[str, str]:
     }
 
 
-def serve_on(db: Database, port: int, tmp: Path) -> Server:
+def serve_on(
+    db: Database, port: int, tmp: Path, *, scheme: str = "http", verify: ssl.SSLContext | bool = True
+) -> Server:
     """``orgwarden init`` + ``orgwarden serve`` on a port chosen beforehand (the IdP must know the
     redirect URI before orgwarden starts)."""
     init = json.loads(cli(db, "init", "--json", "--org-name", "Acme", "--admin-email", "root@acme.test").stdout)
@@ -177,11 +180,11 @@ def serve_on(db: Database, port: int, tmp: Path) -> Server:
             stderr=subprocess.STDOUT,
             text=True,
         )
-    base_url = f"http://127.0.0.1:{port}"
+    base_url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
-            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{base_url}/health", timeout=1, verify=verify).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
@@ -251,9 +254,9 @@ _FORM = re.compile(r"<form[^>]*action=\"([^\"]*)\"[^>]*method=\"post\"", re.IGNO
 _HIDDEN = re.compile(r"<input[^>]*type=\"hidden\"[^>]*name=\"([^\"]+)\"[^>]*value=\"([^\"]*)\"", re.IGNORECASE)
 
 
-def browser() -> httpx.Client:
+def browser(verify: ssl.SSLContext | bool = True) -> httpx.Client:
     """A cookie-keeping client that does not follow redirects by itself (the tests look at each hop)."""
-    return httpx.Client(timeout=30, follow_redirects=False, headers={"accept": "text/html"})
+    return httpx.Client(timeout=30, follow_redirects=False, headers={"accept": "text/html"}, verify=verify)
 
 
 def follow(client: httpx.Client, response: httpx.Response, *, stop_at: str | None = None) -> httpx.Response:
