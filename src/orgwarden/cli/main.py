@@ -12,7 +12,7 @@ from rich.panel import Panel
 
 from orgwarden import __version__
 from orgwarden.api import render
-from orgwarden.cli import audit, limits, reports, resources
+from orgwarden.cli import audit, limits, reports, resources, signin
 from orgwarden.cli.runtime import err, fail, out, print_json, run, settings_from
 from orgwarden.config import CONFIG_ENV, Settings
 from orgwarden.data import load_catalog
@@ -38,6 +38,7 @@ app.add_typer(reports.report, name="report")
 app.add_typer(audit.audit, name="audit")
 db = typer.Typer(help="Database migrations (Alembic), for operators.", no_args_is_help=True)
 app.add_typer(db, name="db")
+signin.register(app)  # login, token, logout
 
 DEFAULT_ORG_NAME = "My Organization"
 DEFAULT_ADMIN_EMAIL = "admin@orgwarden.local"
