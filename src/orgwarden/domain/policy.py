@@ -17,6 +17,7 @@ ActorKind = Literal["admin_api_key", "api_key", "cli", "invite_token", "system"]
 
 class Permission(enum.Enum):
     ORGANIZATION_READ = "organization:read"
+    ORGANIZATION_WRITE = "organization:write"  # the organization's settings (offboarding_key_policy)
     USERS_READ = "users:read"
     USERS_WRITE = "users:write"
     INVITES_READ = "invites:read"
