@@ -6,13 +6,12 @@
 - refuses to take away the organization's last enabled admin (and, on removal, its only member);
 - marks the user (``removed_at`` or ``deactivated_at``); removal also deletes their workspace
   memberships, deactivation keeps them so that reactivation gives the same access back;
-- revokes their browser sessions and OAuth tokens (the sign-in repositories, when present), and their
-  admin API keys;
+- revokes their browser sessions and OAuth tokens (access and refresh), and their admin API keys;
 - handles the data-plane API keys they created per the organization's ``offboarding_key_policy``:
   ``deactivate`` (default) sets the ``active`` ones to ``inactive``, ``keep`` leaves them;
-- writes a cache event for every credential it touched (the sign-in repositories write their own),
-  so that every worker of every instance drops what it cached at its next poll of ``cache_events``
-  (200 ms by default). No event for the user as a whole: the key cache would drop every key it holds;
+- writes a cache event for every key it touched (the sign-in repositories write their own: a
+  ``user`` event when the user had sessions or tokens), so that every worker of every instance
+  drops what it cached at its next poll of ``cache_events`` (200 ms by default);
 - records ONE audit event listing all of it: ``user.remove`` or ``user.deactivate``.
 
 Nothing is given back by reactivation: revoked credentials stay revoked and deactivated keys stay
@@ -21,8 +20,7 @@ inactive until an admin turns them on again (the audit event lists them).
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal
 
 from orgwarden.domain.clock import utcnow
 from orgwarden.errors import InvalidRequest, NotFound
@@ -35,17 +33,6 @@ KEY_POLICIES: Final = frozenset({"deactivate", "keep"})
 DEFAULT_KEY_POLICY: Final = "deactivate"
 
 Reason = Literal["removed", "deactivated"]
-
-
-class _RevokesForUser(Protocol):
-    """The sign-in repositories' part offboarding needs (``uow.user_tokens``, ``uow.user_sessions``)."""
-
-    async def revoke_for_user(self, user_id: str, now: datetime) -> list[str]: ...
-
-
-async def _revoke_with(uow: UnitOfWork, name: str, user_id: str, now: datetime) -> list[str]:
-    repo: _RevokesForUser | None = getattr(uow, name, None)
-    return [] if repo is None else list(await repo.revoke_for_user(user_id, now))
 
 
 async def ensure_not_last_admin(uow: UnitOfWork, user: User, doing: str) -> None:
@@ -81,8 +68,8 @@ async def offboard(uow: UnitOfWork, ctx: Context, user: User, *, reason: Reason)
         await ensure_not_last_admin(uow, user, "deactivated")
         user.deactivated_at = now
 
-    sessions = await _revoke_with(uow, "user_sessions", user.id, now)
-    tokens = await _revoke_with(uow, "user_tokens", user.id, now)
+    sessions = await uow.user_sessions.revoke_for_user(user.id, now)
+    tokens = await uow.user_tokens.revoke_for_user(user.id, now)
 
     admin_keys = await uow.admin_keys.active_for_user(user.id)
     for admin_key in admin_keys:
