@@ -9,20 +9,31 @@ from the real server and its real database, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
+from typing import Any, TypeVar
 
 import anthropic
 import httpx
 import pytest
 
+from orgwarden import ids
+from orgwarden.config import load_settings
+from orgwarden.domain.clock import utcnow
+from orgwarden.errors import InvalidRequest
+from orgwarden.services.user_tokens import UserTokenService
+from orgwarden.storage.engine import create_engine, session_factory
+from orgwarden.storage.tables import UserSession
+from orgwarden.storage.uow import UnitOfWorkFactory
 from tests.api.test_admin_api_sdk import new_user
 from tests.api.test_audit_trail import audit_events, events_of_request
 from tests.conftest import Server, assert_error, cli, query_db, unique
 
 PROBE = "/v1/models/claude-sonnet-4-6"  # a data-plane call that needs only a valid key
+T = TypeVar("T")
 
 
 # --- helpers (the cross-instance test uses them too) --------------------------------------------------
@@ -100,6 +111,68 @@ def the_event(server: Server, response: httpx.Response) -> dict[str, Any]:
     events = events_of_request(server, response.headers["request-id"])
     assert len(events) == 1, events
     return events[0]
+
+
+def with_tokens(server: Server, work: Callable[[UserTokenService, UnitOfWorkFactory], Awaitable[T]]) -> T:
+    """Run ``work`` with the sign-in token service over the server's real database."""
+
+    async def main() -> T:
+        engine = create_engine(load_settings(**server.db.settings_kwargs))
+        try:
+            uow = UnitOfWorkFactory(session_factory(engine))
+            return await work(UserTokenService(uow, 3600, 86_400), uow)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def sign_in(server: Server, user_id: str) -> dict[str, Any]:
+    """What signing in leaves: a grant of tokens (as the device flow issues them) and a browser
+    session row. ``{"access", "refresh", "token_ids", "session_id"}``."""
+
+    async def work(tokens: UserTokenService, uow: UnitOfWorkFactory) -> dict[str, Any]:
+        issued = await tokens.issue(
+            organization_id=server.organization["id"], user_id=user_id, workspace_id=None, client_id="cli", scope="user"
+        )
+        assert await tokens.resolve(issued.access_token) is not None
+        now = utcnow()
+        session = UserSession(
+            id=ids.new_id(ids.USER_SESSION),
+            organization_id=server.organization["id"],
+            user_id=user_id,
+            secret_hash=ids.hash_secret(unique("ses")),
+            created_at=now,
+            expires_at=now + timedelta(hours=8),
+            last_seen_at=now,
+        )
+        async with uow() as u:
+            u.user_sessions.add(session)
+            await u.commit()
+            token_ids = sorted(t.id for t in await u.user_tokens.for_user(user_id))
+        return {
+            "access": issued.access_token,
+            "refresh": issued.refresh_token,
+            "token_ids": token_ids,
+            "session_id": session.id,
+        }
+
+    return with_tokens(server, work)
+
+
+def after_offboarding(server: Server, grant: dict[str, Any]) -> None:
+    """The grant's access token resolves to nothing, its refresh token is refused, its session revoked."""
+
+    async def work(tokens: UserTokenService, uow: UnitOfWorkFactory) -> None:
+        assert await tokens.resolve(grant["access"]) is None
+        with pytest.raises(InvalidRequest, match="refresh_token was revoked"):
+            await tokens.refresh(grant["refresh"], client_id="cli")
+        async with uow() as u:
+            session = await u.user_sessions.session.get(UserSession, grant["session_id"])
+            assert session is not None
+            assert session.revoked_at is not None
+
+    with_tokens(server, work)
 
 
 def user_row(server: Server, user_id: str) -> Any:
@@ -182,6 +255,7 @@ def test_removing_a_user_revokes_their_admin_key_and_deactivates_the_keys_they_c
     server: Server, client: anthropic.Anthropic
 ) -> None:
     who = admin_with_keys(server, client)
+    grant = sign_in(server, who["user"].id)
     other = client.organization.workspaces.create(name=unique("offb"))
     with server.http() as http:  # a key the root admin created is not the user's
         bystander = http.post("/v1/organizations/api_keys", json={"name": unique("by"), "workspace_id": other.id})
@@ -204,13 +278,14 @@ def test_removing_a_user_revokes_their_admin_key_and_deactivates_the_keys_they_c
         "email": who["user"].email,
         "reason": "removed",
         "offboarding_key_policy": "deactivate",
-        "revoked_user_sessions": [],
-        "revoked_user_tokens": [],
+        "revoked_user_sessions": [grant["session_id"]],
+        "revoked_user_tokens": grant["token_ids"],
         "revoked_admin_api_keys": [who["admin_key_id"]],
         "deactivated_api_keys": [k["id"] for k in who["keys"]],
         "kept_api_keys": [],
         "workspaces": [],
     }
+    after_offboarding(server, grant)
     # an admin can turn a key back on: it belongs to its workspace, not to the person
     client.organization.api_keys.update(who["keys"][0]["id"], status="active")
     assert settled(lambda: data_plane(server, who["keys"][0]["key"]), 200).status_code == 200
@@ -253,6 +328,7 @@ def test_deactivating_a_user_offboards_them_and_reactivating_restores_only_the_u
     user_id = who["user"].id
     workspace = client.organization.workspaces.create(name=unique("offb"))
     client.organization.workspaces.members.add(workspace.id, user_id=user_id, workspace_role="workspace_developer")
+    grant = sign_in(server, user_id)
 
     shown = json.loads(cli(server.db, "users", "deactivate", user_id, "--json").stdout)
     assert shown["id"] == user_id
@@ -266,7 +342,10 @@ def test_deactivating_a_user_offboards_them_and_reactivating_restores_only_the_u
     assert event["details"]["reason"] == "deactivated"
     assert event["details"]["revoked_admin_api_keys"] == [who["admin_key_id"]]
     assert event["details"]["deactivated_api_keys"] == [k["id"] for k in who["keys"]]
+    assert event["details"]["revoked_user_tokens"] == grant["token_ids"]
+    assert event["details"]["revoked_user_sessions"] == [grant["session_id"]]
     assert "workspaces" not in event["details"]
+    after_offboarding(server, grant)
     # still a member of the organization and of the workspace, with the same role
     assert client.organization.users.retrieve(user_id).role == "admin"
     assert client.organization.workspaces.members.retrieve(user_id, workspace_id=workspace.id).user_id == user_id
@@ -289,9 +368,12 @@ def test_deactivating_a_user_offboards_them_and_reactivating_restores_only_the_u
     # what offboarding revoked stays revoked
     assert_error(admin_api(server, who["admin_key"]), 401, "authentication_error", "revoked")
     assert data_plane(server, who["keys"][0]["key"]).status_code == 401
+    after_offboarding(server, grant)
+    sign_in(server, user_id)  # but the user may sign in again: new tokens resolve
     # reactivating an active user changes nothing
+    count = len(audit_events(server))
     cli(server.db, "users", "reactivate", user_id)
-    assert len(audit_events(server)) == count + 1
+    assert len(audit_events(server)) == count
 
 
 def test_a_deactivated_user_can_still_be_removed(server: Server, client: anthropic.Anthropic) -> None:
