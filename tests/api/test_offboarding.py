@@ -175,6 +175,16 @@ def after_offboarding(server: Server, grant: dict[str, Any]) -> None:
     with_tokens(server, work)
 
 
+def cache_events_about(server: Server, *entity_ids: str) -> set[tuple[str, str]]:
+    """The (entity_type, entity_id) cache events written about these entities."""
+
+    async def query(uow: Any) -> set[tuple[str, str]]:
+        return {(e.entity_type, e.entity_id) for e in await uow.cache_events.since(0) if e.entity_id in entity_ids}
+
+    result: set[tuple[str, str]] = query_db(server.db, query)
+    return result
+
+
 def user_row(server: Server, user_id: str) -> Any:
     async def query(uow: Any) -> Any:
         from sqlalchemy import select
@@ -286,6 +296,13 @@ def test_removing_a_user_revokes_their_admin_key_and_deactivates_the_keys_they_c
         "workspaces": [],
     }
     after_offboarding(server, grant)
+    # every cache on every instance was told: the user, their admin key, each key
+    told = cache_events_about(server, who["user"].id, who["admin_key_id"], *(k["id"] for k in who["keys"]))
+    assert told >= {
+        ("user", who["user"].id),
+        ("admin_api_key", who["admin_key_id"]),
+        *(("api_key", k["id"]) for k in who["keys"]),
+    }
     # an admin can turn a key back on: it belongs to its workspace, not to the person
     client.organization.api_keys.update(who["keys"][0]["id"], status="active")
     assert settled(lambda: data_plane(server, who["keys"][0]["key"]), 200).status_code == 200

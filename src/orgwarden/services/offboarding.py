@@ -9,9 +9,9 @@
 - revokes their browser sessions and OAuth tokens (access and refresh), and their admin API keys;
 - handles the data-plane API keys they created per the organization's ``offboarding_key_policy``:
   ``deactivate`` (default) sets the ``active`` ones to ``inactive``, ``keep`` leaves them;
-- writes a cache event for every key it touched (the sign-in repositories write their own: a
-  ``user`` event when the user had sessions or tokens), so that every worker of every instance
-  drops what it cached at its next poll of ``cache_events`` (200 ms by default);
+- writes a cache event for every key it touched and one for the user (the sign-in repositories
+  write their own for tokens and sessions), so that every worker of every instance drops what it
+  cached at its next poll of ``cache_events`` (200 ms by default);
 - records ONE audit event listing all of it: ``user.remove`` or ``user.deactivate``.
 
 Nothing is given back by reactivation: revoked credentials stay revoked and deactivated keys stay
@@ -83,6 +83,7 @@ async def offboard(uow: UnitOfWork, ctx: Context, user: User, *, reason: Reason)
     for key in deactivated:
         key.status = "inactive"
         uow.cache_events.changed("api_key", key.id, now)
+    uow.cache_events.changed("user", user.id, now)  # whatever is cached of the user (their tokens' grants)
 
     details: dict[str, Any] = {
         "email": user.email,
