@@ -141,7 +141,7 @@ def test_a_user_removed_on_one_instance_is_refused_on_every_instance_within_one_
     a, _b = instances
     client: anthropic.Anthropic = a.client()
     who = admin_with_keys(a, client, n_keys=2)
-    grant = sign_in(a, who["user"].id)
+    grant = sign_in(a, who["user"].id, who["keys"][0]["workspace_id"])
     every = doors(instances, who, grant)
     warm(every)
 
@@ -159,7 +159,7 @@ def test_a_user_removed_on_one_instance_is_refused_on_every_instance_within_one_
 def test_a_user_deactivated_is_refused_on_every_instance_within_one_second(instances: list[Server]) -> None:
     a, _b = instances
     who = admin_with_keys(a, a.client(), n_keys=2)
-    grant = sign_in(a, who["user"].id)
+    grant = sign_in(a, who["user"].id, who["keys"][0]["workspace_id"])
     every = doors(instances, who, grant)
     warm(every)
 
