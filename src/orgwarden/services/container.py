@@ -20,6 +20,7 @@ from orgwarden.services.members import MemberService
 from orgwarden.services.organizations import OrganizationService
 from orgwarden.services.rate_limits import RateLimitService
 from orgwarden.services.reports import ReportService
+from orgwarden.services.signin import SignInService
 from orgwarden.services.spend_limits import SpendLimitService
 from orgwarden.services.tunnel_certificates import TunnelCertificateService
 from orgwarden.services.tunnels import TunnelService
@@ -46,12 +47,14 @@ class Services:
     tunnel_certificates: TunnelCertificateService
     audit_log: AuditLogService
     user_tokens: UserTokenService
+    signin: SignInService
 
     @classmethod
     def build(
         cls, uow: UnitOfWorkFactory, settings: Settings, box: SecretBox, catalog: Catalog | None = None
     ) -> Services:
         catalog = catalog or load_catalog(settings.models_file)
+        user_tokens = UserTokenService(uow, settings.access_token_ttl_seconds, settings.refresh_token_ttl_seconds)
         return cls(
             organizations=OrganizationService(uow),
             users=UserService(uow),
@@ -67,5 +70,14 @@ class Services:
             tunnels=TunnelService(uow, box, settings.tunnel_base_domain),
             tunnel_certificates=TunnelCertificateService(uow),
             audit_log=AuditLogService(uow),
-            user_tokens=UserTokenService(uow, settings.access_token_ttl_seconds, settings.refresh_token_ttl_seconds),
+            user_tokens=user_tokens,
+            signin=SignInService(
+                uow,
+                user_tokens,
+                session_ttl_seconds=settings.session_ttl_seconds,
+                jit_users=settings.oidc_jit_users,
+                allowed_email_domains=settings.oidc_allowed_email_domains,
+                device_ttl_seconds=settings.device_code_ttl_seconds,
+                device_interval_seconds=settings.device_poll_interval_seconds,
+            ),
         )

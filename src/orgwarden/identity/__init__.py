@@ -1,0 +1,1 @@
+"""Signing people in: the OpenID Connect relying party (``oidc``) and the groups hook (``groups``)."""
