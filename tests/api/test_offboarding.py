@@ -129,7 +129,8 @@ def with_tokens(server: Server, work: Callable[[UserTokenService, UnitOfWorkFact
 
 def sign_in(server: Server, user_id: str, workspace_id: str | None = None) -> dict[str, Any]:
     """What signing in leaves: a grant of tokens (as the device flow issues them, bound to
-    ``workspace_id``) and a browser session row. ``{"access", "refresh", "token_ids", "session_id"}``."""
+    ``workspace_id``) and a browser session (as the OpenID Connect callback makes it).
+    ``{"access", "refresh", "token_ids", "session_id", "session_cookie"}``."""
 
     async def work(tokens: UserTokenService, uow: UnitOfWorkFactory) -> dict[str, Any]:
         issued = await tokens.issue(
@@ -141,11 +142,12 @@ def sign_in(server: Server, user_id: str, workspace_id: str | None = None) -> di
         )
         assert await tokens.resolve(issued.access_token) is not None
         now = utcnow()
+        cookie = ids.new_session_secret()
         session = UserSession(
             id=ids.new_id(ids.USER_SESSION),
             organization_id=server.organization["id"],
             user_id=user_id,
-            secret_hash=ids.hash_secret(unique("ses")),
+            secret_hash=ids.hash_secret(cookie),
             created_at=now,
             expires_at=now + timedelta(hours=8),
             last_seen_at=now,
@@ -159,6 +161,7 @@ def sign_in(server: Server, user_id: str, workspace_id: str | None = None) -> di
             "refresh": issued.refresh_token,
             "token_ids": token_ids,
             "session_id": session.id,
+            "session_cookie": cookie,
         }
 
     return with_tokens(server, work)
