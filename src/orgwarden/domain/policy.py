@@ -29,6 +29,7 @@ ALL_POWERFUL: Final = frozenset({"admin_api_key", "cli", "system"})
 
 class Permission(enum.Enum):
     ORGANIZATION_READ = "organization:read"
+    ORGANIZATION_WRITE = "organization:write"  # the organization's settings (offboarding_key_policy)
     USERS_READ = "users:read"
     USERS_WRITE = "users:write"
     INVITES_READ = "invites:read"
