@@ -226,6 +226,9 @@ def _tunnel_cases(prefix: str, beta: dict[str, str]) -> list[Case]:
 
 CASES: list[Case] = [
     Case("GET", f"{ORG}/me", _o(f"{ORG}/me"), org=EVERYONE),
+    # orgwarden's settings of the organization: every member may read them, only admins change them
+    Case("GET", f"{ORG}/me/settings", _o(f"{ORG}/me/settings"), org=EVERYONE),
+    Case("POST", f"{ORG}/me/settings", _o(f"{ORG}/me/settings", json={"offboarding_key_policy": "deactivate"})),
     # users: the directory is every member's to read; changing it is the admins'
     Case("GET", f"{ORG}/users", _o(f"{ORG}/users"), org=EVERYONE),
     Case("GET", f"{ORG}/users/{{user_id}}", lambda fx, w: Call(f"{ORG}/users/{fx.victim}"), org=EVERYONE),
