@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orgwarden.domain.clock import rfc3339
+from orgwarden.domain.clock import rfc3339, utcnow
 from orgwarden.domain.roles import ASSIGNABLE_ORG_ROLES, ORG_ROLES
 from orgwarden.errors import NotFound
 from orgwarden.services import audit
