@@ -20,6 +20,8 @@ from orgwarden.services.members import MemberService
 from orgwarden.services.organizations import OrganizationService
 from orgwarden.services.rate_limits import RateLimitService
 from orgwarden.services.reports import ReportService
+from orgwarden.services.scim import ScimService
+from orgwarden.services.scim_tokens import ScimTokenService
 from orgwarden.services.spend_limits import SpendLimitService
 from orgwarden.services.tunnel_certificates import TunnelCertificateService
 from orgwarden.services.tunnels import TunnelService
@@ -44,15 +46,18 @@ class Services:
     tunnels: TunnelService
     tunnel_certificates: TunnelCertificateService
     audit_log: AuditLogService
+    scim_tokens: ScimTokenService
+    scim: ScimService
 
     @classmethod
     def build(
         cls, uow: UnitOfWorkFactory, settings: Settings, box: SecretBox, catalog: Catalog | None = None
     ) -> Services:
         catalog = catalog or load_catalog(settings.models_file)
+        users = UserService(uow)
         return cls(
             organizations=OrganizationService(uow),
-            users=UserService(uow),
+            users=users,
             invites=InviteService(uow, ttl_days=settings.invite_ttl_days),
             workspaces=WorkspaceService(uow, box),
             members=MemberService(uow),
@@ -65,4 +70,6 @@ class Services:
             tunnels=TunnelService(uow, box, settings.tunnel_base_domain),
             tunnel_certificates=TunnelCertificateService(uow),
             audit_log=AuditLogService(uow),
+            scim_tokens=ScimTokenService(uow),
+            scim=ScimService(uow, users),
         )

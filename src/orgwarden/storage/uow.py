@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from orgwarden.storage import repositories as repos
 from orgwarden.storage.audit_log import AuditEvents
 from orgwarden.storage.claude_code import ClaudeCodeUsage
+from orgwarden.storage.identity import ManagedRoles, RbacGroups, ScimTokens, ScimUsers
 from orgwarden.storage.rollups import UsageRollups
 from orgwarden.storage.tunnels import TunnelCertificates, Tunnels
 
@@ -36,6 +37,10 @@ class UnitOfWork:
     claude_code: ClaudeCodeUsage
     tunnels: Tunnels
     tunnel_certificates: TunnelCertificates
+    scim_tokens: ScimTokens
+    scim_users: ScimUsers
+    rbac_groups: RbacGroups
+    managed_roles: ManagedRoles
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -60,6 +65,10 @@ class UnitOfWork:
         self.claude_code = ClaudeCodeUsage(session)
         self.tunnels = Tunnels(session)
         self.tunnel_certificates = TunnelCertificates(session)
+        self.scim_tokens = ScimTokens(session)
+        self.scim_users = ScimUsers(session)
+        self.rbac_groups = RbacGroups(session)
+        self.managed_roles = ManagedRoles(session)
         return self
 
     async def __aexit__(

@@ -1,0 +1,1 @@
+"""People: groups and the roles they grant (and, with the sign-in helper, sessions and tokens)."""
