@@ -23,7 +23,9 @@ from scim2_models import (
     ListResponse,
     Meta,
     NotImplementedException,
+    ResourceType,
     ResponseParameters,
+    Schema,
     SCIMException,
 )
 from starlette.applications import Starlette
@@ -36,6 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from orgwarden.api.routing import credential, source_ip
 from orgwarden.errors import OrgwardenError
 from orgwarden.identity import scim_models
+from orgwarden.identity.scim_models import GroupModel, UserModel
 from orgwarden.services.context import Context
 from orgwarden.services.scim import ScimService, check_filter
 from orgwarden.services.scim_tokens import ScimTokenService
@@ -144,11 +147,13 @@ class _Api:
         return scim_response(payload, status, headers)
 
     @staticmethod
-    def many(resources: list[Any], start: int, count: int | None, params: ResponseParameters[Any]) -> Response:
+    def many(
+        model: Any, resources: list[Any], start: int, count: int | None, params: ResponseParameters[Any]
+    ) -> Response:
         total = len(resources)
         size = scim_models.MAX_RESULTS if count is None else count
         page = resources[start - 1 : start - 1 + size]
-        listing: ListResponse[Any] = ListResponse(
+        listing = ListResponse[model](
             total_results=total, start_index=start, items_per_page=len(page), resources=page or None
         )
         payload = listing.model_dump(scim_ctx=ScimContext.SEARCH_RESPONSE, response_parameters=params)
@@ -174,15 +179,14 @@ class _Api:
 
     async def schemas(self, request: Request) -> Response:
         await self.context(request)
-        items = self._described(request, "Schema")
-        return self._listing(items)
+        return self._listing(Schema, self._described(request, "Schema"))
 
     async def resource_types(self, request: Request) -> Response:
         await self.context(request)
-        return self._listing(self._described(request, "ResourceType"))
+        return self._listing(ResourceType, self._described(request, "ResourceType"))
 
-    def _listing(self, items: list[Any]) -> Response:
-        listing: ListResponse[Any] = ListResponse(
+    def _listing(self, model: Any, items: list[Any]) -> Response:
+        listing = ListResponse[model](
             total_results=len(items), start_index=1, items_per_page=len(items), resources=items
         )
         return scim_response(listing.model_dump(scim_ctx=ScimContext.RESOURCE_QUERY_RESPONSE))
@@ -207,12 +211,16 @@ class _Api:
     async def list_users(self, request: Request) -> Response:
         ctx = await self.context(request)
         params, start, count, filter_text = self.parameters(dict(request.query_params))
-        return self.many(await self.scim.list_users(ctx, self.base(request), filter_text), start, count, params)
+        return self.many(
+            UserModel, await self.scim.list_users(ctx, self.base(request), filter_text), start, count, params
+        )
 
     async def list_groups(self, request: Request) -> Response:
         ctx = await self.context(request)
         params, start, count, filter_text = self.parameters(dict(request.query_params))
-        return self.many(await self.scim.list_groups(ctx, self.base(request), filter_text), start, count, params)
+        return self.many(
+            GroupModel, await self.scim.list_groups(ctx, self.base(request), filter_text), start, count, params
+        )
 
     async def search(self, request: Request) -> Response:
         ctx = await self.context(request)
@@ -225,7 +233,8 @@ class _Api:
             found = await self.scim.list_users(ctx, base, filter_text)
         else:
             found = await self.scim.list_groups(ctx, base, filter_text)
-        return self.many(found, start, count, params)
+        model = UserModel if request.url.path.endswith("/Users/.search") else GroupModel
+        return self.many(model, found, start, count, params)
 
     async def root_search(self, request: Request) -> Response:
         await self.context(request)
@@ -308,6 +317,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     request_id = request.scope.get("state", {}).get("request_id")
     if isinstance(exc, sqlalchemy.exc.IntegrityError):  # a race two creations lost to the unique index
+        log.warning("conflict in %s %s (%s): %s", request.method, request.url.path, request_id, exc.orig)
         return error_response(409, "the resource conflicts with one created at the same time", "uniqueness")
     if is_unavailable(exc):
         log.warning("storage unavailable in %s %s (%s)", request.method, request.url.path, request_id)

@@ -74,6 +74,6 @@ def service_provider_config() -> ServiceProviderConfig:
 def stored(model: Any) -> dict[str, Any]:
     """A resource as kept in the database: its attributes by SCIM name, without what orgwarden owns."""
     payload: dict[str, Any] = model.model_dump(scim_ctx=None, mode="json", by_alias=True, exclude_none=True)
-    for key in ("id", "meta", "groups", "password", "active", "members"):
+    for key in ("id", "meta", "groups", "password", "members"):
         payload.pop(key, None)
     return payload

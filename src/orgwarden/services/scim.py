@@ -3,7 +3,8 @@
 A SCIM user is an orgwarden user plus a ``scim_users`` row holding the SCIM attributes orgwarden does
 not model. The mapping (documented in the README):
 
-- ``id`` is the orgwarden user id; ``active`` is "not deactivated"; ``groups`` are the user's groups.
+- ``id`` is the orgwarden user id; ``active`` is "not deactivated" (unassigning it, or never sending
+  it, means active: the default); ``groups`` are the user's groups.
 - the user's email is ``userName`` when it is an address, else the primary (or first) of ``emails``,
   else ``userName`` itself (such a user can be provisioned but cannot sign in until it has one);
 - the user's name is ``displayName``, else ``name.formatted``, else given and family names, else
@@ -167,7 +168,8 @@ class ScimService:
         resource.id = user.id
         resource.user_name = scim.user_name
         resource.external_id = scim.external_id
-        resource.active = user.deactivated_at is None
+        # Deactivated is ``false``; otherwise ``true``, or absent when never sent or removed (active too).
+        resource.active = False if user.deactivated_at is not None else (True if "active" in scim.attributes else None)
         resource.groups = [
             GroupMembership(value=g.id, ref=f"{base}/Groups/{g.id}", display=g.name, type="direct") for g in groups
         ] or None
@@ -181,10 +183,12 @@ class ScimService:
         return resource
 
     async def _group_resource(self, uow: UnitOfWork, base: str, group: RbacGroup) -> Any:
-        member_ids = await uow.rbac_groups.member_ids(group.id)
+        rows = await uow.rbac_groups.members(group.id)
         resource = GroupModel(display_name=group.name, external_id=group.external_id)
         resource.id = group.id
-        members = [GroupMember(value=uid, ref=f"{base}/Users/{uid}", type="User") for uid in member_ids]
+        members = [
+            GroupMember(value=m.user_id, ref=f"{base}/Users/{m.user_id}", type="User", display=m.display) for m in rows
+        ]
         resource.members = members or None
         resource.meta = Meta(
             resource_type="Group",
@@ -249,6 +253,7 @@ class ScimService:
                     removed_at=None,
                 )
                 uow.users.add(user)
+                await uow.flush()  # the user row before the row that references it
             scim = ScimUser(
                 user_id=user.id,
                 organization_id=ctx.organization_id,
@@ -304,7 +309,7 @@ class ScimService:
             check_version(if_match, scim.version)
             groups = [g for _, g in await uow.rbac_groups.groups_of(user_id)]
             current = self._user_resource(base, scim, user, groups)
-            was_active = current.active
+            deactivated = user.deactivated_at
             resource = change(current)
             user_name = _bounded(resource.user_name, 320, "userName")
             if not user_name:
@@ -327,9 +332,9 @@ class ScimService:
             changed = {k: [before[k], after[k]] for k in before if before[k] != after[k]}
             audit.record(uow, ctx, "scim.user.update", "user", user_id, details={"changed": changed})
             await uow.commit()
-        wanted = resource.active if resource.active is not None else was_active
-        if wanted != was_active:
-            await self._set_active(ctx, user_id, bool(wanted))
+        active = resource.active is not False  # unassigned means active, the default
+        if active != (deactivated is None):
+            await self._set_active(ctx, user_id, active)
         return await self.get_user(ctx, base, user_id)
 
     async def _set_active(self, ctx: Context, user_id: str, active: bool) -> None:
@@ -407,29 +412,33 @@ class ScimService:
             resources = [r for r in resources if matcher.match(r)]
         return resources
 
-    async def _members(self, uow: UnitOfWork, ctx: Context, resource: Any) -> list[str]:
-        wanted: list[str] = []
+    async def _members(self, uow: UnitOfWork, ctx: Context, resource: Any) -> dict[str, str | None]:
+        """The members a resource names, by user id, with the ``display`` each was sent with."""
+        wanted: dict[str, str | None] = {}
         for member in resource.members or []:
             if member.type not in (None, "User"):
                 raise _invalid("members: only users can be members of a group (nested groups are not supported)")
             if member.value is None or await uow.users.get(ctx.organization_id, member.value) is None:
                 raise _invalid(f"members: no user {member.value!r} in this organization")
-            if member.value not in wanted:
-                wanted.append(member.value)
+            wanted.setdefault(member.value, _bounded(member.display, 255, "members.display"))
         return wanted
 
     async def _set_members(
-        self, uow: UnitOfWork, ctx: Context, group: RbacGroup, wanted: Sequence[str], now: datetime
+        self, uow: UnitOfWork, ctx: Context, group: RbacGroup, wanted: dict[str, str | None], now: datetime
     ) -> dict[str, Any]:
-        current = set(await uow.rbac_groups.member_ids(group.id))
+        existing = {m.user_id: m for m in await uow.rbac_groups.members(group.id)}
+        current = set(existing)
         added = [uid for uid in wanted if uid not in current]
         removed = sorted(current - set(wanted))
-        for uid in added:
-            uow.rbac_groups.add(RbacGroupMember(group_id=group.id, user_id=uid, source="scim", created_at=now))
-        for uid in removed:
-            row = await uow.rbac_groups.member(group.id, uid)
-            if row is not None:
+        for uid, row in existing.items():
+            if uid in wanted:  # SCIM now vouches for it: a later sign-in claim does not remove it
+                row.display, row.source = wanted[uid], "scim"
+            else:
                 await uow.rbac_groups.remove_member(row)
+        for uid in added:
+            uow.rbac_groups.add(
+                RbacGroupMember(group_id=group.id, user_id=uid, source="scim", display=wanted[uid], created_at=now)
+            )
         await uow.flush()
         roles: dict[str, Any] = {}
         for uid in [*added, *removed]:
@@ -517,7 +526,7 @@ class ScimService:
             if group is None:
                 raise NotFoundException(detail=f"group {group_id!r} not found")
             check_version(if_match, group.version)
-            members = await self._set_members(uow, ctx, group, [], now)
+            members = await self._set_members(uow, ctx, group, {}, now)
             await uow.rbac_groups.delete(group)
             audit.record(uow, ctx, "scim.group.delete", "rbac_group", group_id, details={"name": group.name, **members})
             await uow.commit()

@@ -131,8 +131,11 @@ class RbacGroups(_Repo):
 
     async def member_ids(self, group_id: str) -> list[str]:
         """The group's members who are still users of the organization, in id order."""
+        return [m.user_id for m in await self.members(group_id)]
+
+    async def members(self, group_id: str) -> list[RbacGroupMember]:
         stmt = (
-            select(RbacGroupMember.user_id)
+            select(RbacGroupMember)
             .join(User, User.id == RbacGroupMember.user_id)
             .where(RbacGroupMember.group_id == group_id, User.removed_at.is_(None))
             .order_by(RbacGroupMember.user_id)

@@ -553,6 +553,7 @@ class RbacGroupMember(Base):
     group_id: Mapped[str] = mapped_column(ForeignKey("rbac_groups.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
     source: Mapped[str] = mapped_column(String(16))  # scim | oidc | direct
+    display: Mapped[str | None] = mapped_column(String(255), default=None)  # SCIM's ``members.display``, as sent
     created_at: Mapped[datetime]
 
 

@@ -89,6 +89,7 @@ def upgrade() -> None:
         sa.Column("group_id", _id(), nullable=False),
         sa.Column("user_id", _id(), nullable=False),
         sa.Column("source", sa.String(length=16), nullable=False),
+        sa.Column("display", sa.String(length=255), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(["group_id"], ["rbac_groups.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"]),
