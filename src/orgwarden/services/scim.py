@@ -57,7 +57,7 @@ from orgwarden.identity.scim_models import MAX_RESOURCE_BYTES, GroupModel, UserM
 from orgwarden.services import audit
 from orgwarden.services.context import Context
 from orgwarden.services.users import UserService
-from orgwarden.storage.identity import touch
+from orgwarden.storage.groups import touch
 from orgwarden.storage.tables import RbacGroup, RbacGroupMember, ScimUser, User
 from orgwarden.storage.uow import UnitOfWork, UnitOfWorkFactory
 

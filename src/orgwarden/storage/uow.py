@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from orgwarden.storage import repositories as repos
 from orgwarden.storage.audit_log import AuditEvents
 from orgwarden.storage.claude_code import ClaudeCodeUsage
-from orgwarden.storage.identity import ManagedRoles, RbacGroups, ScimTokens, ScimUsers
+from orgwarden.storage.groups import ManagedRoles, RbacGroups, ScimTokens, ScimUsers
 from orgwarden.storage.rollups import UsageRollups
 from orgwarden.storage.tunnels import TunnelCertificates, Tunnels
 
