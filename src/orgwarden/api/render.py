@@ -38,6 +38,11 @@ def organization(org: Organization) -> JSON:
     return {"id": org.id, "name": org.name, "type": "organization"}
 
 
+def organization_settings(org: Organization) -> JSON:
+    """orgwarden's own settings of the organization (``/v1/organizations/me/settings``, an extension)."""
+    return {"type": "organization_settings", "offboarding_key_policy": org.offboarding_key_policy}
+
+
 def user(row: User) -> JSON:
     return {
         "id": row.id,

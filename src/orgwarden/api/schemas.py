@@ -31,6 +31,10 @@ class UpdateUser(Body):
     role: str
 
 
+class UpdateOrganizationSettings(Body):
+    offboarding_key_policy: str | None = None
+
+
 class ResidencyIn(Body):
     workspace_geo: str | None = None
     allowed_inference_geos: list[str] | str | None = None

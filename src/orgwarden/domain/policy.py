@@ -12,11 +12,12 @@ import enum
 from dataclasses import dataclass
 from typing import Literal
 
-ActorKind = Literal["admin_api_key", "api_key", "cli", "invite_token", "system", "scim_token"]
+ActorKind = Literal["admin_api_key", "api_key", "cli", "invite_token", "system", "user", "scim_token"]
 
 
 class Permission(enum.Enum):
     ORGANIZATION_READ = "organization:read"
+    ORGANIZATION_WRITE = "organization:write"  # the organization's settings (offboarding_key_policy)
     USERS_READ = "users:read"
     USERS_WRITE = "users:write"
     INVITES_READ = "invites:read"

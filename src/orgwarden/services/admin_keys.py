@@ -41,6 +41,8 @@ class AdminKeyService:
             owner = await require_user(uow, ctx.organization_id, owner_id)
             if owner.role != "admin":
                 raise InvalidRequest(f"user {owner.id} is not an organization admin and cannot own an admin key")
+            if owner.deactivated_at is not None:
+                raise InvalidRequest(f"user {owner.id} is deactivated and cannot own an admin key")
             key = AdminApiKey(
                 id=ids.new_id(ids.API_KEY),
                 organization_id=ctx.organization_id,

@@ -25,6 +25,7 @@ from orgwarden.services.scim_tokens import ScimTokenService
 from orgwarden.services.spend_limits import SpendLimitService
 from orgwarden.services.tunnel_certificates import TunnelCertificateService
 from orgwarden.services.tunnels import TunnelService
+from orgwarden.services.user_tokens import UserTokenService
 from orgwarden.services.users import UserService
 from orgwarden.services.workspaces import WorkspaceService
 from orgwarden.storage.uow import UnitOfWorkFactory
@@ -48,6 +49,7 @@ class Services:
     audit_log: AuditLogService
     scim_tokens: ScimTokenService
     scim: ScimService
+    user_tokens: UserTokenService
 
     @classmethod
     def build(
@@ -72,4 +74,5 @@ class Services:
             audit_log=AuditLogService(uow),
             scim_tokens=ScimTokenService(uow),
             scim=ScimService(uow, users),
+            user_tokens=UserTokenService(uow, settings.access_token_ttl_seconds, settings.refresh_token_ttl_seconds),
         )

@@ -1,4 +1,4 @@
-"""The organization itself: first-run bootstrap and ``GET /me``."""
+"""The organization itself: first-run bootstrap, ``GET /me`` and its settings (``/me/settings``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from orgwarden.domain.policy import Actor
 from orgwarden.errors import Conflict, NotFound
 from orgwarden.services import audit
 from orgwarden.services.context import Context
-from orgwarden.services.validation import checked, normalize_email
+from orgwarden.services.offboarding import KEY_POLICIES
+from orgwarden.services.validation import checked, normalize_email, one_of
 from orgwarden.storage.tables import AdminApiKey, Organization, User, Workspace
 from orgwarden.storage.uow import UnitOfWorkFactory
 
@@ -42,6 +43,24 @@ class OrganizationService:
         if org is None:
             raise NotFound(f"organization {ctx.organization_id} does not exist")
         return org
+
+    async def update_settings(self, ctx: Context, *, offboarding_key_policy: str | None = None) -> Organization:
+        """Change the organization's settings; ``organization.update`` records what changed."""
+        if offboarding_key_policy is not None:
+            one_of(offboarding_key_policy, KEY_POLICIES, "offboarding_key_policy")
+        async with self._uow() as uow:
+            await uow.organizations.lock(ctx.organization_id)  # offboarding reads the policy under it
+            org = await uow.organizations.get(ctx.organization_id)
+            if org is None:
+                raise NotFound(f"organization {ctx.organization_id} does not exist")
+            changes: dict[str, object] = {}
+            if offboarding_key_policy is not None and offboarding_key_policy != org.offboarding_key_policy:
+                changes["offboarding_key_policy"] = [org.offboarding_key_policy, offboarding_key_policy]
+                org.offboarding_key_policy = offboarding_key_policy
+            if changes:
+                audit.record(uow, ctx, "organization.update", "organization", org.id, details=changes)
+                await uow.commit()
+            return org
 
     async def bootstrap(self, *, org_name: str, admin_email: str, admin_name: str) -> Bootstrap:
         """Create the organization, its default workspace, its first admin and one admin key.

@@ -338,31 +338,11 @@ class ScimService:
         return await self.get_user(ctx, base, user_id)
 
     async def _set_active(self, ctx: Context, user_id: str, active: bool) -> None:
-        """Deactivate or reactivate through the user use cases (issue 16 §4: offboarding)."""
-        method = getattr(self._users, "reactivate" if active else "deactivate", None)
-        if method is not None:
-            await method(ctx, user_id)
-            return
-        # Until the offboarding use cases are merged: the deactivation flag and the admin keys.
-        now = utcnow()
-        async with self._uow() as uow:
-            await uow.organizations.lock(ctx.organization_id)
-            user = await uow.users.get(ctx.organization_id, user_id)
-            if user is None:
-                raise NotFoundException(detail=f"user {user_id!r} not found")
-            revoked: list[str] = []
-            if active:
-                user.deactivated_at = None
-            elif user.deactivated_at is None:
-                user.deactivated_at = now
-                for key in await uow.admin_keys.active_for_user(user_id):
-                    key.status, key.revoked_at = "revoked", now
-                    uow.cache_events.changed("admin_api_key", key.id, now)
-                    revoked.append(key.id)
-            uow.cache_events.changed("user", user_id, now)
-            action = "user.reactivate" if active else "user.deactivate"
-            audit.record(uow, ctx, action, "user", user_id, details={"revoked_admin_api_keys": revoked})
-            await uow.commit()
+        """Deactivate or reactivate through the user use cases, which offboard (issue 16 §4)."""
+        if active:
+            await self._users.reactivate(ctx, user_id)
+        else:
+            await self._users.deactivate(ctx, user_id)
 
     async def delete_user(self, ctx: Context, user_id: str, if_match: str | None) -> None:
         async with self._uow() as uow:

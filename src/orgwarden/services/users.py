@@ -1,21 +1,24 @@
-"""Users of the organization: read, change role, remove.
+"""Users of the organization: read, change role, remove, deactivate, reactivate.
 
 Rules beyond the spec's "role cannot be admin", decided here and documented in the README:
-- the organization always keeps at least one admin, so the last admin can be neither demoted nor
-  removed; the only member cannot be removed (``cannot_remove_last_member``, as Anthropic's SDK knows);
-- removing a user deletes their workspace memberships and revokes their admin keys (offboarding
-  should not leave a way back in); API keys they created stay, since they belong to workspaces.
+- the organization always keeps at least one enabled (not deactivated) admin, so the last one can be
+  neither demoted, removed nor deactivated; the only member cannot be removed
+  (``cannot_remove_last_member``, as Anthropic's SDK knows);
+- removing or deactivating a user offboards them (``services.offboarding``): sessions, user tokens
+  and admin keys revoked, the API keys they created handled per the organization's
+  ``offboarding_key_policy``; removal also deletes their workspace memberships.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orgwarden.domain.clock import utcnow
+from orgwarden.domain.clock import rfc3339
 from orgwarden.domain.roles import ASSIGNABLE_ORG_ROLES, ORG_ROLES
-from orgwarden.errors import InvalidRequest, NotFound
+from orgwarden.errors import NotFound
 from orgwarden.services import audit
 from orgwarden.services.context import Context
+from orgwarden.services.offboarding import ensure_not_last_admin, offboard
 from orgwarden.services.validation import normalize_email, one_of
 from orgwarden.storage.pagination import Cursor, Page
 from orgwarden.storage.tables import User
@@ -58,8 +61,7 @@ class UserService:
             user = await require_user(uow, ctx.organization_id, user_id)
             if user.role == role:
                 return user
-            if user.role == "admin" and await uow.users.count(ctx.organization_id, role="admin") == 1:
-                raise InvalidRequest(f"user {user_id} is the organization's last admin; their role cannot change")
+            await ensure_not_last_admin(uow, user, "demoted")
             before = user.role
             user.role = role
             audit.record(uow, ctx, "user.update", "user", user.id, details={"role": [before, role]})
@@ -67,34 +69,38 @@ class UserService:
             return user
 
     async def remove(self, ctx: Context, user_id: str) -> str:
-        now = utcnow()
+        """Remove the user and offboard them (``services.offboarding``): one ``user.remove`` event."""
         async with self._uow() as uow:
             await uow.organizations.lock(ctx.organization_id)
             user = await require_user(uow, ctx.organization_id, user_id)
-            if await uow.users.count(ctx.organization_id) == 1:
-                raise InvalidRequest(
-                    f"user {user_id} is the organization's only member and cannot be removed",
-                    error_code="cannot_remove_last_member",
-                )
-            if user.role == "admin" and await uow.users.count(ctx.organization_id, role="admin") == 1:
-                raise InvalidRequest(f"user {user_id} is the organization's last admin and cannot be removed")
-            user.removed_at = now
-            memberships = await uow.members.delete_for_user(user.id)
-            revoked = await uow.admin_keys.active_for_user(user.id)
-            for key in revoked:
-                key.status, key.revoked_at = "revoked", now
-                uow.cache_events.changed("admin_api_key", key.id, now)
-            audit.record(
-                uow,
-                ctx,
-                "user.remove",
-                "user",
-                user.id,
-                details={
-                    "email": user.email,
-                    "workspaces": [m.workspace_id for m in memberships],
-                    "revoked_admin_api_keys": [k.id for k in revoked],
-                },
-            )
+            await offboard(uow, ctx, user, reason="removed")
             await uow.commit()
             return user.id
+
+    async def deactivate(self, ctx: Context, user_id: str) -> User:
+        """Deactivate the user (SCIM ``active: false``, or the CLI) and offboard them; the row, the
+        memberships and the role stay, so ``reactivate`` gives the same access back. Deactivating a
+        deactivated user changes nothing."""
+        async with self._uow() as uow:
+            await uow.organizations.lock(ctx.organization_id)
+            user = await require_user(uow, ctx.organization_id, user_id)
+            await offboard(uow, ctx, user, reason="deactivated")
+            await uow.commit()
+            return user
+
+    async def reactivate(self, ctx: Context, user_id: str) -> User:
+        """Let a deactivated user act again. What offboarding revoked stays revoked (keys it set to
+        inactive can be turned on again by an admin). Reactivating an active user changes nothing."""
+        async with self._uow() as uow:
+            await uow.organizations.lock(ctx.organization_id)
+            user = await require_user(uow, ctx.organization_id, user_id)
+            if user.deactivated_at is None:
+                return user
+            since = user.deactivated_at
+            user.deactivated_at = None
+            audit.record(
+                uow, ctx, "user.reactivate", "user", user.id,
+                details={"email": user.email, "deactivated_at": rfc3339(since)},
+            )  # fmt: skip
+            await uow.commit()
+            return user

@@ -79,13 +79,18 @@ class Users(_Repo):
         return await paginate(self.session, stmt, User.id, cursor)
 
     async def first_admin(self, organization_id: str) -> User | None:
-        return await self.session.scalar(self._active(organization_id).where(User.role == "admin").order_by(User.id))
+        """The longest-standing admin who is not deactivated."""
+        stmt = self._active(organization_id).where(User.role == "admin", User.deactivated_at.is_(None))
+        return await self.session.scalar(stmt.order_by(User.id))
 
-    async def count(self, organization_id: str, *, role: str | None = None) -> int:
+    async def count(self, organization_id: str, *, role: str | None = None, enabled_only: bool = False) -> int:
+        """Users not removed (and, with ``enabled_only``, not deactivated either)."""
         stmt = select(func.count()).select_from(User)
         stmt = stmt.where(User.organization_id == organization_id, User.removed_at.is_(None))
         if role is not None:
             stmt = stmt.where(User.role == role)
+        if enabled_only:
+            stmt = stmt.where(User.deactivated_at.is_(None))
         return int(await self.session.scalar(stmt) or 0)
 
 
@@ -265,6 +270,16 @@ class ApiKeys(_Repo):
         if after_id is not None:
             stmt = stmt.where(ApiKey.id > after_id)
         return list((await self.session.scalars(stmt.order_by(ApiKey.id).limit(limit))).all())
+
+    async def active_created_by(self, organization_id: str, user_id: str) -> list[ApiKey]:
+        """The keys a user created that are ``active`` (offboarding's concern), in id order."""
+        stmt = select(ApiKey).where(
+            ApiKey.organization_id == organization_id,
+            ApiKey.created_by_type == "user",
+            ApiKey.created_by_id == user_id,
+            ApiKey.status == "active",
+        )
+        return list((await self.session.scalars(stmt.order_by(ApiKey.id))).all())
 
     async def archive_in_workspace(self, workspace_id: str, now: datetime) -> list[str]:
         ids = list(

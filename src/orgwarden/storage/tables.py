@@ -21,6 +21,8 @@ class Organization(Base):
     id: Mapped[str] = mapped_column(IdString(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime]
+    # What removing or deactivating a user does to the API keys they created: deactivate | keep.
+    offboarding_key_policy: Mapped[str] = mapped_column(String(16), default="deactivate", server_default="deactivate")
 
 
 class User(Base):

@@ -16,6 +16,7 @@ from orgwarden.storage import repositories as repos
 from orgwarden.storage.audit_log import AuditEvents
 from orgwarden.storage.claude_code import ClaudeCodeUsage
 from orgwarden.storage.groups import ManagedRoles, RbacGroups, ScimTokens, ScimUsers
+from orgwarden.storage.identity import DeviceAuthorizations, UserSessions, UserTokens
 from orgwarden.storage.rollups import UsageRollups
 from orgwarden.storage.tunnels import TunnelCertificates, Tunnels
 
@@ -41,6 +42,9 @@ class UnitOfWork:
     scim_users: ScimUsers
     rbac_groups: RbacGroups
     managed_roles: ManagedRoles
+    user_tokens: UserTokens
+    user_sessions: UserSessions
+    device_authorizations: DeviceAuthorizations
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -69,6 +73,9 @@ class UnitOfWork:
         self.scim_users = ScimUsers(session)
         self.rbac_groups = RbacGroups(session)
         self.managed_roles = ManagedRoles(session)
+        self.user_tokens = UserTokens(session)
+        self.user_sessions = UserSessions(session)
+        self.device_authorizations = DeviceAuthorizations(session)
         return self
 
     async def __aexit__(

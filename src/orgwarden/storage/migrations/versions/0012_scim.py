@@ -1,7 +1,7 @@
 """scim: SCIM tokens, SCIM users' attributes, RBAC groups and the roles they grant
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0013 (chained after offboarding on this branch)
 Create Date: 2026-12-06
 
 Issue 16 §3 (SCIM 2.0 provisioning, groups and role mapping):
@@ -30,7 +30,7 @@ def _id(length: int = 64) -> sa.types.TypeEngine[str]:
 
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0013"  # on this branch after merging h-offboard; the lead re-chains
 branch_labels = None
 depends_on = None
 
