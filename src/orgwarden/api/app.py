@@ -33,6 +33,7 @@ from orgwarden.api.routes import (
     members,
     organization,
     rate_limits,
+    rbac_groups,
     reports,
     spend_limits,
     tunnels,
@@ -178,6 +179,7 @@ def create_app(settings: Settings) -> Dispatcher:
         claude_code,
         audit_logs,
         tunnels,
+        rbac_groups,
     ):
         admin.include_router(module.routes.router)
     admin.include_router(invites.public)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from orgwarden.cli.runtime import cli_context, out, print_json, print_table, run, settings_from
+from orgwarden.cli.runtime import cli_context, fail, out, print_json, print_table, run, settings_from
 from orgwarden.domain.clock import rfc3339
 from orgwarden.services.container import Services
 from orgwarden.storage.tables import ScimToken
@@ -79,3 +79,97 @@ def scim_token_revoke(
         print_json(payload)
     else:
         out.print(f"Revoked SCIM token {payload['id']}")
+
+
+groups = typer.Typer(help="RBAC groups and the roles they grant their members.", no_args_is_help=True)
+
+
+def _group_json(view: Any) -> dict[str, Any]:
+    row = view.group
+    return {
+        "id": row.id,
+        "name": row.name,
+        "source_type": row.source_type,
+        "role_ids": view.role_ids,
+        "created_at": rfc3339(row.created_at),
+        "updated_at": rfc3339(row.updated_at),
+    }
+
+
+@groups.command("list")
+def groups_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """List groups (from SCIM, the Admin API or here) with the roles they grant."""
+
+    async def work(services: Services) -> list[dict[str, Any]]:
+        context = await cli_context(services)
+        rows: list[dict[str, Any]] = []
+        page: str | None = None
+        while True:
+            result = await services.rbac_groups.list(context, limit=1000, page=page)
+            rows += [_group_json(v) for v in result.items]
+            if result.next_page is None:
+                return rows
+            page = result.next_page
+
+    rows = run(settings_from(ctx), work)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        "RBAC groups",
+        ["id", "name", "source", "roles"],
+        [[r["id"], r["name"], r["source_type"], " ".join(r["role_ids"])] for r in rows],
+    )
+
+
+@groups.command("create")
+def groups_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The group's name (as the IdP's groups claim says it).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a group (for the OpenID Connect groups claim; SCIM creates its own)."""
+
+    async def work(services: Services) -> dict[str, Any]:
+        return _group_json(await services.rbac_groups.create(await cli_context(services), name=name))
+
+    payload = run(settings_from(ctx), work)
+    if as_json:
+        print_json(payload)
+    else:
+        out.print(f"Created group {payload['name']} ({payload['id']})")
+
+
+@groups.command("set-roles")
+def groups_set_roles(
+    ctx: typer.Context,
+    group_id: Annotated[str, typer.Argument(metavar="GROUP_ID")],
+    org_role: Annotated[
+        str | None, typer.Option(help="Organization role: user, claude_code_user, billing or developer.")
+    ] = None,
+    workspace_role: Annotated[
+        list[str] | None,
+        typer.Option(help="WORKSPACE_ID=ROLE, e.g. wrkspc_...=workspace_developer; repeat for several."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Set what a group grants (replacing what it granted); its members' roles are recomputed at once.
+    A member's role is the highest of their own and their groups'."""
+    pairs: dict[str, str] = {}
+    for item in workspace_role or []:
+        workspace_id, sep, role = item.partition("=")
+        if not sep or not workspace_id or not role:
+            fail(f"--workspace-role: {item!r} is not WORKSPACE_ID=ROLE")
+        pairs[workspace_id.strip()] = role.strip()
+
+    async def work(services: Services) -> dict[str, Any]:
+        view = await services.rbac_groups.set_roles(
+            await cli_context(services), group_id, org_role=org_role, workspace_roles=pairs
+        )
+        return _group_json(view)
+
+    payload = run(settings_from(ctx), work)
+    if as_json:
+        print_json(payload)
+    else:
+        out.print(f"Group {payload['name']} ({payload['id']}) grants: {' '.join(payload['role_ids']) or 'nothing'}")

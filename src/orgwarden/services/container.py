@@ -19,6 +19,7 @@ from orgwarden.services.invites import InviteService
 from orgwarden.services.members import MemberService
 from orgwarden.services.organizations import OrganizationService
 from orgwarden.services.rate_limits import RateLimitService
+from orgwarden.services.rbac_groups import RbacGroupService
 from orgwarden.services.reports import ReportService
 from orgwarden.services.scim import ScimService
 from orgwarden.services.scim_tokens import ScimTokenService
@@ -49,6 +50,7 @@ class Services:
     audit_log: AuditLogService
     scim_tokens: ScimTokenService
     scim: ScimService
+    rbac_groups: RbacGroupService
     user_tokens: UserTokenService
 
     @classmethod
@@ -74,5 +76,6 @@ class Services:
             audit_log=AuditLogService(uow),
             scim_tokens=ScimTokenService(uow),
             scim=ScimService(uow, users),
+            rbac_groups=RbacGroupService(uow),
             user_tokens=UserTokenService(uow, settings.access_token_ttl_seconds, settings.refresh_token_ttl_seconds),
         )
