@@ -32,7 +32,9 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from scim2_models import (
-    ConflictException,
+    Context as ScimContext,
+)
+from scim2_models import (
     GroupMember,
     GroupMembership,
     InvalidFilterException,
@@ -44,9 +46,7 @@ from scim2_models import (
     PreconditionFailedException,
     SCIMException,
     ScimFilter,
-)
-from scim2_models import (
-    Context as ScimContext,
+    UniquenessException,
 )
 from scim2_models.path.expressions import AttrPath, CompareOperator, Comparison
 
@@ -235,12 +235,16 @@ class ScimService:
         async with self._uow() as uow:
             await uow.organizations.lock(ctx.organization_id)
             user_name = _bounded(resource.user_name, 320, "userName") or ""
-            if await uow.scim_users.by_user_name(ctx.organization_id, user_name.lower()) is not None:
-                raise ConflictException(detail=f"a user with userName {user_name!r} exists already")
+            existing = await uow.scim_users.by_user_name(ctx.organization_id, user_name.lower())
+            if existing is not None and await uow.users.get(ctx.organization_id, existing.user_id) is not None:
+                raise UniquenessException(detail=f"a user with userName {user_name!r} exists already")
+            if existing is not None:  # its user was removed (by the Admin API): the name is free again
+                await uow.scim_users.delete(existing)
+                await uow.flush()
             email, name = _email_of(resource), _name_of(resource)
             user = await uow.users.by_email(ctx.organization_id, email)
             if user is not None and await uow.scim_users.get(ctx.organization_id, user.id) is not None:
-                raise ConflictException(detail=f"a provisioned user with email {email!r} exists already")
+                raise UniquenessException(detail=f"a provisioned user with email {email!r} exists already")
             adopted = user is not None
             if user is None:
                 user = User(
@@ -316,11 +320,14 @@ class ScimService:
                 raise _invalid("userName: required")
             other = await uow.scim_users.by_user_name(ctx.organization_id, user_name.lower())
             if other is not None and other.user_id != user_id:
-                raise ConflictException(detail=f"a user with userName {user_name!r} exists already")
+                if await uow.users.get(ctx.organization_id, other.user_id) is not None:
+                    raise UniquenessException(detail=f"a user with userName {user_name!r} exists already")
+                await uow.scim_users.delete(other)  # its user was removed: the name is free again
+                await uow.flush()
             email = _email_of(resource)
             holder = await uow.users.by_email(ctx.organization_id, email)
             if holder is not None and holder.id != user_id:
-                raise ConflictException(detail=f"another user has the email {email!r}")
+                raise UniquenessException(detail=f"another user has the email {email!r}")
             attributes = _size_checked(stored(resource))
             before = {"email": user.email, "name": user.name, "user_name": scim.user_name}
             scim.user_name, scim.user_name_key = user_name, user_name.lower()
@@ -436,7 +443,7 @@ class ScimService:
             if not name:
                 raise _invalid("displayName: required")
             if any(g.name.lower() == name.lower() for g in await uow.rbac_groups.find(ctx.organization_id)):
-                raise ConflictException(detail=f"a group named {name!r} exists already")
+                raise UniquenessException(detail=f"a group named {name!r} exists already")
             group = RbacGroup(
                 id=ids.new_id(GROUP_ID),
                 organization_id=ctx.organization_id,
@@ -487,7 +494,7 @@ class ScimService:
                 raise _invalid("displayName: required")
             clash = [g for g in await uow.rbac_groups.find(ctx.organization_id) if g.name.lower() == name.lower()]
             if any(g.id != group.id for g in clash):
-                raise ConflictException(detail=f"a group named {name!r} exists already")
+                raise UniquenessException(detail=f"a group named {name!r} exists already")
             before = group.name
             group.name = name
             group.external_id = _bounded(resource.external_id, 255, "externalId")
