@@ -263,3 +263,25 @@ def test_rbac_groups_and_roles_on_the_admin_api(
     assert groups.retrieve(scim_group["id"]).source_type == "scim"
     with pytest.raises(anthropic.BadRequestError, match="identity provider"):
         groups.update(scim_group["id"], name="renamed")
+
+
+def test_an_invite_with_rbac_groups_adds_the_user_to_them_on_acceptance(
+    server: Server, client: anthropic.Anthropic
+) -> None:
+    group = client.beta.organization.rbac_groups.create(name=unique("Support"))
+    cli(server.db, "groups", "set-roles", group.id, "--org-role", "claude_code_user")
+    email = f"{unique('inv')}@acme.test"
+    with server.http() as http:
+        created = http.post(
+            "/v1/organizations/invites", json={"email": email, "role": "user", "rbac_group_ids": [group.id]}
+        )
+        assert created.status_code == 200, created.text
+        assert created.json()["rbac_group_ids"] == [group.id]
+        listed = http.get("/v1/organizations/invites", params={"email": email}).json()["data"]
+        assert listed[0]["rbac_group_ids"] == [group.id]
+        token = created.json()["accept_url"].split("#token=")[1]
+        accepted = http.post("/v1/invites/accept", json={"token": token, "name": "Invited"})
+        assert accepted.status_code == 200, accepted.text
+    user_id = accepted.json()["id"]
+    assert client.organization.users.retrieve(user_id).role == "claude_code_user"
+    assert [m.user_id for m in client.beta.organization.rbac_groups.members.list(group.id)] == [user_id]
