@@ -60,7 +60,7 @@ def error_response(status: int, detail: str, scim_type: str | None = None) -> Re
 
 
 def _from_orgwarden(exc: OrgwardenError) -> Response:
-    scim_type = {400: "invalidValue", 409: "uniqueness"}.get(exc.status)
+    scim_type = "uniqueness" if exc.status == 409 else None  # a 400 here is a rule, not a malformed value
     return error_response(exc.status, exc.message, scim_type)
 
 
