@@ -285,3 +285,15 @@ def test_an_invite_with_rbac_groups_adds_the_user_to_them_on_acceptance(
     user_id = accepted.json()["id"]
     assert client.organization.users.retrieve(user_id).role == "claude_code_user"
     assert [m.user_id for m in client.beta.organization.rbac_groups.members.list(group.id)] == [user_id]
+
+
+def test_bad_input_is_refused_with_scim_errors_never_a_500(scim: httpx.Client) -> None:
+    assert_scim_error(scim.post("/Users", json={"schemas": [USER], "userName": "a\x00b"}), 400, "NUL", "invalidValue")
+    assert_scim_error(scim.get("/Users", params={"filter": 'userName eq "a\x00"'}), 400, "NUL")
+    assert_scim_error(scim.post("/Users", json={"schemas": [USER], "userName": "  "}), 400, "userName")
+    assert_scim_error(scim.post("/Users", json={"schemas": [USER], "userName": "x" * 321}), 400, "320")
+    assert_scim_error(scim.post("/Users", json=["not", "an", "object"]), 400, "")
+    big = {"schemas": [USER], "userName": f"{unique('big')}@acme.test", "title": "x" * (70 * 1024)}
+    assert_scim_error(scim.post("/Users", json=big), 413, "65536 bytes")
+    assert_scim_error(scim.post("/Users", content=b"{" + b" " * (1024 * 1024 + 1)), 413, "request body")
+    assert_scim_error(scim.post("/Groups", json={"schemas": [GROUP], "displayName": ""}), 400, "displayName")

@@ -92,11 +92,16 @@ class _Api:
                     Error(status=413, detail=f"request body over {scim_models.MAX_BODY_BYTES} bytes")
                 )
         try:
-            return json.loads(raw)
+            body = json.loads(raw)
         except ValueError:
             raise SCIMException.from_error(
                 Error(status=400, scim_type="invalidSyntax", detail="the body is not JSON")
             ) from None
+        if _has_nul(body):  # no database stores it the same way; refused, as on the Admin API
+            raise SCIMException.from_error(
+                Error(status=400, scim_type="invalidValue", detail="values must not contain NUL characters")
+            )
+        return body
 
     @staticmethod
     def parameters(query: dict[str, Any]) -> tuple[ResponseParameters[Any], int, int | None, str | None]:
@@ -130,6 +135,10 @@ class _Api:
         count = integer("count")
         if count is not None:
             count = min(max(count, 0), scim_models.MAX_RESULTS)
+        if _has_nul(query):
+            raise SCIMException.from_error(
+                Error(status=400, scim_type="invalidValue", detail="parameters must not contain NUL characters")
+            )
         filter_text = query.get("filter")
         if filter_text is not None and len(str(filter_text)) > 2048:
             raise SCIMException.from_error(Error(status=400, scim_type="invalidFilter", detail="filter: too long"))
@@ -289,6 +298,22 @@ class _Api:
         ctx = await self.context(request)
         resource = await self.scim.create_group(ctx, self.base(request), await self.body(request))
         return self.one(resource, ScimContext.RESOURCE_CREATION_RESPONSE, 201)
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether any string in a parsed JSON value (keys included) holds a NUL character."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 async def _scim_error(request: Request, exc: Exception) -> Response:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -35,6 +34,7 @@ from scim2_models import (
     Context as ScimContext,
 )
 from scim2_models import (
+    Error,
     GroupMember,
     GroupMembership,
     InvalidFilterException,
@@ -66,16 +66,6 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 T = TypeVar("T")
 
 
-class ScimError(Exception):
-    """Raised with an already formed SCIM error (status, scimType, detail)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Listed:
-    total: int
-    resources: list[Any]
-
-
 def _invalid(detail: str) -> InvalidValueException:
     return InvalidValueException(detail=detail)
 
@@ -101,8 +91,6 @@ def validate(model: type[T], payload: Any, scim_ctx: ScimContext) -> T:
 
 
 def _from_validation(exc: ValidationError) -> SCIMException:
-    from scim2_models import Error
-
     error = Error.from_validation_errors(exc)[0]
     return SCIMException.from_error(error)
 
@@ -132,7 +120,7 @@ def _name_of(resource: Any) -> str:
         " ".join(p for p in parts if p) or None,
         resource.user_name,
     ]
-    chosen = next(c for c in candidates if c and c.strip())
+    chosen = next((c for c in candidates if c and c.strip()), "")
     return str(chosen).strip()[:255]
 
 
@@ -235,6 +223,8 @@ class ScimService:
         async with self._uow() as uow:
             await uow.organizations.lock(ctx.organization_id)
             user_name = _bounded(resource.user_name, 320, "userName") or ""
+            if not user_name.strip():
+                raise _invalid("userName: required")
             existing = await uow.scim_users.by_user_name(ctx.organization_id, user_name.lower())
             if existing is not None and await uow.users.get(ctx.organization_id, existing.user_id) is not None:
                 raise UniquenessException(detail=f"a user with userName {user_name!r} exists already")
@@ -316,7 +306,7 @@ class ScimService:
             deactivated = user.deactivated_at
             resource = change(current)
             user_name = _bounded(resource.user_name, 320, "userName")
-            if not user_name:
+            if not user_name or not user_name.strip():
                 raise _invalid("userName: required")
             other = await uow.scim_users.by_user_name(ctx.organization_id, user_name.lower())
             if other is not None and other.user_id != user_id:
@@ -440,7 +430,7 @@ class ScimService:
         async with self._uow() as uow:
             await uow.organizations.lock(ctx.organization_id)
             name = _bounded(resource.display_name, 255, "displayName")
-            if not name:
+            if not name or not name.strip():
                 raise _invalid("displayName: required")
             if any(g.name.lower() == name.lower() for g in await uow.rbac_groups.find(ctx.organization_id)):
                 raise UniquenessException(detail=f"a group named {name!r} exists already")
@@ -490,7 +480,7 @@ class ScimService:
             check_version(if_match, group.version)
             resource = change(await self._group_resource(uow, base, group))
             name = _bounded(resource.display_name, 255, "displayName")
-            if not name:
+            if not name or not name.strip():
                 raise _invalid("displayName: required")
             clash = [g for g in await uow.rbac_groups.find(ctx.organization_id) if g.name.lower() == name.lower()]
             if any(g.id != group.id for g in clash):
