@@ -7,6 +7,7 @@ with the OpenID Connect groups claim. Both run inside the caller's unit of work,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -72,12 +73,27 @@ async def recompute(uow: UnitOfWork, user: User, now: datetime) -> dict[str, lis
     return changes
 
 
-async def apply_claim(uow: UnitOfWork, user: User, group_names: list[str]) -> None:
+async def join_invite_groups(uow: UnitOfWork, invite_id: str, user: User, now: datetime) -> dict[str, Any]:
+    """Put a user who just accepted an invite in the invite's groups (``rbac_group_ids``) and
+    recompute their roles; what to add to the acceptance's audit event. Any path that accepts an
+    invite calls this, in its unit of work."""
+    await uow.flush()  # the new user's row before the rows that reference it
+    group_ids = (await uow.rbac_groups.for_invites([invite_id])).get(invite_id, [])
+    for group_id in group_ids:
+        uow.rbac_groups.add(RbacGroupMember(group_id=group_id, user_id=user.id, source="direct", created_at=now))
+    if not group_ids:
+        return {}
+    await uow.flush()
+    return {"rbac_group_ids": group_ids, "roles": await recompute(uow, user, now)}
+
+
+async def apply_claim(uow: UnitOfWork, user: User, group_names: Sequence[str]) -> None:
     """Make ``user``'s sign-in groups those named in the OpenID Connect groups claim, then recompute
     their roles. Only groups that exist in orgwarden count (created by SCIM, the Admin API or the
     CLI; unknown names are ignored, so a claim cannot create groups). Memberships that SCIM or an
     admin made are left alone; only those an earlier claim made (``source = "oidc"``) are removed.
     Records one audit event when anything changed. Runs in the caller's unit of work."""
+    await uow.flush()  # a user created in this unit of work is written before its memberships
     wanted = sorted({n for n in group_names[:MAX_CLAIM_GROUPS] if isinstance(n, str) and 0 < len(n) <= MAX_GROUP_NAME})
     now = utcnow()
     matched = {g.id: g for g in await uow.rbac_groups.find(user.organization_id, names=wanted)} if wanted else {}

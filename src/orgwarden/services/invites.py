@@ -24,7 +24,7 @@ from orgwarden.services import audit
 from orgwarden.services.context import Context
 from orgwarden.services.validation import checked, normalize_email, one_of
 from orgwarden.storage.pagination import Cursor, Page
-from orgwarden.storage.tables import Invite, InviteRbacGroup, RbacGroupMember, User
+from orgwarden.storage.tables import Invite, InviteRbacGroup, User
 from orgwarden.storage.uow import UnitOfWork, UnitOfWorkFactory
 
 INVITE_STATUSES = frozenset({"pending", "accepted", "expired", "deleted"})
@@ -173,13 +173,7 @@ class InviteService:
             )
             uow.users.add(user)
             invite.status, invite.accepted_at, invite.user_id = "accepted", now, user.id
-            await uow.flush()
-            group_ids = (await uow.rbac_groups.for_invites([invite.id])).get(invite.id, [])
-            for group_id in group_ids:
-                uow.rbac_groups.add(
-                    RbacGroupMember(group_id=group_id, user_id=user.id, source="direct", created_at=now)
-                )
-            roles = await group_roles.recompute(uow, user, now) if group_ids else {}
+            joined = await group_roles.join_invite_groups(uow, invite.id, user, now)
             ctx = Context(Actor("invite_token", invite.id, invite.organization_id, user.id), request_id, source_ip)
             audit.record(
                 uow,
@@ -187,7 +181,7 @@ class InviteService:
                 "invite.accept",
                 "user",
                 user.id,
-                details={"invite_id": invite.id, "role": invite.role, "rbac_group_ids": group_ids, "roles": roles},
+                details={"invite_id": invite.id, "role": invite.role, **joined},
             )
             await uow.commit()
             return user
