@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orgwarden.storage.pagination import Cursor, Page, paginate
@@ -47,7 +47,7 @@ class ScimTokens(_Repo):
 class ScimUsers(_Repo):
     """SCIM users joined to their orgwarden user (only users not removed)."""
 
-    def _joined(self, organization_id: str):  # type: ignore[no-untyped-def]
+    def _joined(self, organization_id: str) -> Select[ScimUser, User]:
         return (
             select(ScimUser, User)
             .join(User, User.id == ScimUser.user_id)
