@@ -84,9 +84,9 @@ class _Api:
 
     @staticmethod
     async def body(request: Request) -> Any:
-        raw = b""
+        raw = bytearray()
         async for chunk in request.stream():
-            raw += chunk
+            raw.extend(chunk)
             if len(raw) > scim_models.MAX_BODY_BYTES:
                 raise SCIMException.from_error(
                     Error(status=413, detail=f"request body over {scim_models.MAX_BODY_BYTES} bytes")
