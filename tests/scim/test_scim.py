@@ -297,3 +297,22 @@ def test_bad_input_is_refused_with_scim_errors_never_a_500(scim: httpx.Client) -
     assert_scim_error(scim.post("/Users", json=big), 413, "65536 bytes")
     assert_scim_error(scim.post("/Users", content=b"{" + b" " * (1024 * 1024 + 1)), 413, "request body")
     assert_scim_error(scim.post("/Groups", json={"schemas": [GROUP], "displayName": ""}), 400, "displayName")
+
+
+def test_the_groups_cli_lists_groups_and_refuses_roles_a_group_cannot_grant(
+    server: Server, client: anthropic.Anthropic
+) -> None:
+    group = json.loads(cli(server.db, "groups", "create", unique("Ops"), "--json").stdout)
+    assert group["source_type"] == "direct"
+    listed = json.loads(cli(server.db, "groups", "list", "--json").stdout)
+    assert group["id"] in {g["id"] for g in listed}
+    admin = cli(server.db, "groups", "set-roles", group["id"], "--org-role", "admin", check=False)
+    assert admin.returncode == 1
+    assert "never admin" in admin.stderr
+    malformed = cli(server.db, "groups", "set-roles", group["id"], "--workspace-role", "nope", check=False)
+    assert "WORKSPACE_ID=ROLE" in malformed.stderr
+    unknown = cli(
+        server.db, "groups", "set-roles", group["id"], "--workspace-role", "wrkspc_x=workspace_user", check=False
+    )
+    assert "workspace 'wrkspc_x' not found" in unknown.stderr
+    assert client.beta.organization.rbac_groups.retrieve(group["id"]).role_ids == []
