@@ -316,3 +316,22 @@ def test_the_groups_cli_lists_groups_and_refuses_roles_a_group_cannot_grant(
     )
     assert "workspace 'wrkspc_x' not found" in unknown.stderr
     assert client.beta.organization.rbac_groups.retrieve(group["id"]).role_ids == []
+
+
+def test_what_microsoft_entra_id_sends_is_understood(scim: httpx.Client) -> None:
+    """Entra ID removes members by ``value`` and replaces through filters that match nothing yet."""
+    ada, bob = new_user(scim), new_user(scim)
+    members = [{"value": ada["id"]}, {"value": bob["id"]}]
+    group = scim.post("/Groups", json={"schemas": [GROUP], "displayName": unique("Entra"), "members": members}).json()
+    removed = patch(
+        scim, f"/Groups/{group['id']}", {"op": "Remove", "path": "members", "value": [{"value": ada["id"]}]}
+    )
+    assert removed.status_code == 200, removed.text
+    assert [m["value"] for m in removed.json()["members"]] == [bob["id"]]
+    work = patch(
+        scim, f"/Users/{bob['id']}", {"op": "Replace", "path": 'emails[type eq "work"].value', "value": "bob@acme.com"}
+    )
+    assert work.status_code == 200, work.text
+    assert {"value": "bob@acme.com", "type": "work"}.items() <= work.json()["emails"][0].items()
+    probe = scim.get("/Users", params={"filter": f'userName eq "{unique("nobody")}@acme.test"'})
+    assert probe.json()["totalResults"] == 0  # Entra's "test connection"

@@ -21,6 +21,7 @@ from scim2_models import (
     Patch,
     ResourceType,
     Schema,
+    ScimPolicy,
     ServiceProviderConfig,
     Sort,
     User,
@@ -31,6 +32,14 @@ GroupModel = Group
 USER_SCHEMA: Final = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE_SCHEMA: Final = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 GROUP_SCHEMA: Final = "urn:ietf:params:scim:schemas:core:2.0:Group"
+
+# What is tolerated beyond RFC 7644's letter, for Microsoft Entra ID: a PATCH ``remove`` that names
+# its targets in ``value`` (``{"op": "Remove", "path": "members", "value": [{"value": id}]}``), and a
+# ``replace`` through a filter that matches nothing (``emails[type eq "work"].value``) adding the entry.
+POLICY: Final = ScimPolicy(
+    remove_value_as_filter=ScimPolicy.RemoveValue.apply,
+    unmatched_path_filter=ScimPolicy.UnmatchedPathFilter.create,
+)
 
 MAX_RESULTS: Final = 200  # a page holds at most this many resources (``count`` is capped here)
 MAX_RESOURCE_BYTES: Final = 64 * 1024  # a user's stored attributes, as JSON

@@ -53,7 +53,7 @@ from scim2_models.path.expressions import AttrPath, CompareOperator, Comparison
 from orgwarden import ids
 from orgwarden.domain.clock import utcnow
 from orgwarden.identity import groups as group_roles
-from orgwarden.identity.scim_models import MAX_RESOURCE_BYTES, GroupModel, UserModel, stored
+from orgwarden.identity.scim_models import MAX_RESOURCE_BYTES, POLICY, GroupModel, UserModel, stored
 from orgwarden.services import audit
 from orgwarden.services.context import Context
 from orgwarden.services.users import UserService
@@ -85,7 +85,7 @@ def check_version(if_match: str | None, version: int) -> None:
 
 def validate(model: type[T], payload: Any, scim_ctx: ScimContext) -> T:
     try:
-        return model.model_validate(payload, scim_ctx=scim_ctx)  # type: ignore[attr-defined,no-any-return]
+        return model.model_validate(payload, scim_ctx=scim_ctx, scim_policy=POLICY)  # type: ignore[attr-defined,no-any-return]
     except ValidationError as exc:
         raise _from_validation(exc) from None
 
@@ -283,7 +283,7 @@ class ScimService:
 
         def apply(current: Any) -> Any:
             try:
-                patch.patch(current)
+                patch.patch(current, scim_policy=POLICY)
             except ValidationError as exc:
                 raise _from_validation(exc) from None
             return current
@@ -461,7 +461,7 @@ class ScimService:
 
         def apply(current: Any) -> Any:
             try:
-                patch.patch(current)
+                patch.patch(current, scim_policy=POLICY)
             except ValidationError as exc:
                 raise _from_validation(exc) from None
             return current
