@@ -73,7 +73,7 @@ def test_scim_refuses_requests_without_a_valid_token_with_a_scim_401(server: Ser
     assert created["token"] not in json.dumps(listed)
     cli(server.db, "scim-token", "revoke", created["id"])
     assert_scim_error(httpx.get(f"{base}/Users", headers=good), 401, "revoked")
-    refused = [e for e in events(server, "scim.authenticate") if e.outcome == "failure"]
+    refused = [e for e in events(server, "scim.authenticate") if e.outcome == "denied"]
     assert {e.details["reason"] for e in refused} >= {"missing", "unknown", "revoked"}
     assert {e.action for e in events(server, "scim_token.create")} == {"scim_token.create"}
     assert [e.target_id for e in events(server, "scim_token.revoke")] == [created["id"]]

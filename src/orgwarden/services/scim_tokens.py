@@ -87,7 +87,7 @@ class ScimTokenService:
                 ctx = Context(Actor("system", "scim", org.id), request_id, source_ip)
                 target = token.id if token is not None else "unknown"
                 audit.record(
-                    uow, ctx, "scim.authenticate", "scim_token", target, outcome="failure", details={"reason": reason}
+                    uow, ctx, "scim.authenticate", "scim_token", target, outcome="denied", details={"reason": reason}
                 )
                 await uow.commit()
         messages = {
