@@ -14,10 +14,11 @@ import re
 import ssl
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from orgwarden.errors import ConfigError
 
@@ -76,6 +77,77 @@ class Settings(BaseSettings):
 
     refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=300, le=365 * 86_400)
     """Lifetime of a refresh token (``ow-rt01-``) from its last use: each use rotates it."""
+
+    oidc_issuer: str | None = None
+    """The OpenID Connect issuer people sign in with (``https://…``; its discovery document is read
+    from ``<issuer>/.well-known/openid-configuration``). Unset: browser sign-in and the device flow are off."""
+
+    oidc_client_id: str | None = None
+    """orgwarden's client id at the identity provider (required with ``oidc_issuer``)."""
+
+    oidc_client_secret: SecretStr | None = None
+    """Its client secret; unset for a public client (PKCE alone)."""
+
+    oidc_scopes: str = "openid email profile"
+    """Scopes asked for at sign-in (space separated; must include ``openid``)."""
+
+    oidc_groups_claim: str = "groups"
+    """The ID token (or userinfo) claim that lists the person's groups."""
+
+    oidc_allowed_email_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Only emails in these domains may sign in (comma separated); empty: any domain."""
+
+    oidc_jit_users: bool = False
+    """Create a user (org role ``user``) on the first sign-in of an unknown email, instead of refusing it."""
+
+    session_ttl_seconds: int = Field(default=12 * 3600, ge=300, le=30 * 86_400)
+    """Lifetime of a browser session after sign-in."""
+
+    device_code_ttl_seconds: int = Field(default=600, ge=60, le=3600)
+    """How long a device flow's user code may be confirmed (RFC 8628 ``expires_in``)."""
+
+    device_poll_interval_seconds: int = Field(default=5, ge=1, le=60)
+    """Least seconds between two polls of the token endpoint by a device (RFC 8628 ``interval``)."""
+
+    @field_validator("oidc_allowed_email_domains", mode="before")
+    @classmethod
+    def _domains(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            domains = [str(part).strip().lower().lstrip("@") for part in value]
+            for domain in domains:
+                if not domain or len(domain) > 253 or not all(_LABEL.fullmatch(label) for label in domain.split(".")):
+                    raise ValueError(f"{domain!r} is not a DNS domain")
+            return domains
+        return value
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _issuer(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        loopback = parts.hostname in {"127.0.0.1", "::1", "localhost"}
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise ValueError("must be an https:// URL (plain http only on 127.0.0.1, for tests)")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("oidc_scopes")
+    @classmethod
+    def _scopes(cls, value: str) -> str:
+        scopes = value.split()
+        if "openid" not in scopes:
+            raise ValueError("must include openid")
+        return " ".join(scopes)
+
+    @model_validator(mode="after")
+    def _oidc_client(self) -> Settings:
+        if self.oidc_issuer is not None and not self.oidc_client_id:
+            raise ValueError("oidc_issuer needs oidc_client_id (orgwarden's client id at the identity provider)")
+        return self
 
     upstream: str = "https://api.anthropic.com"
     """Where /v1/messages goes: a base URL, or ``simulator`` for the built-in one."""
@@ -342,7 +414,7 @@ def _describe(error: ValidationError) -> str:
     if not first["loc"]:  # a rule across settings: the message names them
         return f"invalid settings: {first['msg'].removeprefix('Value error, ')}"
     value = first.get("input")
-    secret = name in {"secret_key", "upstream_api_key", "webhook_secret", "upstream_proxy"}
+    secret = name in {"secret_key", "upstream_api_key", "webhook_secret", "upstream_proxy", "oidc_client_secret"}
     shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
     return f"invalid setting ORGWARDEN_{name.upper()}: {first['msg']}{shown}"
 

@@ -64,7 +64,7 @@ def admin_with_keys(server: Server, client: anthropic.Anthropic, n_keys: int = 2
             assert response.status_code == 200, response.text
             body = response.json()
             assert body["created_by"] == {"id": user.id, "type": "user"}
-            keys.append({"id": body["id"], "key": body["key"]})
+            keys.append({"id": body["id"], "key": body["key"], "workspace_id": body["scope"]["workspace_id"]})
     return {"user": user, "admin_key": created["key"], "admin_key_id": created["id"], "keys": keys}
 
 
@@ -127,21 +127,27 @@ def with_tokens(server: Server, work: Callable[[UserTokenService, UnitOfWorkFact
     return asyncio.run(main())
 
 
-def sign_in(server: Server, user_id: str) -> dict[str, Any]:
-    """What signing in leaves: a grant of tokens (as the device flow issues them) and a browser
-    session row. ``{"access", "refresh", "token_ids", "session_id"}``."""
+def sign_in(server: Server, user_id: str, workspace_id: str | None = None) -> dict[str, Any]:
+    """What signing in leaves: a grant of tokens (as the device flow issues them, bound to
+    ``workspace_id``) and a browser session (as the OpenID Connect callback makes it).
+    ``{"access", "refresh", "token_ids", "session_id", "session_cookie"}``."""
 
     async def work(tokens: UserTokenService, uow: UnitOfWorkFactory) -> dict[str, Any]:
         issued = await tokens.issue(
-            organization_id=server.organization["id"], user_id=user_id, workspace_id=None, client_id="cli", scope="user"
+            organization_id=server.organization["id"],
+            user_id=user_id,
+            workspace_id=workspace_id,
+            client_id="cli",
+            scope="user",
         )
         assert await tokens.resolve(issued.access_token) is not None
         now = utcnow()
+        cookie = ids.new_session_secret()
         session = UserSession(
             id=ids.new_id(ids.USER_SESSION),
             organization_id=server.organization["id"],
             user_id=user_id,
-            secret_hash=ids.hash_secret(unique("ses")),
+            secret_hash=ids.hash_secret(cookie),
             created_at=now,
             expires_at=now + timedelta(hours=8),
             last_seen_at=now,
@@ -155,6 +161,7 @@ def sign_in(server: Server, user_id: str) -> dict[str, Any]:
             "refresh": issued.refresh_token,
             "token_ids": token_ids,
             "session_id": session.id,
+            "session_cookie": cookie,
         }
 
     return with_tokens(server, work)

@@ -5,7 +5,8 @@ admin key and data-plane keys they created with it; both instances have every cr
 (the data-plane answers come from each worker's key cache). The user is then removed through the
 Admin API of instance A (or deactivated by the service, as the CLI and SCIM do), and both instances
 are polled until every credential is refused: the admin key on the Admin API and on the data plane,
-each data-plane key, and — where this build accepts them on those surfaces — the user's access token.
+each data-plane key, the user's browser session (``/auth/session``), and — where this build accepts
+it on those surfaces (the roles and attrib branches) — the user's access token.
 The poll stops at a 1 s deadline counted from the moment the change was committed; the test asserts
 that every credential was refused before it (by a request sent before it), and stays refused.
 """
@@ -64,6 +65,9 @@ def doors(instances: list[Server], who: dict[str, Any], grant: dict[str, Any]) -
             header = {"authorization": f"Bearer {secret}"} if bearer else {"x-api-key": secret}
             return http.get(path, headers=header)
 
+        def session(cookie: str = grant["session_cookie"], http: httpx.Client = http) -> httpx.Response:
+            return http.get("/auth/session", headers={"cookie": f"ow_session={cookie}"})
+
         admin = who["admin_key"]
         found.append(
             Door(f"{label}: admin key on the Admin API", lambda k=knock, s=admin: k("/v1/organizations/me", s))
@@ -79,6 +83,7 @@ def doors(instances: list[Server], who: dict[str, Any], grant: dict[str, Any]) -
             )
             if door.knock().status_code == 200:  # accepted here once the roles and attrib branches are in
                 found.append(door)
+        found.append(Door(f"{label}: browser session", session))
     return found
 
 
@@ -141,7 +146,7 @@ def test_a_user_removed_on_one_instance_is_refused_on_every_instance_within_one_
     a, _b = instances
     client: anthropic.Anthropic = a.client()
     who = admin_with_keys(a, client, n_keys=2)
-    grant = sign_in(a, who["user"].id)
+    grant = sign_in(a, who["user"].id, who["keys"][0]["workspace_id"])
     every = doors(instances, who, grant)
     warm(every)
 
@@ -159,7 +164,7 @@ def test_a_user_removed_on_one_instance_is_refused_on_every_instance_within_one_
 def test_a_user_deactivated_is_refused_on_every_instance_within_one_second(instances: list[Server]) -> None:
     a, _b = instances
     who = admin_with_keys(a, a.client(), n_keys=2)
-    grant = sign_in(a, who["user"].id)
+    grant = sign_in(a, who["user"].id, who["keys"][0]["workspace_id"])
     every = doors(instances, who, grant)
     warm(every)
 

@@ -28,6 +28,7 @@ from orgwarden.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from orgwarden.api.routes import (
     api_keys,
     audit_logs,
+    auth,
     claude_code,
     invites,
     members,
@@ -54,6 +55,7 @@ from orgwarden.gateway.pipeline import Gateway, is_data_plane
 from orgwarden.gateway.recorder import Recorder
 from orgwarden.gateway.upstream import Upstreams
 from orgwarden.gateway.webhooks import WebhookSender
+from orgwarden.identity.oidc import OidcClient
 from orgwarden.observability import logs
 from orgwarden.observability.access import GatewayObserver
 from orgwarden.observability.middleware import MetricsMiddleware
@@ -183,6 +185,9 @@ def create_app(settings: Settings) -> Dispatcher:
     ):
         admin.include_router(module.routes.router)
     admin.include_router(invites.public)
+    admin.include_router(auth.router)
+    admin.state.box = box  # seals the sign-in's state cookie
+    admin.state.oidc = build_oidc(settings)
 
     @admin.get("/health", include_in_schema=False)
     async def health_route() -> Response:
@@ -246,6 +251,20 @@ def build_enforcer(
         rate_fail_open=settings.rate_limits_on_store_failure == "fail_open",
         spend_fail_open=settings.spend_limits_on_store_failure == "fail_open",
         alerts=alerts,
+    )
+
+
+def build_oidc(settings: Settings) -> OidcClient | None:
+    """The OpenID Connect relying party, when ``oidc_issuer`` is set (sign-in is off otherwise)."""
+    if settings.oidc_issuer is None or settings.oidc_client_id is None:
+        return None
+    secret = settings.oidc_client_secret.get_secret_value() if settings.oidc_client_secret else None
+    return OidcClient(
+        issuer=settings.oidc_issuer,
+        client_id=settings.oidc_client_id,
+        client_secret=secret,
+        scopes=settings.oidc_scopes,
+        groups_claim=settings.oidc_groups_claim,
     )
 
 

@@ -1,1 +1,1 @@
-"""People: groups and the roles they grant (and, with the sign-in helper, sessions and tokens)."""
+"""People: signing them in (``oidc``), and the groups they are in and the roles those grant (``groups``)."""

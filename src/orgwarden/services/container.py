@@ -23,6 +23,7 @@ from orgwarden.services.rbac_groups import RbacGroupService
 from orgwarden.services.reports import ReportService
 from orgwarden.services.scim import ScimService
 from orgwarden.services.scim_tokens import ScimTokenService
+from orgwarden.services.signin import SignInService
 from orgwarden.services.spend_limits import SpendLimitService
 from orgwarden.services.tunnel_certificates import TunnelCertificateService
 from orgwarden.services.tunnels import TunnelService
@@ -52,6 +53,7 @@ class Services:
     scim: ScimService
     rbac_groups: RbacGroupService
     user_tokens: UserTokenService
+    signin: SignInService
 
     @classmethod
     def build(
@@ -59,6 +61,7 @@ class Services:
     ) -> Services:
         catalog = catalog or load_catalog(settings.models_file)
         users = UserService(uow)
+        user_tokens = UserTokenService(uow, settings.access_token_ttl_seconds, settings.refresh_token_ttl_seconds)
         return cls(
             organizations=OrganizationService(uow),
             users=users,
@@ -77,5 +80,14 @@ class Services:
             scim_tokens=ScimTokenService(uow),
             scim=ScimService(uow, users),
             rbac_groups=RbacGroupService(uow),
-            user_tokens=UserTokenService(uow, settings.access_token_ttl_seconds, settings.refresh_token_ttl_seconds),
+            user_tokens=user_tokens,
+            signin=SignInService(
+                uow,
+                user_tokens,
+                session_ttl_seconds=settings.session_ttl_seconds,
+                jit_users=settings.oidc_jit_users,
+                allowed_email_domains=settings.oidc_allowed_email_domains,
+                device_ttl_seconds=settings.device_code_ttl_seconds,
+                device_interval_seconds=settings.device_poll_interval_seconds,
+            ),
         )

@@ -57,6 +57,10 @@ def user_state(user: User) -> str:
     return "removed" if user.removed_at is not None else "deactivated" if user.deactivated_at is not None else "active"
 
 
+class _Unknown(Exception):
+    """No refresh token has this hash."""
+
+
 def _invalid_grant(message: str) -> InvalidRequest:
     return InvalidRequest(message, error_code="invalid_grant")
 
@@ -141,9 +145,29 @@ class UserTokenService:
         self, refresh_token: str, *, client_id: str, request_id: str | None = None, source_ip: str | None = None
     ) -> IssuedTokens:
         """A new pair for a live refresh token, which is spent; reuse of a spent one revokes the family."""
-        now = utcnow()
         if not refresh_token.startswith(ids.USER_REFRESH_TOKEN_PREFIX) or len(refresh_token) > _MAX_TOKEN_CHARS:
-            raise _invalid_grant("refresh_token is not an orgwarden refresh token")
+            refused = _invalid_grant("refresh_token is not an orgwarden refresh token")
+        else:
+            try:
+                return await self._refresh(refresh_token, client_id, request_id, source_ip)
+            except _Unknown:
+                refused = _invalid_grant("refresh_token is not recognised")
+        # A token nobody was issued: audited as the system's (refusals of known tokens are the user's).
+        async with self._uow() as uow:
+            organization = await uow.organizations.first()
+            if organization is not None:
+                ctx = Context(Actor("system", "oauth", organization.id), request_id, source_ip)
+                details = {"reason": "unknown_token", "client_id": client_id[:255]}
+                audit.record(
+                    uow, ctx, "user_token.refresh", "user_token", "unknown", outcome="refused", details=details
+                )
+                await uow.commit()
+        raise refused
+
+    async def _refresh(
+        self, refresh_token: str, client_id: str, request_id: str | None, source_ip: str | None
+    ) -> IssuedTokens:
+        now = utcnow()
         async with self._uow() as uow:
             found = await uow.user_tokens.with_user_by_hash(ids.hash_secret(refresh_token), lock=True)
             if (
@@ -151,7 +175,7 @@ class UserTokenService:
                 or found[0].kind != "refresh"
                 or not ids.secret_matches(refresh_token, found[0].secret_hash)
             ):
-                raise _invalid_grant("refresh_token is not recognised")
+                raise _Unknown
             token, user = found
             ctx = Context(Actor("user", user.id, user.organization_id, user.id), request_id, source_ip)
 

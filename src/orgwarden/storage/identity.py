@@ -12,7 +12,15 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orgwarden.storage.tables import CacheEvent, DeviceAuthorization, User, UserSession, UserToken
+from orgwarden.storage.tables import (
+    CacheEvent,
+    DeviceAuthorization,
+    User,
+    UserSession,
+    UserToken,
+    Workspace,
+    WorkspaceMember,
+)
 
 
 class _Repo:
@@ -126,3 +134,16 @@ class DeviceAuthorizations(_Repo):
         from sqlalchemy import delete
 
         await self.session.execute(delete(DeviceAuthorization).where(DeviceAuthorization.expires_at < before))
+
+
+class UserWorkspaces(_Repo):
+    """The workspaces a user belongs to, with their membership, oldest workspace first (not archived)."""
+
+    async def of_user(self, user_id: str) -> list[tuple[WorkspaceMember, Workspace]]:
+        stmt = (
+            select(WorkspaceMember, Workspace)
+            .join(Workspace, Workspace.id == WorkspaceMember.workspace_id)
+            .where(WorkspaceMember.user_id == user_id, Workspace.archived_at.is_(None))
+            .order_by(Workspace.id)
+        )
+        return [(row[0], row[1]) for row in (await self.session.execute(stmt)).all()]

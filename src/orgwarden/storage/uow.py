@@ -16,7 +16,7 @@ from orgwarden.storage import repositories as repos
 from orgwarden.storage.audit_log import AuditEvents
 from orgwarden.storage.claude_code import ClaudeCodeUsage
 from orgwarden.storage.groups import ManagedRoles, RbacGroups, ScimTokens, ScimUsers
-from orgwarden.storage.identity import DeviceAuthorizations, UserSessions, UserTokens
+from orgwarden.storage.identity import DeviceAuthorizations, UserSessions, UserTokens, UserWorkspaces
 from orgwarden.storage.rollups import UsageRollups
 from orgwarden.storage.tunnels import TunnelCertificates, Tunnels
 
@@ -45,6 +45,7 @@ class UnitOfWork:
     user_tokens: UserTokens
     user_sessions: UserSessions
     device_authorizations: DeviceAuthorizations
+    user_workspaces: UserWorkspaces
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -76,6 +77,7 @@ class UnitOfWork:
         self.user_tokens = UserTokens(session)
         self.user_sessions = UserSessions(session)
         self.device_authorizations = DeviceAuthorizations(session)
+        self.user_workspaces = UserWorkspaces(session)
         return self
 
     async def __aexit__(
