@@ -59,3 +59,16 @@ def test_the_groups_claim_at_sign_in_grants_and_takes_back_roles(signin_server: 
         members = http.get(f"/v1/organizations/rbac_groups/{group['id']}/members").json()["data"]
     assert [m["email"] for m in members] == [email]
     assert role_after_sign_in(idp, server, email, []) == "user"
+
+
+def test_an_invite_accepted_by_signing_in_adds_its_groups(signin_server: tuple[IdP, Server]) -> None:
+    idp, server = signin_server
+    email = f"{unique('new')}@acme.test"
+    group = json.loads(cli(server.db, "groups", "create", unique("billing-team"), "--json").stdout)
+    cli(server.db, "groups", "set-roles", group["id"], "--org-role", "billing")
+    with server.http() as http:
+        made = http.post(
+            "/v1/organizations/invites", json={"email": email, "role": "user", "rbac_group_ids": [group["id"]]}
+        )
+        assert made.status_code == 200, made.text
+    assert role_after_sign_in(idp, server, email, []) == "billing"  # the invite's group, not the claim's
