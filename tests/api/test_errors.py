@@ -434,9 +434,10 @@ def test_an_invite_with_a_bad_email_is_refused(http: httpx.Client, email: str) -
     assert_error(response, 400, "invalid_request_error", "is not a valid email address")
 
 
-def test_an_invite_with_rbac_groups_is_refused(http: httpx.Client) -> None:
+def test_an_invite_with_an_unknown_rbac_group_is_refused(http: httpx.Client) -> None:
     body = {"email": f"{unique()}@example.com", "role": "user", "rbac_group_ids": ["rbac_1"]}
-    assert_error(http.post(INVITES, json=body), 400, "invalid_request_error", "rbac_group_ids")
+    refused = assert_error(http.post(INVITES, json=body), 404, "not_found_error", "RBAC group 'rbac_1' not found")
+    assert refused["error"]["details"] == {"error_code": "rbac_group_not_found"}
     body["rbac_group_ids"] = []
     assert ok(http.post(INVITES, json=body))["rbac_group_ids"] == []
 

@@ -22,6 +22,7 @@ import pytest
 import orgwarden.api.app  # noqa: F401 - registers every route
 from orgwarden.api.routing import REGISTERED
 from orgwarden.domain.roles import ASSIGNABLE_ORG_ROLES, DEFAULT_WORKSPACE_ROLE
+from orgwarden.services.rbac_groups import role_id
 from tests.conftest import BACKENDS, Server, dedicated_server, unique
 from tests.tunnels import certs
 
@@ -110,6 +111,7 @@ class Fixture:
     spend_limit: str
     tunnel: str
     certificate: str
+    group: str = ""
     placeholders: bool = False  # a call refused before any look-up needs no fresh resource
 
     def _fresh(self, prefix: str, make: Callable[[], str]) -> str:
@@ -163,6 +165,17 @@ class Fixture:
         path = f"/v1/tunnels/{tunnel or self.tunnel}/certificates"
         return str(self.post(path, {"ca_certificate_pem": certs.make().pem}, SDK_BETA)["id"])
 
+    def new_group(self) -> str:
+        return self._fresh("rbgrp", lambda: str(self.post(f"{ORG}/rbac_groups", {"name": unique("g")})["id"]))
+
+    def group_with_member(self) -> str:
+        """``{group}/members/{user}``: a fresh group with a fresh member."""
+        if self.placeholders:
+            return "rbgrp_0000placeholder/members/user_0000placeholder"
+        group, user = self.new_group(), self.new_user()
+        self.post(f"{ORG}/rbac_groups/{group}/members", {"user_id": user})
+        return f"{group}/members/{user}"
+
     def tunnel_with_certificate(self) -> str:
         if self.placeholders:
             return "tnl_0000placeholder/certificates/tcrt_0000placeholder"
@@ -180,6 +193,7 @@ def _o(path: str, **kw: Any) -> Callable[[Fixture, Who], Call]:
 
 
 ORG = "/v1/organizations"
+ROLE = role_id("developer")  # an RBAC role id: the organization role developer
 WS = f"{ORG}/workspaces/{{ws}}"
 RL_BODY = {"limits": [{"type": "requests_per_minute", "value": 5000}]}
 DAY = {"starting_at": "2026-01-01T00:00:00Z"}
@@ -229,6 +243,42 @@ CASES: list[Case] = [
     # orgwarden's settings of the organization: every member may read them, only admins change them
     Case("GET", f"{ORG}/me/settings", _o(f"{ORG}/me/settings"), org=EVERYONE),
     Case("POST", f"{ORG}/me/settings", _o(f"{ORG}/me/settings", json={"offboarding_key_policy": "deactivate"})),
+    # RBAC groups and roles: read like the user directory (users:read), changed by admins (users:write)
+    Case("GET", f"{ORG}/rbac_groups", _o(f"{ORG}/rbac_groups"), org=EVERYONE),
+    Case("POST", f"{ORG}/rbac_groups", lambda fx, w: Call(f"{ORG}/rbac_groups", json={"name": unique("g")})),
+    Case(
+        "GET", f"{ORG}/rbac_groups/{{rbac_group_id}}", lambda fx, w: Call(f"{ORG}/rbac_groups/{fx.group}"), org=EVERYONE
+    ),
+    Case(
+        "POST",
+        f"{ORG}/rbac_groups/{{rbac_group_id}}",
+        lambda fx, w: Call(f"{ORG}/rbac_groups/{fx.group}", json={"name": unique("g")}),
+    ),
+    Case("DELETE", f"{ORG}/rbac_groups/{{rbac_group_id}}", lambda fx, w: Call(f"{ORG}/rbac_groups/{fx.new_group()}")),
+    Case(
+        "GET",
+        f"{ORG}/rbac_groups/{{rbac_group_id}}/members",
+        lambda fx, w: Call(f"{ORG}/rbac_groups/{fx.group}/members"),
+        org=EVERYONE,
+    ),
+    Case(
+        "POST",
+        f"{ORG}/rbac_groups/{{rbac_group_id}}/members",
+        lambda fx, w: Call(f"{ORG}/rbac_groups/{fx.new_group()}/members", json={"user_id": fx.new_user()}),
+    ),
+    Case(
+        "DELETE",
+        f"{ORG}/rbac_groups/{{rbac_group_id}}/members/{{user_id}}",
+        lambda fx, w: Call(f"{ORG}/rbac_groups/{fx.group_with_member()}"),
+    ),
+    Case("GET", f"{ORG}/rbac_roles", _o(f"{ORG}/rbac_roles"), org=EVERYONE),
+    Case("GET", f"{ORG}/rbac_roles/{{rbac_role_id}}", _o(f"{ORG}/rbac_roles/{ROLE}"), org=EVERYONE),
+    Case(
+        "GET",
+        f"{ORG}/rbac_roles/{{rbac_role_id}}/permissions",
+        _o(f"{ORG}/rbac_roles/{ROLE}/permissions"),
+        org=EVERYONE,
+    ),
     # users: the directory is every member's to read; changing it is the admins'
     Case("GET", f"{ORG}/users", _o(f"{ORG}/users"), org=EVERYONE),
     Case("GET", f"{ORG}/users/{{user_id}}", lambda fx, w: Call(f"{ORG}/users/{fx.victim}"), org=EVERYONE),
@@ -468,6 +518,7 @@ def build(server: Server) -> World:
     fx.spend_limit = fx.post(f"{ORG}/spend_limits", {"amount": "5000", "scope": {"type": "organization"}})["id"]
     fx.tunnel = fx.new_tunnel()
     fx.certificate = fx.new_certificate()
+    fx.group = fx.new_group()
     roles: list[tuple[str, str | None, str]] = [("admin", None, server.user["id"])]
     for org_role, ws_role in itertools.product(NON_ADMIN, WS_ROLES):
         user_id = fx.new_user(org_role)

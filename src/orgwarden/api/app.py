@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orgwarden import __version__
-from orgwarden.api import errors
+from orgwarden.api import errors, scim
 from orgwarden.api.health import Health
 from orgwarden.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from orgwarden.api.routes import (
@@ -34,6 +34,7 @@ from orgwarden.api.routes import (
     members,
     organization,
     rate_limits,
+    rbac_groups,
     reports,
     spend_limits,
     tunnels,
@@ -185,6 +186,7 @@ def create_app(settings: Settings) -> Dispatcher:
         claude_code,
         audit_logs,
         tunnels,
+        rbac_groups,
     ):
         admin.include_router(module.routes.router)
     admin.include_router(invites.public)
@@ -229,6 +231,7 @@ def create_app(settings: Settings) -> Dispatcher:
     if metrics is not None:
         admin_app = MetricsMiddleware(admin, metrics, "admin")
         telemetry = MetricsMiddleware(telemetry, metrics, "telemetry", lambda scope: scope["path"])
+    admin_app = scim.route_around(scim.build(services.scim_tokens, services.scim), admin_app)  # SCIM's own errors
     # The gateway gives its requests their ids itself (one wrapper less on the hot path).
     return Dispatcher(RequestIdMiddleware(admin_app), gateway, RequestIdMiddleware(telemetry))
 

@@ -54,14 +54,14 @@ def user(row: User) -> JSON:
     }
 
 
-def invite(row: Invite, now: datetime) -> JSON:
+def invite(row: Invite, now: datetime, rbac_group_ids: Sequence[str] = ()) -> JSON:
     return {
         "id": row.id,
         "accepted_at": rfc3339(row.accepted_at),
         "email": row.email,
         "expires_at": rfc3339(row.expires_at),
         "invited_at": rfc3339(row.invited_at),
-        "rbac_group_ids": [],
+        "rbac_group_ids": list(rbac_group_ids),
         "role": row.role,
         "status": invite_status(row.status, row.expires_at, now),
         "type": "invite",

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
-ActorKind = Literal["admin_api_key", "api_key", "cli", "invite_token", "system", "user"]
+ActorKind = Literal["admin_api_key", "api_key", "cli", "invite_token", "system", "user", "scim_token"]
 
 ALL_POWERFUL: Final = frozenset({"admin_api_key", "cli", "system"})
 

@@ -1,1 +1,1 @@
-"""Signing people in: the OpenID Connect relying party (``oidc``) and the groups hook (``groups``)."""
+"""People: signing them in (``oidc``), and the groups they are in and the roles those grant (``groups``)."""

@@ -19,7 +19,10 @@ from orgwarden.services.invites import InviteService
 from orgwarden.services.members import MemberService
 from orgwarden.services.organizations import OrganizationService
 from orgwarden.services.rate_limits import RateLimitService
+from orgwarden.services.rbac_groups import RbacGroupService
 from orgwarden.services.reports import ReportService
+from orgwarden.services.scim import ScimService
+from orgwarden.services.scim_tokens import ScimTokenService
 from orgwarden.services.signin import SignInService
 from orgwarden.services.spend_limits import SpendLimitService
 from orgwarden.services.tunnel_certificates import TunnelCertificateService
@@ -46,6 +49,9 @@ class Services:
     tunnels: TunnelService
     tunnel_certificates: TunnelCertificateService
     audit_log: AuditLogService
+    scim_tokens: ScimTokenService
+    scim: ScimService
+    rbac_groups: RbacGroupService
     user_tokens: UserTokenService
     signin: SignInService
 
@@ -54,10 +60,11 @@ class Services:
         cls, uow: UnitOfWorkFactory, settings: Settings, box: SecretBox, catalog: Catalog | None = None
     ) -> Services:
         catalog = catalog or load_catalog(settings.models_file)
+        users = UserService(uow)
         user_tokens = UserTokenService(uow, settings.access_token_ttl_seconds, settings.refresh_token_ttl_seconds)
         return cls(
             organizations=OrganizationService(uow),
-            users=UserService(uow),
+            users=users,
             invites=InviteService(uow, ttl_days=settings.invite_ttl_days),
             workspaces=WorkspaceService(uow, box),
             members=MemberService(uow),
@@ -70,6 +77,9 @@ class Services:
             tunnels=TunnelService(uow, box, settings.tunnel_base_domain),
             tunnel_certificates=TunnelCertificateService(uow),
             audit_log=AuditLogService(uow),
+            scim_tokens=ScimTokenService(uow),
+            scim=ScimService(uow, users),
+            rbac_groups=RbacGroupService(uow),
             user_tokens=user_tokens,
             signin=SignInService(
                 uow,

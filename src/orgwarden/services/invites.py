@@ -19,11 +19,12 @@ from orgwarden.domain.policy import Actor
 from orgwarden.domain.roles import ASSIGNABLE_ORG_ROLES, ORG_ROLES
 from orgwarden.domain.statuses import invite_status
 from orgwarden.errors import Conflict, InvalidRequest, NotFound
+from orgwarden.identity import groups as group_roles
 from orgwarden.services import audit
 from orgwarden.services.context import Context
 from orgwarden.services.validation import checked, normalize_email, one_of
 from orgwarden.storage.pagination import Cursor, Page
-from orgwarden.storage.tables import Invite, User
+from orgwarden.storage.tables import Invite, InviteRbacGroup, User
 from orgwarden.storage.uow import UnitOfWork, UnitOfWorkFactory
 
 INVITE_STATUSES = frozenset({"pending", "accepted", "expired", "deleted"})
@@ -50,8 +51,9 @@ class InviteService:
     async def create(self, ctx: Context, *, email: str, role: str, rbac_group_ids: Sequence[str] = ()) -> CreatedInvite:
         address = normalize_email(email)
         one_of(role, ASSIGNABLE_ORG_ROLES, "role", refused="admin")
-        if rbac_group_ids:
-            raise InvalidRequest("rbac_group_ids: RBAC groups are not supported by orgwarden; send [] or omit it")
+        if len(rbac_group_ids) > 100:
+            raise InvalidRequest("rbac_group_ids: at most 100 groups")
+        group_ids = sorted(set(rbac_group_ids))
         now = utcnow()
         token = ids.new_token()
         async with self._uow() as uow:
@@ -82,9 +84,23 @@ class InviteService:
                 user_id=None,
             )
             uow.invites.add(invite)
-            audit.record(uow, ctx, "invite.create", "invite", invite.id, details={"email": address, "role": role})
+            if group_ids:  # the groups the user joins on acceptance (``rbac_group_ids``)
+                known = {g.id for g in await uow.rbac_groups.find(ctx.organization_id, ids=group_ids)}
+                for group_id in group_ids:
+                    if group_id not in known:
+                        raise NotFound(f"RBAC group {group_id!r} not found", error_code="rbac_group_not_found")
+                await uow.flush()
+                for group_id in group_ids:
+                    uow.rbac_groups.add(InviteRbacGroup(invite_id=invite.id, group_id=group_id))
+            details = {"email": address, "role": role, "rbac_group_ids": group_ids}
+            audit.record(uow, ctx, "invite.create", "invite", invite.id, details=details)
             await uow.commit()
         return CreatedInvite(invite, token)
+
+    async def group_ids(self, invite_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The ``rbac_group_ids`` of each invite (those with none are left out)."""
+        async with self._uow() as uow:
+            return await uow.rbac_groups.for_invites(invite_ids)
 
     async def get(self, ctx: Context, invite_id: str) -> Invite:
         async with self._uow() as uow:
@@ -157,6 +173,7 @@ class InviteService:
             )
             uow.users.add(user)
             invite.status, invite.accepted_at, invite.user_id = "accepted", now, user.id
+            joined = await group_roles.join_invite_groups(uow, invite.id, user, now)
             ctx = Context(Actor("invite_token", invite.id, invite.organization_id, user.id), request_id, source_ip)
             audit.record(
                 uow,
@@ -164,7 +181,7 @@ class InviteService:
                 "invite.accept",
                 "user",
                 user.id,
-                details={"invite_id": invite.id, "role": invite.role},
+                details={"invite_id": invite.id, "role": invite.role, **joined},
             )
             await uow.commit()
             return user

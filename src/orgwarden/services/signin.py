@@ -236,6 +236,7 @@ class SignInService:
                 invite = await uow.invites.pending_for(organization.id, email, now)
                 if invite is not None:
                     user = self._accept_invite(uow, invite, identity, now, request_id, source_ip)
+                    await group_claims.join_invite_groups(uow, invite.id, user, now)  # its rbac_group_ids
                     how = "invite"
                 elif self._jit:
                     user = self._new_jit_user(uow, organization.id, identity, now, request_id, source_ip)

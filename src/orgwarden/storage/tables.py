@@ -494,3 +494,93 @@ class DeviceAuthorization(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     last_polled_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ScimToken(Base):
+    """A bearer token of the identity provider on ``/scim/v2``; only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "scim_tokens"
+
+    id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    partial_hint: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ScimUser(Base):
+    """The SCIM side of a provisioned user: its ``userName``, ``externalId``, the attributes orgwarden
+    does not model (kept as sent, bounded) and a version (the ETag). Deleted with the user's removal."""
+
+    __tablename__ = "scim_users"
+    __table_args__ = (
+        Index("uq_scim_users_org_user_name", "organization_id", "user_name_key", unique=True),
+        Index("ix_scim_users_org_external_id", "organization_id", "external_id"),
+    )
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    user_name: Mapped[str] = mapped_column(String(320))
+    user_name_key: Mapped[str] = mapped_column(String(320))  # lower-cased: userName is case-insensitive
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class RbacGroup(Base):
+    """A group of users (the SDK's ``rbac_group``) and the roles it grants its members."""
+
+    __tablename__ = "rbac_groups"
+    __table_args__ = (Index("ix_rbac_groups_org_name", "organization_id", "name"),)
+
+    id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    source_type: Mapped[str] = mapped_column(String(16))  # direct | scim
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    org_role: Mapped[str | None] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class RbacGroupMember(Base):
+    __tablename__ = "rbac_group_members"
+
+    group_id: Mapped[str] = mapped_column(ForeignKey("rbac_groups.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
+    source: Mapped[str] = mapped_column(String(16))  # scim | oidc | direct
+    display: Mapped[str | None] = mapped_column(String(255), default=None)  # SCIM's ``members.display``, as sent
+    created_at: Mapped[datetime]
+
+
+class RbacGroupWorkspaceRole(Base):
+    __tablename__ = "rbac_group_workspace_roles"
+
+    group_id: Mapped[str] = mapped_column(ForeignKey("rbac_groups.id", ondelete="CASCADE"), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(40))
+
+
+class ManagedRole(Base):
+    """A role a group raised: what the user has without groups (``direct_role``; null: no workspace
+    membership) and what orgwarden set (``managed_role``). ``scope`` is "organization" or a workspace id."""
+
+    __tablename__ = "managed_roles"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    scope: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    direct_role: Mapped[str | None] = mapped_column(String(40))
+    managed_role: Mapped[str] = mapped_column(String(40))
+
+
+class InviteRbacGroup(Base):
+    __tablename__ = "invite_rbac_groups"
+
+    invite_id: Mapped[str] = mapped_column(ForeignKey("invites.id"), primary_key=True)
+    group_id: Mapped[str] = mapped_column(ForeignKey("rbac_groups.id", ondelete="CASCADE"), primary_key=True)

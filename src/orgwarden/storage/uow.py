@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from orgwarden.storage import repositories as repos
 from orgwarden.storage.audit_log import AuditEvents
 from orgwarden.storage.claude_code import ClaudeCodeUsage
+from orgwarden.storage.groups import ManagedRoles, RbacGroups, ScimTokens, ScimUsers
 from orgwarden.storage.identity import DeviceAuthorizations, UserSessions, UserTokens, UserWorkspaces
 from orgwarden.storage.rollups import UsageRollups
 from orgwarden.storage.tunnels import TunnelCertificates, Tunnels
@@ -37,6 +38,10 @@ class UnitOfWork:
     claude_code: ClaudeCodeUsage
     tunnels: Tunnels
     tunnel_certificates: TunnelCertificates
+    scim_tokens: ScimTokens
+    scim_users: ScimUsers
+    rbac_groups: RbacGroups
+    managed_roles: ManagedRoles
     user_tokens: UserTokens
     user_sessions: UserSessions
     device_authorizations: DeviceAuthorizations
@@ -65,6 +70,10 @@ class UnitOfWork:
         self.claude_code = ClaudeCodeUsage(session)
         self.tunnels = Tunnels(session)
         self.tunnel_certificates = TunnelCertificates(session)
+        self.scim_tokens = ScimTokens(session)
+        self.scim_users = ScimUsers(session)
+        self.rbac_groups = RbacGroups(session)
+        self.managed_roles = ManagedRoles(session)
         self.user_tokens = UserTokens(session)
         self.user_sessions = UserSessions(session)
         self.device_authorizations = DeviceAuthorizations(session)

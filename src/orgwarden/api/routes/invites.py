@@ -28,7 +28,8 @@ async def create_invite(request: Request) -> Response:
     created = await services(request).invites.create(
         context(request), email=body.email, role=body.role, rbac_group_ids=body.rbac_group_ids or ()
     )
-    payload = render.invite(created.invite, utcnow())
+    groups = await services(request).invites.group_ids([created.invite.id])
+    payload = render.invite(created.invite, utcnow(), groups.get(created.invite.id, []))
     # The token travels in the fragment, which browsers never send to a server (so no access log has it).
     payload["accept_url"] = f"{_base_url(request)}/invites/accept#token={created.token}"
     return ok(payload)
@@ -45,12 +46,15 @@ async def list_invites(request: Request) -> Response:
         statuses=q.strings("statuses"),
     )
     now = utcnow()
-    return ok(render.page(result, lambda row: render.invite(row, now)))
+    groups = await services(request).invites.group_ids([row.id for row in result.items])
+    return ok(render.page(result, lambda row: render.invite(row, now, groups.get(row.id, []))))
 
 
 @routes.route("GET", "/v1/organizations/invites/{invite_id}", permission=Permission.INVITES_READ)
 async def get_invite(request: Request, invite_id: str) -> Response:
-    return ok(render.invite(await services(request).invites.get(context(request), invite_id), utcnow()))
+    row = await services(request).invites.get(context(request), invite_id)
+    groups = await services(request).invites.group_ids([row.id])
+    return ok(render.invite(row, utcnow(), groups.get(row.id, [])))
 
 
 @routes.route("DELETE", "/v1/organizations/invites/{invite_id}", permission=Permission.INVITES_WRITE)

@@ -1,7 +1,7 @@
 """organizations: ``offboarding_key_policy``, what offboarding a user does to the API keys they created
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-06
 
 When a user is removed or deactivated (``services.offboarding``), their sessions, user tokens and
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0010"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
