@@ -164,3 +164,32 @@ def test_a_malformed_header_on_the_telemetry_receiver_is_a_400_before_the_key(se
     response = httpx.post(server.base_url + "/v1/metrics", content=b"{}", headers=headers)
     assert_error(response, 400, "invalid_request_error", MALFORMED)
     audited(server, response.headers["request-id"], "invalid_request", "POST", "/v1/metrics", "api_key")
+
+
+# -- sign-in ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/auth/login"),
+        ("GET", "/device"),
+        ("GET", "/.well-known/oauth-authorization-server"),
+        ("POST", "/oauth/device_authorization"),
+        ("POST", "/oauth/token"),
+    ],
+)
+def test_signing_in_is_an_access_to_the_organization_and_is_restricted(server: Server, method: str, path: str) -> None:
+    refused = httpx.request(method, server.base_url + path, headers={HEADER: OTHER_ORG})
+    assert_tenant_violation(refused)
+    event = audited(server, refused.headers["request-id"], "denied", method, path, "sign_in")
+    assert event.actor_type == "anonymous"
+    malformed = httpx.request(method, server.base_url + path, headers={HEADER: "x"})
+    assert_error(malformed, 400, "invalid_request_error", MALFORMED)
+
+
+def test_signing_out_and_revoking_are_never_restricted(server: Server) -> None:
+    revoked = httpx.post(
+        server.base_url + "/oauth/revoke", data={"token": "ow-at01-unknown"}, headers={HEADER: OTHER_ORG}
+    )
+    assert revoked.status_code != 403, revoked.text

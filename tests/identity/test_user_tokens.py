@@ -11,15 +11,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from orgwarden import ids
 from orgwarden.config import load_settings
 from orgwarden.domain.clock import utcnow
 from orgwarden.errors import InvalidRequest
+from orgwarden.services import signin
 from orgwarden.services.user_tokens import UserTokenService
 from orgwarden.storage.engine import create_engine, session_factory
-from orgwarden.storage.tables import AuditEvent, CacheEvent, User, UserToken
+from orgwarden.storage.tables import AuditEvent, CacheEvent, DeviceAuthorization, User, UserToken
 from orgwarden.storage.uow import UnitOfWorkFactory
 from tests.conftest import BACKENDS, Database, cli, drop_database, make_database
 
@@ -228,5 +229,34 @@ def test_revoke_for_user_revokes_tokens_and_sessions_and_tells_the_caches(env: E
                 )
             ).all()
             assert events
+
+    env.run(work)
+
+
+def test_device_authorizations_past_the_pending_cap_are_refused_with_429(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device authorization endpoint needs no credentials: what it stores is capped."""
+    monkeypatch.setattr(signin, "MAX_PENDING_DEVICES", 3)
+
+    async def work(tokens: UserTokenService, uow: UnitOfWorkFactory) -> None:
+        service = signin.SignInService(
+            uow,
+            tokens,
+            session_ttl_seconds=3600,
+            jit_users=False,
+            allowed_email_domains=(),
+            device_ttl_seconds=600,
+            device_interval_seconds=5,
+        )
+        async with uow() as u:  # start from none pending (other tests of the module may have left some)
+            await u.device_authorizations.session.execute(delete(DeviceAuthorization))
+            await u.commit()
+        for _ in range(3):
+            await service.start_device(client_id="cli", scope="user", workspace_id=None)
+        with pytest.raises(signin.OAuthError) as refused:
+            await service.start_device(client_id="cli", scope="user", workspace_id=None)
+        assert (refused.value.error_code, refused.value.http_status) == ("slow_down", 429)
+        assert "too many device sign-ins are pending (3)" in refused.value.message
 
     env.run(work)

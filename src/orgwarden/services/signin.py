@@ -46,6 +46,11 @@ _DEFAULT_WORKSPACE_ORG_ROLES = frozenset({"admin", "developer"})
 MAX_USER_AGENT = 255
 
 
+# The device authorization endpoint needs no credentials, so what it may store is capped: past this
+# many pending (unexpired, undecided) authorizations, new ones are refused with 429 until some end.
+MAX_PENDING_DEVICES = 10_000
+
+
 class OAuthError(InvalidRequest):
     """A refusal of the OAuth endpoints; ``error_code`` is the RFC 6749 §5.2 / RFC 8628 §3.5 error."""
 
@@ -411,6 +416,13 @@ class SignInService:
         now = utcnow()
         device_code = secrets.token_urlsafe(32)
         async with self._uow() as uow:
+            if await uow.device_authorizations.count_pending(now) >= MAX_PENDING_DEVICES:
+                raise OAuthError(
+                    "slow_down",
+                    f"too many device sign-ins are pending ({MAX_PENDING_DEVICES}); try again when some have"
+                    " been completed or have expired",
+                    status=429,
+                )
             for _ in range(5):  # 20**8 codes: a collision with a live one is rare; retry a few times
                 user_code = _new_user_code()
                 if await uow.device_authorizations.by_user_code(user_code) is None:

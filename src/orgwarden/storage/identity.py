@@ -129,6 +129,13 @@ class DeviceAuthorizations(_Repo):
             stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return await self.session.scalar(stmt)
 
+    async def count_pending(self, now: datetime) -> int:
+        """Unexpired authorizations nobody has approved or denied yet."""
+        from sqlalchemy import func
+
+        stmt = select(func.count()).where(DeviceAuthorization.status == "pending", DeviceAuthorization.expires_at > now)
+        return int(await self.session.scalar(stmt) or 0)
+
     async def delete_expired(self, before: datetime) -> None:
         """Expired rows are kept for a while (``expired_token`` answers) and then removed by this."""
         from sqlalchemy import delete

@@ -18,11 +18,11 @@ from string import Template
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from orgwarden.api.errors import envelope, request_id_of
-from orgwarden.api.routing import services, source_ip
+from orgwarden.api.routing import attempt, services, source_ip, tenant_guard
 from orgwarden.crypto import SecretBox
 from orgwarden.domain.clock import rfc3339
 from orgwarden.errors import (
@@ -33,10 +33,29 @@ from orgwarden.errors import (
     PermissionDenied,
     StorageUnavailable,
 )
+from orgwarden.gateway.restriction import Caller
 from orgwarden.identity.oidc import OidcClient, OidcRefused
 from orgwarden.services.signin import DEVICE_GRANT, OAuthError, SessionView, SignInService
 
-router = APIRouter(include_in_schema=False)
+# Signing out and revoking a token only take access away: the tenant restriction never blocks them.
+_UNRESTRICTED = frozenset({"/auth/logout", "/oauth/revoke"})
+
+
+async def _tenant_restriction(request: Request) -> None:
+    """Signing in (in a browser, at ``/device``, or by a token grant) is an access to the organization,
+    so the tenant restriction applies as on every other surface: a malformed header is a 400, a list
+    without this installation's organization a 403 in the Anthropic envelope (also on ``/oauth/*``:
+    it is the proxy's refusal, not an OAuth one), audited as ``tenant_restriction.check``."""
+    if request.url.path in _UNRESTRICTED:
+        return
+    tenant = tenant_guard(request)
+    tried = attempt(request, "sign_in")
+    allowed = await tenant.allowed_org_ids(request.headers.raw, tried)
+    if (organization_id := tenant.installation()) is not None:
+        await tenant.enforce(allowed, tried, Caller(organization_id, "anonymous", "sign_in"))
+
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(_tenant_restriction)])
 
 LOGIN_COOKIE = "ow_login"
 SESSION_COOKIE = "ow_session"
