@@ -109,7 +109,7 @@ def add_usage(server: Server, workspace_id: str, api_key_id: str, cost_picodolla
         "id": ids.new_request_id(), "organization_id": server.organization["id"], "workspace_id": workspace_id,
         "api_key_id": api_key_id, "model": "claude-sonnet-4-6", "service_tier": "standard", "inference_geo": "global",
         "context_window": "0-200k", "speed": "standard", "endpoint": "messages", "stream": False, "completed": True,
-        "usage_estimated": False,
+        "usage_estimated": False, "user_id": None,
         "input_tokens": 1, "output_tokens": 1, "cache_creation_5m_tokens": 0, "cache_creation_1h_tokens": 0,
         "cache_read_tokens": 0, "web_search_requests": 0, "cost_picodollars": cost_picodollars, "status": 200,
         "latency_ms": 1, "created_at": datetime.now(UTC),

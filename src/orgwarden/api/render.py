@@ -186,6 +186,8 @@ def spend_scope(scope_type: str, scope_id: str) -> JSON:
         return {"type": "workspace", "workspace_id": scope_id}
     if scope_type == "api_key":
         return {"type": "api_key", "api_key_id": scope_id}
+    if scope_type == "user":
+        return {"type": "user", "user_id": scope_id}
     return {"type": "organization"}
 
 

@@ -1,9 +1,10 @@
 """Spend limits: a cap on metered cost, in integer cents, per scope and UTC period.
 
-One limit per scope (the organization, a workspace, or an API key: the last is an orgwarden
-extension) and period (``daily``, ``weekly``, ``monthly``); setting again updates it in place, so its
+One limit per scope (the organization, a workspace, a user — every request made with the user's
+access tokens — or an API key: the last is an orgwarden extension) and period (``daily``, ``weekly``, ``monthly``); setting again updates it in place, so its
 id and ``created_at`` survive. ``amount`` null is an explicit "no cap" for that scope and period.
-Every limit in force on a request's organization, workspace and key applies, so the lowest binds.
+Every limit in force on a request's organization, workspace and key (or user) applies, so the lowest
+binds.
 
 Every change commits, in one transaction under the organization lock, the row, an audit event and a
 ``spend_limits`` cache event: every gateway worker and instance polls those and reloads the limits
@@ -38,18 +39,20 @@ MAX_AMOUNT_CENTS = 10**15
 MAX_THRESHOLD = 1000
 MAX_FILTER_IDS = 100
 _AMOUNT = re.compile(r"[0-9]{1,16}")
-_SUPPORTED_SCOPES = "orgwarden supports organization, workspace and api_key scopes"
-_SCOPE_ID_FIELD = {"organization": None, "workspace": "workspace_id", "api_key": "api_key_id"}
+_SUPPORTED_SCOPES = "orgwarden supports organization, workspace, user and api_key scopes"
+_SCOPE_ID_FIELD = {"organization": None, "workspace": "workspace_id", "api_key": "api_key_id", "user": "user_id"}
+_SCOPE_ID_FIELDS = ("workspace_id", "api_key_id", "user_id")
 
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """A scope as sent. ``others`` holds fields of scopes orgwarden does not serve (``user_id`` …)
+    """A scope as sent. ``others`` holds fields of scopes orgwarden does not serve (``seat_tier`` …)
     so that a refusal can name them."""
 
     type: str
     workspace_id: str | None = None
     api_key_id: str | None = None
+    user_id: str | None = None
     others: dict[str, Any] = field(default_factory=dict)
 
 
@@ -104,6 +107,8 @@ def scope_of(row: SpendLimit) -> Scope:
         return Scope("workspace", workspace_id=row.scope_id)
     if row.scope_type == "api_key":
         return Scope("api_key", api_key_id=row.scope_id)
+    if row.scope_type == "user":
+        return Scope("user", user_id=row.scope_id)
     return Scope("organization")
 
 
@@ -294,7 +299,7 @@ class SpendLimitService:
             if value is not None:
                 raise InvalidRequest(f"scope.{name}: not used by a {scope_type} scope; {_SUPPORTED_SCOPES}")
         wanted = _SCOPE_ID_FIELD[scope_type]
-        for name in ("workspace_id", "api_key_id"):
+        for name in _SCOPE_ID_FIELDS:
             value = getattr(scope, name)
             if name == wanted and value is None:
                 raise InvalidRequest(f"scope.{name}: required for a {scope_type} scope")
@@ -315,6 +320,12 @@ class SpendLimitService:
             workspace = await require_workspace(uow, organization_id, scope.workspace_id)
             require_active(workspace)
             return workspace.id, workspace.id
+        if scope_type == "user":
+            assert scope.user_id is not None
+            user = await uow.users.get(organization_id, scope.user_id)  # removed users are not found
+            if user is None:
+                raise NotFound(f"user {scope.user_id!r} not found")
+            return user.id, None
         assert scope.api_key_id is not None
         key = await uow.api_keys.get(organization_id, scope.api_key_id)
         if key is None:
