@@ -71,6 +71,12 @@ class Settings(BaseSettings):
 
     invite_ttl_days: int = Field(default=21, ge=1, le=365)
 
+    access_token_ttl_seconds: int = Field(default=3600, ge=60, le=86_400)
+    """Lifetime of a signed-in user's access token (``ow-at01-``); the CLI refreshes it when it ends."""
+
+    refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=300, le=365 * 86_400)
+    """Lifetime of a refresh token (``ow-rt01-``) from its last use: each use rotates it."""
+
     upstream: str = "https://api.anthropic.com"
     """Where /v1/messages goes: a base URL, or ``simulator`` for the built-in one."""
 

@@ -36,10 +36,19 @@ AUDIT_EVENT = "evt"
 SPEND_LIMIT = "spl"
 TUNNEL = "tnl"
 TUNNEL_CERTIFICATE = "tcrt"
+USER_TOKEN = "utok"  # noqa: S105 - a prefix, not a secret
+USER_TOKEN_FAMILY = "utfam"  # noqa: S105 - a prefix, not a secret
+USER_SESSION = "uses"
+DEVICE_AUTHORIZATION = "devauth"
 
 API_KEY_PREFIX = "sk-ant-api03-"
 ADMIN_KEY_PREFIX = "sk-ant-admin01-"
 _SECRET_BODY_CHARS = 93
+# A signed-in user's credentials (issue 16): OAuth access and refresh tokens and the browser session
+# cookie. The prefix says what a leaked string is (secret scanners key on it); 256 random bits follow.
+USER_ACCESS_TOKEN_PREFIX = "ow-at01-"  # noqa: S105 - a prefix, not a secret
+USER_REFRESH_TOKEN_PREFIX = "ow-rt01-"  # noqa: S105 - a prefix, not a secret
+USER_SESSION_PREFIX = "ow-ses01-"
 
 # The random part of an id only keeps the ids of different processes apart; it is not a secret (ids
 # are public: they appear in URLs and responses, and knowing one authorizes nothing), so it comes
@@ -157,6 +166,18 @@ def new_admin_key_secret() -> str:
 def new_token() -> str:
     """An opaque single-use token (invites): 256 bits, URL-safe."""
     return secrets.token_urlsafe(32)
+
+
+def new_user_access_token() -> str:
+    return USER_ACCESS_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_user_refresh_token() -> str:
+    return USER_REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_session_secret() -> str:
+    return USER_SESSION_PREFIX + secrets.token_urlsafe(32)
 
 
 def hash_secret(secret: str) -> str:

@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 from typing import Literal
 
-ActorKind = Literal["admin_api_key", "api_key", "cli", "invite_token", "system"]
+ActorKind = Literal["admin_api_key", "api_key", "cli", "invite_token", "system", "user"]
 
 
 class Permission(enum.Enum):

@@ -23,6 +23,7 @@ from orgwarden.services.reports import ReportService
 from orgwarden.services.spend_limits import SpendLimitService
 from orgwarden.services.tunnel_certificates import TunnelCertificateService
 from orgwarden.services.tunnels import TunnelService
+from orgwarden.services.user_tokens import UserTokenService
 from orgwarden.services.users import UserService
 from orgwarden.services.workspaces import WorkspaceService
 from orgwarden.storage.uow import UnitOfWorkFactory
@@ -44,6 +45,7 @@ class Services:
     tunnels: TunnelService
     tunnel_certificates: TunnelCertificateService
     audit_log: AuditLogService
+    user_tokens: UserTokenService
 
     @classmethod
     def build(
@@ -65,4 +67,5 @@ class Services:
             tunnels=TunnelService(uow, box, settings.tunnel_base_domain),
             tunnel_certificates=TunnelCertificateService(uow),
             audit_log=AuditLogService(uow),
+            user_tokens=UserTokenService(uow, settings.access_token_ttl_seconds, settings.refresh_token_ttl_seconds),
         )

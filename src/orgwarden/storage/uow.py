@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from orgwarden.storage import repositories as repos
 from orgwarden.storage.audit_log import AuditEvents
 from orgwarden.storage.claude_code import ClaudeCodeUsage
+from orgwarden.storage.identity import DeviceAuthorizations, UserSessions, UserTokens
 from orgwarden.storage.rollups import UsageRollups
 from orgwarden.storage.tunnels import TunnelCertificates, Tunnels
 
@@ -36,6 +37,9 @@ class UnitOfWork:
     claude_code: ClaudeCodeUsage
     tunnels: Tunnels
     tunnel_certificates: TunnelCertificates
+    user_tokens: UserTokens
+    user_sessions: UserSessions
+    device_authorizations: DeviceAuthorizations
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -60,6 +64,9 @@ class UnitOfWork:
         self.claude_code = ClaudeCodeUsage(session)
         self.tunnels = Tunnels(session)
         self.tunnel_certificates = TunnelCertificates(session)
+        self.user_tokens = UserTokens(session)
+        self.user_sessions = UserSessions(session)
+        self.device_authorizations = DeviceAuthorizations(session)
         return self
 
     async def __aexit__(
