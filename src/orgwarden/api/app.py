@@ -60,6 +60,7 @@ from orgwarden.observability.wiring import build_metrics, install_endpoint
 from orgwarden.server.state import DirectHandler
 from orgwarden.services.container import Services
 from orgwarden.services.credentials import CredentialService
+from orgwarden.services.user_access import UserTokenGrants
 from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.uow import UnitOfWorkFactory
 from orgwarden.telemetry.receiver import TelemetryReceiver, is_telemetry
@@ -97,7 +98,8 @@ def create_app(settings: Settings) -> Dispatcher:
     catalog = load_catalog(settings.models_file)
     box = SecretBox(resolve_secret(settings))
     services = Services.build(uow, settings, box)
-    keys = KeyCache(CredentialService(uow, box), settings.cache_poll_interval_ms / 1000)
+    user_tokens = UserTokenGrants(uow, services.user_tokens, box)  # user access tokens on the data plane
+    keys = KeyCache(CredentialService(uow, box, user_tokens), settings.cache_poll_interval_ms / 1000)
     recorder = Recorder(uow, Journal(journal_dir(settings.data_dir, settings.sqlalchemy_url)))
     health = Health(engine, settings.redis_url)
     upstreams = Upstreams(settings, catalog)

@@ -58,6 +58,5 @@ def refusal(org_role: str, member_role: str | None, workspace_id: str | None, ar
             f" ({LOWEST_CALLING_ROLE} or above) or sign in to another workspace"
         )
     return (
-        f"your role in workspace {workspace_id} ({role}) cannot call the API;"
-        f" {LOWEST_CALLING_ROLE} or above is needed"
+        f"your role in workspace {workspace_id} ({role}) cannot call the API; {LOWEST_CALLING_ROLE} or above is needed"
     )

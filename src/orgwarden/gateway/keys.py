@@ -31,7 +31,7 @@ from datetime import timedelta
 
 from orgwarden.domain.clock import utcnow
 from orgwarden.gateway.refusal import Refusal
-from orgwarden.services.credentials import Answer, AdminKeyPresented, CredentialService, KeyGrant, UserTokenRefused
+from orgwarden.services.credentials import AdminKeyPresented, Answer, CredentialService, KeyGrant, UserTokenRefused
 from orgwarden.storage.failures import STORAGE_UNAVAILABLE, describe, is_unavailable
 
 log = logging.getLogger("orgwarden.gateway")

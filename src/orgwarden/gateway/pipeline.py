@@ -166,7 +166,7 @@ async def authenticate(keys: KeyCache, headers: Headers, surface: str) -> KeyGra
         return user_token_grant(answer, surface)
     if isinstance(answer, AdminKeyPresented):
         raise Refusal(403, "permission_error", f"admin API keys cannot call {surface}; use an API key")
-    if answer is None:
+    if not isinstance(answer, KeyGrant):  # None (a UserTokenRefused comes only for a user token)
         raise Refusal(401, "authentication_error", "invalid x-api-key")
     status = api_key_status(answer.status, answer.expires_at, utcnow())
     if status == "expired":
@@ -189,7 +189,9 @@ async def key_sender(keys: KeyCache, headers: Headers) -> Caller | None:
 def caller_of(grant: KeyGrant) -> Caller:
     """An API key as the tenant restriction sees it."""
     if grant.user_id is not None:  # a user's access token
-        return Caller(grant.organization_id, "user_access_token", grant.token_id or "", grant.user_id, grant.workspace_id)
+        return Caller(
+            grant.organization_id, "user_access_token", grant.token_id or "", grant.user_id, grant.workspace_id
+        )
     return Caller(grant.organization_id, "api_key", grant.key_id, None, grant.workspace_id)
 
 

@@ -1,10 +1,10 @@
 """Spend limits: a cap on metered cost, in integer cents, per scope and UTC period.
 
 One limit per scope (the organization, a workspace, a user — every request made with the user's
-access tokens — or an API key: the last is an orgwarden extension) and period (``daily``, ``weekly``, ``monthly``); setting again updates it in place, so its
-id and ``created_at`` survive. ``amount`` null is an explicit "no cap" for that scope and period.
-Every limit in force on a request's organization, workspace and key (or user) applies, so the lowest
-binds.
+access tokens — or an API key: the last is an orgwarden extension) and period (``daily``, ``weekly``,
+``monthly``); setting again updates it in place, so its id and ``created_at`` survive. ``amount``
+null is an explicit "no cap" for that scope and period. Every limit in force on a request's
+organization, workspace and key (or user) applies, so the lowest binds.
 
 Every change commits, in one transaction under the organization lock, the row, an audit event and a
 ``spend_limits`` cache event: every gateway worker and instance polls those and reloads the limits

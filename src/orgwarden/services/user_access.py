@@ -48,7 +48,7 @@ class UserTokenGrants:
         if user is None or user.deactivated_at is not None:
             return None  # removed or deactivated since the look-up
         if workspace is None:
-            message = f"workspace {workspace_id} no longer exists; sign in to another with `orgwarden login --workspace`"
+            message = f"workspace {workspace_id} does not exist; sign in to another with `orgwarden login --workspace`"
             return UserTokenRefused(grant.token_id, user_id, workspace_id, message)
         role = user_access.member_role_in(user.role, member.role if member else None, workspace.is_default)
         refused = user_access.refusal(user.role, role, workspace_id, workspace.archived_at is not None)

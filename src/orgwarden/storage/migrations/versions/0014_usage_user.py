@@ -59,10 +59,8 @@ def downgrade() -> None:
     )  # fmt: skip
     keys = ", ".join(_OLD_KEY)
     sums = ", ".join(f"SUM({m})" for m in measures)
-    op.execute(
-        f"CREATE TEMPORARY TABLE usage_rollups_merged AS SELECT {keys}, {sums}"
-        f" FROM usage_rollups GROUP BY {keys}"
-    )
+    merged = f"SELECT {keys}, {sums} FROM usage_rollups GROUP BY {keys}"  # noqa: S608 - constant names
+    op.execute(f"CREATE TEMPORARY TABLE usage_rollups_merged AS {merged}")
     op.execute("DELETE FROM usage_rollups")
     if op.get_bind().dialect.name == "postgresql":
         op.execute("ALTER TABLE usage_rollups DROP CONSTRAINT usage_rollups_pkey")
@@ -72,7 +70,7 @@ def downgrade() -> None:
         with op.batch_alter_table("usage_rollups", schema=None, recreate="always") as batch_op:
             batch_op.drop_column("user_id")
             batch_op.create_primary_key("pk_usage_rollups", list(_OLD_KEY))
-    op.execute(f"INSERT INTO usage_rollups ({keys}, {', '.join(measures)}) SELECT * FROM usage_rollups_merged")
+    op.execute(f"INSERT INTO usage_rollups ({keys}, {', '.join(measures)}) SELECT * FROM usage_rollups_merged")  # noqa: S608
     op.execute("DROP TABLE usage_rollups_merged")
     with op.batch_alter_table("usage_records", schema=None) as batch_op:
         batch_op.drop_column("user_id")
