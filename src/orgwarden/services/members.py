@@ -42,6 +42,7 @@ class MemberService:
                 raise Conflict(f"user {user_id} is already a member of workspace {workspace_id}")
             member = WorkspaceMember(workspace_id=workspace_id, user_id=user_id, role=role, created_at=utcnow())
             uow.members.add(member)
+            uow.cache_events.changed("user", user_id, member.created_at)  # their access tokens' grants
             audit.record(
                 uow, ctx, "workspace_member.add", "user", user_id, workspace_id=workspace_id,
                 details={"workspace_role": role},
@@ -68,6 +69,7 @@ class MemberService:
             member = await _require_member(uow, workspace_id, user_id)
             if member.role != role:
                 before, member.role = member.role, role
+                uow.cache_events.changed("user", user_id, utcnow())  # their access tokens' grants
                 audit.record(
                     uow, ctx, "workspace_member.update", "user", user_id, workspace_id=workspace_id,
                     details={"workspace_role": [before, role]},
@@ -81,6 +83,7 @@ class MemberService:
             await require_workspace(uow, ctx.organization_id, workspace_id)
             member = await _require_member(uow, workspace_id, user_id)
             await uow.members.delete(member)
+            uow.cache_events.changed("user", user_id, utcnow())  # their access tokens' grants
             audit.record(
                 uow, ctx, "workspace_member.remove", "user", user_id, workspace_id=workspace_id,
                 details={"workspace_role": member.role},
