@@ -80,6 +80,7 @@ class UserService:
             if user.role == "admin" and await uow.users.count(ctx.organization_id, role="admin") == 1:
                 raise InvalidRequest(f"user {user_id} is the organization's last admin and cannot be removed")
             user.removed_at = now
+            uow.cache_events.changed("user", user.id, now)  # their access tokens, on every gateway
             memberships = await uow.members.delete_for_user(user.id)
             revoked = await uow.admin_keys.active_for_user(user.id)
             for key in revoked:
