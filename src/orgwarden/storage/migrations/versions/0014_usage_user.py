@@ -17,6 +17,10 @@ rewrite) and the primary key is rebuilt on the parent, which rebuilds each width
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -44,9 +48,18 @@ def upgrade() -> None:
         op.execute("ALTER TABLE usage_rollups DROP CONSTRAINT usage_rollups_pkey")
         op.execute(f"ALTER TABLE usage_rollups ADD CONSTRAINT usage_rollups_pkey PRIMARY KEY ({', '.join(_NEW_KEY)})")
         return
-    with op.batch_alter_table("usage_rollups", schema=None, recreate="always") as batch_op:
+    with _new_key_warning_silenced(), op.batch_alter_table("usage_rollups", recreate="always") as batch_op:
         batch_op.add_column(sa.Column("user_id", _id(), server_default="", nullable=False))
         batch_op.create_primary_key("pk_usage_rollups", list(_NEW_KEY))
+
+
+@contextlib.contextmanager
+def _new_key_warning_silenced() -> Iterator[None]:
+    """SQLAlchemy warns that the copied table's reflected key differs from the one set here, which
+    is the point of the copy (SQLite cannot change a primary key in place)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*specifies columns .* as primary_key=True.*")
+        yield
 
 
 def downgrade() -> None:
@@ -58,7 +71,7 @@ def downgrade() -> None:
         "cost_cache_write_1h", "cost_cache_read", "cost_web_search", "estimated_requests",
     )  # fmt: skip
     keys = ", ".join(_OLD_KEY)
-    sums = ", ".join(f"SUM({m})" for m in measures)
+    sums = ", ".join(f"SUM({m}) AS {m}" for m in measures)
     merged = f"SELECT {keys}, {sums} FROM usage_rollups GROUP BY {keys}"  # noqa: S608 - constant names
     op.execute(f"CREATE TEMPORARY TABLE usage_rollups_merged AS {merged}")
     op.execute("DELETE FROM usage_rollups")
@@ -67,7 +80,7 @@ def downgrade() -> None:
         op.drop_column("usage_rollups", "user_id")
         op.execute(f"ALTER TABLE usage_rollups ADD CONSTRAINT usage_rollups_pkey PRIMARY KEY ({keys})")
     else:
-        with op.batch_alter_table("usage_rollups", schema=None, recreate="always") as batch_op:
+        with _new_key_warning_silenced(), op.batch_alter_table("usage_rollups", recreate="always") as batch_op:
             batch_op.drop_column("user_id")
             batch_op.create_primary_key("pk_usage_rollups", list(_OLD_KEY))
     op.execute(f"INSERT INTO usage_rollups ({keys}, {', '.join(measures)}) SELECT * FROM usage_rollups_merged")  # noqa: S608
