@@ -304,3 +304,34 @@ def test_a_user_spend_limit_binds_every_token_of_the_user_and_nothing_else(serve
     unknown = "user_01000000000000000000000000"
     with pytest.raises(anthropic.NotFoundError):
         client.beta.organization.spend_limits.set(amount="1", scope={"type": "user", "user_id": unknown})
+
+
+# -- the Claude Code report -----------------------------------------------------------------------------
+
+
+def test_claude_code_telemetry_sent_with_a_user_token_is_reported_as_the_user(server: Server, team: Team) -> None:
+    """Claude Code's exporter with the token as its header (``otelHeadersHelper`` running ``orgwarden
+    token``); the export says nothing of the user (no ``user.email``: an API-key sign-in), the
+    token does. Two exports with two tokens of the user continue one cumulative series."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+
+    from tests.telemetry.test_claude_code_telemetry import ClaudeCode, export
+
+    code = ClaudeCode(AggregationTemporality.CUMULATIVE, **{"session.id": unique("s"), "terminal.type": "vscode"})
+    code.add("session.count", 1)
+    code.add("commit.count", 2)
+    export(OTLPMetricExporter(endpoint=server.base_url + "/v1/metrics", headers={"x-api-key": team.token}),
+           code.collect())  # fmt: skip
+    code.add("commit.count", 1)  # cumulative: 3 in all
+    later = issue(server, team.user["id"], team.workspace["id"])  # the CLI refreshed its token
+    export(OTLPMetricExporter(endpoint=server.base_url + "/v1/metrics", headers={"authorization": f"Bearer {later}"}),
+           code.collect())  # fmt: skip
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    with server.http() as http:
+        report = http.get("/v1/organizations/usage_report/claude_code", params={"starting_at": today}).json()
+    mine = [r for r in report["data"] if r["actor"].get("email_address") == team.user["email"]]
+    assert len(mine) == 1, report
+    assert mine[0]["actor"] == {"type": "user_actor", "email_address": team.user["email"]}
+    assert mine[0]["core_metrics"]["commits_by_claude_code"] == 3
+    assert mine[0]["core_metrics"]["num_sessions"] == 1
