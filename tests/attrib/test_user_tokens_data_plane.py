@@ -272,6 +272,7 @@ def test_an_organization_admin_may_call_any_workspace_and_members_the_default_on
 def test_a_user_spend_limit_binds_every_token_of_the_user_and_nothing_else(server: Server) -> None:
     limited = new_team(server)
     second_token = issue(server, limited.user["id"], limited.workspace["id"])
+    assert ask(server.base_url, limited.token).status_code == 200  # some spend before the limit
     client = server.client()
     created = client.beta.organization.spend_limits.set(
         amount="1", period="daily", scope={"type": "user", "user_id": limited.user["id"]}
@@ -299,6 +300,25 @@ def test_a_user_spend_limit_binds_every_token_of_the_user_and_nothing_else(serve
         assert spend(key["key"]).status_code == 200
         other = new_team(server)
         assert spend(other.token).status_code == 200
+
+        # the effective report: the user's row, after every key's, with the user's own spend
+        def user_rows_now() -> list[Any]:
+            rows = list(client.beta.organization.spend_limits.effective.list(user_ids=[limited.user["id"]]))
+            return [r for r in rows if r.actor.type == "user_actor"]
+
+        eventually(lambda: any(float(r.period_to_date_spend) > 0 for r in user_rows_now()))  # records are batched
+        user_rows = user_rows_now()
+        rows = user_rows
+        assert len(user_rows) == 1, rows
+        (row,) = user_rows
+        assert row.actor.user_id == limited.user["id"]  # type: ignore[union-attr]
+        assert row.actor.email_address == limited.user["email"]  # type: ignore[union-attr]
+        assert (row.scope.type, row.source.type, row.spend_limit_id) == ("user", "user", created.id)
+        assert (row.amount, row.period) == ("1", "daily")
+        assert 0 < float(row.period_to_date_spend) <= 1
+        everyone = list(client.beta.organization.spend_limits.effective.list(limit=1))  # pages: keys, then users
+        assert [r.actor.type for r in everyone][-1] == "user_actor"
+        assert any(getattr(r.actor, "user_id", None) == limited.user["id"] for r in everyone)
     finally:
         client.beta.organization.spend_limits.delete(created.id)
     unknown = "user_01000000000000000000000000"

@@ -348,9 +348,9 @@ def spend_limits_effective(
         return
     print_table(
         "Effective spend limits",
-        ["api key", "period", "binding scope", "of", "limit", "spent this period (cents)", "spend_limit_id"],
+        ["member", "period", "binding scope", "of", "limit", "spent this period (cents)", "spend_limit_id"],
         [
-            [r["scope"]["api_key_id"], r["period"], r["source"]["type"], _scope_text(r["source"]),
+            [_scope_text(r["scope"]), r["period"], r["source"]["type"], _scope_text(r["source"]),
              _dollars(r["amount"]), r["period_to_date_spend"], r["spend_limit_id"]]
             for r in payloads
         ],
