@@ -278,7 +278,7 @@ def test_a_user_spend_limit_binds_every_token_of_the_user_and_nothing_else(serve
         amount="1", period="daily", scope={"type": "user", "user_id": limited.user["id"]}
     )
     assert created.scope.type == "user"
-    assert created.scope.user_id == limited.user["id"]  # type: ignore[union-attr]
+    assert created.scope.user_id == limited.user["id"]
     listed = client.beta.organization.spend_limits.list()
     assert any(s.id == created.id for s in listed)
     try:
@@ -311,8 +311,8 @@ def test_a_user_spend_limit_binds_every_token_of_the_user_and_nothing_else(serve
         rows = user_rows
         assert len(user_rows) == 1, rows
         (row,) = user_rows
-        assert row.actor.user_id == limited.user["id"]  # type: ignore[union-attr]
-        assert row.actor.email_address == limited.user["email"]  # type: ignore[union-attr]
+        assert row.actor.user_id == limited.user["id"]
+        assert row.actor.email_address == limited.user["email"]
         assert (row.scope.type, row.source.type, row.spend_limit_id) == ("user", "user", created.id)
         assert (row.amount, row.period) == ("1", "daily")
         assert 0 < float(row.period_to_date_spend) <= 1
