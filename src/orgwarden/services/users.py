@@ -62,7 +62,6 @@ class UserService:
                 raise InvalidRequest(f"user {user_id} is the organization's last admin; their role cannot change")
             before = user.role
             user.role = role
-            uow.cache_events.changed("user", user.id, utcnow())  # their access tokens' grants (gateway)
             audit.record(uow, ctx, "user.update", "user", user.id, details={"role": [before, role]})
             await uow.commit()
             return user
