@@ -9,6 +9,7 @@
 #   bench/ab.sh ORGWARDEN_ACCESS_LOG=false        # extra environment for the server
 #   TREE=/path/to/other/checkout bench/ab.sh      # another checkout's .venv
 #   PYP=/path/to/src bench/ab.sh                  # this .venv, another source tree (PYTHONPATH)
+#   MODE=user bench/ab.sh                         # a user access token (ow-at01-) instead of an API key
 set -euo pipefail
 cd "${TREE:-$(dirname "$0")/..}"
 D=$(mktemp -d)
@@ -24,9 +25,13 @@ env PYTHONPATH="${PYP:-}" ORGWARDEN_DATA_DIR="$D" ORGWARDEN_UPSTREAM="http://127
 SRV=$!
 for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/health" && break; sleep 0.2; done
 ADMIN=$(grep -o 'sk-ant-admin01-[A-Za-z0-9_-]*' "$D/serve.log" | head -1)
-KEY=$(curl -s -X POST "http://127.0.0.1:$PORT/v1/organizations/api_keys" -H "x-api-key: $ADMIN" \
-  -H 'content-type: application/json' -d '{"name":"ab","workspace_id":null}' |
-  python3 -c 'import sys, json; print(json.load(sys.stdin)["key"])')
+if [ "${MODE:-key}" = user ]; then  # the first admin's token in the default workspace (bench/user_token.py)
+  KEY=$(env PYTHONPATH="${PYP:-}" ORGWARDEN_DATA_DIR="$D" .venv/bin/python bench/user_token.py)
+else
+  KEY=$(curl -s -X POST "http://127.0.0.1:$PORT/v1/organizations/api_keys" -H "x-api-key: $ADMIN" \
+    -H 'content-type: application/json' -d '{"name":"ab","workspace_id":null}' |
+    python3 -c 'import sys, json; print(json.load(sys.stdin)["key"])')
+fi
 cat > "$D/post.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '{"model":"claude-sonnet-4-6","max_tokens":16,"messages":[{"role":"user","content":"hello"}]}'
@@ -42,4 +47,4 @@ T1=$(awk '{print $14 + $15}' "/proc/$SRV/stat")
 RPS=$(echo "$OUT" | awk '/Requests\/sec/ {print $2}')
 REQ=$(echo "$OUT" | awk '/requests in/ {print $1}')
 TICKS=$(getconf CLK_TCK)
-echo "${*:-defaults}: req/s=$RPS cpu_us_per_req=$(python3 -c "print(round(($T1 - $T0) * 1e6 / $TICKS / $REQ))")"
+echo "${MODE:-key} ${*:-defaults}: req/s=$RPS cpu_us_per_req=$(python3 -c "print(round(($T1 - $T0) * 1e6 / $TICKS / $REQ))")"

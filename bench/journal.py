@@ -42,7 +42,7 @@ def record(n: int) -> dict[str, Any]:
         "workspace_id": "wrkspc_0100Vd1bpz31xlvSYgKmXMCa", "api_key_id": "apikey_0100Vd1bpz31xlvSYgKmXMCa",
         "model": "claude-sonnet-4-6", "service_tier": "standard", "inference_geo": "global",
         "context_window": "0-200k", "speed": "standard", "endpoint": "messages", "stream": False, "completed": True,
-        "usage_estimated": False,
+        "usage_estimated": False, "user_id": None,
         "input_tokens": 1234, "output_tokens": 567, "cache_creation_5m_tokens": 0, "cache_creation_1h_tokens": 0,
         "cache_read_tokens": 0, "web_search_requests": 0, "cost_picodollars": 12_207_000_000, "status": 200,
         "latency_ms": 812, "created_at": datetime.now(UTC),

@@ -309,6 +309,7 @@ def make_day(
                 stream=stream,
                 completed=completed,
                 usage_estimated=False,
+                user_id=None,
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
                 cache_creation_5m_tokens=usage.cache_creation_5m,

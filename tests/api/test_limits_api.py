@@ -109,7 +109,7 @@ def add_usage(server: Server, workspace_id: str, api_key_id: str, cost_picodolla
         "id": ids.new_request_id(), "organization_id": server.organization["id"], "workspace_id": workspace_id,
         "api_key_id": api_key_id, "model": "claude-sonnet-4-6", "service_tier": "standard", "inference_geo": "global",
         "context_window": "0-200k", "speed": "standard", "endpoint": "messages", "stream": False, "completed": True,
-        "usage_estimated": False,
+        "usage_estimated": False, "user_id": None,
         "input_tokens": 1, "output_tokens": 1, "cache_creation_5m_tokens": 0, "cache_creation_1h_tokens": 0,
         "cache_read_tokens": 0, "web_search_requests": 0, "cost_picodollars": cost_picodollars, "status": 200,
         "latency_ms": 1, "created_at": datetime.now(UTC),
@@ -522,8 +522,10 @@ def test_spend_limit_refusals(client: anthropic.Anthropic, http: httpx.Client) -
         ({"amount": str(10**15 + 1), "scope": org}, 400, "invalid_request_error", "amount"),
         ({"amount": 5000, "scope": org}, 400, "invalid_request_error", "amount"),
         ({"scope": org}, 400, "invalid_request_error", "amount: field required"),
-        ({"amount": "1", "scope": {"type": "user", "user_id": "user_01"}}, 400, "invalid_request_error",
-         "orgwarden supports organization, workspace and api_key scopes"),
+        ({"amount": "1", "scope": {"type": "user", "user_id": "user_01"}}, 404, "not_found_error", "user 'user_01'"),
+        ({"amount": "1", "scope": {"type": "user"}}, 400, "invalid_request_error", "scope.user_id: required"),
+        ({"amount": "1", "scope": {"type": "rbac_group", "rbac_group_id": "g"}}, 400, "invalid_request_error",
+         "orgwarden supports organization, workspace, user and api_key scopes"),
         ({"amount": "1", "scope": {"type": "seat_tier", "seat_tier": "x"}}, 400, "invalid_request_error",
          "scope.type: 'seat_tier'"),
         ({"amount": "1", "scope": {"type": "workspace"}}, 400, "invalid_request_error", "scope.workspace_id"),
@@ -550,15 +552,15 @@ def test_spend_limit_refusals(client: anthropic.Anthropic, http: httpx.Client) -
                  400, "invalid_request_error", "archived")  # fmt: skip
     assert_error(http.post(SPEND_LIMITS, json={"amount": "1", "scope": {"type": "api_key", "api_key_id": key["id"]}}),
                  400, "invalid_request_error", "archived")  # fmt: skip
-    with pytest.raises(anthropic.BadRequestError) as caught:
+    with pytest.raises(anthropic.NotFoundError) as missing:  # user scopes are served (tests/attrib)
         client.beta.organization.spend_limits.set(amount="1", scope={"type": "user", "user_id": "user_01"})
-    assert "orgwarden supports" in caught.value.message
+    assert "user 'user_01' not found" in missing.value.message
 
     unknown = "spl_01000000000000000000000000"
     assert_error(http.get(f"{SPEND_LIMITS}/{unknown}"), 404, "not_found_error", unknown)
     assert_error(http.delete(f"{SPEND_LIMITS}/{unknown}"), 404, "not_found_error", unknown)
-    assert_error(http.get(SPEND_LIMITS, params={"scope_type[]": "user"}), 400, "invalid_request_error",
-                 "scope_type: 'user'")  # fmt: skip
+    assert_error(http.get(SPEND_LIMITS, params={"scope_type[]": "seat_tier"}), 400, "invalid_request_error",
+                 "scope_type: 'seat_tier'")  # fmt: skip
     for bad in ("0", "1001", "x"):
         assert_error(http.get(SPEND_LIMITS, params={"limit": bad}), 400, "invalid_request_error", "limit")
     assert_error(http.get(SPEND_LIMITS, params={"page": "%%%"}), 400, "invalid_request_error", "page")

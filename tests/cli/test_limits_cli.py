@@ -143,7 +143,8 @@ def test_spend_limit_cli_refusals_are_one_line(sqlite_database: Database) -> Non
         (("spend-limits", "set", "--amount-cents", "5", "--alert-thresholds", "a,b"), "--alert-thresholds"),
         (("spend-limits", "set", "--amount-cents", "5", "--workspace", "wrkspc_01000000000000000000000000"),
          "not found"),
-        (("spend-limits", "set", "--amount-cents", "5", "--scope", "user"), "--scope: 'user'"),
+        (("spend-limits", "set", "--amount-cents", "5", "--scope", "user"), "--scope user needs --user ID"),
+        (("spend-limits", "set", "--amount-cents", "5", "--scope", "seat-tier"), "--scope: 'seat-tier'"),
         (("spend-limits", "delete", "spl_01000000000000000000000000"), "not found"),
         (("spend-limits", "list", "--scope-type", "seat_tier"), "orgwarden supports organization, workspace"),
     ]  # fmt: skip

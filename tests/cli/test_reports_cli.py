@@ -128,7 +128,7 @@ def record_usage(db: Database) -> Known:
                 record: dict[str, Any] = dict(
                     id=f"req_{number}", organization_id=ctx.organization_id, workspace_id=workspace, api_key_id=key,
                     model=model.id, service_tier="standard", inference_geo=geo, context_window="0-200k", speed=speed,
-                    endpoint="messages", stream=False, completed=True, usage_estimated=False,
+                    endpoint="messages", stream=False, completed=True, usage_estimated=False, user_id=None,
                     input_tokens=usage.input_tokens,
                     output_tokens=usage.output_tokens, cache_creation_5m_tokens=usage.cache_creation_5m,
                     cache_creation_1h_tokens=usage.cache_creation_1h, cache_read_tokens=usage.cache_read,

@@ -214,7 +214,8 @@ def test_the_recorders_direct_insert_stores_what_sqlalchemy_core_stores(server: 
     base: dict[str, Any] = dict(
         organization_id=server.organization["id"], workspace_id=key["scope"]["workspace_id"], api_key_id=key["id"],
         model=MODEL, service_tier="standard", inference_geo="global", context_window="0-200k", speed="standard",
-        endpoint="messages", stream=True, completed=False, usage_estimated=True, input_tokens=3, output_tokens=4,
+        endpoint="messages", stream=True, completed=False, usage_estimated=True, user_id=None, input_tokens=3,
+        output_tokens=4,
         cache_creation_5m_tokens=5, cache_creation_1h_tokens=6, cache_read_tokens=7, web_search_requests=8,
         cost_picodollars=10**18 + 7, status=499, latency_ms=12, created_at=at,
     )  # fmt: skip

@@ -148,7 +148,7 @@ def test_usage_rollups_are_partitioned_by_width_on_postgresql(database: Database
     def placed(connection: Connection) -> list[tuple[str, str]]:
         connection.execute(text(
             "INSERT INTO usage_rollups VALUES ('org', :w, '2026-10-01', 'wrkspc_a', 'apikey_a', 'm', 'standard', "
-            "'0-200k', 'global', 'standard', 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 0)"
+            "'0-200k', 'global', 'standard', 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 0, '')"
         ), [{"w": w} for w in ("1m", "1h", "1d")])  # fmt: skip
         if connection.dialect.name != "postgresql":
             return []

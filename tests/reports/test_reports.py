@@ -425,7 +425,7 @@ def edges(traffic: Traffic) -> str:
                 id=f"req_edge{unique()}", organization_id=server.organization["id"],
                 workspace_id=traffic.default_workspace, api_key_id=key_id, model=SONNET, service_tier="standard",
                 inference_geo="global", context_window="0-200k", speed="standard", endpoint="messages",
-                stream=False, completed=True, usage_estimated=False,
+                stream=False, completed=True, usage_estimated=False, user_id=None,
                 input_tokens=100, output_tokens=10, cache_creation_5m_tokens=0, cache_creation_1h_tokens=0,
                 cache_read_tokens=0, web_search_requests=0, cost_picodollars=cost.total, status=200, latency_ms=1,
                 created_at=at,

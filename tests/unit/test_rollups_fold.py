@@ -18,7 +18,8 @@ def reference(entries: list[Entry]) -> list[dict[str, Any]]:
         measures = [1, *(record[name] for name in TOKENS), cost.input, cost.output, cost.cache_write_5m,
                     cost.cache_write_1h, cost.cache_read, cost.web_search,
                     1 if record.get("usage_estimated") else 0]  # fmt: skip
-        dimensions = [entry.inference_geo if name == "inference_geo" else record[name] for name in DIMENSIONS]
+        shown = {**record, "inference_geo": entry.inference_geo, "user_id": record["user_id"] or ""}  # no user: ""
+        dimensions = [shown[name] for name in DIMENSIONS]
         for width in WIDTHS:
             key = (record["organization_id"], width, floor(record["created_at"], width), *dimensions)
             rows[key] = [a + b for a, b in zip(rows.get(key, [0] * len(measures)), measures, strict=True)]
@@ -36,6 +37,7 @@ def test_fold_adds_every_record_to_its_minute_hour_and_day_rows() -> None:
             "created_at": start + timedelta(seconds=rng.uniform(0, 240)),
             "workspace_id": rng.choice(["wrkspc_1", "wrkspc_2"]),
             "api_key_id": rng.choice(["apikey_1", "apikey_2", "apikey_3"]),
+            "user_id": rng.choice([None, "user_1", "user_2"]),
             "model": rng.choice(["claude-sonnet-4-6", "claude-opus-4-6"]),
             "service_tier": rng.choice(["standard", "batch"]),
             "context_window": rng.choice(["0-200k", "200k-1M"]),

@@ -64,6 +64,7 @@ from orgwarden.observability.wiring import build_metrics, install_endpoint
 from orgwarden.server.state import DirectHandler
 from orgwarden.services.container import Services
 from orgwarden.services.credentials import CredentialService
+from orgwarden.services.user_access import UserTokenGrants
 from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.uow import UnitOfWorkFactory
 from orgwarden.telemetry.receiver import TelemetryReceiver, is_telemetry
@@ -101,7 +102,8 @@ def create_app(settings: Settings) -> Dispatcher:
     catalog = load_catalog(settings.models_file)
     box = SecretBox(resolve_secret(settings))
     services = Services.build(uow, settings, box)
-    keys = KeyCache(CredentialService(uow, box), settings.cache_poll_interval_ms / 1000)
+    token_grants = UserTokenGrants(uow, services.user_tokens, box)  # user access tokens on the data plane
+    keys = KeyCache(CredentialService(uow, box, token_grants), settings.cache_poll_interval_ms / 1000)
     recorder = Recorder(uow, Journal(journal_dir(settings.data_dir, settings.sqlalchemy_url)))
     health = Health(engine, settings.redis_url)
     upstreams = Upstreams(settings, catalog)
@@ -110,8 +112,8 @@ def create_app(settings: Settings) -> Dispatcher:
     alerts = SpendAlerts(uow, webhooks, lambda: organization_id[0])
     limits = build_enforcer(settings, session_factory(engine), catalog, alerts)
     keys.listeners.append(lambda entity_type, _entity_id: limits.changed(entity_type))
-    user_tokens = UserTokenCache(services.user_tokens.resolve)  # the Admin API's, invalidated by the same poll
-    keys.listeners.append(user_tokens.invalidate)
+    admin_tokens = UserTokenCache(services.user_tokens.resolve)  # the Admin API's, invalidated by the same poll
+    keys.listeners.append(admin_tokens.invalidate)
     metrics = build_metrics(settings, recorder=recorder, limits=limits, health=health)
     gateway = Gateway(
         keys=keys,
@@ -170,7 +172,7 @@ def create_app(settings: Settings) -> Dispatcher:
     admin.state.settings = settings
     admin.state.services = services
     admin.state.tenant_guard = gateway.tenant  # the Admin API applies the data plane's tenant restriction
-    admin.state.user_tokens = user_tokens
+    admin.state.user_tokens = admin_tokens
     admin.state.audit_sink = lambda event: recorder.put("audit", event)  # authorization refusals
 
     for module in (

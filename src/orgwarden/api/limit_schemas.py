@@ -2,7 +2,7 @@
 
 Values are checked by the services, so that the Admin API and the CLI refuse the same things with
 the same messages; these models only fix the shapes. A spend-limit scope also accepts the fields of
-Anthropic's scopes that orgwarden does not serve (``user_id``, ``seat_tier`` …), so that the refusal
+Anthropic's scopes that orgwarden does not serve (``seat_tier``, ``rbac_group_id`` …), so that the refusal
 names the scope type instead of an "unknown field".
 """
 
@@ -30,7 +30,7 @@ class SpendScopeIn(Body):
     service: str | None = None
 
     def others(self) -> dict[str, str | None]:
-        return {name: getattr(self, name) for name in ("user_id", "seat_tier", "rbac_group_id", "service")}
+        return {name: getattr(self, name) for name in ("seat_tier", "rbac_group_id", "service")}
 
 
 class SetSpendLimit(Body):

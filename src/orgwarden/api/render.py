@@ -191,6 +191,8 @@ def spend_scope(scope_type: str, scope_id: str) -> JSON:
         return {"type": "workspace", "workspace_id": scope_id}
     if scope_type == "api_key":
         return {"type": "api_key", "api_key_id": scope_id}
+    if scope_type == "user":
+        return {"type": "user", "user_id": scope_id}
     return {"type": "organization"}
 
 
@@ -218,8 +220,21 @@ def spend_limit(row: SpendLimit) -> JSON:
 
 
 def spend_summary(row: EffectiveSpend) -> JSON:
-    """A row of the effective report. orgwarden's members are API keys: the actor is the key."""
+    """A row of the effective report: an API key's (the actor is the key) or a user's."""
     limit = row.limit
+    if row.user is not None:
+        user = row.user
+        return {
+            "actor": {"type": "user_actor", "user_id": user.id, "email_address": user.email, "name": user.name,
+                      "deleted": False},
+            "amount": None if limit.amount_cents is None else str(limit.amount_cents),
+            "currency": limit.currency,
+            "period": row.period,
+            "period_to_date_spend": cents(row.spent_picodollars),
+            "scope": spend_scope("user", user.id),
+            "source": spend_scope(limit.scope_type, limit.scope_id),
+            "spend_limit_id": limit.id,
+        }  # fmt: skip
     return {
         "actor": {"type": "scoped_api_key_actor", "scoped_api_key_id": row.api_key_id},
         "amount": None if limit.amount_cents is None else str(limit.amount_cents),

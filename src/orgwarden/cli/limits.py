@@ -196,7 +196,7 @@ def _dollars(cents: str | None) -> str:
 
 
 def _scope_text(scope: dict[str, Any]) -> str:
-    return str(scope.get("workspace_id") or scope.get("api_key_id") or scope["type"])
+    return str(scope.get("workspace_id") or scope.get("api_key_id") or scope.get("user_id") or scope["type"])
 
 
 def _show_limits(payloads: list[dict[str, Any]]) -> None:
@@ -256,9 +256,14 @@ def spend_limits_set(
     amount_cents: Annotated[
         str, typer.Option("--amount-cents", help="The cap in cents (50000 = $500.00), or 'none' for no cap.")
     ],
-    scope: Annotated[str | None, typer.Option(help="organization, workspace or api-key. [default: implied]")] = None,
+    scope: Annotated[
+        str | None, typer.Option(help="organization, workspace, api-key or user. [default: implied]")
+    ] = None,
     workspace: WorkspaceOpt = None,
     key: KeyOpt = None,
+    user: Annotated[
+        str | None, typer.Option("--user", help="User id: a cap on every request made with their access tokens.")
+    ] = None,
     period: Annotated[str, typer.Option(help="daily, weekly or monthly.")] = "monthly",
     alert_thresholds: Annotated[
         str | None, typer.Option(help="Percentages of the amount that alert, e.g. 50,80,100. [default: kept]")
@@ -266,13 +271,22 @@ def spend_limits_set(
     as_json: JsonFlag = False,
 ) -> None:
     """Create or update the spend limit of a scope and period."""
-    chosen, scope_id = _level(scope, workspace, key, "--scope")
+    scope_id: str | None
+    if user is not None:  # a user scope: --scope user (or none), and no --workspace / --key
+        if workspace is not None or key is not None or scope not in (None, "user"):
+            fail("--user sets a user's spend limit: give neither --workspace, --key nor another --scope")
+        chosen, scope_id = "user", user
+    else:
+        if scope == "user":
+            fail("--scope user needs --user ID")
+        chosen, scope_id = _level(scope, workspace, key, "--scope")
     amount = None if amount_cents.strip().lower() == "none" else amount_cents
     thresholds = _thresholds(alert_thresholds)
     target = Scope(
         chosen,
         workspace_id=scope_id if chosen == "workspace" else None,
         api_key_id=scope_id if chosen == "api_key" else None,
+        user_id=scope_id if chosen == "user" else None,
     )
 
     async def work(services: Services) -> tuple[dict[str, Any], bool]:
@@ -334,9 +348,9 @@ def spend_limits_effective(
         return
     print_table(
         "Effective spend limits",
-        ["api key", "period", "binding scope", "of", "limit", "spent this period (cents)", "spend_limit_id"],
+        ["member", "period", "binding scope", "of", "limit", "spent this period (cents)", "spend_limit_id"],
         [
-            [r["scope"]["api_key_id"], r["period"], r["source"]["type"], _scope_text(r["source"]),
+            [_scope_text(r["scope"]), r["period"], r["source"]["type"], _scope_text(r["source"]),
              _dollars(r["amount"]), r["period_to_date_spend"], r["spend_limit_id"]]
             for r in payloads
         ],

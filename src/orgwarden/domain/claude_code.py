@@ -150,8 +150,12 @@ class Actor:
     id: str  # the user's email, or the id of the API key that sent the export
 
 
-def actor_of(attributes: Mapping[str, str], api_key_id: str) -> Actor:
-    """The user by ``user.email`` when Claude Code knows it (OAuth sign-in), else the API key."""
+def actor_of(attributes: Mapping[str, str], api_key_id: str, user_email: str | None = None) -> Actor:
+    """The user whose access token sent the export (``user_email``: orgwarden knows who it is, which
+    outranks what the export says); else the user by ``user.email`` when Claude Code knows it (OAuth
+    sign-in); else the API key."""
+    if user_email:
+        return Actor(USER_ACTOR, user_email[:320])
     email = attributes.get("user.email", "").strip()
     if email:
         return Actor(USER_ACTOR, email[:320])

@@ -12,7 +12,9 @@ override above the organization's value changes nothing). The default workspace 
 as with Anthropic.
 
 Spend limits cap the cost metered in a UTC period (day, ISO week from Monday, calendar month) for
-one scope: the organization, a workspace or an API key. Amounts are integer minor units (cents).
+one scope: the organization, a workspace, an API key or a user (every request made with the user's
+access tokens). Amounts are integer minor units (cents). A request made with a user access token has
+no API key (its ``key_id`` is ""): it counts for its organization, workspace and user.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ TOKEN_LIMITERS = frozenset(
 )
 MAX_LIMIT_VALUE = 10**12
 
-SCOPE_TYPES = ("organization", "workspace", "api_key")
+SCOPE_TYPES = ("organization", "workspace", "api_key", "user")
 PERIODS = ("daily", "weekly", "monthly")
 CURRENCY = "USD"
 PICODOLLARS_PER_CENT = 10**10
@@ -170,8 +172,8 @@ class SpendRule:
     """An enforced spend limit (amount set, not null)."""
 
     id: str
-    scope_type: str  # organization | workspace | api_key
-    scope_id: str  # the organization, workspace or API key id
+    scope_type: str  # organization | workspace | api_key | user
+    scope_id: str  # the organization, workspace, API key or user id
     period: str
     amount_cents: int
     thresholds: tuple[int, ...]
@@ -191,17 +193,32 @@ class SpendRule:
 class SpendConfig:
     rules: tuple[SpendRule, ...]
 
-    def rules_for(self, organization_id: str, workspace_id: str, key_id: str) -> list[SpendRule]:
-        wanted = {("organization", organization_id), ("workspace", workspace_id), ("api_key", key_id)}
+    def rules_for(
+        self, organization_id: str, workspace_id: str, key_id: str, user_id: str | None = None
+    ) -> list[SpendRule]:
+        wanted = set(_scopes(organization_id, workspace_id, key_id, user_id))
         return [rule for rule in self.rules if (rule.scope_type, rule.scope_id) in wanted]
 
 
 EMPTY_SPEND = SpendConfig(())
 
 
-def counters_of(organization_id: str, workspace_id: str, key_id: str, now: datetime) -> Iterable[str]:
+def _scopes(organization_id: str, workspace_id: str, key_id: str, user_id: str | None) -> list[tuple[str, str]]:
+    """The spend scopes a request counts for: its organization and workspace, its API key (none for a
+    user access token: ``key_id`` "") and its user (a user access token's)."""
+    scopes = [("organization", organization_id), ("workspace", workspace_id)]
+    if key_id:
+        scopes.append(("api_key", key_id))
+    if user_id:
+        scopes.append(("user", user_id))
+    return scopes
+
+
+def counters_of(
+    organization_id: str, workspace_id: str, key_id: str, now: datetime, user_id: str | None = None
+) -> Iterable[str]:
     """Every spend counter a request's cost goes into, whether or not a rule reads it yet."""
-    for scope_type, scope_id in (("organization", organization_id), ("workspace", workspace_id), ("api_key", key_id)):
+    for scope_type, scope_id in _scopes(organization_id, workspace_id, key_id, user_id):
         for period in PERIODS:
             start, _ = period_window(period, now)
             yield f"spend:{scope_type}:{scope_id}:{period}:{start:%Y%m%d}"

@@ -24,7 +24,11 @@ Width = Literal["1m", "1h", "1d"]
 WIDTHS: tuple[Width, ...] = ("1m", "1h", "1d")
 STEP: dict[str, timedelta] = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
 
-DIMENSIONS = ("workspace_id", "api_key_id", "model", "service_tier", "context_window", "inference_geo", "speed")
+# ``user_id``: the user of a user-token request, "" for API-key traffic (whose ``api_key_id`` is set;
+# a user token's records have ``api_key_id`` "").
+DIMENSIONS = (
+    "workspace_id", "api_key_id", "model", "service_tier", "context_window", "inference_geo", "speed", "user_id",
+)  # fmt: skip
 TOKENS = (
     "input_tokens",
     "output_tokens",
@@ -120,6 +124,7 @@ def fold(entries: Iterable[Entry]) -> list[dict[str, Any]]:
             str(record["context_window"]),
             entry.inference_geo,
             str(record["speed"]),
+            record.get("user_id") or "",
         )  # the order of DIMENSIONS
         _add(minutes, key, _measures(entry))
     rows: dict[tuple[Any, ...], list[int]] = {}

@@ -114,6 +114,8 @@ def decode(line: bytes) -> Record:
     data = json.loads(line, object_hook=_hook)
     if isinstance(data, list):
         _, values, costs, geo = data
+        if len(values) < len(_USAGE):  # written before the last columns were added (user_id: 0014): null
+            values = [*values, *[None] * (len(_USAGE) - len(values))]
         record = dict(zip(_USAGE, values, strict=True))
         record["created_at"] = datetime.fromisoformat(record["created_at"])
         return "usage", record, None if costs is None else Entry(record, Cost(*costs), geo)

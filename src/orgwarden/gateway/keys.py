@@ -2,7 +2,8 @@
 
 Each worker keeps the answer for every key it has seen (by the secret's SHA-256, never the secret).
 A background task polls ``cache_events`` every ``cache_poll_interval_ms`` (200 ms) and drops the
-entries a change touches: a key, every key of a workspace, an admin key. Sequence numbers are read
+entries a change touches: a key, every key of a workspace, an admin key, a user's access token,
+every token of a user (``services.user_access``). Sequence numbers are read
 with a look-back window, because on PostgreSQL a transaction can commit a lower sequence number after
 a higher one was already seen; handling an event twice is harmless.
 
@@ -30,7 +31,7 @@ from datetime import timedelta
 
 from orgwarden.domain.clock import utcnow
 from orgwarden.gateway.refusal import Refusal
-from orgwarden.services.credentials import AdminKeyPresented, CredentialService, KeyGrant
+from orgwarden.services.credentials import AdminKeyPresented, Answer, CredentialService, KeyGrant, UserTokenRefused
 from orgwarden.storage.failures import STORAGE_UNAVAILABLE, describe, is_unavailable
 
 log = logging.getLogger("orgwarden.gateway")
@@ -46,8 +47,6 @@ RETRY_AFTER = b"5"  # seconds, on the 503 for a key that cannot be looked up
 
 NOT_KEYS = frozenset({"rate_limits", "spend_limits"})  # changes that leave every cached key as it was
 
-Answer = KeyGrant | AdminKeyPresented | None
-
 
 @dataclass(slots=True)
 class _Entry:
@@ -62,6 +61,7 @@ class KeyCache:
         self._entries: dict[str, _Entry] = {}
         self._digest_of_key: dict[str, str] = {}
         self._digests_of_workspace: dict[str, set[str]] = {}
+        self._digests_of_user: dict[str, set[str]] = {}  # user access tokens, by their user
         self._generation = 0
         self._high = 0
         self._seen: set[int] = set()
@@ -95,15 +95,25 @@ class KeyCache:
         ttl = NEGATIVE_TTL if answer is None else MAX_AGE
         self._entries[digest] = _Entry(answer, now + ttl)
         if isinstance(answer, KeyGrant):
-            self._digest_of_key[answer.key_id] = digest
+            if answer.user_id is not None and answer.token_id is not None:  # a user's access token
+                self._digest_of_key[answer.token_id] = digest
+                self._digests_of_user.setdefault(answer.user_id, set()).add(digest)
+            else:
+                self._digest_of_key[answer.key_id] = digest
             self._digests_of_workspace.setdefault(answer.workspace_id, set()).add(digest)
         elif isinstance(answer, AdminKeyPresented):
             self._digest_of_key[answer.key_id] = digest
+        elif isinstance(answer, UserTokenRefused):
+            self._digest_of_key[answer.token_id] = digest
+            self._digests_of_user.setdefault(answer.user_id, set()).add(digest)
+            if answer.workspace_id is not None:
+                self._digests_of_workspace.setdefault(answer.workspace_id, set()).add(digest)
 
     def _clear(self) -> None:
         self._entries.clear()
         self._digest_of_key.clear()
         self._digests_of_workspace.clear()
+        self._digests_of_user.clear()
 
     def invalidate(self, entity_type: str, entity_id: str) -> None:
         for listener in self.listeners:
@@ -114,9 +124,12 @@ class KeyCache:
         if entity_type == "workspace":
             for digest in self._digests_of_workspace.pop(entity_id, set()):
                 self._entries.pop(digest, None)
-        elif entity_type in ("api_key", "admin_api_key"):
+        elif entity_type in ("api_key", "admin_api_key", "user_token"):
             if entity_id in self._digest_of_key:
                 self._entries.pop(self._digest_of_key.pop(entity_id), None)
+        elif entity_type == "user":  # removed, deactivated, role or memberships changed: their tokens
+            for digest in self._digests_of_user.pop(entity_id, set()):
+                self._entries.pop(digest, None)
         else:
             self._clear()
 

@@ -324,7 +324,7 @@ class Enforcer:
         self._last_outage_log = 0.0
         # Per-key plans, valid as long as ``self.spend`` / ``self.rates`` are the objects they were
         # computed from (a reload replaces them) and, for spend, for the UTC day they hold for.
-        self._spend_plans: dict[tuple[str, str, str], _SpendPlan] = {}
+        self._spend_plans: dict[tuple[str, str, str, str | None], _SpendPlan] = {}
         self._spend_plans_of: SpendConfig | None = None
         self._rate_plans: dict[tuple[str, str, str, str | None, bool, bool], _RatePlan] = {}
         self._rate_plans_of: RateLimitConfig | None = None
@@ -476,17 +476,17 @@ class Enforcer:
         if spend is not self._spend_plans_of or len(self._spend_plans) >= _PLAN_CACHE_SIZE:
             self._spend_plans.clear()
             self._spend_plans_of = spend
-        org, workspace, key_id = grant.organization_id, grant.workspace_id, grant.key_id
-        key = (org, workspace, key_id)
+        org, workspace, key_id, user_id = grant.organization_id, grant.workspace_id, grant.key_id, grant.user_id
+        key = (org, workspace, key_id, user_id)
         plan = self._spend_plans.get(key)
         if plan is None or not plan.since <= now < plan.until:
-            rules = tuple(spend.rules_for(org, workspace, key_id))
+            rules = tuple(spend.rules_for(org, workspace, key_id, user_id))
             rule_counters = tuple(rule.counter(now) for rule in rules)
             limits: dict[str, int] = {}
             for rule, counter in zip(rules, rule_counters, strict=True):
                 amount = rule.amount_picodollars
                 limits[counter] = min(limits.get(counter, amount), amount)
-            counters = tuple(counters_of(org, workspace, key_id, now))
+            counters = tuple(counters_of(org, workspace, key_id, now, user_id))
             since = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
             reserved = tuple(counter for counter in counters if counter in limits)
             alerts = tuple(zip(rules, rule_counters, strict=True))
@@ -567,7 +567,7 @@ class Enforcer:
     ) -> Refusal:
         rule = next(r for r in rules if r.counter(now) == counter)
         _, end = period_window(rule.period, now)
-        whose = {"organization": "", "workspace": "workspace ", "api_key": "API key "}[rule.scope_type]
+        whose = {"organization": "", "workspace": "workspace ", "api_key": "API key ", "user": "user "}[rule.scope_type]
         message = (
             f"You have reached your specified {whose}API usage limits. "
             f"You will regain access on {end:%Y-%m-%d} at {end:%H:%M} UTC."

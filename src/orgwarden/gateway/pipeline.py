@@ -56,6 +56,7 @@ from orgwarden.gateway.recorder import Recorder
 from orgwarden.gateway.refusal import Refusal
 from orgwarden.gateway.restriction import Attempt, Caller, TenantGuard
 from orgwarden.gateway.upstream import UpstreamResponse, Upstreams, forwarded_headers
+from orgwarden.gateway.user_tokens import user_token_grant
 from orgwarden.observability.access import GatewayObserver
 from orgwarden.services.credentials import AdminKeyPresented, KeyGrant
 
@@ -161,9 +162,11 @@ async def authenticate(keys: KeyCache, headers: Headers, surface: str) -> KeyGra
             "missing credentials: send your API key as x-api-key or Authorization: Bearer",
         )
     answer = await keys.lookup(secret)
+    if secret.startswith(ids.USER_ACCESS_TOKEN_PREFIX):  # a user's access token: gateway/user_tokens.py
+        return user_token_grant(answer, surface)
     if isinstance(answer, AdminKeyPresented):
         raise Refusal(403, "permission_error", f"admin API keys cannot call {surface}; use an API key")
-    if answer is None:
+    if not isinstance(answer, KeyGrant):  # None (a UserTokenRefused comes only for a user token)
         raise Refusal(401, "authentication_error", "invalid x-api-key")
     status = api_key_status(answer.status, answer.expires_at, utcnow())
     if status == "expired":
@@ -185,6 +188,10 @@ async def key_sender(keys: KeyCache, headers: Headers) -> Caller | None:
 
 def caller_of(grant: KeyGrant) -> Caller:
     """An API key as the tenant restriction sees it."""
+    if grant.user_id is not None:  # a user's access token
+        return Caller(
+            grant.organization_id, "user_access_token", grant.token_id or "", grant.user_id, grant.workspace_id
+        )
     return Caller(grant.organization_id, "api_key", grant.key_id, None, grant.workspace_id)
 
 
@@ -516,6 +523,7 @@ class Gateway:
             "status": status,
             "latency_ms": int((time.perf_counter() - call.started) * 1000),
             "created_at": utcnow(),
+            "user_id": grant.user_id,  # a user access token's user ("api_key_id" is then "")
         }
         rollup = None
         if call.endpoint == "messages":

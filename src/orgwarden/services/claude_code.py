@@ -44,10 +44,12 @@ _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 @dataclass(frozen=True, slots=True)
 class Sender:
-    """Who sent an export: the API key that authenticated it, and its organization."""
+    """Who sent an export: the API key that authenticated it, and its organization; or, for an
+    export sent with a user's access token, the user (``api_key_id`` is then "")."""
 
     organization_id: str
     api_key_id: str
+    user_email: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +127,7 @@ class ClaudeCodeService:
                 amount, after = advance(progress[sample.series], sample)
                 if after is not None:
                     progress[sample.series] = after
-                tally.add(sample, amount, actor_of(sample.attributes, sender.api_key_id))
+                tally.add(sample, amount, actor_of(sample.attributes, sender.api_key_id, sender.user_email))
             for key, row in rows.items():
                 seen = progress[key]
                 if seen is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from orgwarden import ids
 from orgwarden.crypto import SecretBox
@@ -29,6 +30,11 @@ class KeyGrant:
     allowed_inference_geos: list[str] | str
     default_inference_geo: str
     upstream_api_key: str | None  # the workspace's own, decrypted; None: use the global one
+    # A user's access token (``services.user_access``): the user it stands for. ``key_id`` is then ""
+    # (no API key: usage records carry ``user_id`` instead) and ``expires_at`` is the token's expiry.
+    user_id: str | None = None
+    user_email: str | None = None
+    token_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +44,34 @@ class AdminKeyPresented:
     key_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class UserTokenRefused:
+    """A valid user access token that may not call the data plane (no workspace, no role there):
+    refused with 403 ``permission_error`` and ``message``. Cached like a grant, and dropped on the
+    same changes (``user_token``, ``user``, ``workspace``)."""
+
+    token_id: str
+    user_id: str
+    workspace_id: str | None
+    message: str
+
+
+Answer = KeyGrant | AdminKeyPresented | UserTokenRefused | None
+
+
+class UserTokenResolver(Protocol):
+    async def resolve(self, secret: str) -> KeyGrant | UserTokenRefused | None: ...
+
+
 class CredentialService:
-    def __init__(self, uow: UnitOfWorkFactory, box: SecretBox) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, box: SecretBox, user_tokens: UserTokenResolver | None = None) -> None:
         self._uow = uow
         self._box = box
+        self._user_tokens = user_tokens
 
-    async def resolve(self, secret: str) -> KeyGrant | AdminKeyPresented | None:
+    async def resolve(self, secret: str) -> Answer:
+        if self._user_tokens is not None and secret.startswith(ids.USER_ACCESS_TOKEN_PREFIX):
+            return await self._user_tokens.resolve(secret)
         digest = ids.hash_secret(secret)
         async with self._uow() as uow:
             if secret.startswith(ids.ADMIN_KEY_PREFIX):

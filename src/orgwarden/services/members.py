@@ -45,6 +45,7 @@ class MemberService:
                 raise Conflict(f"user {user_id} is already a member of workspace {workspace_id}")
             member = WorkspaceMember(workspace_id=workspace_id, user_id=user_id, role=role, created_at=utcnow())
             uow.members.add(member)
+            uow.cache_events.changed("user", user_id, member.created_at)  # their access tokens' grants
             audit.record(
                 uow, ctx, "workspace_member.add", "user", user_id, workspace_id=workspace_id,
                 details={"workspace_role": role},
@@ -74,6 +75,7 @@ class MemberService:
             member = await _require_member(uow, workspace_id, user_id)
             if member.role != role:
                 before, member.role = member.role, role
+                uow.cache_events.changed("user", user_id, utcnow())  # their access tokens' grants
                 audit.record(
                     uow, ctx, "workspace_member.update", "user", user_id, workspace_id=workspace_id,
                     details={"workspace_role": [before, role]},
@@ -88,6 +90,7 @@ class MemberService:
             (await workspace_access(uow, ctx)).require(workspace, Permission.MEMBERS_WRITE)
             member = await _require_member(uow, workspace_id, user_id)
             await uow.members.delete(member)
+            uow.cache_events.changed("user", user_id, utcnow())  # their access tokens' grants
             audit.record(
                 uow, ctx, "workspace_member.remove", "user", user_id, workspace_id=workspace_id,
                 details={"workspace_role": member.role},

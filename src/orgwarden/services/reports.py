@@ -14,9 +14,11 @@ Time range (spec: "buckets that start on or after ``starting_at``", "buckets tha
 - every bucket in the range is returned, empty ones with ``results: []``, at most ``limit`` of them;
   ``has_more`` says whether buckets remain, and ``next_page`` is where they start.
 
-Dimensions orgwarden does not have: every request is made with an API key, so ``account_id`` and
-``service_account_id`` are always null, and filtering on them matches nothing. ``workspace_id`` is
-null for the default workspace (spec), and that workspace's id is accepted as a filter.
+``account_id`` is the user whose access token (``ow-at01-…``) made the request (the rollups' ``user_id``),
+null for API-key traffic; such a request has no API key, so its ``api_key_id`` is null. orgwarden has
+no service accounts: ``service_account_id`` is always null, and filtering on it matches nothing.
+``workspace_id`` is null for the default workspace (spec), and that workspace's id is accepted as a
+filter.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ USAGE_GROUPS = (
     "api_key_id", "workspace_id", "model", "service_tier", "context_window", "inference_geo", "speed",
     "account_id", "service_account_id",
 )  # fmt: skip
-NO_SUCH_DIMENSION = ("account_id", "service_account_id")
+NO_SUCH_DIMENSION = ("service_account_id",)
+STORED_AS = {"account_id": "user_id"}  # report dimension -> rollup column, where they differ
+NOT_SET = ("api_key_id", "account_id")  # stored as "" when absent (a key column): reported as null
 USAGE_FILTERS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     # query parameter -> (dimension, allowed values or None for any)
     "api_key_ids": ("api_key_id", None),
@@ -55,7 +59,7 @@ USAGE_FILTERS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "account_ids": ("account_id", None),
     "service_account_ids": ("service_account_id", None),
 }
-COST_GROUPS = ("workspace_id", "description")
+COST_GROUPS = ("workspace_id", "description", "account_id")  # account_id: an orgwarden extension
 
 # token type (report) -> (tokens column, cost column, description label)
 TOKEN_TYPES = (
@@ -219,20 +223,23 @@ class ReportService:
         default, maximum = LIMITS[width]
         span = window(width, starting_at, ending_at, page, parse_limit(limit, default, maximum, width), _now(now))
 
-        stored_groups = [g for g in groups if g not in NO_SUCH_DIMENSION]
+        report_groups = [g for g in groups if g not in NO_SUCH_DIMENSION]
+        stored_groups = [STORED_AS.get(g, g) for g in report_groups]
+        stored_filters = {STORED_AS.get(d, d): values for d, values in wanted.items()}
         rows: list[Any] = []
         default_workspace = None
         if span.count and not any(d in wanted for d in NO_SUCH_DIMENSION):
             async with self._uow() as uow:
                 default_workspace = (await uow.workspaces.default(ctx.organization_id)).id
                 query = RollupQuery(
-                    ctx.organization_id, width, span.start, span.end, stored_groups, wanted, TOKEN_MEASURES
+                    ctx.organization_id, width, span.start, span.end, stored_groups, stored_filters, TOKEN_MEASURES
                 )
                 rows = list(await uow.rollups.sums(query))
         # Rows are (bucket_start, *stored_groups, *TOKEN_MEASURES), read by position: a report can
         # have tens of thousands of them, and a lookup by name costs more than the rest of the loop.
         at = {name: i for i, name in enumerate(("bucket_start", *stored_groups, *TOKEN_MEASURES))}
-        groups_at = [(name, at[name]) for name in stored_groups]
+        groups_at = [(name, at[STORED_AS.get(name, name)]) for name in report_groups]
+        unset_at = [name for name in report_groups if name in NOT_SET]
         by_workspace = "workspace_id" in at
         input_at, output_at, read_at = at["input_tokens"], at["output_tokens"], at["cache_read_tokens"]
         write_5m_at, write_1h_at = at["cache_creation_5m_tokens"], at["cache_creation_1h_tokens"]
@@ -242,6 +249,8 @@ class ReportService:
             result: dict[str, Any] = dict.fromkeys(USAGE_GROUPS)
             for name, index in groups_at:
                 result[name] = row[index]
+            for name in unset_at:
+                result[name] = result[name] or None  # "": none (a user token's key, a key's user)
             if by_workspace and result["workspace_id"] == default_workspace:
                 result["workspace_id"] = None  # spec: null for the default workspace
             result["uncached_input_tokens"] = int(row[input_at])
@@ -270,8 +279,13 @@ class ReportService:
         limit: str | None = None,
         page: str | None = None,
         now: datetime | None = None,
+        account_ids: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """``GET /v1/organizations/cost_report``, as a JSON-ready dict: amounts in cents, exact."""
+        """``GET /v1/organizations/cost_report``, as a JSON-ready dict: amounts in cents, exact.
+
+        Extension: ``group_by[]=account_id`` (each line gets ``account_id``: the user of user-token
+        traffic, null for API keys) and ``account_ids[]`` (only those users' traffic), not together
+        with ``description``."""
         width = bucket_width or "1d"
         if width != "1d":
             raise InvalidRequest(f"bucket_width: the cost report has only 1d buckets, got {width!r}")
@@ -282,33 +296,45 @@ class ReportService:
         span = window(width, starting_at, ending_at, page, parse_limit(limit, *COST_LIMITS, width), _now(now))
         by_workspace = "workspace_id" in groups
         by_description = "description" in groups
+        by_account = "account_id" in groups
+        accounts = _unique(account_ids)
+        if by_description and (by_account or accounts):
+            which = "group_by account_id" if by_account else "account_ids"
+            raise InvalidRequest(f"{which} cannot be combined with group_by description (orgwarden extension)")
         if not span.count:
             return _buckets(span, {})
         if by_description:
             return await self._cost_by_description(ctx, span, by_workspace)
-        stored = ["workspace_id"] if by_workspace else []
+        stored = (["workspace_id"] if by_workspace else []) + (["user_id"] if by_account else [])
+        filters = {"user_id": accounts} if accounts else {}
         async with self._uow() as uow:
             default_workspace = (await uow.workspaces.default(ctx.organization_id)).id
-            query = RollupQuery(ctx.organization_id, width, span.start, span.end, stored, {}, COST_MEASURES)
+            query = RollupQuery(ctx.organization_id, width, span.start, span.end, stored, filters, COST_MEASURES)
             rows: list[Any] = list(await uow.rollups.sums(query))
-        # (bucket, workspace) -> picodollars: the default workspace's rows (null) merge with no others'
-        amounts: dict[datetime, dict[str | None, int]] = {}
+        # (bucket, (workspace, account)) -> picodollars: the default workspace's rows (null) merge with
+        # no others'; an account "" (API-key traffic) is null
+        amounts: dict[datetime, dict[tuple[str | None, str | None], int]] = {}
         for row in rows:
             workspace = row[1] if by_workspace else None
             if workspace == default_workspace:
                 workspace = None
+            account = (row[len(stored)] or None) if by_account else None
             bucket = amounts.get(row[0])
             if bucket is None:
                 bucket = amounts[row[0]] = {}
-            bucket[workspace] = bucket.get(workspace, 0) + sum(int(amount) for amount in row[1 + len(stored) :])
+            group = (workspace, account)
+            bucket[group] = bucket.get(group, 0) + sum(int(amount) for amount in row[1 + len(stored) :])
         by_bucket = {
             start: [
                 {
                     "workspace_id": workspace, "cost_type": None, "description": None, "model": None,
                     "service_tier": None, "token_type": None, "context_window": None, "inference_geo": None,
-                    "amount": cents(bucket[workspace]), "currency": "USD",
+                    "amount": cents(bucket[(workspace, account)]), "currency": "USD",
+                    **({"account_id": account} if by_account else {}),
                 }
-                for workspace in sorted(bucket, key=lambda w: (w is not None, w or ""))
+                for workspace, account in sorted(
+                    bucket, key=lambda g: (g[0] is not None, g[0] or "", g[1] is not None, g[1] or "")
+                )
             ]
             for start, bucket in amounts.items()
         }  # fmt: skip

@@ -1,16 +1,19 @@
 """Spend limits: a cap on metered cost, in integer cents, per scope and UTC period.
 
-One limit per scope (the organization, a workspace, or an API key: the last is an orgwarden
-extension) and period (``daily``, ``weekly``, ``monthly``); setting again updates it in place, so its
-id and ``created_at`` survive. ``amount`` null is an explicit "no cap" for that scope and period.
-Every limit in force on a request's organization, workspace and key applies, so the lowest binds.
+One limit per scope (the organization, a workspace, a user — every request made with the user's
+access tokens — or an API key: the last is an orgwarden extension) and period (``daily``, ``weekly``,
+``monthly``); setting again updates it in place, so its id and ``created_at`` survive. ``amount``
+null is an explicit "no cap" for that scope and period. Every limit in force on a request's
+organization, workspace and key (or user) applies, so the lowest binds.
 
 Every change commits, in one transaction under the organization lock, the row, an audit event and a
 ``spend_limits`` cache event: every gateway worker and instance polls those and reloads the limits
 within a second (``gateway.limits``).
 
-The effective report has one row per API key and period for which some limit resolves: orgwarden
-meters spend per key, workspace and organization, not per user, so its "members" are API keys.
+The effective report has one row per API key and period for which some limit resolves (its
+"members" are API keys: most traffic is made with keys), then one per user and period for users
+who have a user limit (their access tokens' traffic), keys first: every API key id sorts before
+every user id, so one cursor (the last id) pages through both.
 """
 
 from __future__ import annotations
@@ -31,37 +34,40 @@ from orgwarden.services.context import Context
 from orgwarden.services.cursors import CursorPage
 from orgwarden.services.validation import one_of
 from orgwarden.services.workspaces import require_active, require_workspace
-from orgwarden.storage.tables import SpendLimit
+from orgwarden.storage.tables import SpendLimit, User
 from orgwarden.storage.uow import UnitOfWork, UnitOfWorkFactory
 
 MAX_AMOUNT_CENTS = 10**15
 MAX_THRESHOLD = 1000
 MAX_FILTER_IDS = 100
 _AMOUNT = re.compile(r"[0-9]{1,16}")
-_SUPPORTED_SCOPES = "orgwarden supports organization, workspace and api_key scopes"
-_SCOPE_ID_FIELD = {"organization": None, "workspace": "workspace_id", "api_key": "api_key_id"}
+_SUPPORTED_SCOPES = "orgwarden supports organization, workspace, user and api_key scopes"
+_SCOPE_ID_FIELD = {"organization": None, "workspace": "workspace_id", "api_key": "api_key_id", "user": "user_id"}
+_SCOPE_ID_FIELDS = ("workspace_id", "api_key_id", "user_id")
 
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """A scope as sent. ``others`` holds fields of scopes orgwarden does not serve (``user_id`` …)
+    """A scope as sent. ``others`` holds fields of scopes orgwarden does not serve (``seat_tier`` …)
     so that a refusal can name them."""
 
     type: str
     workspace_id: str | None = None
     api_key_id: str | None = None
+    user_id: str | None = None
     others: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class EffectiveSpend:
-    """One row of the effective report: the limit that binds a key in a period, and the spend so
-    far of that limit's own scope."""
+    """One row of the effective report: the limit that binds a key (or a user: ``user`` set,
+    ``api_key_id`` "") in a period, and the spend so far of that limit's own scope."""
 
     api_key_id: str
     period: str
     limit: SpendLimit
     spent_picodollars: int
+    user: User | None = None
 
 
 def parse_amount(amount: str | None) -> int | None:
@@ -104,6 +110,8 @@ def scope_of(row: SpendLimit) -> Scope:
         return Scope("workspace", workspace_id=row.scope_id)
     if row.scope_type == "api_key":
         return Scope("api_key", api_key_id=row.scope_id)
+    if row.scope_type == "user":
+        return Scope("user", user_id=row.scope_id)
     return Scope("organization")
 
 
@@ -219,12 +227,15 @@ class SpendLimitService:
         limit: int = 20,
         page: str | None = None,
     ) -> CursorPage[EffectiveSpend]:
-        """One row per (API key, period) for which a limit resolves, ``limit`` keys per page (a
-        key's rows never split across pages).
+        """One row per (API key, period) for which a limit resolves, then per (user, period) for
+        users with a user limit; ``limit`` members per page (a member's rows never split across
+        pages).
 
         The binding limit is the lowest amount among the key's, its workspace's and the
-        organization's limits of that period; when none has an amount, the narrowest (null) one.
-        Its spend is its own scope's, since the start of the current period."""
+        organization's limits of that period (for a user: the user's and the organization's; a
+        user's tokens each name a workspace, whose limits also apply to them); when none has an
+        amount, the narrowest (null) one. Its spend is its own scope's, since the start of the
+        current period."""
         wanted = check_periods(periods)
         _too_many("api_key_ids", api_key_ids)
         _too_many("user_ids", user_ids)
@@ -243,30 +254,42 @@ class SpendLimitService:
                     "workspace_ids": sorted({i for t, i, _ in limits if t == "workspace"}),
                     "or_ids": sorted({i for t, i, _ in limits if t == "api_key"}),
                 }
-            keys = await uow.api_keys.unarchived_after(
-                org, after, limit + 1, ids=api_key_ids, created_by_user_ids=user_ids, **reach
-            )
-            more, keys = len(keys) > limit, keys[:limit]
-            bindings: list[tuple[str, str, SpendLimit]] = []
-            for key in keys:
+            keys = []
+            if after is None or after < ids.USER:  # past every key: users only
+                keys = await uow.api_keys.unarchived_after(
+                    org, after, limit + 1, ids=api_key_ids, created_by_user_ids=user_ids, **reach
+                )
+            users: list[User] = []
+            if len(keys) <= limit and not api_key_ids:  # room left on this page: users with a user limit
+                limited = sorted({i for t, i, _ in limits if t == "user" and (not user_ids or i in user_ids)})
+                wanted_users = [i for i in limited if after is None or i > after][: limit + 1 - len(keys)]
+                found_users = {u.id: u for u in await uow.users.by_ids(org, wanted_users)}
+                users = [found_users[i] for i in wanted_users if i in found_users]
+            members: list[tuple[str, str, User | None]] = [(k.id, k.workspace_id, None) for k in keys]
+            members += [(u.id, "", u) for u in users]
+            more, members = len(members) > limit, members[:limit]
+            bindings: list[tuple[str, str, SpendLimit, User | None]] = []
+            for member_id, workspace_id, user in members:
+                scopes = [("user", member_id)] if user else [("api_key", member_id), ("workspace", workspace_id)]
                 for period in wanted:
                     found = [
                         limits[(scope_type, scope_id, period)]
-                        for scope_type, scope_id in (("api_key", key.id), ("workspace", key.workspace_id),
-                                                     ("organization", org))
+                        for scope_type, scope_id in (*scopes, ("organization", org))
                         if (scope_type, scope_id, period) in limits
-                    ]  # fmt: skip
+                    ]
                     if not found:
                         continue
                     capped = [row for row in found if row.amount_cents is not None]
                     binding = min(capped, key=lambda row: row.amount_cents or 0) if capped else found[0]
-                    bindings.append((key.id, period, binding))
-            spent = await self._spent(uow, org, {(b.period, b.scope_type, b.scope_id) for _, _, b in bindings}, now)
+                    bindings.append((member_id, period, binding, user))
+            needed = {(b.period, b.scope_type, b.scope_id) for _, _, b, _ in bindings}
+            spent = await self._spent(uow, org, needed, now)
         rows = [
-            EffectiveSpend(key_id, period, binding, spent[(period, binding.scope_type, binding.scope_id)])
-            for key_id, period, binding in bindings
-        ]
-        return CursorPage(rows, cursors.encode(keys[-1].id) if more else None)
+            EffectiveSpend("" if user else member_id, period, binding,
+                           spent[(period, binding.scope_type, binding.scope_id)], user)
+            for member_id, period, binding, user in bindings
+        ]  # fmt: skip
+        return CursorPage(rows, cursors.encode(members[-1][0]) if more else None)
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -294,7 +317,7 @@ class SpendLimitService:
             if value is not None:
                 raise InvalidRequest(f"scope.{name}: not used by a {scope_type} scope; {_SUPPORTED_SCOPES}")
         wanted = _SCOPE_ID_FIELD[scope_type]
-        for name in ("workspace_id", "api_key_id"):
+        for name in _SCOPE_ID_FIELDS:
             value = getattr(scope, name)
             if name == wanted and value is None:
                 raise InvalidRequest(f"scope.{name}: required for a {scope_type} scope")
@@ -315,6 +338,12 @@ class SpendLimitService:
             workspace = await require_workspace(uow, organization_id, scope.workspace_id)
             require_active(workspace)
             return workspace.id, workspace.id
+        if scope_type == "user":
+            assert scope.user_id is not None
+            user = await uow.users.get(organization_id, scope.user_id)  # removed users are not found
+            if user is None:
+                raise NotFound(f"user {scope.user_id!r} not found")
+            return user.id, None
         assert scope.api_key_id is not None
         key = await uow.api_keys.get(organization_id, scope.api_key_id)
         if key is None:

@@ -68,6 +68,13 @@ class Users(_Repo):
     async def by_email(self, organization_id: str, email: str) -> User | None:
         return await self.session.scalar(self._active(organization_id).where(User.email == email))
 
+    async def by_ids(self, organization_id: str, user_ids: Sequence[str]) -> list[User]:
+        """The organization's members among ``user_ids`` (removed users are not), in id order."""
+        if not user_ids:
+            return []
+        stmt = self._active(organization_id).where(User.id.in_(list(user_ids))).order_by(User.id)
+        return list((await self.session.scalars(stmt)).all())
+
     async def page(
         self, organization_id: str, cursor: Cursor, *, email: str | None, roles: Sequence[str]
     ) -> Page[User]:

@@ -194,6 +194,8 @@ class UsageRecord(Base):
     status: Mapped[int] = mapped_column(Integer)
     latency_ms: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime]
+    # The user whose access token made the request (``api_key_id`` is then ""); null for API keys.
+    user_id: Mapped[str | None] = mapped_column(IdString(), default=None)
 
 
 class UsageRollup(Base):
@@ -235,6 +237,8 @@ class UsageRollup(Base):
     cost_cache_read: Mapped[int] = mapped_column(BigInteger)
     cost_web_search: Mapped[int] = mapped_column(BigInteger)
     estimated_requests: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))  # usage_estimated records
+    # The user of a user-token request, "" for API-key traffic (a key column cannot be null: migration 0014).
+    user_id: Mapped[str] = mapped_column(IdString(), primary_key=True, server_default=text("''"))
 
 
 class CacheEvent(Base):

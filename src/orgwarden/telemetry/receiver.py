@@ -95,9 +95,13 @@ class TelemetryReceiver:
 
     async def _metrics(self, grant: KeyGrant, body: bytes, content_type: str) -> bytes:
         request = otlp.parse(body, content_type, ExportMetricsServiceRequest)
-        found = extract(request, grant.key_id, time.time_ns())
+        # A user's tokens rotate hourly: their series are the user's, so a cumulative counter carries on.
+        sender = grant.key_id or f"user:{grant.user_id}"
+        found = extract(request, sender, time.time_ns())
         try:
-            await self.claude_code.ingest(Sender(grant.organization_id, grant.key_id), found.samples, utcnow())
+            await self.claude_code.ingest(
+                Sender(grant.organization_id, grant.key_id, grant.user_email), found.samples, utcnow()
+            )
         except (SQLAlchemyError, OSError) as exc:
             # 503 is what OTLP exporters retry (with backoff): the export is kept, not lost.
             log.error("telemetry: cannot store an export from %s: %s", grant.key_id, exc)

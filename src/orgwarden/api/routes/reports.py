@@ -55,5 +55,6 @@ async def cost_report(request: Request) -> Response:
         group_by=q.strings("group_by"),
         limit=q.string("limit"),
         page=q.string("page"),
+        account_ids=q.strings("account_ids"),  # extension: user-token traffic of these users
     )
     return ok_fast(report)  # no floats: orjson's bytes are the standard library's

@@ -26,7 +26,9 @@ def _limit(q: QueryParams) -> int:
 @routes.route("POST", "/v1/organizations/spend_limits", permission=Permission.SPEND_LIMITS_WRITE)
 async def set_spend_limit(request: Request) -> Response:
     body = await parse_body(request, SetSpendLimit)
-    scope = Scope(body.scope.type, body.scope.workspace_id, body.scope.api_key_id, body.scope.others())
+    scope = Scope(
+        body.scope.type, body.scope.workspace_id, body.scope.api_key_id, body.scope.user_id, body.scope.others()
+    )
     row, _ = await services(request).spend_limits.set(
         context(request), amount=body.amount, scope=scope, period=body.period, alert_thresholds=body.alert_thresholds
     )
