@@ -92,7 +92,9 @@ class InviteService:
                 await uow.flush()
                 for group_id in group_ids:
                     uow.rbac_groups.add(InviteRbacGroup(invite_id=invite.id, group_id=group_id))
-            details = {"email": address, "role": role, "rbac_group_ids": group_ids}
+            details: dict[str, object] = {"email": address, "role": role}
+            if group_ids:  # named only when the invite has groups
+                details["rbac_group_ids"] = group_ids
             audit.record(uow, ctx, "invite.create", "invite", invite.id, details=details)
             await uow.commit()
         return CreatedInvite(invite, token)

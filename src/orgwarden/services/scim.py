@@ -280,15 +280,7 @@ class ScimService:
 
     async def patch_user(self, ctx: Context, base: str, user_id: str, payload: Any, if_match: str | None) -> Any:
         patch = validate(PatchOp[UserModel], payload, ScimContext.RESOURCE_PATCH_REQUEST)
-
-        def apply(current: Any) -> Any:
-            try:
-                patch.patch(current, scim_policy=POLICY)
-            except ValidationError as exc:
-                raise _from_validation(exc) from None
-            return current
-
-        return await self._save_user(ctx, base, user_id, if_match, apply)
+        return await self._save_user(ctx, base, user_id, if_match, _applying(patch))
 
     async def _save_user(
         self, ctx: Context, base: str, user_id: str, if_match: str | None, change: Callable[[Any], Any]
@@ -458,15 +450,7 @@ class ScimService:
 
     async def patch_group(self, ctx: Context, base: str, group_id: str, payload: Any, if_match: str | None) -> Any:
         patch = validate(PatchOp[GroupModel], payload, ScimContext.RESOURCE_PATCH_REQUEST)
-
-        def apply(current: Any) -> Any:
-            try:
-                patch.patch(current, scim_policy=POLICY)
-            except ValidationError as exc:
-                raise _from_validation(exc) from None
-            return current
-
-        return await self._save_group(ctx, base, group_id, if_match, apply)
+        return await self._save_group(ctx, base, group_id, if_match, _applying(patch))
 
     async def _save_group(
         self, ctx: Context, base: str, group_id: str, if_match: str | None, change: Callable[[Any], Any]
@@ -517,3 +501,16 @@ def check_filter(filter_text: str | None) -> None:
         ScimFilter(filter_text).ast  # noqa: B018 - parsing is the check
     except Exception as exc:  # the parser raises several kinds
         raise InvalidFilterException(detail=f"filter: {exc}") from None
+
+
+def _applying(patch: Any) -> Callable[[Any], Any]:
+    """A change that applies a validated PatchOp to the current resource (a SCIM 400 if it cannot)."""
+
+    def apply(current: Any) -> Any:
+        try:
+            patch.patch(current, scim_policy=POLICY)
+        except ValidationError as exc:
+            raise _from_validation(exc) from None
+        return current
+
+    return apply
