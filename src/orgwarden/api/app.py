@@ -64,6 +64,7 @@ from orgwarden.observability.wiring import build_metrics, install_endpoint
 from orgwarden.server.state import DirectHandler
 from orgwarden.services.container import Services
 from orgwarden.services.credentials import CredentialService
+from orgwarden.services.scim import ScimService
 from orgwarden.services.user_access import UserTokenGrants
 from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.uow import UnitOfWorkFactory
@@ -233,7 +234,8 @@ def create_app(settings: Settings) -> Dispatcher:
     if metrics is not None:
         admin_app = MetricsMiddleware(admin, metrics, "admin")
         telemetry = MetricsMiddleware(telemetry, metrics, "telemetry", lambda scope: scope["path"])
-    admin_app = scim.route_around(scim.build(services.scim_tokens, services.scim), admin_app)  # SCIM's own errors
+    scim_app = scim.build(services.scim_tokens, ScimService(uow, services.users))
+    admin_app = scim.route_around(scim_app, admin_app)  # /scim/v2 answers SCIM's own errors
     # The gateway gives its requests their ids itself (one wrapper less on the hot path).
     return Dispatcher(RequestIdMiddleware(admin_app), gateway, RequestIdMiddleware(telemetry))
 

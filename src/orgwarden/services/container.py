@@ -1,7 +1,9 @@
 """All services, built once over one unit-of-work factory. The app factory and the CLI build this.
 
 The rate-limit service needs the model catalogue (its groups are the catalogue's model families); it
-is loaded from the settings, as the gateway's, unless the caller passes the one it already has."""
+is loaded from the settings, as the gateway's, unless the caller passes the one it already has.
+SCIM's service is not here: the app factory builds it for ``/scim/v2``, and only there is its model
+library (``scim2_models``, slow to import) needed, not in every CLI command."""
 
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ from orgwarden.services.organizations import OrganizationService
 from orgwarden.services.rate_limits import RateLimitService
 from orgwarden.services.rbac_groups import RbacGroupService
 from orgwarden.services.reports import ReportService
-from orgwarden.services.scim import ScimService
 from orgwarden.services.scim_tokens import ScimTokenService
 from orgwarden.services.signin import SignInService
 from orgwarden.services.spend_limits import SpendLimitService
@@ -50,7 +51,6 @@ class Services:
     tunnel_certificates: TunnelCertificateService
     audit_log: AuditLogService
     scim_tokens: ScimTokenService
-    scim: ScimService
     rbac_groups: RbacGroupService
     user_tokens: UserTokenService
     signin: SignInService
@@ -78,7 +78,6 @@ class Services:
             tunnel_certificates=TunnelCertificateService(uow),
             audit_log=AuditLogService(uow),
             scim_tokens=ScimTokenService(uow),
-            scim=ScimService(uow, users),
             rbac_groups=RbacGroupService(uow),
             user_tokens=user_tokens,
             signin=SignInService(

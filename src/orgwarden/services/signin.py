@@ -25,6 +25,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from orgwarden import ids
 from orgwarden.domain.clock import utcnow
@@ -32,12 +33,14 @@ from orgwarden.domain.policy import Actor
 from orgwarden.domain.roles import effective_workspace_role, workspace_role_at_least
 from orgwarden.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
 from orgwarden.identity import groups as group_claims
-from orgwarden.identity.oidc import Identity
 from orgwarden.services import audit
 from orgwarden.services.context import Context
 from orgwarden.services.user_tokens import IssuedTokens, UserTokenService, user_is_active, user_state
 from orgwarden.storage.tables import DeviceAuthorization, Invite, User, UserSession, Workspace
 from orgwarden.storage.uow import UnitOfWork, UnitOfWorkFactory
+
+if TYPE_CHECKING:  # the OIDC client (Authlib, httpx) is the app's, not every CLI command's, to import
+    from orgwarden.identity.oidc import Identity
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 _USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # RFC 8628 §6.1: no vowels, no look-alikes
