@@ -45,7 +45,8 @@ KEEP_EVENTS = timedelta(hours=1)
 
 RETRY_AFTER = b"5"  # seconds, on the 503 for a key that cannot be looked up
 
-NOT_KEYS = frozenset({"rate_limits", "spend_limits"})  # changes that leave every cached key as it was
+# Changes that leave every cached key as it was (a browser session is never a data-plane credential).
+NOT_KEYS = frozenset({"rate_limits", "spend_limits", "user_session"})
 
 
 @dataclass(slots=True)
