@@ -229,13 +229,13 @@ def world() -> Iterator[SignInWorld]:
                     drop_database(srv.db)
 
 
-@pytest.fixture(scope="module")
-def pg_world() -> Iterator[tuple[IdP, Server]]:
-    """One IdP and one orgwarden server on PostgreSQL (the same flows, the other database)."""
-    with tempfile.TemporaryDirectory(prefix="orgwarden-signin-pg-") as tmp_name:
+@contextmanager
+def signin_world(backend: str, prefix: str) -> Iterator[tuple[IdP, Server]]:
+    """A running IdP and an orgwarden server on ``backend`` that signs people in with it."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp_name:
         tmp = Path(tmp_name)
         port = free_port()
-        db = make_database("postgres", tmp / "db")
+        db = make_database(backend, tmp / "db")
         try:
             with running_idp([f"http://127.0.0.1:{port}/auth/callback"], tmp) as idp:
                 db.env.update(oidc_settings(idp))
@@ -246,6 +246,13 @@ def pg_world() -> Iterator[tuple[IdP, Server]]:
                     stop_server(srv)
         finally:
             drop_database(db)
+
+
+@pytest.fixture(scope="module")
+def pg_world() -> Iterator[tuple[IdP, Server]]:
+    """One IdP and one orgwarden server on PostgreSQL (the same flows, the other database)."""
+    with signin_world("postgres", "orgwarden-signin-pg-") as world:
+        yield world
 
 
 # --- the "browser" -----------------------------------------------------------------------------------

@@ -4,33 +4,19 @@ the groups the IdP names give their roles, and a later sign-in without them take
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import BACKENDS, Server, cli, drop_database, free_port, make_database, stop_server, unique
-from tests.identity.conftest import IdP, browser, oidc_settings, running_idp, serve_on, sign_in
+from tests.conftest import BACKENDS, Server, cli, unique
+from tests.identity.conftest import IdP, browser, sign_in, signin_world
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def signin_server(request: pytest.FixtureRequest) -> Iterator[tuple[IdP, Server]]:
-    with tempfile.TemporaryDirectory(prefix="orgwarden-scim-signin-") as tmp_name:
-        tmp = Path(tmp_name)
-        port = free_port()
-        db = make_database(request.param, tmp / "db")
-        try:
-            with running_idp([f"http://127.0.0.1:{port}/auth/callback"], tmp) as idp:
-                db.env.update(oidc_settings(idp))
-                srv = serve_on(db, port, tmp)
-                try:
-                    yield idp, srv
-                finally:
-                    stop_server(srv)
-        finally:
-            drop_database(db)
+    with signin_world(request.param, "orgwarden-scim-signin-") as world:
+        yield world
 
 
 def role_after_sign_in(idp: IdP, server: Server, email: str, groups: list[str]) -> str:
