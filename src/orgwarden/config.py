@@ -174,6 +174,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     """Largest data-plane request body (the Messages API's own limit is 32 MB); larger ones get 413."""
 
+    max_file_bytes: int = Field(default=500 * 1024 * 1024, ge=1024)
+    """Largest file upload (``POST /v1/files``, streamed to the upstream, never held whole): the Files
+    API's own limit, 500 MB, by default; larger ones get 413 naming this setting."""
+
     secret_key: SecretStr | None = None
     """Encrypts stored upstream credentials. Required with PostgreSQL (every instance needs the same);
     with SQLite one is generated into ``<data_dir>/secret.key`` on first start."""

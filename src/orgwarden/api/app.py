@@ -48,6 +48,8 @@ from orgwarden.data import load_catalog
 from orgwarden.domain.catalog import Catalog
 from orgwarden.gateway.alerts import SpendAlerts
 from orgwarden.gateway.endpoints import is_data_plane
+from orgwarden.gateway.files import FileHandler
+from orgwarden.gateway.forwarding import Forwarder
 from orgwarden.gateway.journal import Journal, journal_dir
 from orgwarden.gateway.keys import KeyCache
 from orgwarden.gateway.limiter import Limiter as Store
@@ -68,6 +70,7 @@ from orgwarden.services.credentials import CredentialService
 from orgwarden.services.scim import ScimService
 from orgwarden.services.user_access import UserTokenGrants
 from orgwarden.storage.engine import create_engine, session_factory
+from orgwarden.storage.files import StoredFiles
 from orgwarden.storage.uow import UnitOfWorkFactory
 from orgwarden.telemetry.receiver import TelemetryReceiver, is_telemetry
 
@@ -129,6 +132,8 @@ def create_app(settings: Settings) -> Dispatcher:
         limits=limits,
         observer=GatewayObserver(metrics),
     )
+    gateway.files = FileHandler(gateway, StoredFiles(session_factory(engine)), settings.max_file_bytes)
+    gateway.forwarding = Forwarder(gateway)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -1,7 +1,8 @@
 """One data-plane request and its response, as the pipeline sees them: the seam between the
 gateway and whatever HTTP server carries it.
 
-The pipeline needs little of a server: the request line and headers, the whole body, and three ways
+The pipeline needs little of a server: the request line and headers, the whole body (or, for an
+upload, its pieces as they come), and three ways
 to answer (a whole response, or a head followed by pieces and an end), plus word of the client
 leaving. ``Exchange`` is that much. ``orgwarden serve`` implements it straight on its HTTP/1.1
 server (``server/direct.py``: no ASGI scope, message dicts or middleware per request, which
@@ -16,6 +17,7 @@ or ``transfer-encoding`` (the pipeline drops the upstream's: they describe the u
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Protocol
 from urllib.parse import quote
 
@@ -45,6 +47,12 @@ class Exchange(Protocol):
 
     async def read_body(self, limit: int) -> bytes:
         """The whole request body; ``BodyTooLarge`` past ``limit`` bytes, ``ClientGone`` if it left."""
+        ...
+
+    def stream_body(self) -> AsyncIterator[bytes]:
+        """The request body piece by piece as it arrives (``ClientGone`` if the client leaves before
+        its end), with back-pressure: the client is read from only as fast as pieces are taken. For
+        bodies too large to hold (file uploads); use it or ``read_body``, not both."""
         ...
 
     async def respond(self, status: int, headers: Headers, body: bytes) -> None:
@@ -104,6 +112,17 @@ class AsgiExchange:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+    async def stream_body(self) -> AsyncIterator[bytes]:
+        while True:  # the ASGI server reads on only as messages are received: its back-pressure
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
 
     async def respond(self, status: int, headers: Headers, body: bytes) -> None:
         headers = [*headers, (b"content-length", str(len(body)).encode())]

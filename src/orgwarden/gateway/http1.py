@@ -6,10 +6,13 @@ asyncio protocols plus httptools' response parser, the parser orgwarden's server
 
 * a keep-alive pool per upstream, last-used first; a connection goes back only when its response was
   read to the end and both sides allow keep-alive;
-* the request is written in one call (head and body); the response arrives as status, raw headers,
-  then the body as it arrives (chunked transfer decoded, content left as sent): each step of the
-  iteration gives everything received since the previous one, so a burst of small SSE events is
-  relayed in one write, and nothing waits for bytes that have not arrived;
+* the request is written in one call (head and body), or, for a body that arrives as a stream (a
+  file upload: ``StreamedBody``), its head then its pieces as they come (``content-length`` when
+  the client declared one, else chunked), each write waiting while the upstream is not reading;
+  the response arrives as status, raw headers, then the body as it arrives (chunked transfer
+  decoded, content left as sent): each step of the iteration gives everything received since the
+  previous one, so a burst of small SSE events is relayed in one write, and nothing waits for bytes
+  that have not arrived;
 * interim answers (``100 Continue``, ``103 Early Hints``) are skipped: the answer is the final one,
   so nothing of a request's answer is left unread on a pooled connection for the next request;
 * a body with neither ``content-length`` nor chunked encoding ends when the upstream closes the
@@ -18,7 +21,8 @@ asyncio protocols plus httptools' response parser, the parser orgwarden's server
 * a request is sent again (once, on a fresh connection) only when none of it can have been
   processed: the write failed at once, or a reused connection closed unanswered and the method is
   idempotent. A POST that was handed to a connection which then closed without a byte of answer is
-  *not* sent again (it may be running upstream, and billed): that is ``Broken``;
+  *not* sent again (it may be running upstream, and billed): that is ``Broken``. A streamed body is
+  read once: its request is sent again only when writing its head failed at once;
 * through an HTTP proxy when one is configured (``egress``): a ``CONNECT`` tunnel with TLS inside
   for an https upstream, absolute-form request targets for a plain one.
 
@@ -28,9 +32,11 @@ Errors are ``UpstreamError`` subclasses, which the pipeline maps to 502 / 504.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -67,6 +73,14 @@ class Broken(UpstreamError):
     """The connection failed or the response was malformed after the request was sent."""
 
 
+@dataclass(slots=True)
+class StreamedBody:
+    """A request body sent as it arrives: its pieces, and its length when the client declared it."""
+
+    chunks: AsyncIterator[bytes]
+    length: int | None = None
+
+
 _PAUSE_AT = 64
 _REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})  # idempotent (RFC 9110 9.2.2)
 _BODILESS = frozenset({204, 304})
@@ -92,6 +106,7 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
         self.interim = False
         self.until_eof = False
+        self.drained: asyncio.Future[None] | None = None  # while the transport's buffer is full
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,7 +124,16 @@ class _Connection(asyncio.Protocol):
             self.paused = True
             self.transport.pause_reading()
 
+    def pause_writing(self) -> None:
+        self.drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        drained, self.drained = self.drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self.resume_writing()  # a writer waiting for room learns of the loss by the closed transport
         if not self.complete:
             if self.until_eof and exc is None and self.error is None:
                 self.complete = True  # a close-delimited body: the close is its end
@@ -364,7 +388,11 @@ class Pool:
             body,
         )
 
-    async def request(self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:
+    async def request(
+        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes | StreamedBody
+    ) -> Response:
+        if isinstance(body, StreamedBody):
+            return await self._request_streamed(method, target, headers, body)
         payload = self._payload(method, target, headers, body)
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
@@ -400,8 +428,74 @@ class Pool:
             return Response(self, connection)
         raise Broken("the upstream closed every connection")  # pragma: no cover - two closed in a row
 
+    async def _request_streamed(
+        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: StreamedBody
+    ) -> Response:
+        """Send the head, then the body's pieces as they come, while watching for the answer: an
+        upstream may answer (a refusal) before it has read all of it; the rest is then not sent,
+        and the connection not kept. Errors of the body's source (the client's) pass through."""
+        framing = b"transfer-encoding: chunked" if body.length is None else b"content-length: %d" % body.length
+        start = f"{method} {self.prefix}{target} HTTP/1.1".encode()
+        head = b"\r\n".join([start, self.host_line, *map(b": ".join, headers), framing, b"", b""])
+        for attempt in (1, 2):
+            connection, _ = await self._acquire()
+            transport = connection.transport
+            assert transport is not None
+            transport.write(head)
+            if not transport.is_closing():
+                break
+            transport.close()  # none of it left: nothing of the body was read either
+            if attempt == 2:
+                raise Broken(f"the connection to {self.where} failed before the request was sent")
+        writer = asyncio.ensure_future(self._write_body(connection, body, chunked=body.length is None))
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait({writer, connection.head}, return_when=asyncio.FIRST_COMPLETED)
+            if writer.done():
+                writer.result()  # the source's error, or Broken
+                timer = loop.call_later(self.read_timeout, connection.time_out, "the upstream did not answer in time")
+                try:
+                    await connection.head
+                finally:
+                    timer.cancel()
+            else:  # answered early: what is left of the body is not sent
+                connection.keep_alive = False
+                await _cancelled(writer)
+                connection.head.result()
+        except BaseException:
+            await _cancelled(writer)
+            if connection.transport is not None:
+                connection.transport.close()
+            raise
+        return Response(self, connection)
+
+    async def _write_body(self, connection: _Connection, body: StreamedBody, *, chunked: bool) -> None:
+        async for piece in body.chunks:
+            transport = connection.transport
+            if transport is None or transport.is_closing():
+                raise Broken(f"the connection to {self.where} closed while the request body was sent")
+            if piece:
+                transport.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+            drained = connection.drained
+            if drained is not None:
+                try:
+                    async with asyncio.timeout(self.read_timeout):
+                        await drained
+                except TimeoutError:
+                    raise ReadTimedOut("the upstream stopped reading the request body") from None
+        if chunked and connection.transport is not None:
+            connection.transport.write(b"0\r\n\r\n")
+
     async def aclose(self) -> None:
         for connection in self._idle:
             if connection.transport is not None:
                 connection.transport.close()
         self._idle.clear()
+
+
+async def _cancelled(task: asyncio.Future[None]) -> None:
+    """Cancel ``task`` and wait for it to end (its own error, if it had one, is dropped)."""
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(Exception, asyncio.CancelledError):  # the caller reports what went wrong
+        await task

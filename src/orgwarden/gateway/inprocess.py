@@ -16,7 +16,8 @@ from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Message
 
-from orgwarden.gateway.http1 import Broken, ConnectFailed, ReadTimedOut, first_header
+from orgwarden.gateway.exchange import BodyTooLarge, ClientGone
+from orgwarden.gateway.http1 import Broken, ConnectFailed, ReadTimedOut, StreamedBody, first_header
 
 _END = object()
 
@@ -66,7 +67,7 @@ class InProcess:
         self.read_timeout = read_timeout
 
     async def request(
-        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes
+        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes | StreamedBody
     ) -> InProcessResponse:
         raw_path, _, query = target.partition("?")  # the target is still escaped, as on the wire
         scope = {
@@ -80,6 +81,12 @@ class InProcess:
 
         async def receive() -> Message:
             nonlocal sent_body
+            if isinstance(body, StreamedBody) and not sent_body:  # piece by piece, as the client sends
+                piece = await anext(body.chunks, None)
+                if piece is not None:
+                    return {"type": "http.request", "body": piece, "more_body": True}
+                sent_body = True
+                return {"type": "http.request", "body": b"", "more_body": False}
             if not sent_body:
                 sent_body = True
                 return {"type": "http.request", "body": body, "more_body": False}
@@ -99,7 +106,7 @@ class InProcess:
             try:
                 await self.app(scope, receive, send)
             except Exception as exc:
-                if not started.done():
+                if not started.done():  # an error of the body's source included: request() raises it
                     started.set_exception(exc)
                 else:
                     queue.put_nowait(exc)
@@ -113,6 +120,8 @@ class InProcess:
         except TimeoutError:
             task.cancel()
             raise ReadTimedOut("the simulator did not answer in time") from None
+        except (BodyTooLarge, ClientGone):  # the request body's source failed, not the simulator
+            raise
         except Exception as exc:
             raise ConnectFailed(f"the simulator failed: {exc}") from exc
         return InProcessResponse(start["status"], list(start.get("headers", [])), queue, task, self.read_timeout)

@@ -24,6 +24,9 @@ Per request, after the key, tenant and body checks and before forwarding:
   window in the models file, and a ``web_search`` tool without ``max_uses`` (the API has no cap of
   its own on the number of searches).
 
+A request of a surface group the gateway forwards (Files ``files``, Skills ``skills``) reserves
+one request of that group's requests-per-minute values (``admit_group``); nothing is metered.
+
 Both go to the store in one ``admit`` call and one ``settle`` call (``gateway.limiter``). When the
 shared store is unreachable, ``rate_limits_on_store_failure`` / ``spend_limits_on_store_failure``
 decide: refuse with 503, or pass unchecked, logged and counted.
@@ -398,6 +401,24 @@ class Enforcer:
             raise self._spend_refusal(admission.blocking_counter, spend.rules, now, ticket.headers)
         raise self._rate_refusal(admission, wants, ticket.headers)
 
+    async def admit_group(self, group: str, grant: KeyGrant) -> Ticket:
+        """One request of a surface group (``files``, ``skills``, ``batch``): its requests-per-minute
+        values only (the gateway meters no tokens of these), and no spend. A separate method, so
+        that Messages' ``admit`` pays nothing for it; the same refusals (429 with the limit's
+        headers, 503 on a store outage when set to fail closed)."""
+        rates = self._rates_of(grant, group, False, False)
+        ticket = Ticket(self._bucket_wants(rates, None) if rates.buckets else [], [], _NO_SPEND, 0, self._clock())
+        if not ticket.wants:
+            return ticket
+        try:
+            admission = await self.store.admit(ticket.wants, [])
+        except StoreUnavailable as exc:
+            return self._outage(ticket, exc)
+        ticket.headers = _headers(admission, rates)
+        if admission.allowed:
+            return ticket
+        raise self._rate_refusal(admission, ticket.wants, ticket.headers)
+
     def _rate_plan(self, endpoint: str, grant: KeyGrant, model: str | None, searches: bool) -> _RatePlan:
         """The buckets of the request's groups (its model's group, or ``token_count``; ``web_search``
         too when it offers the web search tool), computed once per key and kind of request while the
@@ -411,6 +432,9 @@ class Enforcer:
             messages = True
         else:
             return _NO_RATES
+        return self._rates_of(grant, group, searches, messages)
+
+    def _rates_of(self, grant: KeyGrant, group: str | None, searches: bool, messages: bool) -> _RatePlan:
         rates = self.rates
         if rates is not self._rate_plans_of or len(self._rate_plans) >= _PLAN_CACHE_SIZE:
             self._rate_plans.clear()

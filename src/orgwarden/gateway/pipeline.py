@@ -3,7 +3,8 @@
     headers (tenant-restriction syntax, 400) -> authenticate (401/403) -> restrict (403)
     -> workspace header (403) -> body and data residency (400/413) -> forward -> relay -> meter
 
-Each step either refuses with the Anthropic error envelope or passes on. The usage record is
+Each step either refuses with the Anthropic error envelope or passes on. A request the upstream
+refused before generating anything (a 4xx without usage) leaves no usage record. The usage record is
 offered to the recorder before the response completes (after the last chunk of a stream has been
 metered, before a JSON answer is sent; at once when the client leaves), so that a record exists
 for every answer a client got.
@@ -42,7 +43,7 @@ from orgwarden.domain.bounded import BoundedMemo, BoundedSet
 from orgwarden.domain.catalog import Catalog
 from orgwarden.domain.clock import rfc3339, utcnow
 from orgwarden.domain.jsonload import TOO_DEEP, NestedTooDeeply, loads
-from orgwarden.domain.pricing import Cost, cost_of
+from orgwarden.domain.pricing import Cost, TokenUsage, cost_of
 from orgwarden.domain.rollups import Entry, report_geo
 from orgwarden.domain.statuses import api_key_status
 from orgwarden.domain.tokens import estimate_request
@@ -50,6 +51,7 @@ from orgwarden.domain.usage import Extracted, StreamMeter, from_message, from_pa
 from orgwarden.domain.workspaces import UNRESTRICTED
 from orgwarden.gateway.endpoints import BatchHandler, Endpoint, classify, unknown
 from orgwarden.gateway.exchange import AsgiExchange, BodyTooLarge, ClientGone, Exchange, Headers
+from orgwarden.gateway.forwarding import Unfinished
 from orgwarden.gateway.http1 import Broken, ConnectTimedOut, ReadTimedOut, UpstreamError
 from orgwarden.gateway.keys import KeyCache
 from orgwarden.gateway.limits import Enforcer, Ticket
@@ -65,6 +67,7 @@ log = logging.getLogger("orgwarden.gateway")
 
 UNPRICED_NAMES = 1024  # unknown model names remembered (each is warned about once)
 NO_COST = Cost(0, 0, 0, 0, 0, 0)
+_NO_USAGE = TokenUsage()
 # Not relayed: hop-by-hop headers, and the upstream's framing (the exchange frames what it sends).
 _NOT_RELAYED = frozenset(
     {
@@ -260,6 +263,8 @@ class Gateway:
             await self._handle(call, exchange, endpoint)
         except Refusal as refusal:
             await self._refuse(exchange, call, refusal)
+        except Unfinished:  # logged where it happened; the server closes the connection
+            pass
         except Exception as exc:  # a bug: logged once with the request id, answered without details
             log.error("unhandled error in %s %s (%s)", call.method, call.path, call.request_id, exc_info=exc)
             if not call.responded:
@@ -395,7 +400,7 @@ class Gateway:
         finally:
             await response.aclose()
 
-    def _response_headers(
+    def response_headers(
         self, response: UpstreamResponse, grant: KeyGrant, ticket: Ticket | None, request_id: str
     ) -> list[tuple[bytes, bytes]]:
         names = _relayed_names
@@ -419,7 +424,7 @@ class Gateway:
             return
         meter = StreamMeter()
         call.responded = True
-        await exchange.start(response.status, self._response_headers(response, grant, call.ticket, call.request_id))
+        await exchange.start(response.status, self.response_headers(response, grant, call.ticket, call.request_id))
 
         async def pump() -> None:
             # Metered before the end goes out (after the last chunk was fed to the meter), so the
@@ -484,7 +489,7 @@ class Gateway:
                 raise Refusal(status, kind, "the upstream failed while sending its answer") from None
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         call.responded = True
-        headers = self._response_headers(response, grant, call.ticket, call.request_id)
+        headers = self.response_headers(response, grant, call.ticket, call.request_id)
         extracted = from_message(body)
         if not extracted.completed and call.endpoint == "messages" and 200 <= response.status < 300:
             extracted = from_partial(body, call.max_tokens, self._input_estimate(call))  # not a whole Message
@@ -499,6 +504,15 @@ class Gateway:
         if grant is None:
             return
         usage = extracted.usage
+        if 400 <= status < 499 and usage == _NO_USAGE and not extracted.completed:
+            # Refused by the upstream before it generated anything (an unknown model, a bad
+            # request, its own rate limit): no usage to record, and no price to look for. The
+            # access log and metrics still have it; what the request reserved goes back.
+            call.metered = True
+            if call.ticket is not None and self.limits is not None:
+                ticket, call.ticket = call.ticket, None
+                self.limits.settle(ticket, extracted, 0)
+            return
         model_name = extracted.model or call.model
         model = self.catalog.find(model_name) if model_name else None
         geo = extracted.inference_geo or call.inference_geo or "global"

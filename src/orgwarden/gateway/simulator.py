@@ -30,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 
 from orgwarden.domain.catalog import Catalog, Model
 from orgwarden.domain.tokens import estimate, estimate_request
+from orgwarden.gateway.simulator_files import SimulatorFiles
 
 DEFAULT_OUTPUT_TOKENS = 16
 _WORDS = ("Hello", " from", " the", " orgwarden", " simulator", ".")
@@ -77,9 +78,13 @@ class Simulator:
         self.catalog = catalog
         self.latency = latency_ms / 1000
         self.token_delay = 1 / tokens_per_second if tokens_per_second > 0 else 0.0
+        self.files = SimulatorFiles()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            return
+        if scope["path"].startswith("/v1/files"):  # the Files API: simulator_files.py
+            await self.files(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         body = b""

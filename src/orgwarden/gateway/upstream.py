@@ -18,7 +18,7 @@ from typing import Protocol
 from orgwarden.config import Settings
 from orgwarden.domain.catalog import Catalog
 from orgwarden.gateway.egress import proxy_for, tls_context
-from orgwarden.gateway.http1 import Pool
+from orgwarden.gateway.http1 import Pool, StreamedBody
 from orgwarden.gateway.inprocess import InProcess
 from orgwarden.gateway.simulator import Simulator
 
@@ -41,7 +41,7 @@ class UpstreamResponse(Protocol):
 
 class Upstream(Protocol):
     async def request(
-        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes
+        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes | StreamedBody
     ) -> UpstreamResponse: ...
 
 

@@ -10,13 +10,14 @@ On the wire: the ``date`` line first, ``connection: close`` when the connection 
 answer with ``content-length`` in one write, a streamed one chunked with its head held until its
 first piece (one write, one wake-up for the client). ``Expect: 100-continue`` is answered when the
 body is first read. A body the gateway is not reading yet is held up to ``BODY_BUFFER_BYTES``, then
-the connection stops reading until it is read (the key lookup may wait on the database).
+the connection stops reading until it is read (the key lookup may wait on the database); a body
+taken piece by piece (``stream_body``: uploads) is held so, at most, between pieces.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from orgwarden.gateway.exchange import BodyTooLarge, ClientGone, Exchange, Headers
@@ -147,6 +148,26 @@ class DirectExchange:
             if not self.more_body:
                 chunks = self.chunks
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if self.disconnected:
+                raise ClientGone
+            await self._wait()
+
+    async def stream_body(self) -> AsyncIterator[bytes]:
+        # ``reading`` stays False: ``feed`` pauses the connection once more than BODY_BUFFER_BYTES
+        # wait here untaken, and taking them resumes it, so an upload moves at the upstream's pace.
+        protocol = self._protocol
+        if self.more_body and self.expect_continue and not protocol.transport.is_closing():
+            protocol.transport.write(wire.CONTINUE)
+        self.expect_continue = False
+        while True:
+            chunks = self.chunks
+            if chunks:
+                self.chunks, self.size = [], 0
+                protocol.resume_body()
+                yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                continue
+            if not self.more_body:
+                return
             if self.disconnected:
                 raise ClientGone
             await self._wait()

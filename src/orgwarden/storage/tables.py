@@ -588,3 +588,22 @@ class InviteRbacGroup(Base):
 
     invite_id: Mapped[str] = mapped_column(ForeignKey("invites.id"), primary_key=True)
     group_id: Mapped[str] = mapped_column(ForeignKey("rbac_groups.id", ondelete="CASCADE"), primary_key=True)
+
+
+class StoredFile(Base):
+    """A file uploaded through the gateway's Files API, and the workspace it belongs to: the
+    upstream key may be organization-wide, so this is what scopes files to a workspace. Strings as
+    the upstream answered them, bounded (``gateway/files.py``)."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_workspace_created", "workspace_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # the upstream's file_...
+    organization_id: Mapped[str] = mapped_column(IdString(36))
+    workspace_id: Mapped[str] = mapped_column(IdString())
+    api_key_id: Mapped[str] = mapped_column(IdString())  # "" for a user access token
+    filename: Mapped[str] = mapped_column(String(255))
+    mime_type: Mapped[str] = mapped_column(String(255))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    downloadable: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime]
