@@ -374,7 +374,7 @@ def test_count_tokens_and_models_requests_each_make_one_record_that_costs_nothin
 # failed and refused requests
 
 
-@pytest.mark.parametrize("fault", ["429", "500", "529"])
+@pytest.mark.parametrize("fault", ["500", "529"])
 def test_an_upstream_error_makes_one_record_with_its_status_and_no_cost(server: Server, fault: str) -> None:
     key = create_key(server)
     with server.http(key["key"]) as http:
@@ -392,6 +392,20 @@ def test_an_upstream_error_makes_one_record_with_its_status_and_no_cost(server: 
                   record.cache_creation_1h_tokens, record.cache_read_tokens)  # fmt: skip
         assert tokens == (0, 0, 0, 0, 0)
         assert record.cost_picodollars == 0
+
+
+def test_an_upstream_refusal_without_usage_makes_no_record(server: Server) -> None:
+    """Issue 17 point 4: a 4xx the upstream answered before generating anything is no usage."""
+    key = create_key(server)
+    with server.http(key["key"]) as http:
+        plain = http.post("/v1/messages", json=REQUEST, headers={"anthropic-simulator-fault": "429"})
+        streamed = http.post(
+            "/v1/messages", json={**REQUEST, "stream": True}, headers={"anthropic-simulator-fault": "429"}
+        )
+        answered = http.post("/v1/messages", json=REQUEST)
+    assert (plain.status_code, streamed.status_code, answered.status_code) == (429, 429, 200)
+    (record,) = records_of_key(server, key["id"], 1)  # the answered one only
+    assert record.id == answered.headers["request-id"]
 
 
 def test_a_stream_cut_by_the_upstream_is_metered_with_what_was_delivered(server: Server) -> None:
