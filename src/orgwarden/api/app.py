@@ -47,6 +47,7 @@ from orgwarden.crypto import SecretBox, resolve_secret
 from orgwarden.data import load_catalog
 from orgwarden.domain.catalog import Catalog
 from orgwarden.gateway.alerts import SpendAlerts
+from orgwarden.gateway.batches import BatchHandler
 from orgwarden.gateway.journal import Journal, journal_dir
 from orgwarden.gateway.keys import KeyCache
 from orgwarden.gateway.limiter import Limiter as Store
@@ -84,7 +85,7 @@ class Dispatcher:
         return DirectHandler(self.gateway.serve, _direct_route)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and is_data_plane(scope["path"]) and scope["method"] in ("GET", "POST"):
+        if scope["type"] == "http" and is_data_plane(scope["path"]) and scope["method"] in ("GET", "POST", "DELETE"):
             await self.gateway(scope, receive, send)
         elif scope["type"] == "http" and is_telemetry(scope["path"]):
             await self.telemetry(scope, receive, send)
@@ -93,7 +94,7 @@ class Dispatcher:
 
 
 def _direct_route(method: bytes, path: str) -> bool:
-    return (method == b"POST" or method == b"GET") and is_data_plane(path)
+    return (method == b"POST" or method == b"GET" or method == b"DELETE") and is_data_plane(path)
 
 
 def create_app(settings: Settings) -> Dispatcher:
@@ -126,6 +127,16 @@ def create_app(settings: Settings) -> Dispatcher:
         limits=limits,
         observer=GatewayObserver(metrics),
     )
+    batches = BatchHandler(
+        gateway,
+        session_factory(engine),
+        box,
+        max_body=settings.batch_max_body_bytes,
+        poll_interval=settings.batch_poll_interval_seconds,
+        public_url=settings.public_url,
+        https=settings.tls_certfile is not None,
+    )
+    gateway.batches = batches
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -137,6 +148,7 @@ def create_app(settings: Settings) -> Dispatcher:
         await alerts.start()
         await limits.start()
         await recorder.start()
+        await batches.start()
         if metrics is not None:
             await metrics.start()
         # What start-up built lives as long as the process: take it out of the cyclic collector's
@@ -150,6 +162,7 @@ def create_app(settings: Settings) -> Dispatcher:
         finally:
             # Bounded whatever the database or Redis do: the recorder gets the reserve the server
             # keeps for shutdown (what it cannot write stays in the journal), the rest a second each.
+            await _bounded(batches.stop(), 1.0, "message batches")
             await recorder.stop(min(5.0, settings.shutdown_timeout_seconds / 3))
             await keys.stop(timeout=1.0)
             await _bounded(limits.stop(), 1.0, "limits")

@@ -32,7 +32,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.types import Receive, Scope, Send
 
@@ -88,13 +88,19 @@ def route_of(method: str, path: str) -> str | None:
     """The data-plane endpoint a request is for, or ``None`` (the admin app answers it)."""
     if method == "GET" and path.startswith("/v1/models/") and path.count("/") == 3:
         return "model"
+    if path.startswith("/v1/messages/batches") and method in ("GET", "POST", "DELETE"):  # stub: endpoints.py
+        return "batches"
     return _ROUTES.get((method, path))
 
 
 def is_data_plane(path: str) -> bool:
     return path in ("/v1/messages", "/v1/messages/count_tokens", "/v1/models") or (
-        path.startswith("/v1/models/") and path.count("/") == 3
+        (path.startswith("/v1/models/") and path.count("/") == 3) or path.startswith("/v1/messages/batches")
     )
+
+
+class BatchHandler(Protocol):  # stub until the endpoints foundation (gateway/endpoints.py) is merged
+    async def handle(self, call: Call, exchange: Exchange, grant: KeyGrant) -> None: ...
 
 
 @dataclass(slots=True)
@@ -237,6 +243,7 @@ class Gateway:
         self.limits = limits
         self.observer = observer or GatewayObserver(None)
         self.tenant = TenantGuard(lambda event: recorder.put("audit", event), organization_id)
+        self.batches: BatchHandler | None = None  # set in api/app.py
         self._unpriced = BoundedSet(UNPRICED_NAMES)
 
     @property
@@ -290,6 +297,11 @@ class Gateway:
             raise Refusal(
                 403, "permission_error", f"anthropic-workspace-id {wanted!r} does not match this API key's workspace"
             )
+        if call.endpoint == "batches":
+            if self.batches is None:
+                raise Refusal(404, "not_found_error", f"no such endpoint: {call.method} {call.path}")
+            await self.batches.handle(call, exchange, grant)
+            return
         request: dict[str, Any] | None = None
         if call.method == "POST":
             call.body = await read_body(exchange, self.max_body)
