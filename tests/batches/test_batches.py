@@ -82,9 +82,10 @@ def upstream_env(url: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[tuple[Server, str]]:
-    """One orgwarden (SQLite) in front of one stand-alone simulator, for the whole module."""
+    """One orgwarden (PostgreSQL, so that a second instance can join it) in front of one stand-alone
+    simulator, for the whole module."""
     with simulator_process() as url, tempfile.TemporaryDirectory(prefix="orgwarden-test-") as tmp:
-        db = make_database("sqlite", Path(tmp))
+        db = make_database("postgres", Path(tmp))
         db.env.update(upstream_env(url))
         srv = start_server(db, Path(tmp))
         try:
@@ -114,9 +115,13 @@ def requests_of(count: int, max_tokens: int = 64, **params: Any) -> list[dict[st
     return [
         {
             "custom_id": f"r{i}",
-            "params": {"model": MODEL, "max_tokens": max_tokens,
-                       "messages": [{"role": "user", "content": f"Question {i}?"}], **params},
-        }  # fmt: skip
+            "params": {
+                "model": MODEL,
+                "max_tokens": max_tokens,
+                "messages": [{"role": "user", "content": f"Question {i}?"}],
+                **params,
+            },
+        }
         for i in range(count)
     ]
 
@@ -183,7 +188,7 @@ def test_a_batch_ends_and_its_results_come_through_orgwarden_metered_once_at_bat
     assert created.id in upstream_batches(upstream)
     assert created.processing_status == "in_progress"
     ended = wait_ended(client, created.id)
-    assert ended.request_counts.succeeded == 2 and ended.request_counts.errored == 1
+    assert (ended.request_counts.succeeded, ended.request_counts.errored) == (2, 1)
     assert ended.results_url == f"{server.base_url}/v1/messages/batches/{created.id}/results"
     first = {r.custom_id: r for r in client.messages.batches.results(created.id)}
     second = {r.custom_id: r for r in client.messages.batches.results(created.id)}  # read twice
@@ -269,7 +274,7 @@ def test_cancel_then_delete_a_batch(world: tuple[Server, str]) -> None:
 def test_residency_is_applied_to_every_request_and_a_refusal_names_the_request(world: tuple[Server, str]) -> None:
     server, upstream = world
     residency = {"workspace_geo": "us", "allowed_inference_geos": ["us"], "default_inference_geo": "us"}
-    _, key_id, key = workspace_key(server, data_residency=residency)
+    _, _, key = workspace_key(server, data_residency=residency)
     before = upstream_batches(upstream)
     requests = requests_of(2)
     requests[1]["params"]["inference_geo"] = "global"
@@ -338,28 +343,21 @@ def test_a_batch_over_the_batch_rate_limit_is_refused_before_the_upstream(world:
     assert upstream_batches(upstream) - before == {first.json()["id"]}
 
 
-# -- two instances on PostgreSQL -------------------------------------------------------------------
+# -- two instances -------------------------------------------------------------------
 
 
-def test_two_instances_reading_the_results_at_once_meter_them_once() -> None:
-    with simulator_process() as url, tempfile.TemporaryDirectory(prefix="orgwarden-test-") as tmp:
-        db = make_database("postgres", Path(tmp))
-        db.env.update({**upstream_env(url), "ORGWARDEN_BATCH_POLL_INTERVAL_SECONDS": "3600"})
-        first = start_server(db, Path(tmp))
-        second = None
-        try:
-            second = another_instance(first, Path(tmp))
-            _, key_id, key = workspace_key(first)
-            client = sdk(first, key)
-            created = client.messages.batches.create(requests=requests_of(20), extra_headers=FAST)  # type: ignore[arg-type]
-            wait_ended(client, created.id)
-            readers = [sdk(first, key), sdk(second, key)]
-            with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                counts = list(pool.map(lambda c: len(list(c.messages.batches.results(created.id))), readers))
-            assert counts == [20, 20]
-            wait_records(first, key_id, 20)
-        finally:
-            if second is not None:
-                stop_server(second)
-            stop_server(first)
-            drop_database(db)
+def test_two_instances_reading_the_results_at_once_meter_them_once(world: tuple[Server, str], tmp_path: Path) -> None:
+    first, _ = world
+    second = another_instance(first, tmp_path)
+    try:
+        _, key_id, key = workspace_key(first)
+        client = sdk(first, key)
+        created = client.messages.batches.create(requests=requests_of(20), extra_headers=FAST)  # type: ignore[arg-type]
+        wait_ended(client, created.id)
+        readers = [sdk(first, key), sdk(second, key)]
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            counts = list(pool.map(lambda c: len(list(c.messages.batches.results(created.id))), readers))
+        assert counts == [20, 20]
+        wait_records(first, key_id, 20)
+    finally:
+        stop_server(second)
