@@ -1,10 +1,10 @@
 """The app factory: the one place where settings, storage, services, the gateway and routes meet.
 
-One ASGI app serves both planes on one port. A thin dispatcher sends the data-plane paths
-(``/v1/messages``, ``/v1/messages/count_tokens``, ``/v1/models[/{id}]``) straight to the gateway
-pipeline, a plain ASGI app, the OTLP paths (``/v1/metrics``, ``/v1/logs``) to the Claude Code
-telemetry receiver, another, and everything else to the FastAPI Admin API app; the request-id
-middleware wraps them all.
+One ASGI app serves both planes on one port. A thin dispatcher sends the data-plane paths (every
+``/v1/...`` path orgwarden does not serve itself: ``gateway/endpoints.py``, which refuses the ones
+the API does not have) straight to the gateway pipeline, a plain ASGI app, the OTLP paths
+(``/v1/metrics``, ``/v1/logs``) to the Claude Code telemetry receiver, another, and everything else
+to the FastAPI Admin API app; the request-id middleware wraps them all.
 """
 
 from __future__ import annotations
@@ -48,12 +48,13 @@ from orgwarden.data import load_catalog
 from orgwarden.domain.catalog import Catalog
 from orgwarden.gateway.alerts import SpendAlerts
 from orgwarden.gateway.batches import BatchHandler
+from orgwarden.gateway.endpoints import is_data_plane
 from orgwarden.gateway.journal import Journal, journal_dir
 from orgwarden.gateway.keys import KeyCache
 from orgwarden.gateway.limiter import Limiter as Store
 from orgwarden.gateway.limiter import MemoryLimiter
 from orgwarden.gateway.limits import Alerts, Enforcer, LimitSource
-from orgwarden.gateway.pipeline import Gateway, is_data_plane
+from orgwarden.gateway.pipeline import Gateway
 from orgwarden.gateway.recorder import Recorder
 from orgwarden.gateway.upstream import Upstreams
 from orgwarden.gateway.webhooks import WebhookSender
@@ -85,7 +86,7 @@ class Dispatcher:
         return DirectHandler(self.gateway.serve, _direct_route)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and is_data_plane(scope["path"]) and scope["method"] in ("GET", "POST", "DELETE"):
+        if scope["type"] == "http" and is_data_plane(scope["path"]):
             await self.gateway(scope, receive, send)
         elif scope["type"] == "http" and is_telemetry(scope["path"]):
             await self.telemetry(scope, receive, send)
@@ -94,6 +95,8 @@ class Dispatcher:
 
 
 def _direct_route(method: bytes, path: str) -> bool:
+    """Served on the connection without ASGI: the data plane's GET, POST and DELETE (any other
+    method, HEAD above all, goes through ASGI, whose server frames it; the gateway refuses it)."""
     return (method == b"POST" or method == b"GET" or method == b"DELETE") and is_data_plane(path)
 
 

@@ -48,6 +48,7 @@ from orgwarden.domain.statuses import api_key_status
 from orgwarden.domain.tokens import estimate_request
 from orgwarden.domain.usage import Extracted, StreamMeter, from_message, from_partial
 from orgwarden.domain.workspaces import UNRESTRICTED
+from orgwarden.gateway.endpoints import BatchHandler, Endpoint, classify, unknown
 from orgwarden.gateway.exchange import AsgiExchange, BodyTooLarge, ClientGone, Exchange, Headers
 from orgwarden.gateway.http1 import Broken, ConnectTimedOut, ReadTimedOut, UpstreamError
 from orgwarden.gateway.keys import KeyCache
@@ -77,30 +78,12 @@ _NOT_RELAYED = frozenset(
         b"content-length",
     }
 )
-_ROUTES = {
-    ("POST", "/v1/messages"): "messages",
-    ("POST", "/v1/messages/count_tokens"): "count_tokens",
-    ("GET", "/v1/models"): "models",
-}
 
 
 def route_of(method: str, path: str) -> str | None:
-    """The data-plane endpoint a request is for, or ``None`` (the admin app answers it)."""
-    if method == "GET" and path.startswith("/v1/models/") and path.count("/") == 3:
-        return "model"
-    if path.startswith("/v1/messages/batches") and method in ("GET", "POST", "DELETE"):  # stub: endpoints.py
-        return "batches"
-    return _ROUTES.get((method, path))
-
-
-def is_data_plane(path: str) -> bool:
-    return path in ("/v1/messages", "/v1/messages/count_tokens", "/v1/models") or (
-        (path.startswith("/v1/models/") and path.count("/") == 3) or path.startswith("/v1/messages/batches")
-    )
-
-
-class BatchHandler(Protocol):  # stub until the endpoints foundation (gateway/endpoints.py) is merged
-    async def handle(self, call: Call, exchange: Exchange, grant: KeyGrant) -> None: ...
+    """The data-plane endpoint's name a request is for, or ``None`` (no such endpoint)."""
+    endpoint = classify(method, path)
+    return endpoint.name if endpoint is not None else None
 
 
 @dataclass(slots=True)
@@ -126,6 +109,7 @@ class Call:
     request: dict[str, Any] | None = None  # the parsed Messages request
     max_tokens: int | None = None
     metered: bool = False  # the usage record has been queued
+    route: Endpoint | None = None  # the endpoint's table row: kind, rate-limit group, path parameters
 
 
 def _header(headers: Headers, name: bytes) -> str | None:
@@ -243,7 +227,9 @@ class Gateway:
         self.limits = limits
         self.observer = observer or GatewayObserver(None)
         self.tenant = TenantGuard(lambda event: recorder.put("audit", event), organization_id)
-        self.batches: BatchHandler | None = None  # set in api/app.py
+        self.batches: BatchHandler | None = None  # Message Batches (set in api/app.py)
+        self.files: KindHandler | None = None  # the Files API (set in api/app.py)
+        self.forwarding: KindHandler | None = None  # every other known endpoint (set in api/app.py)
         self._unpriced = BoundedSet(UNPRICED_NAMES)
 
     @property
@@ -257,18 +243,21 @@ class Gateway:
 
     async def serve(self, exchange: Exchange) -> None:
         """Answer one data-plane request: always an answer, never an exception."""
-        endpoint = route_of(exchange.method, exchange.path)
+        raw_path = exchange.raw_path
+        raw = raw_path.decode("latin-1") if b"%" in raw_path else None  # never on the direct path
+        endpoint = classify(exchange.method, exchange.path, raw)
         call = Call(
             request_id=ids.new_request_id(),
             method=exchange.method,
             path=exchange.path,
-            endpoint=endpoint or "",
+            endpoint=endpoint.name if endpoint is not None else "",
             started=time.perf_counter(),
+            route=endpoint,
         )
         try:
-            if endpoint is None:  # a data-plane path with another method, e.g. GET /v1/messages
-                raise Refusal(404, "not_found_error", f"no such endpoint: {call.method} {call.path}")
-            await self._handle(call, exchange)
+            if endpoint is None:  # a path the API does not have, or another method, e.g. GET /v1/messages
+                raise Refusal(404, "not_found_error", unknown(call.method, call.path))
+            await self._handle(call, exchange, endpoint)
         except Refusal as refusal:
             await self._refuse(exchange, call, refusal)
         except Exception as exc:  # a bug: logged once with the request id, answered without details
@@ -281,26 +270,27 @@ class Gateway:
 
     # -- the steps -------------------------------------------------------------------------------
 
-    async def _handle(self, call: Call, exchange: Exchange) -> None:
+    async def _handle(self, call: Call, exchange: Exchange, endpoint: Endpoint) -> None:
         headers = exchange.headers
         try:
             allowed = tenant.parse_allowed_org_ids(headers)
         except tenant.TenantHeaderError as exc:
             # The 400 stands whatever the key; who sent it is looked up only for the audit trail.
             await self.tenant.malformed(_attempt(call, exchange), await key_sender(self.keys, headers), exc)
-        grant = await authenticate(self.keys, headers, "the Messages API")
+        kind = endpoint.kind
+        grant = await authenticate(self.keys, headers, _SURFACES.get(kind, "the API"))
         call.grant = grant
         if not tenant.is_allowed(grant.organization_id, allowed):
             await self.tenant.deny(allowed, _attempt(call, exchange), caller_of(grant))
         wanted = _header(headers, b"anthropic-workspace-id")
         if wanted is not None and wanted != grant.workspace_id:
             raise Refusal(
-                403, "permission_error", f"anthropic-workspace-id {wanted!r} does not match this API key's workspace"
+                403,
+                "permission_error",
+                f"anthropic-workspace-id {wanted[:100]!r} does not match this API key's workspace",
             )
-        if call.endpoint == "batches":
-            if self.batches is None:
-                raise Refusal(404, "not_found_error", f"no such endpoint: {call.method} {call.path}")
-            await self.batches.handle(call, exchange, grant)
+        if kind == "batches" or kind == "files" or kind == "forward":
+            await self._other(call, exchange, grant, kind)
             return
         request: dict[str, Any] | None = None
         if call.method == "POST":
@@ -316,6 +306,15 @@ class Gateway:
                 ticket, call.ticket = call.ticket, None
                 if self.limits is not None:
                     self.limits.settle(ticket, Extracted(), 0)
+
+    async def _other(self, call: Call, exchange: Exchange, grant: KeyGrant, kind: str) -> None:
+        """Hand a request that is not for the Messages code path to its kind's handler."""
+        handler: BatchHandler | KindHandler | None = (
+            self.batches if kind == "batches" else self.files if kind == "files" else self.forwarding
+        )
+        if handler is None:
+            raise Refusal(404, "not_found_error", f"{call.method} {call.path[:200]} is not served by this gateway")
+        await handler.handle(call, exchange, grant)
 
     def _inspect_messages(self, call: Call, grant: KeyGrant) -> dict[str, Any]:
         """Read what metering and residency need; insert the workspace's default geo if none is named."""
@@ -563,6 +562,20 @@ class Gateway:
         call.responded = True
         await exchange.respond(refusal.status, headers, body)
 
+
+class KindHandler(Protocol):
+    """The Files API and governed forwarding: the same interface as ``BatchHandler``."""
+
+    async def handle(self, call: Call, exchange: Exchange, grant: KeyGrant) -> None: ...
+
+
+_SURFACES = {
+    "messages": "the Messages API",
+    "count_tokens": "the Messages API",
+    "models": "the Messages API",
+    "batches": "the Message Batches API",
+    "files": "the Files API",
+}
 
 # What ``_response_headers`` does with each header name the upstream has sent: the name the client
 # gets it under (lower case; the upstream's ``request-id`` becomes ``upstream-request-id``), or b""
