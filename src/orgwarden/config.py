@@ -187,6 +187,16 @@ class Settings(BaseSettings):
 
     simulator_latency_ms: float = Field(default=0, ge=0)
     simulator_tokens_per_second: float = Field(default=0, ge=0)
+    simulator_batch_seconds: float = Field(default=2, ge=0, le=86_400)
+    """Simulator: how long a message batch stays ``in_progress`` (header ``anthropic-simulator-batch-seconds``
+    overrides it per batch)."""
+
+    batch_max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    """Largest Message Batches create body orgwarden reads (it is parsed to be checked and priced, so it is
+    held in memory; the API itself takes up to 256 MB); larger ones get 413."""
+
+    batch_poll_interval_seconds: float = Field(default=60, gt=0, le=86_400)
+    """How often each instance asks the upstream about batches not metered yet, to meter those that ended."""
 
     cache_poll_interval_ms: int = Field(default=200, ge=10, le=1000)
     """How often each worker checks for key and workspace changes made elsewhere."""

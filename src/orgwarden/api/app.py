@@ -47,6 +47,7 @@ from orgwarden.crypto import SecretBox, resolve_secret
 from orgwarden.data import load_catalog
 from orgwarden.domain.catalog import Catalog
 from orgwarden.gateway.alerts import SpendAlerts
+from orgwarden.gateway.batches import BatchHandler
 from orgwarden.gateway.endpoints import is_data_plane
 from orgwarden.gateway.files import FileHandler
 from orgwarden.gateway.forwarding import Forwarder
@@ -134,6 +135,16 @@ def create_app(settings: Settings) -> Dispatcher:
     )
     gateway.files = FileHandler(gateway, StoredFiles(session_factory(engine)), settings.max_file_bytes)
     gateway.forwarding = Forwarder(gateway)
+    batches = BatchHandler(
+        gateway,
+        session_factory(engine),
+        box,
+        max_body=settings.batch_max_body_bytes,
+        poll_interval=settings.batch_poll_interval_seconds,
+        public_url=settings.public_url,
+        https=settings.tls_certfile is not None,
+    )
+    gateway.batches = batches
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -145,6 +156,7 @@ def create_app(settings: Settings) -> Dispatcher:
         await alerts.start()
         await limits.start()
         await recorder.start()
+        await batches.start()
         if metrics is not None:
             await metrics.start()
         # What start-up built lives as long as the process: take it out of the cyclic collector's
@@ -158,6 +170,7 @@ def create_app(settings: Settings) -> Dispatcher:
         finally:
             # Bounded whatever the database or Redis do: the recorder gets the reserve the server
             # keeps for shutdown (what it cannot write stays in the journal), the rest a second each.
+            await _bounded(batches.stop(), 1.0, "message batches")
             await recorder.stop(min(5.0, settings.shutdown_timeout_seconds / 3))
             await keys.stop(timeout=1.0)
             await _bounded(limits.stop(), 1.0, "limits")

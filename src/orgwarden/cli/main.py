@@ -193,7 +193,10 @@ def simulator(
     except ConfigError as exc:
         fail(str(exc), 2)
     app_ = Simulator(
-        catalog, latency_ms=settings.simulator_latency_ms, tokens_per_second=settings.simulator_tokens_per_second
+        catalog,
+        latency_ms=settings.simulator_latency_ms,
+        tokens_per_second=settings.simulator_tokens_per_second,
+        batch_seconds=settings.simulator_batch_seconds,
     )
     err.print(f"orgwarden simulator on http://{host}:{port}")
     import dataclasses

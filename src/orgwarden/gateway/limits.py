@@ -73,6 +73,7 @@ from orgwarden.gateway.limiter import Admission, BucketWant, BudgetWant, StoreUn
 from orgwarden.gateway.limiter import Limiter as Store
 from orgwarden.gateway.refusal import Refusal
 from orgwarden.services.credentials import KeyGrant
+from orgwarden.storage.batches import MessageBatches
 from orgwarden.storage.rollups import UsageRollups
 from orgwarden.storage.tables import RateLimitValue, SpendLimit
 
@@ -129,7 +130,9 @@ class LimitSource:
         return rates, SpendConfig(rules)
 
     async def baseline(self, counters: Sequence[str]) -> dict[str, int]:
-        """Metered spend so far in each counter's period, in picodollars."""
+        """Metered spend so far in each counter's period, in picodollars, plus what message batches
+        not settled yet hold reserved on it (``gateway.batches``): a store that starts a counter
+        again (a restart of the in-process store, a Redis that lost its keys) keeps their reservations."""
         out: dict[str, int] = {}
         async with self._sessions() as session:
             rollups = UsageRollups(session)  # day rows: a period is whole UTC days
@@ -137,6 +140,10 @@ class LimitSource:
                 scope_type, scope_id, period, start = parse_counter(name)
                 _, end = period_window(period, start)
                 out[name] = (await rollups.spent(scope_type, [scope_id], start, end)).get(scope_id, 0)
+            for reserved_on, amount in await MessageBatches(session).reservations():
+                for name in reserved_on:
+                    if name in out:
+                        out[name] += amount
         return out
 
 
@@ -336,6 +343,9 @@ class Enforcer:
         self._unit_prices: BoundedMemo[tuple[str, str | None], tuple[int, int, int, int]] = BoundedMemo(
             _PLAN_CACHE_SIZE  # only client-chosen geos of every kind fill it
         )
+        self._batch_unit_prices: BoundedMemo[tuple[str, str | None], tuple[int, int, int, int]] = BoundedMemo(
+            _PLAN_CACHE_SIZE  # the same at batch prices (``admit_batch``)
+        )
 
     # -- configuration -----------------------------------------------------------------------------
 
@@ -425,6 +435,9 @@ class Enforcer:
         rate limits stay the same. ``model`` is ``None`` without a request body."""
         if endpoint == "count_tokens":
             group: str | None = "token_count"
+            messages = searches = False
+        elif endpoint == "batch":  # every Message Batches call: one request of the batch group
+            group = "batch"
             messages = searches = False
         elif endpoint == "messages" and model is not None:
             model_group = self._groups.get(model)
@@ -519,7 +532,9 @@ class Enforcer:
             self._spend_plans[key] = plan
         return plan
 
-    def _worst_case(self, request: Mapping[str, Any], body: bytes, searches: Sequence[Mapping[str, Any]]) -> int:
+    def _worst_case(
+        self, request: Mapping[str, Any], body: bytes, searches: Sequence[Mapping[str, Any]], batch: bool = False
+    ) -> int:
         model_name = str(request.get("model"))
         model = self._catalog.find(model_name)
         if model is None:
@@ -546,23 +561,25 @@ class Enforcer:
         output = raw if isinstance(raw, int) and raw > 0 else int(model.max_tokens or 0)
         geo = request.get("inference_geo")
         geo = geo if isinstance(geo, str) else None
-        input_, write_1h, output_, search = self._unit_prices.get((model.id, geo)) or self._prices(model, geo)
+        memo = self._batch_unit_prices if batch else self._unit_prices
+        input_, write_1h, output_, search = memo.get((model.id, geo)) or self._prices(model, geo, batch)
         # (``find``, not ``in``: ``bytes.__contains__`` first tries its argument as an int, and raises)
         caching = body.find(b"cache_control") != -1
         worst = (write_1h if caching else input_) * tokens + output_ * output
         return worst + search * _web_search_uses(searches) if searches else worst
 
-    def _prices(self, model: Model, geo: str | None) -> tuple[int, int, int, int]:
+    def _prices(self, model: Model, geo: str | None, batch: bool = False) -> tuple[int, int, int, int]:
         """Picodollars per input token, 1-hour cache-write token, output token and web search: what
-        ``cost_of`` multiplies each count by (it is linear), asked once per model and geo."""
+        ``cost_of`` multiplies each count by (it is linear), asked once per model, geo and batch."""
         catalog = self._catalog
         prices = (
-            cost_of(catalog, model, TokenUsage(input_tokens=1), inference_geo=geo).total,
-            cost_of(catalog, model, TokenUsage(cache_creation_1h=1), inference_geo=geo).total,
-            cost_of(catalog, model, TokenUsage(output_tokens=1), inference_geo=geo).total,
-            cost_of(catalog, model, TokenUsage(web_search_requests=1), inference_geo=geo).total,
+            cost_of(catalog, model, TokenUsage(input_tokens=1), batch=batch, inference_geo=geo).total,
+            cost_of(catalog, model, TokenUsage(cache_creation_1h=1), batch=batch, inference_geo=geo).total,
+            cost_of(catalog, model, TokenUsage(output_tokens=1), batch=batch, inference_geo=geo).total,
+            cost_of(catalog, model, TokenUsage(web_search_requests=1), batch=batch, inference_geo=geo).total,
         )
-        return self._unit_prices.remember((model.id, geo), prices)
+        memo = self._batch_unit_prices if batch else self._unit_prices
+        return memo.remember((model.id, geo), prices)
 
     def _outage(self, ticket: Ticket, exc: StoreUnavailable) -> Ticket:
         closed = (ticket.budgets and not self._spend_fail_open) or (ticket.wants and not self._rate_fail_open)
@@ -611,6 +628,56 @@ class Enforcer:
             f" {_UNITS[want.spec.limiter]} for {self._display.get(group, group)}; try again in {seconds} s."
         )
         return Refusal(429, "rate_limit_error", message, headers=[*headers, (b"retry-after", str(seconds).encode())])
+
+    # -- Message Batches (``gateway.batches``) -------------------------------------------------------
+
+    async def admit_batch(self, grant: KeyGrant, requests: Sequence[tuple[Mapping[str, Any], bytes]] | None) -> Ticket:
+        """Admit one Message Batches call: one request of the ``batch`` rate-limit group, and, for a
+        create (``requests``: each request's params and their JSON), the worst case of every request
+        at batch prices reserved on every spend budget of the key. The reservation is held until
+        ``settle_batch``; a 429 / 400 / 503 ``Refusal`` as ``admit`` gives."""
+        now = self._clock()
+        rates = self._rate_plan("batch", grant, None, False)
+        wants = self._bucket_wants(rates, None) if rates.buckets else []
+        budgets: list[BudgetWant] = []
+        spend, worst = _NO_SPEND, 0
+        if requests is not None:
+            spend = self._spend_plan(grant, now)
+            if spend.budgets:
+                for index, (params, body) in enumerate(requests):
+                    try:
+                        worst += self._worst_case(params, body, _web_search_tools(params), batch=True)
+                    except Refusal as refusal:  # name the request it is about
+                        refusal.message = f"requests[{index}].params: {refusal.message}"
+                        raise
+                budgets = [BudgetWant(counter, limit, worst) for counter, limit in spend.budgets]
+        ticket = Ticket(wants, budgets, spend, worst, now)
+        if not wants and not budgets:
+            return ticket
+        try:
+            admission = await self.store.admit(wants, budgets)
+        except StoreUnavailable as exc:
+            return self._outage(ticket, exc)
+        ticket.headers = _headers(admission, rates)
+        if admission.allowed:
+            return ticket
+        if admission.blocking_counter is not None:
+            raise self._spend_refusal(admission.blocking_counter, spend.rules, now, ticket.headers)
+        raise self._rate_refusal(admission, wants, ticket.headers)
+
+    def release_batch(self, ticket: Ticket) -> None:
+        """Give back a batch's spend reservation whole (the upstream did not take the batch)."""
+        if ticket.checked and ticket.budgets:
+            self.store.settle([], dict.fromkeys(ticket.spend.reserved, -ticket.worst), _settled_quietly)
+
+    def settle_batch(self, reserved: Sequence[str], counters: Sequence[str], worst: int, cost: int) -> None:
+        """Replace a batch's reservation of ``worst`` on ``reserved`` by its metered ``cost``, which
+        also goes into its other ``counters`` (as ``settle`` does for a request)."""
+        deltas = dict.fromkeys(counters, cost) if cost else {}
+        for name in reserved:
+            deltas[name] = cost - worst
+        if deltas:
+            self.store.settle([], deltas, _settled_quietly)
 
     def settle(self, ticket: Ticket, extracted: Extracted, cost: int) -> None:
         """Replace the reservation with what the request really used and cost. Nothing waits for

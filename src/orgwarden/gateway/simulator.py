@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -31,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 from orgwarden.domain.catalog import Catalog, Model
 from orgwarden.domain.tokens import estimate, estimate_request
 from orgwarden.gateway.simulator_files import SimulatorFiles
+from orgwarden.gateway.simulator_batches import SimulatedBatches, is_batches_path
 
 DEFAULT_OUTPUT_TOKENS = 16
 _WORDS = ("Hello", " from", " the", " orgwarden", " simulator", ".")
@@ -74,11 +76,14 @@ def _cached_chars(value: Any) -> tuple[int, int]:
 class Simulator:
     """The simulator as an ASGI app (served in process, or on its own port by ``orgwarden simulator``)."""
 
-    def __init__(self, catalog: Catalog, *, latency_ms: float = 0, tokens_per_second: float = 0) -> None:
+    def __init__(
+        self, catalog: Catalog, *, latency_ms: float = 0, tokens_per_second: float = 0, batch_seconds: float = 2
+    ) -> None:
         self.catalog = catalog
         self.latency = latency_ms / 1000
         self.token_delay = 1 / tokens_per_second if tokens_per_second > 0 else 0.0
         self.files = SimulatorFiles()
+        self.batches = SimulatedBatches(self.answer_message, seconds=batch_seconds)  # simulator_batches.py
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -102,6 +107,9 @@ class Simulator:
         method, path = scope["method"], scope["path"]
         if self.latency:
             await asyncio.sleep(self.latency)
+        if is_batches_path(path):
+            await self.batches.serve(send, method, path, scope.get("query_string", b""), headers, body)
+            return
         if method == "GET" and path == "/v1/models":
             await self._send(send, 200, json.dumps(self._models()).encode())
         elif method == "GET" and path.startswith("/v1/models/"):
@@ -160,6 +168,32 @@ class Simulator:
         }
         body = json.dumps(message).encode()
         await self._send(send, 200, body[: len(body) // 2] if fault == "cut" else body)
+
+    def answer_message(self, request: dict[str, Any], headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        """A non-streaming Messages answer to ``request``: (status, Message or error envelope)."""
+        model = self.catalog.find(request["model"]) if isinstance(request.get("model"), str) else None
+        if model is None:
+            missing = {"type": "not_found_error", "message": f"model: {request.get('model')}"}
+            return 404, {"type": "error", "error": missing}
+        max_tokens = request.get("max_tokens")
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            message = "max_tokens: must be a positive integer"
+            return 400, {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+        wanted = int(headers.get("anthropic-simulator-output-tokens", DEFAULT_OUTPUT_TOKENS))
+        output = max(1, min(wanted, max_tokens))
+        cache_read = headers.get("anthropic-simulator-cache") == "read"
+        usage = self._usage(request, estimate_request(request), output, cache_read)
+        words = [_WORDS[i % len(_WORDS)] for i in range(output)]
+        return 200, {
+            "id": "msg_01" + secrets.token_hex(11),
+            "type": "message",
+            "role": "assistant",
+            "model": model.id,
+            "content": [{"type": "text", "text": "".join(words)}],
+            "stop_reason": "max_tokens" if wanted > max_tokens else "end_turn",
+            "stop_sequence": None,
+            "usage": usage,
+        }
 
     def _usage(self, request: dict[str, Any], total_input: int, output: int, cache_read: bool) -> dict[str, Any]:
         five_chars, hour_chars = _cached_chars([request.get("system"), request.get("messages"), request.get("tools")])

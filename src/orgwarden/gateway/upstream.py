@@ -91,6 +91,7 @@ class Upstreams:
             catalog,
             latency_ms=settings.simulator_latency_ms,
             tokens_per_second=settings.simulator_tokens_per_second,
+            batch_seconds=settings.simulator_batch_seconds,
         )
         self.simulator = InProcess(simulator, read_timeout=settings.upstream_timeout_seconds)
         self.real: Pool | None = None

@@ -607,3 +607,34 @@ class StoredFile(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     downloadable: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime]
+class MessageBatch(Base):
+    """A Message Batch created through the gateway (``gateway.batches``); the id is the upstream's.
+
+    ``reserved_picodollars`` was reserved on each of ``reserved_counters`` (spend counters a limit
+    reads) when it was created; ``spend_counters`` are every counter its cost goes into. The
+    reservation holds until ``settled_at``: a limits store that starts a counter again adds the
+    reservations of unsettled batches to it (``gateway.limits.LimitSource.baseline``).
+    """
+
+    __tablename__ = "message_batches"
+    __table_args__ = (
+        Index("ix_message_batches_workspace", "workspace_id", "id"),
+        Index("ix_message_batches_unsettled", "settled_at"),
+    )
+
+    id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(IdString(36))
+    workspace_id: Mapped[str] = mapped_column(IdString())
+    api_key_id: Mapped[str] = mapped_column(IdString())  # "" for a user access token
+    user_id: Mapped[str | None] = mapped_column(IdString(), default=None)
+    created_at: Mapped[datetime]
+    processing_status: Mapped[str] = mapped_column(String(16))  # as last seen from the upstream
+    request_count: Mapped[int] = mapped_column(Integer)
+    reserved_picodollars: Mapped[int] = mapped_column(BigInteger)
+    reserved_counters: Mapped[list[str]] = mapped_column(JSON)
+    spend_counters: Mapped[list[str]] = mapped_column(JSON)
+    metered_at: Mapped[datetime | None] = mapped_column(default=None)  # claimed for metering
+    settled_at: Mapped[datetime | None] = mapped_column(default=None)  # metered and settled
+    metered_results: Mapped[int | None] = mapped_column(Integer, default=None)
+    metered_picodollars: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
