@@ -77,6 +77,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "model": ("model",), "context_window": ("context_window",), "inference_geo": ("inference_geo",),
     "speed": ("speed",), "service_tier": ("service_tier",), "workspace_id": ("workspace_id",),
     "api_key_id": ("api_key_id",), "actor": ("user_id", "api_key_id"), "actor_type": ("user_id",),
+    "product": ("service_tier",),  # the new API's, derived from the tier (the Enterprise reports': null)
 }  # fmt: skip
 # filter parameter -> (rollup column, allowed values or None), for filters that are a plain IN
 COLUMN_FILTERS: dict[str, tuple[str, tuple[str, ...] | None]] = {
@@ -399,7 +400,9 @@ def _value(group: str, columns: Mapping[str, str], legacy: bool) -> Any:
         return None if columns["inference_geo"] == "not_available" else columns["inference_geo"]
     if group == "api_key_id":
         return columns["api_key_id"] or None
-    if group == "product" and not legacy:
+    if group == "product":
+        if legacy:
+            return None  # the Enterprise reports' products are claude.ai surfaces
         return BATCH_PRODUCT if columns["service_tier"] == "batch" else MESSAGES_PRODUCT
     names = COLUMNS.get(group)
     return columns[names[0]] if names else None  # not recorded: null
@@ -480,7 +483,8 @@ def _span(
     """The rows a ranked report reads. With a bucket width: its buckets from the one holding
     ``starting_at`` to the last that ends by ``ending_at`` (required). Without: one row per group over
     the range, in whole hours (the new API) or as given to the minute (the per-user reports), read
-    from the coarsest rollups that cover it exactly."""
+    from the coarsest rollups that cover it exactly. Without ``ending_at`` the range runs to the end
+    of the hour (minute) holding now: orgwarden's figures have no lag, and nothing comes after now."""
     if width is not None:
         if width not in STEP:
             raise InvalidRequest(f"{param}: {width!r} is not one of 1d, 1h, 1m")
@@ -491,7 +495,10 @@ def _span(
             raise InvalidRequest(f"ending_at: with {param} 1m the range may span at most 24 hours")
         return Span(width, floor(start, width), floor(end, width), True)
     start, end = _range(starting_at, ending_at, now)
-    start, end = floor(start, "1h" if whole_hours else "1m"), floor(end, "1h" if whole_hours else "1m")
+    unit = "1h" if whole_hours else "1m"
+    if ending_at is None and end == now:
+        end = floor(now, unit) + STEP[unit]  # as the spec's reports: the hour (minute) holding now counts
+    start, end = floor(start, unit), floor(end, unit)
     if end <= start:
         unit = "hour" if whole_hours else "minute"
         raise InvalidRequest(f"ending_at: the range holds no whole {unit} (without {param}, rows cover whole {unit}s)")

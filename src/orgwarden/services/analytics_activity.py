@@ -64,8 +64,9 @@ def parse_date(name: str, value: str) -> date:
 def _days(starting: str, ending: str | None, today: date) -> tuple[date, date]:
     first = parse_date("starting_date", starting)
     end = parse_date("ending_date", ending) if ending is not None else today
-    if end > today:
-        raise InvalidRequest(f"ending_date: at most today ({today.isoformat()}), got {end.isoformat()}")
+    latest = today + timedelta(days=1)  # no lag here: tomorrow (exclusive) includes today so far
+    if end > latest:
+        raise InvalidRequest(f"ending_date: at most {latest.isoformat()} (today so far), got {end.isoformat()}")
     if end <= first:
         raise InvalidRequest(f"ending_date: {end.isoformat()} is not after starting_date {first.isoformat()}")
     if (end - first).days > MAX_DAYS:
