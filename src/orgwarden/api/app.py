@@ -26,6 +26,7 @@ from orgwarden.api import errors, scim
 from orgwarden.api.health import Health
 from orgwarden.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from orgwarden.api.routes import (
+    analytics,
     api_keys,
     audit_logs,
     auth,
@@ -207,6 +208,7 @@ def create_app(settings: Settings) -> Dispatcher:
         rate_limits,
         spend_limits,
         reports,
+        analytics,
         claude_code,
         audit_logs,
         tunnels,

@@ -32,10 +32,12 @@ class QueryParams:
             raise InvalidRequest(f"{name}: given {len(values)} times; give it once")
         return values[0] if values else None
 
-    def strings(self, name: str) -> list[str]:
+    def strings(self, name: str, *, allow_empty: bool = False) -> list[str]:
+        """Every value of an array parameter; an empty one is refused unless it means something
+        (``api_key_ids[]=``: usage no API key authenticated)."""
         values = [*self._params.getlist(name), *self._params.getlist(f"{name}[]")]
         for value in values:
-            if value == "":
+            if value == "" and not allow_empty:
                 raise InvalidRequest(f"{name}: empty value")
         return values
 

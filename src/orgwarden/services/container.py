@@ -14,6 +14,8 @@ from orgwarden.crypto import SecretBox
 from orgwarden.data import load_catalog
 from orgwarden.domain.catalog import Catalog
 from orgwarden.services.admin_keys import AdminKeyService
+from orgwarden.services.analytics import AnalyticsService
+from orgwarden.services.analytics_activity import ActivityService
 from orgwarden.services.api_keys import ApiKeyService
 from orgwarden.services.audit_log import AuditLogService
 from orgwarden.services.claude_code import ClaudeCodeService
@@ -46,6 +48,8 @@ class Services:
     rate_limits: RateLimitService
     spend_limits: SpendLimitService
     reports: ReportService
+    analytics: AnalyticsService
+    activity: ActivityService
     claude_code: ClaudeCodeService
     tunnels: TunnelService
     tunnel_certificates: TunnelCertificateService
@@ -73,6 +77,8 @@ class Services:
             rate_limits=RateLimitService(uow, catalog),
             spend_limits=SpendLimitService(uow),
             reports=ReportService(uow, catalog),
+            analytics=AnalyticsService(uow),
+            activity=ActivityService(uow),
             claude_code=ClaudeCodeService(uow),
             tunnels=TunnelService(uow, box, settings.tunnel_base_domain),
             tunnel_certificates=TunnelCertificateService(uow),

@@ -13,10 +13,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from orgwarden.domain.claude_code import USER_ACTOR
 from orgwarden.storage.tables import (
     ApiKey,
     ClaudeCodeDaily,
@@ -122,6 +123,26 @@ class ClaudeCodeUsage:
             )
             found.extend(row for row in rows if (row.actor_type, row.actor) in wanted)
         return found
+
+    async def user_totals(
+        self, organization_id: str, first: date, end: date, emails: Sequence[str]
+    ) -> tuple[list[Any], list[Any]]:
+        """Users' Claude Code figures summed over the days [first, end): rows of (email, sessions,
+        commits, pull_requests, lines_added, lines_removed), and of (email, tool, accepted, rejected)."""
+        daily, tools = ClaudeCodeDaily, ClaudeCodeToolDaily
+        totals: list[Any] = []
+        by_tool: list[Any] = []
+        for chunk in _chunks(sorted(set(emails))):
+            where = (daily.organization_id == organization_id, daily.day >= first, daily.day < end,
+                     daily.actor_type == USER_ACTOR, daily.actor.in_(chunk))  # fmt: skip
+            sums = [func.sum(getattr(daily, name)) for name in
+                    ("sessions", "commits", "pull_requests", "lines_added", "lines_removed")]  # fmt: skip
+            totals += (await self.session.execute(select(daily.actor, *sums).where(*where).group_by(daily.actor))).all()
+            where = (tools.organization_id == organization_id, tools.day >= first, tools.day < end,
+                     tools.actor_type == USER_ACTOR, tools.actor.in_(chunk))  # fmt: skip
+            stmt = select(tools.actor, tools.tool, func.sum(tools.accepted), func.sum(tools.rejected))
+            by_tool += (await self.session.execute(stmt.where(*where).group_by(tools.actor, tools.tool))).all()
+        return totals, by_tool
 
     async def key_names(self, organization_id: str, key_ids: Sequence[str]) -> dict[str, str]:
         names: dict[str, str] = {}

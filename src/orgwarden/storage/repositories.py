@@ -75,6 +75,18 @@ class Users(_Repo):
         stmt = self._active(organization_id).where(User.id.in_(list(user_ids))).order_by(User.id)
         return list((await self.session.scalars(stmt)).all())
 
+    async def with_removed(self, organization_id: str, user_ids: Sequence[str]) -> list[User]:
+        """The organization's users among ``user_ids``, removed ones included (reports name the
+        users whose past usage they show, members or not)."""
+        if not user_ids:
+            return []
+        stmt = select(User).where(User.organization_id == organization_id, User.id.in_(list(user_ids)))
+        return list((await self.session.scalars(stmt)).all())
+
+    async def members(self, organization_id: str) -> list[User]:
+        """Every member (not removed), in email order."""
+        return list((await self.session.scalars(self._active(organization_id).order_by(User.email, User.id))).all())
+
     async def page(
         self, organization_id: str, cursor: Cursor, *, email: str | None, roles: Sequence[str]
     ) -> Page[User]:
@@ -123,6 +135,14 @@ class Invites(_Repo):
                 Invite.expires_at > now,
             )
         )
+
+    async def count_pending(self, organization_id: str, now: datetime) -> int:
+        """Invites still open: pending and not expired."""
+        stmt = select(func.count()).select_from(Invite)
+        stmt = stmt.where(
+            Invite.organization_id == organization_id, Invite.status == "pending", Invite.expires_at > now
+        )
+        return int(await self.session.scalar(stmt) or 0)
 
     async def page(
         self,
