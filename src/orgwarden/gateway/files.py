@@ -97,11 +97,11 @@ class FileHandler:
             raise Refusal(404, "not_found_error", f"file {file_id[:128]!r} not found in this API key's workspace")
         response = await send(self.gateway, call, exchange, grant, b"", limit=0, what="the limit")
         try:
+            if name == "files.delete" and (200 <= response.status < 300 or response.status == 404):
+                await self.files.remove(file_id)  # forgotten before the client hears it is gone
             await relay(self.gateway, call, response, exchange, grant, ticket)
         finally:
             await response.aclose()
-        if name == "files.delete" and (200 <= call.status < 300 or call.status == 404):
-            await self.files.remove(file_id)
 
     async def _list(self, call: Call, exchange: Exchange, grant: KeyGrant, ticket: Ticket | None) -> None:
         query = parse_qs(exchange.query.decode("latin-1"), keep_blank_values=True)

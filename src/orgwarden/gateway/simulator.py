@@ -31,8 +31,8 @@ from starlette.types import Receive, Scope, Send
 
 from orgwarden.domain.catalog import Catalog, Model
 from orgwarden.domain.tokens import estimate, estimate_request
-from orgwarden.gateway.simulator_files import SimulatorFiles
 from orgwarden.gateway.simulator_batches import SimulatedBatches, is_batches_path
+from orgwarden.gateway.simulator_files import SimulatorFiles
 
 DEFAULT_OUTPUT_TOKENS = 16
 _WORDS = ("Hello", " from", " the", " orgwarden", " simulator", ".")
