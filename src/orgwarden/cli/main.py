@@ -193,7 +193,11 @@ def simulator(
     except ConfigError as exc:
         fail(str(exc), 2)
     app_ = Simulator(
-        catalog, latency_ms=settings.simulator_latency_ms, tokens_per_second=settings.simulator_tokens_per_second
+        catalog,
+        latency_ms=settings.simulator_latency_ms,
+        tokens_per_second=settings.simulator_tokens_per_second,
+        fault=settings.simulator_fault,
+        reply=settings.simulator_reply,
     )
     err.print(f"orgwarden simulator on http://{host}:{port}")
     import dataclasses

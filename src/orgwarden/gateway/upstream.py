@@ -91,6 +91,8 @@ class Upstreams:
             catalog,
             latency_ms=settings.simulator_latency_ms,
             tokens_per_second=settings.simulator_tokens_per_second,
+            fault=settings.simulator_fault,
+            reply=settings.simulator_reply,
         )
         self.simulator = InProcess(simulator, read_timeout=settings.upstream_timeout_seconds)
         self.real: Pool | None = None
