@@ -5,7 +5,8 @@ streamed answer and a JSON one carry the same content and usage. The rules (the 
 "The simulator" repeats them):
 
 * **Tokens.** Text is cut into tokens by ``TOKEN``: a word of up to ten characters with the
-  whitespace before it is one token, a longer word one token per ten characters. A ``tool_use``
+  whitespace before it is one token (trailing whitespace joins the last one), a longer word one token
+  per ten characters. A ``tool_use``
   block costs one token per four characters of its input's JSON. ``output_tokens`` is the sum over
   the blocks produced.
 * **Text.** The default answer is readable sentences separated by spaces, starting with
@@ -48,7 +49,7 @@ DEFAULT_OUTPUT_TOKENS = 16
 THINKING_TOKENS = 24
 TOOL_CHARS_PER_TOKEN = 4
 RESULT_QUOTE_CHARS = 160
-TOKEN = re.compile(r"\s*\S{1,10}|\s+")
+TOKEN = re.compile(r"\s*\S{1,10}(?:\s+$)?|\s+")  # trailing whitespace joins the last word
 _REMINDER = re.compile(r"<system-reminder>.*?(?:</system-reminder>|$)", re.DOTALL)
 _DIRECTIVE = re.compile(r"\buse\s+([A-Za-z0-9_.:-]+)\s*(?=\{)")
 
