@@ -4,9 +4,9 @@ Pure and deterministic (no I/O, no clock): the same request and script give the 
 streamed answer and a JSON one carry the same content and usage. The rules (the README's
 "The simulator" repeats them):
 
-* **Tokens.** Text is cut into tokens by ``TOKEN``: a word of up to ten characters with the
-  whitespace before it is one token (trailing whitespace joins the last one), a longer word one token
-  per ten characters. A ``tool_use``
+* **Tokens.** Text is cut into tokens by ``TOKEN``: up to nine characters of a word with the space
+  before it (so at most ten characters, as ``domain.tokens`` assumes); a longer word takes one token
+  per nine characters; a run of spaces is a token, and trailing whitespace joins the last token. A ``tool_use``
   block costs one token per four characters of its input's JSON. ``output_tokens`` is the sum over
   the blocks produced.
 * **Text.** The default answer is readable sentences separated by spaces, starting with
@@ -49,7 +49,7 @@ DEFAULT_OUTPUT_TOKENS = 16
 THINKING_TOKENS = 24
 TOOL_CHARS_PER_TOKEN = 4
 RESULT_QUOTE_CHARS = 160
-TOKEN = re.compile(r"\s*\S{1,10}(?:\s+$)?|\s+")  # trailing whitespace joins the last word
+TOKEN = re.compile(r"\s?\S{1,9}(?:\s+$)?|\s+")  # trailing whitespace joins the last token
 _REMINDER = re.compile(r"<system-reminder>.*?(?:</system-reminder>|$)", re.DOTALL)
 _DIRECTIVE = re.compile(r"\buse\s+([A-Za-z0-9_.:-]+)\s*(?=\{)")
 
@@ -253,6 +253,11 @@ def plan(request: Mapping[str, Any], *, seed: int, length: int | None, canned: s
     """The answer to ``request`` (already checked to have a model and a positive ``max_tokens``)."""
     raw_messages = request.get("messages")
     messages: list[Any] = raw_messages if isinstance(raw_messages, list) else []
+    if canned is None and not ({"tools", "thinking", "stop_sequences"} & request.keys()):
+        last = messages[-1] if messages else None
+        if isinstance(last, dict) and isinstance(last.get("content"), str):  # plain text: the benchmark's path
+            return _limit([Block("text", _generated(_FIRST, _MORE, seed, length or DEFAULT_OUTPUT_TOKENS))], request,
+                          "end_turn")  # fmt: skip
     thinking = _thinking(request, seed)
     choice = request.get("tool_choice")
     forced = isinstance(choice, dict) and choice.get("type") in ("any", "tool")
