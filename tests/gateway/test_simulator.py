@@ -366,3 +366,24 @@ def test_settings_script_every_answer_and_a_header_wins() -> None:
     )
     assert status == 200
     assert body["content"][0]["text"].startswith("Hello from the orgwarden simulator.")
+
+
+def test_hostile_tool_schemas_get_an_answer_not_an_error(client: anthropic.Anthropic) -> None:
+    wide: dict[str, Any] = {"type": "integer"}
+    for _ in range(12):
+        wide = {"anyOf": [{"type": "string", "const": "never"}] * 40 + [wide], "allOf": [{}] * 40}
+    tools = [
+        {"name": "huge", "input_schema": {"type": "object", "required": ["s", "a"], "properties": {
+            "s": {"type": "string", "minLength": 10**12},
+            "a": {"type": "array", "minItems": 10**9, "items": {"type": "array", "minItems": 10**9}}}}},
+        {"name": "wide", "input_schema": {"type": "object", "required": ["w"], "properties": {"w": wide}}},
+        {"name": "junk", "input_schema": {"required": 5, "properties": "x", "allOf": ["y", 7]}},
+    ]  # fmt: skip
+    for name in ("huge", "wide", "junk"):
+        message = client.messages.create(
+            model=MODEL, max_tokens=8000, messages=[{"role": "user", "content": f'use {name} {{"w": true}}'}],
+            tools=tools, tool_choice={"type": "tool", "name": name},
+        )  # fmt: skip
+        assert message.stop_reason == "tool_use"
+        assert message.content[0].type == "tool_use"
+        assert isinstance(message.content[0].input, dict)

@@ -18,6 +18,9 @@ from collections.abc import Mapping
 from typing import Any
 
 MAX_DEPTH = 16
+MAX_STEPS = 20_000  # schema nodes visited by one top-level call: wide anyOf trees cannot blow up
+MAX_STRING = 4096  # the longest minLength honoured
+MAX_ITEMS = 64  # the most minItems honoured
 _FORMATS = {
     "date-time": "2025-01-01T00:00:00Z",
     "date": "2025-01-01",
@@ -37,8 +40,19 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _resolve(schema: Any, root: Mapping[str, Any], depth: int) -> dict[str, Any]:
+class _Exhausted(Exception):
+    """The step budget of one top-level call ran out."""
+
+
+def _step(budget: list[int]) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _Exhausted
+
+
+def _resolve(schema: Any, root: Mapping[str, Any], depth: int, budget: list[int]) -> dict[str, Any]:
     """``schema`` with a local ``$ref`` followed (and ``allOf`` merged); ``{}`` for anything unusable."""
+    _step(budget)
     if depth > MAX_DEPTH or not isinstance(schema, dict):
         return {}
     ref = schema.get("$ref")
@@ -47,17 +61,25 @@ def _resolve(schema: Any, root: Mapping[str, Any], depth: int) -> dict[str, Any]
         for part in ref[2:].split("/"):
             target = target.get(part.replace("~1", "/").replace("~0", "~")) if isinstance(target, dict) else None
         rest = {k: v for k, v in schema.items() if k != "$ref"}
-        return {**_resolve(target, root, depth + 1), **rest}
+        return {**_resolve(target, root, depth + 1, budget), **rest}
     parts = schema.get("allOf")
     if isinstance(parts, list) and parts:
         merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
         for part in parts:
-            branch = _resolve(part, root, depth + 1)
-            required = [*merged.get("required", []), *branch.get("required", [])]
-            properties = {**branch.get("properties", {}), **merged.get("properties", {})}
+            branch = _resolve(part, root, depth + 1, budget)
+            required = [*_list(merged.get("required")), *_list(branch.get("required"))]
+            properties = {**_dict(branch.get("properties")), **_dict(merged.get("properties"))}
             merged = {**branch, **merged, "required": required, "properties": properties}
         return merged
     return schema
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _type_of(schema: Mapping[str, Any]) -> str | None:
@@ -91,29 +113,45 @@ def _number(schema: Mapping[str, Any], integer: bool) -> int | float:
     return int(value) if integer or float(value).is_integer() else value
 
 
-def instance(schema: Any, root: Mapping[str, Any] | None = None, depth: int = 0) -> Any:
-    """The minimal value ``schema`` admits (see the module docstring)."""
-    root = root if root is not None else (schema if isinstance(schema, dict) else {})
-    node = _resolve(schema, root, depth)
+def instance(schema: Any) -> Any:
+    """The minimal value ``schema`` admits (see the module docstring); ``{}`` for a schema too big to
+    work through."""
+    try:
+        return _instance(schema, schema if isinstance(schema, dict) else {}, 0, [MAX_STEPS])
+    except (_Exhausted, OverflowError, ValueError):
+        return {}
+
+
+def problems(schema: Any, value: Any) -> list[str]:
+    """What makes ``value`` invalid against ``schema`` (empty when it validates)."""
+    try:
+        return _problems(schema, value, schema if isinstance(schema, dict) else {}, 0, [MAX_STEPS])
+    except (_Exhausted, OverflowError, ValueError):
+        return ["the schema is too complex to check"]
+
+
+def _instance(schema: Any, root: Mapping[str, Any], depth: int, budget: list[int]) -> Any:
+    _step(budget)
+    node = _resolve(schema, root, depth, budget)
     if depth > MAX_DEPTH:
         return None
     if "const" in node:
         return node["const"]
     if isinstance(node.get("enum"), list) and node["enum"]:
         return node["enum"][0]
-    if "default" in node and not problems(node, node["default"], root, depth):
+    if "default" in node and not _problems(node, node["default"], root, depth, budget):
         return node["default"]
     for key in ("anyOf", "oneOf"):
         branches = node.get(key)
         if isinstance(branches, list) and branches:
-            return instance(branches[0], root, depth + 1)
+            return _instance(branches[0], root, depth + 1, budget)
     kind = _type_of(node)
     if kind == "string":
         fmt = _FORMATS.get(str(node.get("format")))
         if fmt is not None:
             return fmt
         length = node.get("minLength")
-        return "x" * length if isinstance(length, int) and length > 0 else ""
+        return "x" * min(length, MAX_STRING) if isinstance(length, int) and length > 0 else ""
     if kind in ("integer", "number"):
         return _number(node, kind == "integer")
     if kind == "boolean":
@@ -122,25 +160,24 @@ def instance(schema: Any, root: Mapping[str, Any] | None = None, depth: int = 0)
         return None
     if kind == "array":
         count = node.get("minItems")
-        count = count if isinstance(count, int) and count > 0 else 0
+        count = min(count, MAX_ITEMS) if isinstance(count, int) and count > 0 else 0
         prefix = node.get("prefixItems")
         items = list(prefix) if isinstance(prefix, list) else []
         while len(items) < count:
             items.append(node.get("items", {}))
-        return [instance(item, root, depth + 1) for item in items[: max(count, len(items))]]
+        return [_instance(item, root, depth + 1, budget) for item in items]
     if kind == "object":
         properties = node.get("properties")
         properties = properties if isinstance(properties, dict) else {}
         required = node.get("required")
         names = [n for n in required if isinstance(n, str)] if isinstance(required, list) else []
-        return {name: instance(properties.get(name, {}), root, depth + 1) for name in names}
+        return {name: _instance(properties.get(name, {}), root, depth + 1, budget) for name in names}
     return {}
 
 
-def problems(schema: Any, value: Any, root: Mapping[str, Any] | None = None, depth: int = 0) -> list[str]:
-    """What makes ``value`` invalid against ``schema`` (empty when it validates)."""
-    root = root if root is not None else (schema if isinstance(schema, dict) else {})
-    node = _resolve(schema, root, depth)
+def _problems(schema: Any, value: Any, root: Mapping[str, Any], depth: int, budget: list[int]) -> list[str]:
+    _step(budget)
+    node = _resolve(schema, root, depth, budget)
     if depth > MAX_DEPTH:
         return ["nested too deeply"]
     if "const" in node and value != node["const"]:
@@ -149,7 +186,11 @@ def problems(schema: Any, value: Any, root: Mapping[str, Any] | None = None, dep
         return [f"{value!r} is not one of {node['enum']!r}"]
     for key in ("anyOf", "oneOf"):
         branches = node.get(key)
-        if isinstance(branches, list) and branches and all(problems(b, value, root, depth + 1) for b in branches):
+        if (
+            isinstance(branches, list)
+            and branches
+            and all(_problems(b, value, root, depth + 1, budget) for b in branches)
+        ):
             return [f"{value!r} matches none of {key}"]
     kinds = node.get("type")
     kinds = [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else None
@@ -160,9 +201,9 @@ def problems(schema: Any, value: Any, root: Mapping[str, Any] | None = None, dep
     if isinstance(value, int | float) and not isinstance(value, bool):
         return _number_problems(node, value)
     if isinstance(value, list):
-        return _array_problems(node, value, root, depth)
+        return _array_problems(node, value, root, depth, budget)
     if isinstance(value, dict):
-        return _object_problems(node, value, root, depth)
+        return _object_problems(node, value, root, depth, budget)
     return []
 
 
@@ -199,7 +240,9 @@ def _number_problems(node: Mapping[str, Any], value: float) -> list[str]:
     return []
 
 
-def _array_problems(node: Mapping[str, Any], value: list[Any], root: Mapping[str, Any], depth: int) -> list[str]:
+def _array_problems(
+    node: Mapping[str, Any], value: list[Any], root: Mapping[str, Any], depth: int, budget: list[int]
+) -> list[str]:
     low, high = node.get("minItems"), node.get("maxItems")
     if isinstance(low, int) and len(value) < low:
         return [f"fewer than {low} items"]
@@ -210,23 +253,25 @@ def _array_problems(node: Mapping[str, Any], value: list[Any], root: Mapping[str
     found: list[str] = []
     for index, item in enumerate(value):
         sub = prefix[index] if index < len(prefix) else node.get("items", {})
-        found += [f"[{index}]: {p}" for p in problems(sub, item, root, depth + 1)]
+        found += [f"[{index}]: {p}" for p in _problems(sub, item, root, depth + 1, budget)]
     return found
 
 
-def _object_problems(node: Mapping[str, Any], value: dict[str, Any], root: Mapping[str, Any], depth: int) -> list[str]:
+def _object_problems(
+    node: Mapping[str, Any], value: dict[str, Any], root: Mapping[str, Any], depth: int, budget: list[int]
+) -> list[str]:
     properties = node.get("properties")
     properties = properties if isinstance(properties, dict) else {}
     required = node.get("required")
-    found = [f"{name}: required" for name in required or [] if isinstance(name, str) and name not in value]
+    found = [f"{name}: required" for name in _list(required) if isinstance(name, str) and name not in value]
     extra = node.get("additionalProperties", True)
     for name, item in value.items():
         if name in properties:
-            found += [f"{name}: {p}" for p in problems(properties[name], item, root, depth + 1)]
+            found += [f"{name}: {p}" for p in _problems(properties[name], item, root, depth + 1, budget)]
         elif extra is False:
             found.append(f"{name}: not allowed")
         elif isinstance(extra, dict):
-            found += [f"{name}: {p}" for p in problems(extra, item, root, depth + 1)]
+            found += [f"{name}: {p}" for p in _problems(extra, item, root, depth + 1, budget)]
     return found
 
 
