@@ -248,8 +248,10 @@ class Simulator:
         canned = headers.get("anthropic-simulator-reply")
         if canned is not None:
             canned = unquote(canned)[:MAX_REPLY_CHARS]
+        if length is not None:  # no more than max_tokens + 1: enough to stop at max_tokens
+            length = max(1, min(length, max_tokens + 1))
         try:
-            reply = plan(request, seed=_seed(request), length=length or None, canned=canned or self.reply)
+            reply = plan(request, seed=_seed(request), length=length, canned=canned or self.reply)
         except Refused as refused:
             raise _Scripted(400, "invalid_request_error", str(refused)) from None
         cache_read = headers.get("anthropic-simulator-cache") == "read"
