@@ -185,7 +185,7 @@ class Settings(BaseSettings):
     models_file: Path | None = None
     """A JSON models/prices file replacing the shipped one (``orgwarden/data/models.json``)."""
 
-    simulator_latency_ms: float = Field(default=0, ge=0)
+    simulator_latency_ms: float = Field(default=0, ge=0, le=600_000)
     simulator_tokens_per_second: float = Field(default=0, ge=0)
     simulator_batch_seconds: float = Field(default=2, ge=0, le=86_400)
     """Simulator: how long a message batch stays ``in_progress`` (header ``anthropic-simulator-batch-seconds``
@@ -197,6 +197,10 @@ class Settings(BaseSettings):
 
     batch_poll_interval_seconds: float = Field(default=60, gt=0, le=86_400)
     """How often each instance asks the upstream about batches not metered yet, to meter those that ended."""
+    simulator_fault: Literal["", "429", "500", "529", "timeout", "cut"] = ""
+    """Make the simulator fail every request this way (the ``anthropic-simulator-fault`` header wins)."""
+    simulator_reply: str | None = Field(default=None, max_length=100_000)
+    """A canned text the simulator answers with (the ``anthropic-simulator-reply`` header wins)."""
 
     cache_poll_interval_ms: int = Field(default=200, ge=10, le=1000)
     """How often each worker checks for key and workspace changes made elsewhere."""

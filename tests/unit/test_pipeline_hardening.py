@@ -15,7 +15,7 @@ from orgwarden.domain.usage import StreamMeter, from_message, from_partial
 from orgwarden.gateway.limits import _fetches_content, _web_search_uses
 from orgwarden.gateway.pipeline import _check_geo_named_once
 from orgwarden.gateway.refusal import Refusal
-from orgwarden.gateway.simulator import _WORDS
+from orgwarden.gateway.sim_reply import plan
 
 
 def sse(name: str, data: dict[str, object]) -> bytes:
@@ -36,9 +36,12 @@ def delta(kind: str, field: str, value: str) -> bytes:
 
 @pytest.mark.parametrize("tokens", [1, 2, 5, 6, 7, 20, 100, 5000])
 def test_the_output_estimate_never_undercounts_the_simulators_answer(tokens: int) -> None:
-    """The simulator's answer of N tokens is N words, one a token (``gateway.simulator``)."""
-    text = "".join(_WORDS[i % len(_WORDS)] for i in range(tokens))
-    assert estimate_output(len(text.encode())) >= tokens
+    """The simulator's answer of N tokens is N words of at most ten characters (``gateway.sim_reply``)."""
+    request = {"model": "m", "max_tokens": 10**6, "messages": [{"role": "user", "content": "Hi"}]}
+    for seed in range(8):
+        reply = plan(request, seed=seed, length=tokens, canned=None)
+        assert reply.output_tokens == tokens
+        assert estimate_output(len(reply.blocks[0].text.encode())) >= tokens
 
 
 def test_a_stream_without_message_delta_is_estimated_from_every_kind_of_content_delta() -> None:

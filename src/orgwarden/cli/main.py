@@ -197,6 +197,8 @@ def simulator(
         latency_ms=settings.simulator_latency_ms,
         tokens_per_second=settings.simulator_tokens_per_second,
         batch_seconds=settings.simulator_batch_seconds,
+        fault=settings.simulator_fault,
+        reply=settings.simulator_reply,
     )
     err.print(f"orgwarden simulator on http://{host}:{port}")
     import dataclasses

@@ -9,8 +9,8 @@ upstream's own count never came (a stream cut or abandoned before ``message_delt
 cut half-way). It must not undercount, since it is what the request is charged, so it errs high:
 one token per ``OUTPUT_BYTES_PER_TOKEN`` (3) bytes of UTF-8 content. English averages about four
 characters a token, code about three, and a CJK character (three bytes in UTF-8) is about one token;
-the simulator's answers (one word of 1-10 characters a token, ``gateway.simulator``) come out at
-1.5-2 times their real count.
+the simulator's answers (tokens of 1-10 characters, ``gateway.sim_reply``) come out at 1.5-2 times
+their real count.
 """
 
 from __future__ import annotations

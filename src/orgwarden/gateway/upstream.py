@@ -92,6 +92,8 @@ class Upstreams:
             latency_ms=settings.simulator_latency_ms,
             tokens_per_second=settings.simulator_tokens_per_second,
             batch_seconds=settings.simulator_batch_seconds,
+            fault=settings.simulator_fault,
+            reply=settings.simulator_reply,
         )
         self.simulator = InProcess(simulator, read_timeout=settings.upstream_timeout_seconds)
         self.real: Pool | None = None

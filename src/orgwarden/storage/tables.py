@@ -607,6 +607,8 @@ class StoredFile(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     downloadable: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime]
+
+
 class MessageBatch(Base):
     """A Message Batch created through the gateway (``gateway.batches``); the id is the upstream's.
 
