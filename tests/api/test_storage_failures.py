@@ -93,6 +93,11 @@ def test_with_postgres_stopped_the_apis_answer_503_and_cached_keys_are_still_ser
     refused = message(server, unseen)
     assert_error(refused, 503, "api_error", "storage unavailable")
     assert refused.headers["retry-after"]
+    # Files and batches look their records up in the database on every request: 503, never 500.
+    headers = {"x-api-key": seen, "anthropic-version": "2023-06-01"}
+    for path in ("/v1/files/file_011CNha8iCJcU1wXNR6q4V8w", "/v1/messages/batches/msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d"):
+        looked_up = httpx.get(f"{server.base_url}{path}", headers=headers, timeout=BOUND)
+        assert_error(looked_up, 503, "api_error", "storage unavailable")
     health = httpx.get(f"{server.base_url}/health", timeout=BOUND)
     assert health.status_code == 200
     assert health.json()["status"] == "degraded"

@@ -202,9 +202,18 @@ class BatchHandler:
                 reserved_counters=list(spend.reserved) if spend is not None else [],
                 spend_counters=list(spend.counters) if spend is not None else [],
             )
-            async with self._sessions() as session:
-                MessageBatches(session).add(row)
-                await session.commit()
+            try:
+                async with self._sessions() as session:
+                    MessageBatches(session).add(row)
+                    await session.commit()
+            except Exception:
+                # Untracked, the batch would run unmetered and outside every limit: cancel it
+                # (best effort) and let the client know it did not take (503 while the database
+                # is unreachable).
+                log.error("batch %s created upstream but not recorded: cancelling it", batch_id)
+                with contextlib.suppress(Refusal):
+                    await self._call_json(call, exchange, grant, "POST", f"/v1/messages/batches/{batch_id}/cancel", b"")
+                raise
             ticket_headers = ticket.headers if ticket is not None else []
             ticket = None  # held by the row from here on
         finally:

@@ -62,6 +62,7 @@ from orgwarden.gateway.upstream import UpstreamResponse, Upstreams, forwarded_he
 from orgwarden.gateway.user_tokens import user_token_grant
 from orgwarden.observability.access import GatewayObserver
 from orgwarden.services.credentials import AdminKeyPresented, KeyGrant
+from orgwarden.storage.failures import STORAGE_UNAVAILABLE, describe, is_unavailable
 
 log = logging.getLogger("orgwarden.gateway")
 
@@ -265,7 +266,15 @@ class Gateway:
             await self._refuse(exchange, call, refusal)
         except Unfinished:  # logged where it happened; the server closes the connection
             pass
-        except Exception as exc:  # a bug: logged once with the request id, answered without details
+        except Exception as exc:
+            if is_unavailable(exc):  # the database, for a handler that needs it (batches, files): 503
+                log.warning("storage unavailable for %s %s (%s): %s", call.method, call.path, call.request_id,
+                            describe(exc))  # fmt: skip
+                if not call.responded:
+                    unavailable = Refusal(503, "api_error", STORAGE_UNAVAILABLE, headers=[(b"retry-after", b"5")])
+                    await self._refuse(exchange, call, unavailable)
+                return
+            # A bug: logged once with the request id, answered without details.
             log.error("unhandled error in %s %s (%s)", call.method, call.path, call.request_id, exc_info=exc)
             if not call.responded:
                 internal = Refusal(500, "api_error", "an internal error occurred; it has been logged")
