@@ -112,7 +112,12 @@ def test_an_overlong_model_and_a_forged_forwarded_address_no_longer_stop_recordi
         key = create_key(server)
         long_model = "claude-" + "x" * 293
         with server.http(key["key"]) as http:
-            long = http.post("/v1/messages", json={**REQUEST, "model": long_model})
+            # An upstream failure (5xx) is recorded with the request's model; a 4xx without usage
+            # (such a model's 404) would leave no record at all.
+            long = http.post(
+                "/v1/messages", json={**REQUEST, "model": long_model}, headers={"anthropic-simulator-fault": "500"}
+            )
+        assert long.status_code == 500, long.text
         keyless = httpx.post(
             f"{server.base_url}/v1/messages",
             headers={"anthropic-allowed-org-ids": "not a uuid,,", "x-forwarded-for": "9" * 100},

@@ -147,12 +147,12 @@ def test_json_format_writes_one_access_object_per_request_and_every_line_as_json
         assert line["time"].endswith("Z")
     log = json_server.log()
     assert key["key"] not in log
-    # Not only access lines: the unpriced model's warning (logger orgwarden.gateway) is JSON as well.
+    # Not only access lines: the server's own lines (logger orgwarden.server) are JSON as well.
     others = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
-    warning = [line for line in others if line["logger"] == "orgwarden.gateway" and UNKNOWN_MODEL in line["message"]]
-    assert warning
-    assert warning[0]["level"] == "warning"
-    assert not [line for line in log.splitlines() if "orgwarden.gateway" in line and not line.startswith("{")]
+    listening = [line for line in others if line["logger"] == "orgwarden.server" and "listening on" in line["message"]]
+    assert listening
+    assert listening[0]["level"] == "info"
+    assert not [line for line in log.splitlines() if "orgwarden." in line and not line.startswith("{")]
 
 
 def test_text_format_writes_one_access_line_per_request(text_server: Server) -> None:

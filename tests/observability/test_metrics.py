@@ -75,7 +75,8 @@ def test_request_counts_and_histograms_match_the_requests_made(server: Server) -
         for _ in range(2):
             assert admin.get(f"/v1/organizations/workspaces/{key.workspace_id}").status_code == 200
         assert admin.get("/v1/organizations/workspaces/wrkspc_missing").status_code == 404
-        assert admin.get("/v1/no-such-thing").status_code == 404
+        assert admin.get("/no-such-thing").status_code == 404
+        assert admin.get("/v1/no-such-thing").status_code == 404  # a /v1 path is the gateway's: refused there
     otlp = httpx.post(server.base_url + "/v1/metrics", content=b"{}", headers={"x-api-key": "sk-ant-api03-no"})
     assert otlp.status_code == 401
 
@@ -88,6 +89,7 @@ def test_request_counts_and_histograms_match_the_requests_made(server: Server) -
     assert requests(samples, "admin", WORKSPACE_ROUTE, "GET", 200) == 2
     assert requests(samples, "admin", WORKSPACE_ROUTE, "GET", 404) == 1
     assert requests(samples, "admin", "unmatched", "GET", 404) == 1
+    assert requests(samples, "data", "none", "GET", 404) == 1
     assert requests(samples, "telemetry", "/v1/metrics", "POST", 401) == 1
     assert value(samples, "orgwarden_upstream_response_seconds_count", route="messages") == 3
     assert value(samples, "orgwarden_upstream_response_seconds_count", route="count_tokens") == 1
