@@ -216,6 +216,16 @@ def test_a_batch_ends_and_its_results_come_through_orgwarden_metered_once_at_bat
     assert [(r["service_tier"], r["uncached_input_tokens"]) for r in rows] == [
         ("batch", sum(r.input_tokens for r in found.values()))
     ]
+    with server.http() as http:
+        costs = http.get(
+            "/v1/organizations/cost_report",
+            params={"starting_at": today, "group_by[]": ["workspace_id", "description"]},
+        )
+    assert costs.status_code == 200, costs.text
+    mine = [row for bucket in costs.json()["data"] for row in bucket["results"] if row["workspace_id"] == workspace_id]
+    assert {row["service_tier"] for row in mine} == {"batch"}
+    metered = sum(r.cost_picodollars for r in found.values())
+    assert sum(Decimal(row["amount"]) for row in mine) == Decimal(metered) / 10**10  # cents, at batch prices, once
 
 
 def test_the_background_poll_meters_an_ended_batch_nobody_read_and_reading_it_later_adds_nothing(
