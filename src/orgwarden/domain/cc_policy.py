@@ -45,6 +45,11 @@ class EffectivePolicy:
     allowed_models: frozenset[str] | None
     denied_models: frozenset[str]
 
+    @property
+    def restricts(self) -> bool:
+        """Whether any model is refused: when not, the data plane checks nothing."""
+        return self.allowed_models is not None or bool(self.denied_models)
+
     def grants(self, model: str) -> bool:
         """Whether ``model`` may be used: two frozenset look-ups."""
         if model in self.denied_models:
