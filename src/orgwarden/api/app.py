@@ -139,7 +139,7 @@ def create_app(settings: Settings) -> Dispatcher:
     )
     gateway.files = FileHandler(gateway, StoredFiles(session_factory(engine)), settings.max_file_bytes)
     gateway.forwarding = Forwarder(gateway)
-    gateway.model_access = ModelAccess(services.cc_policies)
+    gateway.model_access = ModelAccess(services.cc_policies, catalog)
     batches = BatchHandler(
         gateway,
         session_factory(engine),

@@ -12,8 +12,11 @@ lists only granted models and ``GET /v1/models/{id}`` of another answers 404.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
+from orgwarden.domain.bounded import BoundedMemo
+from orgwarden.domain.catalog import Catalog
 from orgwarden.domain.cc_policy import EffectivePolicy
 from orgwarden.gateway.refusal import Refusal
 from orgwarden.services.cc_policies import CcPolicyService
@@ -21,8 +24,10 @@ from orgwarden.services.credentials import KeyGrant
 
 
 class ModelAccess:
-    def __init__(self, policies: CcPolicyService) -> None:
+    def __init__(self, policies: CcPolicyService, catalog: Catalog) -> None:
         self._policies = policies
+        self._catalog = catalog
+        self._expanded: BoundedMemo[tuple[frozenset[str] | None, frozenset[str]], EffectivePolicy] = BoundedMemo(10_000)
 
     async def policy(self, grant: KeyGrant) -> EffectivePolicy | None:
         """The grant's policy when it restricts models, else None (nothing to check)."""
@@ -30,7 +35,26 @@ class ModelAccess:
             policy = await self._policies.effective_for_user(grant.organization_id, grant.user_id)
         else:
             policy = await self._policies.for_organization(grant.organization_id)
-        return policy if policy.restricts else None
+        if not policy.restricts:
+            return None
+        key = (policy.allowed_models, policy.denied_models)
+        found = self._expanded.get(key)
+        return found if found is not None else self._expanded.remember(key, self._expand(policy))
+
+    def _expand(self, policy: EffectivePolicy) -> EffectivePolicy:
+        """The lists with every name of each catalogued model (its id and aliases), computed once per
+        grant: a policy naming ``claude-haiku-4-5`` grants ``claude-haiku-4-5-20251001`` too."""
+
+        def names(models: frozenset[str]) -> frozenset[str]:
+            out = set(models)
+            for name in models:
+                model = self._catalog.find(name)
+                if model is not None:
+                    out.update((model.id, *model.aliases))
+            return frozenset(out)
+
+        allowed = None if policy.allowed_models is None else names(policy.allowed_models)
+        return replace(policy, allowed_models=allowed, denied_models=names(policy.denied_models))
 
 
 def check(policy: EffectivePolicy | None, model: object, field: str = "model") -> None:
