@@ -169,6 +169,14 @@ class Fixture:
     def new_group(self) -> str:
         return self._fresh("rbgrp", lambda: str(self.post(f"{ORG}/rbac_groups", {"name": unique("g")})["id"]))
 
+    def group_with_settings(self) -> str:
+        """A fresh group with Claude Code managed settings."""
+        if self.placeholders:
+            return "rbgrp_0000placeholder"
+        group = self.new_group()
+        self.post(f"{CCMS}/rbac_groups/{group}", {"settings": {}})
+        return group
+
     def group_with_member(self) -> str:
         """``{group}/members/{user}``: a fresh group with a fresh member."""
         if self.placeholders:
@@ -239,7 +247,30 @@ def _tunnel_cases(prefix: str, beta: dict[str, str]) -> list[Case]:
     ]
 
 
+CCMS = f"{ORG}/claude_code/managed_settings"
+
 CASES: list[Case] = [
+    # Claude Code policies (managed settings and model access): organization admins only
+    Case("GET", f"{CCMS}/configuration", _o(f"{CCMS}/configuration")),
+    Case("POST", f"{CCMS}/configuration", _o(f"{CCMS}/configuration", json={"mode": {"type": "rbac_groups"}})),
+    Case("GET", f"{CCMS}/rbac_group_default", _o(f"{CCMS}/rbac_group_default")),
+    Case("POST", f"{CCMS}/rbac_group_default", _o(f"{CCMS}/rbac_group_default", json={"settings": {}})),
+    Case("GET", f"{CCMS}/rbac_groups", _o(f"{CCMS}/rbac_groups")),
+    Case(
+        "GET",
+        f"{CCMS}/rbac_groups/{{rbac_group_id}}",
+        lambda fx, w: Call(f"{CCMS}/rbac_groups/{fx.group_with_settings()}"),
+    ),
+    Case(
+        "POST",
+        f"{CCMS}/rbac_groups/{{rbac_group_id}}",
+        lambda fx, w: Call(f"{CCMS}/rbac_groups/{fx.new_group()}", json={"settings": {}}),
+    ),
+    Case(
+        "DELETE",
+        f"{CCMS}/rbac_groups/{{rbac_group_id}}",
+        lambda fx, w: Call(f"{CCMS}/rbac_groups/{fx.group_with_settings()}"),
+    ),
     Case("GET", f"{ORG}/me", _o(f"{ORG}/me"), org=EVERYONE),
     # orgwarden's settings of the organization: every member may read them, only admins change them
     Case("GET", f"{ORG}/me/settings", _o(f"{ORG}/me/settings"), org=EVERYONE),

@@ -30,6 +30,7 @@ from orgwarden.api.routes import (
     api_keys,
     audit_logs,
     auth,
+    cc_policies,
     claude_code,
     invites,
     members,
@@ -57,6 +58,7 @@ from orgwarden.gateway.keys import KeyCache
 from orgwarden.gateway.limiter import Limiter as Store
 from orgwarden.gateway.limiter import MemoryLimiter
 from orgwarden.gateway.limits import Alerts, Enforcer, LimitSource
+from orgwarden.gateway.model_access import ModelAccess
 from orgwarden.gateway.pipeline import Gateway
 from orgwarden.gateway.recorder import Recorder
 from orgwarden.gateway.upstream import Upstreams
@@ -123,6 +125,7 @@ def create_app(settings: Settings) -> Dispatcher:
     keys.listeners.append(lambda entity_type, _entity_id: limits.changed(entity_type))
     admin_tokens = UserTokenCache(services.user_tokens.resolve)  # the Admin API's, invalidated by the same poll
     keys.listeners.append(admin_tokens.invalidate)
+    keys.listeners.append(services.cc_policies.invalidate)  # Claude Code policies, for every credential
     metrics = build_metrics(settings, recorder=recorder, limits=limits, health=health)
     gateway = Gateway(
         keys=keys,
@@ -136,6 +139,7 @@ def create_app(settings: Settings) -> Dispatcher:
     )
     gateway.files = FileHandler(gateway, StoredFiles(session_factory(engine)), settings.max_file_bytes)
     gateway.forwarding = Forwarder(gateway)
+    gateway.model_access = ModelAccess(services.cc_policies, catalog)
     batches = BatchHandler(
         gateway,
         session_factory(engine),
@@ -213,6 +217,7 @@ def create_app(settings: Settings) -> Dispatcher:
         audit_logs,
         tunnels,
         rbac_groups,
+        cc_policies,
     ):
         admin.include_router(module.routes.router)
     admin.include_router(invites.public)

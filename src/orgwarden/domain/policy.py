@@ -50,6 +50,8 @@ class Permission(enum.Enum):
     AUDIT_READ = "audit:read"  # the audit log; nothing may write it but the use cases themselves
     TUNNELS_READ = "tunnels:read"
     TUNNELS_WRITE = "tunnels:write"  # also reveal: it hands out a credential
+    CLAUDE_CODE_SETTINGS_READ = "claude_code_managed_settings:read"  # policies: settings and models
+    CLAUDE_CODE_SETTINGS_WRITE = "claude_code_managed_settings:write"
 
 
 P = Permission

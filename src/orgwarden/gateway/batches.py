@@ -50,12 +50,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from orgwarden import ids
 from orgwarden.crypto import SecretBox
+from orgwarden.domain.cc_policy import EffectivePolicy
 from orgwarden.domain.clock import utcnow
 from orgwarden.domain.jsonload import TOO_DEEP, NestedTooDeeply, loads
 from orgwarden.domain.pricing import Cost, cost_of
 from orgwarden.domain.rollups import Entry, report_geo
 from orgwarden.domain.usage import from_message
 from orgwarden.domain.workspaces import UNRESTRICTED
+from orgwarden.gateway import model_access
 from orgwarden.gateway.exchange import Exchange
 from orgwarden.gateway.http1 import Broken, ConnectTimedOut, ReadTimedOut, UpstreamError
 from orgwarden.gateway.limits import Ticket
@@ -175,7 +177,7 @@ class BatchHandler:
             if refusal.status == 413:
                 refusal.message += " for a message batch (ORGWARDEN_BATCH_MAX_BODY_BYTES)"
             raise
-        document, priced = self._inspect(body, grant)
+        document, priced = self._inspect(body, grant, call.model_policy)
         limits = self.gateway.limits
         ticket = await limits.admit_batch(grant, priced) if limits is not None else None
         call.body = json.dumps(document, ensure_ascii=False).encode()  # what was checked, exactly
@@ -222,7 +224,9 @@ class BatchHandler:
         await self._audit(call, exchange, grant, "message_batch.create", batch_id, {"requests": len(priced)})
         await self._answer(call, exchange, grant, response.status, payload, ticket_headers)
 
-    def _inspect(self, body: bytes, grant: KeyGrant) -> tuple[dict[str, Any], list[tuple[dict[str, Any], bytes]]]:
+    def _inspect(
+        self, body: bytes, grant: KeyGrant, policy: EffectivePolicy | None = None
+    ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], bytes]]]:
         """The parsed create body with each request's residency applied, and each request's params
         with their JSON (what the spend limits price)."""
         try:
@@ -247,6 +251,7 @@ class BatchHandler:
             model = params.get("model")
             if not isinstance(model, str) or not model:
                 raise Refusal(400, "invalid_request_error", f"{where}.params.model: field required")
+            model_access.check(policy, model, f"{where}.params.model")
             max_tokens = params.get("max_tokens")
             if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
                 raise Refusal(400, "invalid_request_error", f"{where}.params.max_tokens: must be a positive integer")

@@ -46,7 +46,7 @@ KEEP_EVENTS = timedelta(hours=1)
 RETRY_AFTER = b"5"  # seconds, on the 503 for a key that cannot be looked up
 
 # Changes that leave every cached key as it was (a browser session is never a data-plane credential).
-NOT_KEYS = frozenset({"rate_limits", "spend_limits", "user_session"})
+NOT_KEYS = frozenset({"rate_limits", "spend_limits", "user_session", "cc_policies", "user_groups"})
 
 
 @dataclass(slots=True)

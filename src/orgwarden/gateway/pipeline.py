@@ -41,6 +41,7 @@ from orgwarden import ids
 from orgwarden.domain import tenant
 from orgwarden.domain.bounded import BoundedMemo, BoundedSet
 from orgwarden.domain.catalog import Catalog
+from orgwarden.domain.cc_policy import EffectivePolicy
 from orgwarden.domain.clock import rfc3339, utcnow
 from orgwarden.domain.jsonload import TOO_DEEP, NestedTooDeeply, loads
 from orgwarden.domain.pricing import Cost, TokenUsage, cost_of
@@ -49,6 +50,7 @@ from orgwarden.domain.statuses import api_key_status
 from orgwarden.domain.tokens import estimate_request
 from orgwarden.domain.usage import Extracted, StreamMeter, from_message, from_partial
 from orgwarden.domain.workspaces import UNRESTRICTED
+from orgwarden.gateway import model_access
 from orgwarden.gateway.endpoints import BatchHandler, Endpoint, classify, unknown
 from orgwarden.gateway.exchange import AsgiExchange, BodyTooLarge, ClientGone, Exchange, Headers
 from orgwarden.gateway.forwarding import Unfinished
@@ -114,6 +116,7 @@ class Call:
     max_tokens: int | None = None
     metered: bool = False  # the usage record has been queued
     route: Endpoint | None = None  # the endpoint's table row: kind, rate-limit group, path parameters
+    model_policy: EffectivePolicy | None = None  # the caller's Claude Code policy, when it restricts models
 
 
 def _header(headers: Headers, name: bytes) -> str | None:
@@ -234,6 +237,7 @@ class Gateway:
         self.batches: BatchHandler | None = None  # Message Batches (set in api/app.py)
         self.files: KindHandler | None = None  # the Files API (set in api/app.py)
         self.forwarding: KindHandler | None = None  # every other known endpoint (set in api/app.py)
+        self.model_access: model_access.ModelAccess | None = None  # policies' model lists (api/app.py)
         self._unpriced = BoundedSet(UNPRICED_NAMES)
 
     @property
@@ -303,6 +307,8 @@ class Gateway:
                 "permission_error",
                 f"anthropic-workspace-id {wanted[:100]!r} does not match this API key's workspace",
             )
+        if self.model_access is not None and kind != "files" and kind != "forward":
+            call.model_policy = await self.model_access.policy(grant)  # a cached look-up
         if kind == "batches" or kind == "files" or kind == "forward":
             await self._other(call, exchange, grant, kind)
             return
@@ -311,6 +317,11 @@ class Gateway:
             call.body = await read_body(exchange, self.max_body)
             if call.endpoint == "messages":
                 request = self._inspect_messages(call, grant)
+                model_access.check(call.model_policy, call.model)
+            elif call.model_policy is not None:  # count_tokens
+                model_access.check_body(call.model_policy, call.body)
+        elif call.endpoint == "model":
+            model_access.check_model_path(call.model_policy, call.path)
         if self.limits is not None and call.endpoint in ("messages", "count_tokens"):
             call.ticket = await self.limits.admit(call.endpoint, grant, call.body, request)
         try:
@@ -499,6 +510,8 @@ class Gateway:
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         call.responded = True
         headers = self.response_headers(response, grant, call.ticket, call.request_id)
+        if call.endpoint == "models" and call.model_policy is not None and 200 <= response.status < 300:
+            body = model_access.filter_list(call.model_policy, body)
         extracted = from_message(body)
         if not extracted.completed and call.endpoint == "messages" and 200 <= response.status < 300:
             extracted = from_partial(body, call.max_tokens, self._input_estimate(call))  # not a whole Message

@@ -70,6 +70,8 @@ async def recompute(uow: UnitOfWork, user: User, now: datetime) -> dict[str, lis
             row.direct_role, row.managed_role = outcome.managed.direct_role, outcome.managed.managed_role
     if changes:
         uow.cache_events.changed("user", user.id, now)
+    # Their groups may have changed: the Claude Code policy they get (``services.cc_policies``).
+    uow.cache_events.changed("user_groups", user.id, now)
     return changes
 
 

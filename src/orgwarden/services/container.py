@@ -18,6 +18,7 @@ from orgwarden.services.analytics import AnalyticsService
 from orgwarden.services.analytics_activity import ActivityService
 from orgwarden.services.api_keys import ApiKeyService
 from orgwarden.services.audit_log import AuditLogService
+from orgwarden.services.cc_policies import CcPolicyService
 from orgwarden.services.claude_code import ClaudeCodeService
 from orgwarden.services.invites import InviteService
 from orgwarden.services.members import MemberService
@@ -58,6 +59,7 @@ class Services:
     rbac_groups: RbacGroupService
     user_tokens: UserTokenService
     signin: SignInService
+    cc_policies: CcPolicyService
 
     @classmethod
     def build(
@@ -95,4 +97,5 @@ class Services:
                 device_ttl_seconds=settings.device_code_ttl_seconds,
                 device_interval_seconds=settings.device_poll_interval_seconds,
             ),
+            cc_policies=CcPolicyService(uow),
         )

@@ -640,3 +640,38 @@ class MessageBatch(Base):
     metered_results: Mapped[int | None] = mapped_column(Integer, default=None)
     metered_picodollars: Mapped[int | None] = mapped_column(BigInteger, default=None)
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class CcPolicyConfig(Base):
+    """An organization's Claude Code policy configuration: the mode, the order's version, and the base
+    policy (the SDK's default managed settings; ``default_settings`` null: none set) with its model
+    lists (orgwarden's extension; ``default_allowed_models`` null: no allow-list)."""
+
+    __tablename__ = "cc_policy_configs"
+
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    mode_updated_at: Mapped[datetime | None] = mapped_column(default=None)
+    order_version: Mapped[int] = mapped_column(Integer)
+    default_settings: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    default_allowed_models: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    default_denied_models: Mapped[list[str]] = mapped_column(JSON)
+    default_updated_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class CcPolicy(Base):
+    """One RBAC group's Claude Code policy (the SDK's group managed settings), at ``position`` in the
+    organization's order (0 first). The group id is not a foreign key: a deleted group's policy stays
+    in the order, matching nobody, as on Anthropic's API."""
+
+    __tablename__ = "cc_policies"
+
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    rbac_group_id: Mapped[str] = mapped_column(IdString(), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    email_domains: Mapped[list[str]] = mapped_column(JSON)
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    denied_models: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

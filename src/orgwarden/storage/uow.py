@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from orgwarden.storage import repositories as repos
 from orgwarden.storage.audit_log import AuditEvents
+from orgwarden.storage.cc_policies import CcPolicies
 from orgwarden.storage.claude_code import ClaudeCodeUsage
 from orgwarden.storage.groups import ManagedRoles, RbacGroups, ScimTokens, ScimUsers
 from orgwarden.storage.identity import DeviceAuthorizations, UserSessions, UserTokens, UserWorkspaces
@@ -46,6 +47,7 @@ class UnitOfWork:
     user_sessions: UserSessions
     device_authorizations: DeviceAuthorizations
     user_workspaces: UserWorkspaces
+    cc_policies: CcPolicies
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -78,6 +80,7 @@ class UnitOfWork:
         self.user_sessions = UserSessions(session)
         self.device_authorizations = DeviceAuthorizations(session)
         self.user_workspaces = UserWorkspaces(session)
+        self.cc_policies = CcPolicies(session)
         return self
 
     async def __aexit__(
