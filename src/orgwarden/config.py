@@ -167,6 +167,51 @@ class Settings(BaseSettings):
     The upstream only: webhooks follow the environment. A secret: its credentials become
     ``Proxy-Authorization`` and are never shown."""
 
+    upstream_identity_header: str | None = None
+    """Opt-in: a header name (e.g. ``x-orgwarden-user``) under which orgwarden tells the upstream who
+    made each data-plane request, for a proxy behind orgwarden. Off by default. A client's own header
+    of that name is always dropped, so its value is never the client's."""
+
+    upstream_identity: Literal["email", "user_id"] = "email"
+    """What ``upstream_identity_header`` carries for a user's access token: the user's email or their
+    ``user_…`` id. An API key's requests carry the key's ``apikey_…`` id either way."""
+
+    user_spend_alert_thresholds: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [75, 95, 100])
+    """Percentages of a *user* spend limit at which a ``spend_limit.threshold_reached`` alert fires,
+    for user limits created without their own ``alert_thresholds`` (comma list, e.g. ``75,95,100``)."""
+
+    @field_validator("upstream_identity_header")
+    @classmethod
+    def _identity_header(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        name = value.strip().lower()
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,63}", name):
+            raise ValueError(f"{value!r} is not an HTTP header name (letters, digits, hyphens; at most 64)")
+        reserved = {"authorization", "x-api-key", "host", "content-length", "content-type", "transfer-encoding",
+                    "connection", "anthropic-version", "anthropic-beta"}  # fmt: skip
+        if name in reserved or name.startswith(("proxy-", "anthropic-ratelimit")):
+            raise ValueError(f"{name!r} is a header the upstream request needs for itself: pick another name")
+        return name
+
+    @field_validator("user_spend_alert_thresholds", mode="before")
+    @classmethod
+    def _user_thresholds(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = [int(part) for part in value.split(",") if part.strip()]
+            except ValueError:
+                raise ValueError(f"{value!r}: give percentages separated by commas, e.g. 75,95,100") from None
+        if isinstance(value, list):
+            if (
+                not value
+                or any(not isinstance(v, int) or not 1 <= v <= 1000 for v in value)
+                or len(set(value)) != len(value)
+            ):
+                raise ValueError("give distinct whole percentages from 1 to 1000, e.g. 75,95,100")
+            return sorted(value)
+        return value
+
     upstream_ca_bundle: Path | None = None
     """A PEM file of CA certificates trusted *besides* the system's for every outbound TLS connection
     (the upstream and the webhooks), e.g. a TLS-inspecting corporate proxy's CA."""

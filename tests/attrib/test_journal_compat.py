@@ -22,14 +22,30 @@ def record(user_id: str | None) -> dict[str, object]:
 
 
 def test_a_line_from_before_user_id_reads_back_without_a_user() -> None:
-    assert _USAGE[-1] == "user_id"  # the last column: older lines simply lack it
+    # user_id (0014), then Claude Code's session and agent ids (0018) are the last columns: older
+    # lines simply lack them
+    assert _USAGE[-3:] == ("user_id", "claude_code_session_id", "claude_code_agent_id")
     line = encode("usage", record(None), Entry(record(None), Cost(1, 2, 3, 4, 5, 6), "global"))
     tag, values, costs, geo = orjson.loads(line)
-    old = orjson.dumps([tag, values[:-1], costs, geo]) + b"\n"
+    old = orjson.dumps([tag, values[:-3], costs, geo]) + b"\n"
     kind, row, rollup = decode(old)
     assert (kind, row["user_id"], row["api_key_id"]) == ("usage", None, "apikey_1")
     assert rollup is not None
     assert rollup.cost == Cost(1, 2, 3, 4, 5, 6)
+
+
+def test_a_line_from_before_0018_reads_back_without_a_claude_code_session() -> None:
+    line = encode("usage", record("user_1"), None)
+    tag, values, costs, geo = orjson.loads(line)
+    _kind, row, _ = decode(orjson.dumps([tag, values[:-2], costs, geo]) + b"\n")
+    assert (row["user_id"], row["claude_code_session_id"], row["claude_code_agent_id"]) == ("user_1", None, None)
+
+
+def test_a_claude_code_session_survives_the_journal() -> None:
+    row = record("user_1") | {"claude_code_session_id": "58e02ad4-bbcf-4827-b50b-5f04001b9987",
+                              "claude_code_agent_id": "agent-1"}  # fmt: skip
+    _kind, back, _ = decode(encode("usage", row, None))
+    assert (back["claude_code_session_id"], back["claude_code_agent_id"]) == (row["claude_code_session_id"], "agent-1")
 
 
 def test_a_user_tokens_record_keeps_its_user_through_the_journal() -> None:

@@ -5,8 +5,8 @@
 (base64), the headers as received and the client port of the connection it came on; with
 ``?close=1`` the answer says ``connection: close``; with ``?drop=1`` the connection is dropped
 half-way through the answer; with ``?chunks=N`` the answer goes out as N pieces of chunked
-transfer encoding, one right after another. With ``"stream": true`` it sends three SSE events 0.3 s
-apart, so a test can see that the gateway relays each one as it comes.
+transfer encoding, one right after another. With ``"stream": true`` it sends four SSE events (a
+``ping`` among them) 0.3 s apart, so a test can see that the gateway relays each one as it comes.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}}
         for name, data in (
             ("message_start", start),
+            ("ping", {"type": "ping"}),
             ("message_delta", delta),
             ("message_stop", {"type": "message_stop"}),
         ):

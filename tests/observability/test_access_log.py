@@ -27,7 +27,7 @@ TEXT_LINE = re.compile(
     r"^\S+ \S+ INFO orgwarden\.access: (?P<request_id>req_\S+) (?P<client>\S+) (?P<request>\"[^\"]*\")"
     r" (?P<status>\d+) (?P<latency_ms>[\d.]+)ms key=(?P<key_id>\S+) workspace=(?P<workspace_id>\S+)"
     r" model=(?P<model>\"[^\"]*\") stream=(?P<stream>yes|no) input=(?P<input>\d+) output=(?P<output>\d+)"
-    r" cache_write=(?P<cache_write>\d+) cache_read=(?P<cache_read>\d+)$"
+    r" cache_write=(?P<cache_write>\d+) cache_read=(?P<cache_read>\d+) session=(?P<session>-|\"[^\"]*\")$"
 )
 
 

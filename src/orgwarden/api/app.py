@@ -53,6 +53,7 @@ from orgwarden.gateway.batches import BatchHandler
 from orgwarden.gateway.endpoints import is_data_plane
 from orgwarden.gateway.files import FileHandler
 from orgwarden.gateway.forwarding import Forwarder
+from orgwarden.gateway.identity import UpstreamIdentity
 from orgwarden.gateway.journal import Journal, journal_dir
 from orgwarden.gateway.keys import KeyCache
 from orgwarden.gateway.limiter import Limiter as Store
@@ -136,6 +137,9 @@ def create_app(settings: Settings) -> Dispatcher:
         organization_id=lambda: organization_id[0],
         limits=limits,
         observer=GatewayObserver(metrics),
+        identity=UpstreamIdentity(settings.upstream_identity_header, settings.upstream_identity)
+        if settings.upstream_identity_header
+        else None,
     )
     gateway.files = FileHandler(gateway, StoredFiles(session_factory(engine)), settings.max_file_bytes)
     gateway.forwarding = Forwarder(gateway)

@@ -464,6 +464,8 @@ class BatchHandler:
         self, call: Call, exchange: Exchange, grant: KeyGrant, method: str, target: str, body: bytes
     ) -> tuple[UpstreamResponse, Any]:
         headers = forwarded_headers(exchange.headers)
+        if self.gateway.identity is not None:
+            headers = self.gateway.identity.apply(headers, grant)
         if body:
             headers = [h for h in headers if h[0] != b"content-type"] + [_JSON]
         response = await self._upstream(grant.upstream_api_key, headers, method, target, body)
@@ -595,6 +597,8 @@ class BatchHandler:
             "latency_ms": 0,
             "created_at": row.created_at,  # the day its spend was reserved on
             "user_id": row.user_id,
+            "claude_code_session_id": None,  # a batch's results belong to no Claude Code session
+            "claude_code_agent_id": None,
         }
         return record, Entry(record, parts, report_geo(model, geo))
 

@@ -6,7 +6,8 @@ producer passes:
 
 * a usage record's strings (``model``, ``service_tier``, ``inference_geo``, ``context_window``,
   ``speed``, ``endpoint``) longer than their column are **cut** to it, the last kept character
-  replaced by ``…`` to show the value was longer; a missing value becomes ``unknown``. The usage
+  replaced by ``…`` to show the value was longer; a missing value becomes ``unknown`` (Claude
+  Code's session and agent ids are cut the same way, and stay null when missing). The usage
   rollups have the same column sizes and see the same (cut) value, so reports group it the same;
 * an audit event's ``source_ip`` is kept only when it parses as an IP address
   (``ipaddress.ip_address``), else stored NULL; its other short columns are cut like the above;
@@ -52,6 +53,8 @@ def _lengths(table: Any, names: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
 USAGE_STRINGS = _lengths(
     UsageRecord.__table__, ("model", "service_tier", "inference_geo", "context_window", "speed", "endpoint")
 )
+# Nullable client strings (Claude Code's session and agent ids): cut like the above, null kept.
+USAGE_OPTIONAL_STRINGS = _lengths(UsageRecord.__table__, ("claude_code_session_id", "claude_code_agent_id"))
 AUDIT_STRINGS = _lengths(
     AuditEvent.__table__, ("actor_type", "actor_id", "action", "target_type", "target_id", "request_id", "outcome")
 )
@@ -73,6 +76,10 @@ def bound_usage(row: dict[str, Any]) -> None:
             value = row[name] = UNKNOWN if value is None else str(value)
         if len(value) > length:
             row[name] = cut(value, length)
+    for name, length in USAGE_OPTIONAL_STRINGS:
+        value = row.get(name)
+        if value is not None and (type(value) is not str or len(value) > length):
+            row[name] = cut(str(value), length)
 
 
 def bound_audit(row: dict[str, Any]) -> None:

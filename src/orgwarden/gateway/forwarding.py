@@ -88,6 +88,8 @@ async def send(
     502/504 when the upstream failed."""
     upstream, upstream_key = gateway.upstreams.pick(grant.upstream_api_key)
     headers = forwarded_headers(exchange.headers)
+    if gateway.identity is not None:
+        headers = gateway.identity.apply(headers, grant)
     if upstream_key is not None:
         headers.append((b"x-api-key", upstream_key.encode()))
     try:

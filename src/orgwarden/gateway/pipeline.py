@@ -55,6 +55,7 @@ from orgwarden.gateway.endpoints import BatchHandler, Endpoint, classify, unknow
 from orgwarden.gateway.exchange import AsgiExchange, BodyTooLarge, ClientGone, Exchange, Headers
 from orgwarden.gateway.forwarding import Unfinished
 from orgwarden.gateway.http1 import Broken, ConnectTimedOut, ReadTimedOut, UpstreamError
+from orgwarden.gateway.identity import UpstreamIdentity
 from orgwarden.gateway.keys import KeyCache
 from orgwarden.gateway.limits import Enforcer, Ticket
 from orgwarden.gateway.recorder import Recorder
@@ -117,6 +118,8 @@ class Call:
     metered: bool = False  # the usage record has been queued
     route: Endpoint | None = None  # the endpoint's table row: kind, rate-limit group, path parameters
     model_policy: EffectivePolicy | None = None  # the caller's Claude Code policy, when it restricts models
+    session_id: str | None = None  # Claude Code's x-claude-code-session-id (cut at the recorder's gate)
+    agent_id: str | None = None  # and x-claude-code-agent-id, on a subagent's calls
 
 
 def _header(headers: Headers, name: bytes) -> str | None:
@@ -127,6 +130,19 @@ def _header(headers: Headers, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
+
+
+_SESSION_HEADER = b"x-claude-code-session-id"
+_AGENT_HEADER = b"x-claude-code-agent-id"
+
+
+def _claude_code_ids(call: Call, headers: Headers) -> None:
+    """Claude Code's session and agent ids, in one pass over the request's headers."""
+    for key, value in headers:
+        if key == _SESSION_HEADER:
+            call.session_id = value[:256].decode("latin-1")
+        elif key == _AGENT_HEADER:
+            call.agent_id = value[:256].decode("latin-1")
 
 
 def _credential(headers: Headers) -> str | None:
@@ -224,6 +240,7 @@ class Gateway:
         organization_id: Callable[[], str | None],
         limits: Enforcer | None = None,
         observer: GatewayObserver | None = None,
+        identity: UpstreamIdentity | None = None,
     ) -> None:
         self.keys = keys
         self.upstreams = upstreams
@@ -233,6 +250,7 @@ class Gateway:
         self.organization_id = organization_id
         self.limits = limits
         self.observer = observer or GatewayObserver(None)
+        self.identity = identity  # the opt-in identity header for an upstream proxy (gateway.identity)
         self.tenant = TenantGuard(lambda event: recorder.put("audit", event), organization_id)
         self.batches: BatchHandler | None = None  # Message Batches (set in api/app.py)
         self.files: KindHandler | None = None  # the Files API (set in api/app.py)
@@ -313,6 +331,7 @@ class Gateway:
             await self._other(call, exchange, grant, kind)
             return
         request: dict[str, Any] | None = None
+        _claude_code_ids(call, headers)
         if call.method == "POST":
             call.body = await read_body(exchange, self.max_body)
             if call.endpoint == "messages":
@@ -396,6 +415,8 @@ class Gateway:
     async def _forward(self, call: Call, exchange: Exchange, grant: KeyGrant) -> None:
         upstream, upstream_key = self.upstreams.pick(grant.upstream_api_key)
         headers = forwarded_headers(exchange.headers)
+        if self.identity is not None:
+            headers = self.identity.apply(headers, grant)
         if upstream_key is not None:
             headers.append((b"x-api-key", upstream_key.encode()))
         query = exchange.query  # the raw path, still escaped: a %0D%0A cannot break the request line
@@ -571,6 +592,8 @@ class Gateway:
             "latency_ms": int((time.perf_counter() - call.started) * 1000),
             "created_at": utcnow(),
             "user_id": grant.user_id,  # a user access token's user ("api_key_id" is then "")
+            "claude_code_session_id": call.session_id,
+            "claude_code_agent_id": call.agent_id,
         }
         rollup = None
         if call.endpoint == "messages":

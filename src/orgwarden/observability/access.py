@@ -4,7 +4,8 @@
 (logger ``orgwarden.access``, level INFO) is made only while the access log is on (only its fields
 here: the record and its text are the log-writing thread's work, ``logs.access``), and holds no
 secret and no header value: request id, key id, workspace id, method, path, model, status, latency
-in ms, token counts, stream or not, the client's address. Client-chosen strings (path, model) are
+in ms, token counts, stream or not, the client's address, and Claude Code's session id (the
+``x-claude-code-session-id`` header, a random UUID; ``-`` for other clients). Client-chosen strings (path, model) are
 cut to ``MAX_FIELD`` characters and, in the text format, quoted (JSON string syntax) so that no
 control character can forge a line.
 """
@@ -41,6 +42,7 @@ def text_message(f: dict[str, Any]) -> str:
         f" model={_quoted(f['model'])} stream={'yes' if f['stream'] else 'no'}"
         f" input={f['input_tokens']} output={f['output_tokens']}"
         f" cache_write={f['cache_creation_input_tokens']} cache_read={f['cache_read_input_tokens']}"
+        f" session={_quoted(f['session_id']) if f['session_id'] else '-'}"
     )
 
 
@@ -82,4 +84,5 @@ def access_fields(call: Call, exchange: Exchange, seconds: float) -> dict[str, A
         "cache_read_input_tokens": usage.cache_read if usage else 0,
         "stream": call.stream,
         "client": exchange.client_host(),
+        "session_id": call.session_id[:64] if call.session_id else None,  # Claude Code's session
     }

@@ -9,6 +9,12 @@ The report has one record per UTC day and actor (user email, or API key), in (ac
 order: API keys first, by id, then users, by email. An actor seen in several terminals that day gets
 one record whose ``terminal_type`` is the one with the most sessions (ties: the first by name); the
 figures are summed over all of them.
+
+Sessions come from two sources: the telemetry's ``session.count`` and the distinct
+``x-claude-code-session-id`` values on the day's usage records (orgwarden's gateway sees them on
+every Messages request, with or without OTLP export). Both count the same sessions when both are
+there, so a record's ``sessions`` is the larger of the two, never their sum; an actor seen only by
+the gateway (no export configured) still gets a record, with its sessions and no other figures.
 """
 
 from __future__ import annotations
@@ -155,6 +161,9 @@ class ClaudeCodeService:
         async with self._uow() as uow:
             repo = uow.claude_code
             actors = await repo.actors(org, day, after, limit + 1)
+            seen = await repo.gateway_sessions(org, day)
+            extra = [actor for actor in seen if after is None or actor > after]
+            actors = sorted(set(actors) | set(extra))[: limit + 1]
             more, actors = len(actors) > limit, actors[:limit]
             core: list[ClaudeCodeDaily] = await repo.rows_for(ClaudeCodeDaily, org, day, actors)
             models: list[ClaudeCodeModelDaily] = await repo.rows_for(ClaudeCodeModelDaily, org, day, actors)
@@ -165,6 +174,8 @@ class ClaudeCodeService:
             for kind, actor in actors
         }
         _merge_core(records, core)
+        for key, record in records.items():
+            record.sessions = max(record.sessions, seen.get(key, 0))
         for model in sorted(models, key=lambda r: r.model):
             usage = ModelUsage(model.model, *(getattr(model, name) for name in MODEL_COUNTERS))
             records[(model.actor_type, model.actor)].models.append(usage)

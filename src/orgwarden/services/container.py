@@ -77,7 +77,7 @@ class Services:
             api_keys=ApiKeyService(uow),
             admin_keys=AdminKeyService(uow),
             rate_limits=RateLimitService(uow, catalog),
-            spend_limits=SpendLimitService(uow),
+            spend_limits=SpendLimitService(uow, user_thresholds=settings.user_spend_alert_thresholds),
             reports=ReportService(uow, catalog),
             analytics=AnalyticsService(uow),
             activity=ActivityService(uow),

@@ -125,8 +125,14 @@ def _too_many(name: str, values: Sequence[str]) -> None:
 
 
 class SpendLimitService:
-    def __init__(self, uow: UnitOfWorkFactory) -> None:
+    def __init__(self, uow: UnitOfWorkFactory, user_thresholds: Sequence[int] | None = None) -> None:
         self._uow = uow
+        # A user's limit warns earlier and closer to the wall than the others by default (75/95/100 %:
+        # ``ORGWARDEN_USER_SPEND_ALERT_THRESHOLDS``): a developer's own budget runs out mid-task.
+        self._user_thresholds = list(user_thresholds) if user_thresholds else list(DEFAULT_ALERT_THRESHOLDS)
+
+    def _defaults(self, scope_type: str) -> list[int]:
+        return list(self._user_thresholds) if scope_type == "user" else list(DEFAULT_ALERT_THRESHOLDS)
 
     async def set(
         self,
@@ -139,7 +145,8 @@ class SpendLimitService:
     ) -> tuple[SpendLimit, bool]:
         """Create or update the limit of ``scope`` and ``period``; ``True`` when it was created.
 
-        Alert thresholds not given keep their value on an update (the defaults on a create)."""
+        Alert thresholds not given keep their value on an update (the defaults on a create: the
+        user defaults for a user's limit)."""
         cents = parse_amount(amount)
         clean_period = one_of(period or "monthly", frozenset(PERIODS), "period")
         thresholds = check_thresholds(alert_thresholds) if alert_thresholds is not None else None
@@ -156,7 +163,7 @@ class SpendLimitService:
                 row = SpendLimit(
                     id=ids.new_id(ids.SPEND_LIMIT), organization_id=org, scope_type=scope_type, scope_id=scope_id,
                     period=clean_period, amount_cents=cents, currency=CURRENCY,
-                    alert_thresholds=thresholds if thresholds is not None else list(DEFAULT_ALERT_THRESHOLDS),
+                    alert_thresholds=thresholds if thresholds is not None else self._defaults(scope_type),
                     created_at=now, updated_at=now,
                 )  # fmt: skip
                 uow.spend_limits.add(row)

@@ -10,20 +10,22 @@ the same points. Rows are written in key order, which keeps concurrent writers f
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orgwarden.domain.claude_code import USER_ACTOR
+from orgwarden.domain.claude_code import API_ACTOR, USER_ACTOR
 from orgwarden.storage.tables import (
     ApiKey,
     ClaudeCodeDaily,
     ClaudeCodeModelDaily,
     ClaudeCodeSeries,
     ClaudeCodeToolDaily,
+    UsageRecord,
+    User,
 )
 
 CHUNK = 500  # rows or ids per statement (SQLite allows 32766 bound parameters)
@@ -110,6 +112,26 @@ class ClaudeCodeUsage:
             )
         stmt = stmt.distinct().order_by(table.actor_type, table.actor).limit(limit)
         return [(row.actor_type, row.actor) for row in await self.session.execute(stmt)]
+
+    async def gateway_sessions(self, organization_id: str, day: date) -> dict[tuple[str, str], int]:
+        """Distinct Claude Code sessions (``x-claude-code-session-id``) per actor in the day's usage
+        records: a user's access token counts for the user (by email, as telemetry names them), an
+        API key for the key."""
+        start = datetime.combine(day, time.min, tzinfo=UTC)
+        record = UsageRecord
+        stmt = (
+            select(record.user_id, record.api_key_id, User.email,
+                   func.count(func.distinct(record.claude_code_session_id)))
+            .outerjoin(User, User.id == record.user_id)
+            .where(record.organization_id == organization_id, record.created_at >= start,
+                   record.created_at < start + timedelta(days=1), record.claude_code_session_id.is_not(None))
+            .group_by(record.user_id, record.api_key_id, User.email)
+        )  # fmt: skip
+        found: dict[tuple[str, str], int] = {}
+        for user_id, api_key_id, email, sessions in await self.session.execute(stmt):
+            actor = (USER_ACTOR, str(email or user_id)[:320]) if user_id else (API_ACTOR, str(api_key_id))
+            found[actor] = found.get(actor, 0) + int(sessions)
+        return found
 
     async def rows_for(
         self, table: Aggregate, organization_id: str, day: date, actors: Sequence[tuple[str, str]]

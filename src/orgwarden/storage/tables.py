@@ -196,6 +196,10 @@ class UsageRecord(Base):
     created_at: Mapped[datetime]
     # The user whose access token made the request (``api_key_id`` is then ""); null for API keys.
     user_id: Mapped[str | None] = mapped_column(IdString(), default=None)
+    # What Claude Code said of the request (``x-claude-code-session-id``, ``x-claude-code-agent-id``
+    # on a subagent's calls), cut to the column; null for other clients and older rows (0018).
+    claude_code_session_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    claude_code_agent_id: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class UsageRollup(Base):
