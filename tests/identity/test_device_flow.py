@@ -212,7 +212,9 @@ def test_bad_requests_get_rfc_errors_never_a_500(world: SignInWorld) -> None:
     body = start(srv).json()
     oauth_error(poll(srv, body["device_code"], client_id="another"), 400, "invalid_grant", "another client_id")
     oauth_error(start(srv, workspace_id="wrkspc_bad"), 400, "invalid_request", "not a workspace id")
-    oauth_error(httpx.post(f"{base}/oauth/device_authorization", data={}), 401, "invalid_client")
+    oauth_error(
+        httpx.post(f"{base}/oauth/device_authorization", data={"client_id": "no spaces"}), 401, "invalid_client"
+    )
     oauth_error(
         httpx.post(f"{base}/oauth/token", data={"grant_type": "password", "client_id": "x"}),
         400,

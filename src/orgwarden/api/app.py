@@ -30,6 +30,7 @@ from orgwarden.api.routes import (
     api_keys,
     audit_logs,
     auth,
+    cc_gateway,
     cc_policies,
     claude_code,
     invites,
@@ -226,6 +227,7 @@ def create_app(settings: Settings) -> Dispatcher:
         admin.include_router(module.routes.router)
     admin.include_router(invites.public)
     admin.include_router(auth.router)
+    admin.include_router(cc_gateway.router)  # Claude Code's gateway sign-in: /managed/settings
     admin.state.box = box  # seals the sign-in's state cookie
     admin.state.oidc = build_oidc(settings)
 

@@ -569,10 +569,11 @@ class SignInService:
         )
 
     async def poll_device(
-        self, device_code: str, *, client_id: str, request_id: str | None, source_ip: str | None
+        self, device_code: str, *, client_id: str | None, request_id: str | None, source_ip: str | None
     ) -> IssuedTokens:
         """RFC 8628 §3.4-3.5: tokens once approved; else the RFC's error for where the code stands.
-        Refusals other than "not yet" (``authorization_pending``, ``slow_down``) are audited."""
+        Refusals other than "not yet" (``authorization_pending``, ``slow_down``) are audited. ``client_id``
+        ``None`` (Claude Code sends none; the secret device code is what binds the poll) skips the check."""
         try:
             return await self._poll(device_code, client_id=client_id, request_id=request_id, source_ip=source_ip)
         except OAuthError as refused:
@@ -583,12 +584,12 @@ class SignInService:
                     refused.message,
                     request_id=request_id,
                     source_ip=source_ip,
-                    details={"grant_type": DEVICE_GRANT, "client_id": client_id[:128]},
+                    details={"grant_type": DEVICE_GRANT, "client_id": (client_id or "")[:128]},
                 )
             raise
 
     async def _poll(
-        self, device_code: str, *, client_id: str, request_id: str | None, source_ip: str | None
+        self, device_code: str, *, client_id: str | None, request_id: str | None, source_ip: str | None
     ) -> IssuedTokens:
         if not device_code or len(device_code) > 128:
             raise OAuthError("invalid_grant", "device_code is missing or not one of ours")
@@ -597,7 +598,7 @@ class SignInService:
             row = await uow.device_authorizations.by_device_code_hash(ids.hash_secret(device_code), lock=True)
             if row is None or not ids.secret_matches(device_code, row.device_code_hash):
                 raise OAuthError("invalid_grant", "device_code is not recognised")
-            if row.client_id != client_id:
+            if client_id is not None and row.client_id != client_id:
                 raise OAuthError("invalid_grant", "device_code was issued to another client_id")
             if row.status == "used":
                 raise OAuthError("invalid_grant", "device_code was already exchanged for tokens")

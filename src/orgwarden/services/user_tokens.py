@@ -34,6 +34,7 @@ class IssuedTokens:
     expires_in: int
     scope: str
     token_type: str = "Bearer"  # noqa: S105 - the RFC 6750 token type
+    email: str | None = None  # the account the tokens act for (Claude Code shows it before storing them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,7 @@ class UserTokenService:
             )
             uow.user_tokens.add(row)
             rows.append(row)
-        return IssuedTokens(access, refresh, self.access_ttl, "user"), rows[0], rows[1]
+        return IssuedTokens(access, refresh, self.access_ttl, "user", email=user.email), rows[0], rows[1]
 
     async def issue(
         self, *, organization_id: str, user_id: str, workspace_id: str | None, client_id: str, scope: str
@@ -139,12 +140,13 @@ class UserTokenService:
             workspace_id=workspace_id,
             details={"family_id": family_id, "client_id": client_id[:255], "scope": scope[:255]},
         )
-        return IssuedTokens(issued.access_token, issued.refresh_token, issued.expires_in, scope)
+        return IssuedTokens(issued.access_token, issued.refresh_token, issued.expires_in, scope, email=issued.email)
 
     async def refresh(
-        self, refresh_token: str, *, client_id: str, request_id: str | None = None, source_ip: str | None = None
+        self, refresh_token: str, *, client_id: str | None, request_id: str | None = None, source_ip: str | None = None
     ) -> IssuedTokens:
-        """A new pair for a live refresh token, which is spent; reuse of a spent one revokes the family."""
+        """A new pair for a live refresh token, which is spent; reuse of a spent one revokes the family.
+        ``client_id`` ``None`` (Claude Code sends none) means the client the token was issued to."""
         if not refresh_token.startswith(ids.USER_REFRESH_TOKEN_PREFIX) or len(refresh_token) > _MAX_TOKEN_CHARS:
             refused = _invalid_grant("refresh_token is not an orgwarden refresh token")
         else:
@@ -157,7 +159,7 @@ class UserTokenService:
             organization = await uow.organizations.first()
             if organization is not None:
                 ctx = Context(Actor("system", "oauth", organization.id), request_id, source_ip)
-                details = {"reason": "unknown_token", "client_id": client_id[:255]}
+                details = {"reason": "unknown_token", "client_id": (client_id or "")[:255]}
                 audit.record(
                     uow, ctx, "user_token.refresh", "user_token", "unknown", outcome="refused", details=details
                 )
@@ -165,7 +167,7 @@ class UserTokenService:
         raise refused
 
     async def _refresh(
-        self, refresh_token: str, client_id: str, request_id: str | None, source_ip: str | None
+        self, refresh_token: str, client_id: str | None, request_id: str | None, source_ip: str | None
     ) -> IssuedTokens:
         now = utcnow()
         async with self._uow() as uow:
@@ -207,10 +209,15 @@ class UserTokenService:
                 raise await refuse(
                     f"user_{user_state(user)}", f"user {user.id} is {user_state(user)}; sign-in refused", family=True
                 )
-            if client_id != token.client_id:
+            if client_id is not None and client_id != token.client_id:
                 raise await refuse("client_mismatch", "refresh_token was issued to another client_id", family=False)
             issued, _access, new_refresh = self._pair(
-                uow, user, family_id=token.family_id, workspace_id=token.workspace_id, client_id=client_id, now=now
+                uow,
+                user,
+                family_id=token.family_id,
+                workspace_id=token.workspace_id,
+                client_id=token.client_id,
+                now=now,
             )
             token.revoked_at, token.replaced_by = now, new_refresh.id
             uow.cache_events.changed("user_token", token.id, now)

@@ -12,6 +12,7 @@ import base64
 import hmac
 import html
 import json
+import re
 import time
 from importlib import resources
 from string import Template
@@ -65,6 +66,7 @@ _MAX_FORM_BYTES = 16_384
 _MAX_PARAM_CHARS = 2048
 _PAGE = Template(resources.files("orgwarden.identity").joinpath("templates/page.html").read_text())
 _NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
+_CLIENT_SURFACE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -460,6 +462,15 @@ async def metadata(request: Request) -> Response:
     )
 
 
+def _device_client_id(form: dict[str, str]) -> str:
+    """The client a device sign-in is for: its ``client_id``; else (Claude Code sends none, only
+    ``surface=claude_code``) its ``surface`` when that reads as a client id; else ``device``."""
+    if client_id := form.get("client_id"):
+        return client_id
+    surface = form.get("surface", "")
+    return surface if _CLIENT_SURFACE.fullmatch(surface) else "device"
+
+
 @router.post("/oauth/device_authorization")
 async def device_authorization(request: Request) -> Response:
     try:
@@ -467,7 +478,7 @@ async def device_authorization(request: Request) -> Response:
             raise OAuthError("invalid_request", "sign-in is not configured on this server (ORGWARDEN_OIDC_ISSUER)")
         form = await _form(request)
         started = await _signin(request).start_device(
-            client_id=form.get("client_id", ""),
+            client_id=_device_client_id(form),
             scope=form.get("scope", "user"),
             workspace_id=form.get("workspace_id") or None,
         )
@@ -493,9 +504,8 @@ async def token(request: Request) -> Response:
     try:
         form = await _form(request)
         grant_type = form.get("grant_type", "")
-        client_id = form.get("client_id", "")
-        if not client_id:
-            raise OAuthError("invalid_request", "client_id is required")
+        # Optional (Claude Code sends none): the device code or refresh token names its client.
+        client_id = form.get("client_id") or None
         if grant_type == DEVICE_GRANT:
             issued = await _signin(request).poll_device(
                 form.get("device_code", ""), client_id=client_id, request_id=request_id, source_ip=ip
@@ -510,16 +520,16 @@ async def token(request: Request) -> Response:
             )
     except (OAuthError, InvalidRequest) as exc:
         return _oauth_error(exc)
-    return JSONResponse(
-        {
-            "access_token": issued.access_token,
-            "token_type": issued.token_type,
-            "expires_in": issued.expires_in,
-            "refresh_token": issued.refresh_token,
-            "scope": issued.scope,
-        },
-        headers=_NO_STORE,
-    )
+    body: dict[str, Any] = {
+        "access_token": issued.access_token,
+        "token_type": issued.token_type,
+        "expires_in": issued.expires_in,
+        "refresh_token": issued.refresh_token,
+        "scope": issued.scope,
+    }
+    if issued.email:  # Claude Code's extension: it asks the person to confirm the account, shows it in /status
+        body["email"] = issued.email
+    return JSONResponse(body, headers=_NO_STORE)
 
 
 @router.post("/oauth/revoke")
