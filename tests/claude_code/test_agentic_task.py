@@ -135,8 +135,14 @@ def test_claude_code_writes_a_file_with_its_write_tool_through_orgwarden(server:
     assert ("POST", "/v1/messages", "200") in called, called
     assert all(c["status"] != "404" for c in calls), called
 
+    answered = [c for c in calls if c["path"].split("?")[0] == "/v1/messages" and c["status"] == "200"]
+    assert len(answered) >= 2, called  # the tool_use turn and the final answer, at least
+    deadline = time.monotonic() + 30  # records are written in batches, just after their answers
     records = usage_of(server, key["id"])
-    assert len(records) >= 2, called  # the tool_use turn and the final answer, at least
+    while len(records) < len(answered) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        records = usage_of(server, key["id"])
+    assert len(records) == len(answered), called  # one record per answer, none lost
     assert all(r.model == MODEL or r.model.startswith(SMALL_MODEL) for r in records)
     assert all(r.status == 200 and r.output_tokens > 0 and r.input_tokens > 0 for r in records)
 

@@ -46,3 +46,34 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(tmp_path: Path) ->
             assert not Path(f"/proc/{worker}").exists() or "zombie" in Path(f"/proc/{worker}/status").read_text()
     finally:
         stop_server(server)
+
+
+def test_workers_stop_by_themselves_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """SIGKILL leaves the supervisor no chance to stop its workers: each notices and stops itself."""
+    db = make_database("sqlite", tmp_path)
+    db.env.update(redis_settings())
+    server = start_server(db, tmp_path, "--workers", "2")
+    try:
+        workers = children(server.process.pid)
+        assert len(workers) == 2
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while alive := {pid for pid in workers if _running(pid)}:
+            assert time.monotonic() < deadline, f"orphaned workers still running: {alive}"
+            time.sleep(0.2)
+        assert server.log().count("Application shutdown complete") == 2  # stopped gracefully, not killed
+    finally:
+        stop_server(server)
+        for pid in workers:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not gone, not a zombie waiting for its reaper)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "zombie" not in status
