@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from orgwarden.domain.audit_chain import HASHED_FIELDS, timestamp
 from orgwarden.domain.clock import rfc3339
@@ -22,6 +22,7 @@ from orgwarden.storage.pagination import Page
 from orgwarden.storage.tables import (
     ApiKey,
     AuditEvent,
+    CcPolicyConfig,
     Invite,
     Organization,
     SpendLimit,
@@ -29,6 +30,9 @@ from orgwarden.storage.tables import (
     Workspace,
     WorkspaceMember,
 )
+
+if TYPE_CHECKING:
+    from orgwarden.services.cc_policies import Configuration, GroupPolicy
 
 T = TypeVar("T")
 JSON = dict[str, Any]
@@ -258,3 +262,49 @@ def audit_event(row: AuditEvent) -> JSON:
     record["occurred_at"] = timestamp(row.occurred_at)
     record["hash"] = row.hash
     return record
+
+
+# -- Claude Code policies (Managed Settings API shapes, and orgwarden's extension fields) --------
+
+
+def cc_configuration(c: Configuration) -> dict[str, Any]:
+    return {
+        "mode": {"type": c.mode},
+        "mode_updated_at": rfc3339(c.mode_updated_at) if c.mode_updated_at else None,
+        "rbac_group_order": c.order,
+        "rbac_group_order_version": c.order_version,
+        "type": "claude_code_managed_settings_configuration",
+    }
+
+
+def cc_default(config: CcPolicyConfig | None) -> dict[str, Any]:
+    return {
+        "settings": config.default_settings if config else None,
+        "type": "claude_code_rbac_group_default_managed_settings",
+        "updated_at": rfc3339(config.default_updated_at) if config and config.default_updated_at else None,
+        "allowed_models": config.default_allowed_models if config else None,
+        "denied_models": config.default_denied_models if config else [],
+    }
+
+
+def cc_group_summary(view: GroupPolicy) -> dict[str, Any]:
+    row = view.row
+    return {
+        "created_at": rfc3339(row.created_at),
+        "rbac_group_id": row.rbac_group_id,
+        "rbac_group_status": {"type": view.status},
+        "type": "claude_code_rbac_group_managed_settings_summary",
+        "updated_at": rfc3339(row.updated_at),
+    }
+
+
+def cc_group(view: GroupPolicy) -> dict[str, Any]:
+    row = view.row
+    return {
+        **cc_group_summary(view),
+        "settings": row.settings,
+        "type": "claude_code_rbac_group_managed_settings",
+        "email_domains": row.email_domains,
+        "allowed_models": row.allowed_models,
+        "denied_models": row.denied_models,
+    }

@@ -12,7 +12,7 @@ from rich.panel import Panel
 
 from orgwarden import __version__
 from orgwarden.api import render
-from orgwarden.cli import audit, limits, reports, resources, scim, signin, users
+from orgwarden.cli import audit, cc_policies, limits, reports, resources, scim, signin, users
 from orgwarden.cli.runtime import err, fail, out, print_json, run, settings_from
 from orgwarden.config import CONFIG_ENV, Settings
 from orgwarden.data import load_catalog
@@ -38,6 +38,7 @@ app.add_typer(reports.report, name="report")
 app.add_typer(audit.audit, name="audit")
 app.add_typer(scim.scim_tokens, name="scim-token")
 app.add_typer(scim.groups, name="groups")
+app.add_typer(cc_policies.cc_policies, name="cc-policies")
 app.add_typer(users.users, name="users")
 app.command("org-settings")(users.org_settings)
 db = typer.Typer(help="Database migrations (Alembic), for operators.", no_args_is_help=True)

@@ -258,8 +258,9 @@ class CcPolicyService:
     async def set_default(
         self, ctx: Context, *, settings: object, allowed_models: object = UNSET, denied_models: object = UNSET
     ) -> CcPolicyConfig:
-        """Replace (or with ``None`` clear) the default settings; model lists not sent are kept."""
-        document = None if settings is None else check_settings(settings)
+        """Replace (or with ``None`` clear) the default settings; what is not sent (``UNSET``: the
+        settings too, from the CLI) is kept."""
+        document = settings if settings is None or settings is UNSET else check_settings(settings)
         allowed: Any = UNSET if allowed_models is UNSET else check_models(allowed_models, "allowed_models")
         denied: Any = UNSET if denied_models is UNSET else (check_models(denied_models, "denied_models") or [])
         org = ctx.organization_id
@@ -268,8 +269,9 @@ class CcPolicyService:
             await uow.organizations.lock(org)
             config = await self._config_row(uow, org)
             before = _default_details(config)
-            config.default_settings = document
-            config.default_updated_at = None if document is None else now
+            if document is not UNSET:
+                config.default_settings = document
+                config.default_updated_at = None if document is None else now
             if allowed is not UNSET:
                 config.default_allowed_models = allowed
             if denied is not UNSET:
@@ -315,9 +317,9 @@ class CcPolicyService:
         allowed_models: object = UNSET,
         denied_models: object = UNSET,
     ) -> GroupPolicy:
-        """Create or replace a group's policy; a new one joins the end of the order. Extension fields
-        not sent are kept on a replace."""
-        document = check_settings(settings)
+        """Create or replace a group's policy; a new one joins the end of the order. What is not sent
+        (``UNSET``: the settings too, from the CLI) is kept on a replace."""
+        document = settings if settings is UNSET else check_settings(settings)
         domains: Any = UNSET if email_domains is UNSET else check_domains(email_domains)
         allowed: Any = UNSET if allowed_models is UNSET else check_models(allowed_models, "allowed_models")
         denied: Any = UNSET if denied_models is UNSET else (check_models(denied_models, "denied_models") or [])
@@ -334,6 +336,8 @@ class CcPolicyService:
             created = row is None
             before = None if row is None else _policy_details(row)
             if row is None:
+                if document is UNSET:
+                    raise InvalidRequest("settings: required for a group that has no policy yet")
                 if len(rows) >= MAX_POLICIES:
                     raise InvalidRequest(
                         f"the RBAC group order already has {MAX_POLICIES} groups, the most allowed:"
@@ -347,9 +351,9 @@ class CcPolicyService:
                 uow.cc_policies.add(row)
                 config.order_version += 1
             else:
-                if row.settings != document:
+                if document is not UNSET and row.settings != document:
                     row.created_at = now  # a different document: its "first stored" time
-                row.settings = document
+                    row.settings = document
                 row.updated_at = now
             if domains is not UNSET:
                 row.email_domains = domains

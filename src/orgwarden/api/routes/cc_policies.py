@@ -14,12 +14,14 @@ from fastapi import Request
 from starlette.responses import Response
 
 from orgwarden.api.params import QueryParams, has_nul
+from orgwarden.api.render import cc_configuration as configuration
+from orgwarden.api.render import cc_default as default
+from orgwarden.api.render import cc_group as group
+from orgwarden.api.render import cc_group_summary as summary
 from orgwarden.api.routing import AdminRouter, context, ok, services
-from orgwarden.domain.clock import rfc3339
 from orgwarden.domain.policy import Permission
 from orgwarden.errors import InvalidRequest, RequestTooLarge
-from orgwarden.services.cc_policies import MAX_SETTINGS_BYTES, UNSET, Configuration, GroupPolicy
-from orgwarden.storage.tables import CcPolicyConfig
+from orgwarden.services.cc_policies import MAX_SETTINGS_BYTES, UNSET
 
 routes = AdminRouter()
 BASE = "/v1/organizations/claude_code/managed_settings"
@@ -46,49 +48,6 @@ async def _body(request: Request, allowed: frozenset[str]) -> dict[str, Any]:
     if has_nul(body):
         raise InvalidRequest("request body must not contain NUL (\\u0000) characters")
     return body
-
-
-def configuration(c: Configuration) -> dict[str, Any]:
-    return {
-        "mode": {"type": c.mode},
-        "mode_updated_at": rfc3339(c.mode_updated_at) if c.mode_updated_at else None,
-        "rbac_group_order": c.order,
-        "rbac_group_order_version": c.order_version,
-        "type": "claude_code_managed_settings_configuration",
-    }
-
-
-def default(config: CcPolicyConfig | None) -> dict[str, Any]:
-    return {
-        "settings": config.default_settings if config else None,
-        "type": "claude_code_rbac_group_default_managed_settings",
-        "updated_at": rfc3339(config.default_updated_at) if config and config.default_updated_at else None,
-        "allowed_models": config.default_allowed_models if config else None,
-        "denied_models": config.default_denied_models if config else [],
-    }
-
-
-def summary(view: GroupPolicy) -> dict[str, Any]:
-    row = view.row
-    return {
-        "created_at": rfc3339(row.created_at),
-        "rbac_group_id": row.rbac_group_id,
-        "rbac_group_status": {"type": view.status},
-        "type": "claude_code_rbac_group_managed_settings_summary",
-        "updated_at": rfc3339(row.updated_at),
-    }
-
-
-def group(view: GroupPolicy) -> dict[str, Any]:
-    row = view.row
-    return {
-        **summary(view),
-        "settings": row.settings,
-        "type": "claude_code_rbac_group_managed_settings",
-        "email_domains": row.email_domains,
-        "allowed_models": row.allowed_models,
-        "denied_models": row.denied_models,
-    }
 
 
 @routes.route("GET", f"{BASE}/configuration", permission=READ)
