@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -352,8 +353,9 @@ def test_when_redis_is_unreachable_each_kind_of_limit_does_what_its_setting_says
 
 def test_spend_alerts_fire_once_each_through_the_gateway_with_signed_webhooks(tmp_path: Path) -> None:
     """A 4-cent daily limit with thresholds 25/50/100 %: requests of 1 cent each cross 25 % and 50 %
-    (an audit event and a verified webhook each, once), and never 100 % (the last cent cannot be
-    reserved: the worst case does not fit)."""
+    (an audit event and a verified webhook each, once); the spend never reaches 100 % (the last cent
+    cannot be reserved: the worst case does not fit), so 100 % fires at the wall, with the first
+    refusal, once."""
     from standardwebhooks import Webhook
 
     from orgwarden.storage.tables import AuditEvent
@@ -377,15 +379,18 @@ def test_spend_alerts_fire_once_each_through_the_gateway_with_signed_webhooks(tm
             statuses = [message(server.base_url, key, max_tokens=2000, output_tokens=2000).status_code
                         for _ in range(4)]  # fmt: skip
             assert statuses[:2] == [200, 200], statuses
-            deliveries = receiver.wait_for(2)
+            assert 400 in statuses, statuses
+            deliveries = receiver.wait_for(3)
             time.sleep(0.5)  # nothing more arrives
-            assert len(receiver.snapshot()) == 2
+            assert len(receiver.snapshot()) == 3
             payloads = []
             for delivery in deliveries:
                 payload = Webhook(secret).verify(delivery.body, delivery.headers)
                 assert payload["type"] == "spend_limit.threshold_reached"
                 payloads.append(payload["data"])
-            assert sorted(p["threshold_percent"] for p in payloads) == [25, 50]
+            assert sorted(p["threshold_percent"] for p in payloads) == [25, 50, 100]
+            at_the_wall = next(p for p in payloads if p["threshold_percent"] == 100)
+            assert Decimal(at_the_wall["spent_cents"]) < 4
             assert {p["spend_limit_id"] for p in payloads} == {created.json()["id"]}
 
             async def alerts(uow: UnitOfWork) -> list[AuditEvent]:
@@ -395,7 +400,7 @@ def test_spend_alerts_fire_once_each_through_the_gateway_with_signed_webhooks(tm
                 return list((await session.execute(stmt)).scalars().all())
 
             events = query_db(db, alerts)
-            assert sorted(e.details["threshold_percent"] for e in events) == [25, 50]
+            assert sorted(e.details["threshold_percent"] for e in events) == [25, 50, 100]
             assert all(e.target_id == created.json()["id"] and e.actor_type == "system" for e in events)
             assert "spend alert" in server.log()
         finally:

@@ -3,9 +3,10 @@
 After a request's cost is settled, the gateway calls ``observe()`` for each spend rule the request
 was checked against, with the counter's value after settling. A threshold (a percentage of the
 limit's amount) is crossed when ``spent >= amount * threshold / 100``, compared exactly in integer
-picodollars. ``observe()`` runs on the request path, so it does no I/O: a set of the alerts known to
-have fired makes the steady state a few integer comparisons and set look-ups, and a crossing only
-queues a job.
+picodollars. A request refused by a limit calls ``observe_refusal()``: the limit is reached, so its
+100 % threshold fires even though the spend is (always, in practice) short of the amount. Both run
+on the request path, so they do no I/O: a set of the alerts known to have fired makes the steady
+state a few integer comparisons and set look-ups, and a crossing only queues a job.
 
 One background task per worker runs the jobs. A job records the alert in one transaction: a
 ``spend_alerts`` row, whose primary key (limit, period start, threshold) is what makes "once per
@@ -50,6 +51,7 @@ EVENT_TYPE = "spend_limit.threshold_reached"
 AUDIT_ACTION = "spend_limit.alert"
 ACTOR_ID = "orgwarden"
 QUEUE_SIZE = 10_000
+WALL_THRESHOLD = 100  # the threshold a refusal fires (``observe_refusal``)
 FIRST_RETRY = 0.5
 MAX_RETRY = 30.0
 SHUTDOWN_ATTEMPTS = 3
@@ -136,18 +138,32 @@ class SpendAlerts:
                 break
             if period is None:
                 period = period_window(rule.period, now)
-            key: FiredKey = (rule.id, period[0], threshold)
-            if key in self._fired or key in self._queued:
-                continue
-            job = _Job(rule, threshold, spent_picodollars, period[0], period[1], now)
-            if len(self._queue) >= self._queue_size:
-                log.error(
-                    "spend alerts: queue full; the %d%% alert of %s waits for a later request", threshold, rule.id
-                )
+            if not self._enqueue(rule, threshold, spent_picodollars, period, now):
                 return
-            self._queue.append(job)
-            self._queued.add(key)
-            self._wake.set()
+
+    def observe_refusal(self, rule: SpendRule, spent_picodollars: int, now: datetime) -> None:
+        """A request refused by ``rule`` (its worst case did not fit): its scope is at the wall, so its
+        100 % threshold fires, once per period as any, with ``spent_picodollars`` (the counter,
+        short of the amount by less than that worst case). Spend reaches the amount itself only when
+        a request costs its whole worst case, which in practice never happens: without this the 100 %
+        alert would never fire. Other thresholds keep needing the spend. No I/O."""
+        if WALL_THRESHOLD in rule.thresholds:
+            self._enqueue(rule, WALL_THRESHOLD, spent_picodollars, period_window(rule.period, now), now)
+
+    def _enqueue(
+        self, rule: SpendRule, threshold: int, spent: int, period: tuple[datetime, datetime], now: datetime
+    ) -> bool:
+        """Queue the alert unless it fired or is queued already; ``False`` when the queue is full."""
+        key: FiredKey = (rule.id, period[0], threshold)
+        if key in self._fired or key in self._queued:
+            return True
+        if len(self._queue) >= self._queue_size:
+            log.error("spend alerts: queue full; the %d%% alert of %s waits for a later request", threshold, rule.id)
+            return False
+        self._queue.append(_Job(rule, threshold, spent, period[0], period[1], now))
+        self._queued.add(key)
+        self._wake.set()
+        return True
 
     def _reading(self, rule: SpendRule) -> _Reading:
         """``rule``'s thresholds in order, its amount in picodollars, and the first crossing point

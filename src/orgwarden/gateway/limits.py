@@ -98,6 +98,8 @@ _OTPM = Limiter.OUTPUT_TOKENS_PER_MINUTE
 class Alerts(Protocol):
     def observe(self, rule: SpendRule, spent_picodollars: int, now: datetime) -> None: ...
 
+    def observe_refusal(self, rule: SpendRule, spent_picodollars: int, now: datetime) -> None: ...
+
 
 class LimitSource:
     """Reads limit values, spend limits and period-to-date spend from the database."""
@@ -408,8 +410,21 @@ class Enforcer:
         if admission.allowed:
             return ticket
         if admission.blocking_counter is not None:
+            self._at_the_wall(admission.blocking_counter, admission.spent, spend.rules, now)
             raise self._spend_refusal(admission.blocking_counter, spend.rules, now, ticket.headers)
         raise self._rate_refusal(admission, wants, ticket.headers)
+
+    def _at_the_wall(self, counter: str, spent: Mapping[str, int], rules: Sequence[SpendRule], now: datetime) -> None:
+        """A request refused on ``counter``: its lowest limit is reached (``SpendAlerts.observe_refusal``).
+        Not for a batch, whose worst case (every request's) can be refused far from the limit."""
+        alerts, value = self._alerts, spent.get(counter)
+        if alerts is None or value is None:
+            return
+        binding = [rule for rule in rules if rule.counter(now) == counter]
+        lowest = min(rule.amount_picodollars for rule in binding)
+        for rule in binding:
+            if rule.amount_picodollars == lowest:
+                alerts.observe_refusal(rule, value, now)
 
     async def admit_group(self, group: str, grant: KeyGrant) -> Ticket:
         """One request of a surface group (``files``, ``skills``, ``batch``): its requests-per-minute
