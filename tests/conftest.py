@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -183,13 +184,14 @@ class Server:
     user: dict[str, Any]
     process: subprocess.Popen[str]
     log_path: Path
+    verify: ssl.SSLContext | bool = True  # served over TLS: a context that trusts its test CA
 
     def client(self, api_key: str | None = None, **kwargs: Any) -> anthropic.Anthropic:
         return anthropic.Anthropic(api_key=api_key or self.admin_key, base_url=self.base_url, max_retries=0, **kwargs)
 
     def http(self, api_key: str | None = None) -> httpx.Client:
         headers = {"anthropic-version": "2023-06-01", "x-api-key": api_key or self.admin_key}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30, verify=self.verify)
 
     def log(self) -> str:
         return self.log_path.read_text()

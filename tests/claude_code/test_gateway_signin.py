@@ -1,19 +1,23 @@
 """The real Claude Code CLI (2.1.332) signs in to orgwarden as a gateway and works through it.
 
-A real ``orgwarden serve`` (PostgreSQL) signs people in with the real test IdP (npm ``oidc-provider``).
-Claude Code is pointed at orgwarden by ``forceLoginMethod: "gateway"`` + ``forceLoginGatewayUrl``.
-On Linux the CLI reads those from ``/etc/claude-code/managed-settings.json`` and, on a machine with no
-managed settings at all, from the user's own ``~/.claude/settings.json`` (its settings schema says so;
-``/etc/claude-code`` has no environment override in this build): the test writes the user file in a
-temporary ``HOME`` and touches nothing of the machine. The sign-in is ``claude auth login
---gateway-json`` (a hidden flag: the sign-in's questions as JSON lines on stdout, the answers on
-stdin) driven by the test, and the person's part (``/device`` -> the IdP's sign-in form -> Approve)
-is scripted with httpx as in ``tests/identity``. Then ``claude -p`` runs through orgwarden (the
-simulator answers), usage is the signed-in user's, and removing the user ends access at once.
-
-Over ``http://`` (loopback) the CLI never fetches ``/managed/settings`` (it does so only over
-``https``), so the managed-settings endpoint is checked here with httpx, the way the CLI calls it
-(bearer, ``If-None-Match: "sha256:..."``), and the group-policy effects on the CLI are xfail below.
+A real ``orgwarden serve`` (PostgreSQL, over https with a certificate from a test CA) signs people in
+with the real test IdP (npm ``oidc-provider``). Claude Code is pointed at orgwarden by
+``forceLoginMethod: "gateway"`` + ``forceLoginGatewayUrl``. On Linux the CLI reads those from
+``/etc/claude-code/managed-settings.json`` and, on a machine with no managed settings at all, from the
+user's own ``~/.claude/settings.json`` (its settings schema says so; ``/etc/claude-code`` has no
+environment override in this build): the test writes the user file in a temporary ``HOME`` and
+touches nothing of the machine. The native binary trusts the test CA through ``NODE_EXTRA_CA_CERTS``
+(``SSL_CERT_FILE`` works too). The sign-in is ``claude auth login --gateway-json`` (a hidden flag:
+the sign-in's questions as JSON lines on stdout, the answers on stdin) driven by the test; its
+``trust_prompt`` (the leaf certificate's SHA-256, pinned once accepted) is accepted, and the person's
+part (``/device`` -> the IdP's sign-in form -> Approve) is scripted with httpx as in
+``tests/identity``. The developer is in an RBAC group whose Claude Code policy denies a Bash command
+and allows two models. Then ``claude -p`` runs through orgwarden (the simulator answers, and calls
+the tool a prompt names): usage is the signed-in user's and their session's, the CLI applies the
+group's managed settings (fetched from ``/managed/settings``, only ever over https) and refuses the
+denied command, a model outside the allow-list is refused by orgwarden, and deactivating the user
+through SCIM ends access at once. One server and one sign-in for the module; the tests run in file
+order (the offboarding one after the others that use the sign-in).
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ import hashlib
 import json
 import os
 import re
+import ssl
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,28 +41,51 @@ import pytest
 from orgwarden.storage.tables import UsageRecord
 from orgwarden.storage.uow import UnitOfWork
 from tests.conftest import Server, query_db, unique
+from tests.e2e.mitm import make_certificates
 from tests.identity.conftest import IdP, browser, sign_in, signin_world
 from tests.identity.test_browser_signin import add_user
+from tests.scim.conftest import scim_token
 
 EMAIL = "dev@acme.test"
 MODEL = "claude-sonnet-4-6"
 SMALL_MODEL = "claude-haiku-4-5"
+OTHER_MODEL = "claude-opus-4-7"  # in the catalogue (the simulator answers it), not in the group's allow-list
+SETTINGS = {"permissions": {"deny": ["Bash(touch denied.txt)"]}}
+DENIED_PROMPT = 'use Bash {"command": "touch denied.txt", "description": "make a file"}'
+ALLOWED_PROMPT = 'use Bash {"command": "touch allowed.txt", "description": "make a file"}'
+SCIM_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+SCIM_PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 _HIDDEN = re.compile(r'name="([^"]+)" value="([^"]*)"')
+_ANSWERED = re.compile(r'"POST /v1/messages[^"]*" 200')
+
+
+@dataclass
+class World:
+    idp: IdP
+    server: Server
+    ca: Path  # the test CA that signed orgwarden's certificate (for 127.0.0.1 and localhost)
+    fingerprint: str  # hex SHA-256 of that certificate (DER), as the CLI's trust prompt shows it
 
 
 @pytest.fixture(scope="module")
-def world() -> Iterator[tuple[IdP, Server]]:
-    with signin_world("postgres", "orgwarden-ccgate-") as running:
-        yield running
+def world() -> Iterator[World]:
+    """The IdP and one orgwarden over https (PostgreSQL): Claude Code fetches managed settings only over https."""
+    with tempfile.TemporaryDirectory(prefix="orgwarden-ccgate-tls-") as tmp:
+        certificates = make_certificates(Path(tmp))
+        with signin_world("postgres", "orgwarden-ccgate-", certificates) as (idp, server):
+            leaf = ssl.PEM_cert_to_DER_cert(certificates.server_cert.read_text())
+            yield World(idp, server, certificates.ca, hashlib.sha256(leaf).hexdigest())
 
 
-def _env(home: Path) -> dict[str, str]:
-    """A clean environment: no Anthropic key, no base URL; only the gateway sign-in reaches orgwarden."""
+def _env(home: Path, ca: Path) -> dict[str, str]:
+    """A clean environment: no Anthropic key, no base URL; only the gateway sign-in reaches orgwarden.
+    The native binary (Bun) trusts ``NODE_EXTRA_CA_CERTS`` in addition to its own CA list."""
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
         "HOME": str(home),
         "XDG_CONFIG_HOME": str(home / ".config"),
+        "NODE_EXTRA_CA_CERTS": str(ca),
         "ANTHROPIC_DEFAULT_HAIKU_MODEL": SMALL_MODEL,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "DISABLE_AUTOUPDATER": "1",
@@ -64,7 +94,7 @@ def _env(home: Path) -> dict[str, str]:
 
 def _approve(server: Server, user_code: str) -> None:
     """The person: open /device, sign in at the IdP, press Approve."""
-    with browser() as b:
+    with browser(verify=server.verify) as b:
         page = sign_in(b, server.base_url, EMAIL, next_path=f"/device?user_code={user_code}")
         assert page.status_code == 200, page.text
         assert user_code in page.text, page.text
@@ -73,12 +103,13 @@ def _approve(server: Server, user_code: str) -> None:
         assert done.status_code == 200, done.text
 
 
-def gateway_login(claude: Path, home: Path, server: Server) -> list[dict[str, Any]]:
-    """``claude auth login --gateway-json``: answer each question it asks, approve the code in the
-    "browser" when it polls; the states it went through."""
+def gateway_login(claude: Path, home: Path, world: World) -> list[dict[str, Any]]:
+    """``claude auth login --gateway-json``: answer each question it asks (accept), approve the code in
+    the "browser" when it polls; the states it went through."""
+    server = world.server
     process = subprocess.Popen(
         [str(claude), "auth", "login", "--gateway-json"],
-        env=_env(home),
+        env=_env(home, world.ca),
         cwd=home,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -112,11 +143,13 @@ def gateway_login(claude: Path, home: Path, server: Server) -> list[dict[str, An
     return states
 
 
-def claude_p(claude: Path, home: Path, prompt: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def claude_p(
+    claude: Path, home: Path, world: World, prompt: str, *extra: str, model: str = MODEL
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(claude), "-p", prompt, "--model", MODEL, "--output-format", "json", *extra],
+        [str(claude), "-p", prompt, "--model", model, "--output-format", "json", *extra],
         cwd=home,
-        env=_env(home),
+        env=_env(home, world.ca),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -126,10 +159,20 @@ def claude_p(claude: Path, home: Path, prompt: str, *extra: str) -> subprocess.C
 
 
 def usage_of_user(server: Server, user_id: str) -> list[UsageRecord]:
+    """The user's usage records, once there is one for each answered ``/v1/messages`` of the access log
+    (every inference of this module is the developer's). Records are written in batches just after
+    their answers: a bounded wait."""
+
     async def read(uow: UnitOfWork) -> list[UsageRecord]:
         return [r for r in await uow.usage.for_organization(server.organization["id"]) if r.user_id == user_id]
 
-    return query_db(server.db, read)
+    answered = len(_ANSWERED.findall(server.log()))
+    deadline = time.monotonic() + 30
+    records = query_db(server.db, read)
+    while sum(r.status == 200 for r in records) < answered and time.monotonic() < deadline:
+        time.sleep(0.2)
+        records = query_db(server.db, read)
+    return records
 
 
 def enrol(server: Server, idp: IdP, email: str, groups: list[str] | None = None) -> str:
@@ -157,91 +200,207 @@ def user_id_of(server: Server, email: str) -> str:
     return str(found[0]["id"])
 
 
-def test_claude_code_signs_in_through_orgwarden_and_is_cut_off_by_offboarding(
-    world: tuple[IdP, Server], claude_code: Path
-) -> None:
-    idp, server = world
-    user_id = enrol(server, idp, EMAIL, ["engineering"])
+def group_policy(server: Server, user_id: str) -> str:
+    """An RBAC group with the user in it, and its Claude Code policy: a settings document that denies a
+    Bash command, and an allow-list of models (orgwarden's extension)."""
+    with server.http() as http:
+        group = http.post("/v1/organizations/rbac_groups", json={"name": unique("claude-code-devs")})
+        assert group.status_code == 200, group.text
+        group_id = str(group.json()["id"])
+        member = http.post(f"/v1/organizations/rbac_groups/{group_id}/members", json={"user_id": user_id})
+        assert member.status_code == 200, member.text
+        policy = http.post(
+            f"/v1/organizations/claude_code/managed_settings/rbac_groups/{group_id}",
+            json={"settings": SETTINGS, "allowed_models": [MODEL, SMALL_MODEL]},
+        )
+        assert policy.status_code == 200, policy.text
+    return group_id
+
+
+def logged_since(server: Server, offset: int, pattern: str) -> str:
+    """The access log after ``offset`` once it has a line matching ``pattern`` (lines are written
+    just after their answers: a bounded wait)."""
+    deadline = time.monotonic() + 30
+    log = server.log()[offset:]
+    while not re.search(pattern, log) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        log = server.log()[offset:]
+    assert re.search(pattern, log), log[-3000:]
+    return log
+
+
+@dataclass
+class Developer:
+    user_id: str
+    home: Path
+    states: list[dict[str, Any]]  # what ``claude auth login --gateway-json`` asked
+
+
+@pytest.fixture(scope="module")
+def developer(world: World, claude_code: Path) -> Iterator[Developer]:
+    """A developer in a group with a Claude Code policy, signed in once with the real CLI (the tests
+    of this module share the sign-in; the offboarding test comes after the others that use it)."""
+    user_id = enrol(world.server, world.idp, EMAIL, ["engineering"])
+    group_policy(world.server, user_id)
     with tempfile.TemporaryDirectory(prefix="orgwarden-ccgate-home-") as tmp:
         home = Path(tmp)
         (home / ".claude").mkdir()
         (home / ".claude" / "settings.json").write_text(
-            json.dumps({"forceLoginMethod": "gateway", "forceLoginGatewayUrl": server.base_url})
+            json.dumps({"forceLoginMethod": "gateway", "forceLoginGatewayUrl": world.server.base_url})
         )
-        states = gateway_login(claude_code, home, server)
-        seen = [s["state"] for s in states]
-        assert seen[0] == "url_input", states
-        assert states[0]["shown"] == server.base_url, states
-        assert "polling" in seen, states
-        assert seen[-1] == "done", states
-        confirm = next(s for s in states if s["state"] == "confirm_account")
-        assert confirm["shown"] == EMAIL, states  # the token response's "email"
+        states = gateway_login(claude_code, home, world)
+        yield Developer(user_id, home, states)
 
-        run = claude_p(claude_code, home, "Reply with the single word PONG.")
-        what = f"claude exited {run.returncode}\nstdout: {run.stdout[-3000:]}\nstderr: {run.stderr[-3000:]}"
-        assert run.returncode == 0, what + server.log()[-4000:]
-        result = json.loads(run.stdout)
-        assert result["is_error"] is False, what
-        assert result["result"].strip(), what
-        # what the CLI called, as orgwarden's access log saw it (written once each answer is sent)
-        log = server.log()
-        for call in ("GET /.well-known/oauth-authorization-server", "POST /oauth/device_authorization"):
-            assert f'"{call} HTTP/1.1" 200' in log, call
-        assert '"POST /oauth/token HTTP/1.1" 200' in log
-        assert re.search(r'"POST /v1/messages[^"]*" 200', log), log[-3000:]
 
-        records = usage_of_user(server, user_id)
-        assert records, what
-        assert all(r.user_id == user_id and r.api_key_id == "" for r in records)
+def test_claude_code_signs_in_through_orgwarden_over_https(
+    world: World, developer: Developer, claude_code: Path
+) -> None:
+    server, states = world.server, developer.states
+    seen = [s["state"] for s in states]
+    assert seen[0] == "url_input", states
+    assert states[0]["shown"] == server.base_url, states
+    trust = next(s for s in states if s["state"] == "trust_prompt")
+    assert trust["shown"] == world.fingerprint, states  # the CLI pins the leaf certificate's SHA-256
+    assert "polling" in seen, states
+    assert seen[-1] == "done", states
+    confirm = next(s for s in states if s["state"] == "confirm_account")
+    assert confirm["shown"] == EMAIL, states  # the token response's "email"
 
-        # offboarding through orgwarden: the very next request is refused, as an authentication error
-        with server.http() as http:
-            removed = http.delete(f"/v1/organizations/users/{user_id}")
-        assert removed.status_code == 200, removed.text
-        after = claude_p(claude_code, home, "Reply with the single word PONG.")
-        said = after.stdout + after.stderr
-        assert after.returncode != 0, said
-        assert "401" in said or "authentication" in said.lower() or "sign in" in said.lower(), said
-        assert len(usage_of_user(server, user_id)) == len(records)
+    run = claude_p(claude_code, developer.home, world, "Reply with the single word PONG.")
+    what = f"claude exited {run.returncode}\nstdout: {run.stdout[-3000:]}\nstderr: {run.stderr[-3000:]}"
+    assert run.returncode == 0, what + server.log()[-4000:]
+    result = json.loads(run.stdout)
+    assert result["is_error"] is False, what
+    assert result["result"].strip(), what
+    # what the CLI called, as orgwarden's access log saw it (written once each answer is sent)
+    log = server.log()
+    for call in ("GET /.well-known/oauth-authorization-server", "POST /oauth/device_authorization"):
+        assert f'"{call} HTTP/1.1" 200' in log, call
+    assert '"POST /oauth/token HTTP/1.1" 200' in log
+    assert re.search(r'"POST /v1/messages[^"]*" 200', log), log[-3000:]
+    assert re.search(r'"GET /managed/settings HTTP/1.1" (200|304)', log), log[-3000:]
+
+    records = usage_of_user(server, developer.user_id)
+    assert records, what
+    assert len(records) == len(_ANSWERED.findall(log)), log[-3000:]
+    assert all(r.user_id == developer.user_id and r.api_key_id == "" for r in records)
+    assert {r.claude_code_session_id for r in records} == {result["session_id"]}, records
+
+
+def test_group_policy_denies_a_tool_and_a_model_in_the_cli(
+    world: World, developer: Developer, claude_code: Path
+) -> None:
+    home = developer.home
+    # the CLI fetched its group's settings from /managed/settings and keeps them next to its own
+    stored = json.loads((home / ".claude" / "remote-settings.json").read_text())
+    assert stored == SETTINGS, stored
+
+    # Bash is allowed on the command line; the managed deny rule still wins for the command it names
+    denied = claude_p(claude_code, home, world, DENIED_PROMPT, "--allowedTools", "Bash")
+    what = f"claude exited {denied.returncode}\nstdout: {denied.stdout[-3000:]}\nstderr: {denied.stderr[-3000:]}"
+    assert denied.returncode == 0, what
+    result = json.loads(denied.stdout)
+    assert [(d["tool_name"], d["tool_input"]["command"]) for d in result["permission_denials"]] == [
+        ("Bash", "touch denied.txt")
+    ], what
+    assert "Permission to use Bash with command touch denied.txt has been denied" in result["result"], what
+    assert not (home / "denied.txt").exists()
+    # the same tool with another command runs: the refusal above is the policy's, not -p's default
+    allowed = claude_p(claude_code, home, world, ALLOWED_PROMPT, "--allowedTools", "Bash")
+    what = f"claude exited {allowed.returncode}\nstdout: {allowed.stdout[-3000:]}\nstderr: {allowed.stderr[-3000:]}"
+    assert allowed.returncode == 0, what
+    assert json.loads(allowed.stdout)["permission_denials"] == [], what
+    assert (home / "allowed.txt").exists(), what
+
+    # a model outside the group's allow-list: orgwarden answers 400 naming it, the CLI reports it
+    other = claude_p(claude_code, home, world, "Reply with the single word PONG.", model=OTHER_MODEL)
+    what = f"claude exited {other.returncode}\nstdout: {other.stdout[-3000:]}\nstderr: {other.stderr[-3000:]}"
+    assert other.returncode != 0, what
+    refused = json.loads(other.stdout)
+    assert refused["is_error"] is True, what
+    assert refused["api_error_status"] == 400, what
+    assert OTHER_MODEL in refused["result"], what
+    assert "policy" in refused["result"], what
+
+
+def test_deactivating_the_user_through_scim_ends_their_access_at_once(
+    world: World, developer: Developer, claude_code: Path
+) -> None:
+    """After the other tests of the shared sign-in: it ends it."""
+    server, home = world.server, developer.home
+    before = len(usage_of_user(server, developer.user_id))
+    seen = len(server.log())
+    token = scim_token(server)
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/scim+json"}
+    with httpx.Client(base_url=f"{server.base_url}/scim/v2", headers=headers, timeout=30, verify=server.verify) as scim:
+        adopted = scim.post("/Users", json={"schemas": [SCIM_USER], "userName": EMAIL, "active": True})
+        assert adopted.status_code == 201, adopted.text
+        assert adopted.json()["id"] == developer.user_id  # the IdP takes over the existing user
+        body = {"schemas": [SCIM_PATCH], "Operations": [{"op": "replace", "path": "active", "value": False}]}
+        deactivated = scim.patch(f"/Users/{developer.user_id}", json=body)
+        assert deactivated.status_code == 200, deactivated.text
+        assert deactivated.json()["active"] is False, deactivated.text
+
+    after = claude_p(claude_code, home, world, "Reply with the single word PONG.")
+    said = after.stdout + after.stderr
+    assert after.returncode != 0, said
+    # 2.1.332 fetches /managed/settings when it starts; the 401 (x-should-retry: false) stops it there,
+    # before any inference and without trying a refresh
+    assert "no longer accepts this session" in said, said
+    assert "/login" in said, said
+    log = logged_since(server, seen, r'"GET /managed/settings HTTP/1.1" 401')
+    assert not re.search(r'"POST /v1/messages[^"]*" 200', log), log[-3000:]
+    assert "POST /oauth/token" not in log, log[-3000:]
+    assert len(usage_of_user(server, developer.user_id)) == before
+
+
+def _get(server: Server, url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.get(url, verify=server.verify, timeout=30, **kwargs)
+
+
+def _post(server: Server, url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.post(url, verify=server.verify, timeout=30, **kwargs)
 
 
 def _access_token(server: Server, idp: IdP, email: str) -> str:
     """A user access token by the device flow, as Claude Code asks for it (no client_id, surface only)."""
-    started = httpx.post(f"{server.base_url}/oauth/device_authorization", data={"surface": "claude_code"})
+    started = _post(server, f"{server.base_url}/oauth/device_authorization", data={"surface": "claude_code"})
     assert started.status_code == 200, started.text
     body = started.json()
     enrol(server, idp, email)
-    with browser() as b:
+    with browser(verify=server.verify) as b:
         page = sign_in(b, server.base_url, email, next_path=f"/device?user_code={body['user_code']}")
         assert "claude_code" in page.text, page.text  # the page names the client from its surface
         fields = dict(_HIDDEN.findall(page.text))
         assert b.post(f"{server.base_url}/device", data={**fields, "action": "approve"}).status_code == 200
     grant = "urn:ietf:params:oauth:grant-type:device_code"
-    issued = httpx.post(
-        f"{server.base_url}/oauth/token", data={"grant_type": grant, "device_code": body["device_code"]}
+    issued = _post(
+        server, f"{server.base_url}/oauth/token", data={"grant_type": grant, "device_code": body["device_code"]}
     )
     assert issued.status_code == 200, issued.text
     tokens = issued.json()
     assert tokens["email"] == email, tokens
     assert tokens["token_type"] == "Bearer", tokens
-    refreshed = httpx.post(
-        f"{server.base_url}/oauth/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    refreshed = _post(
+        server,
+        f"{server.base_url}/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
     )
     assert refreshed.status_code == 200, refreshed.text
     return str(refreshed.json()["access_token"])
 
 
-def test_managed_settings_as_claude_code_fetches_them(world: tuple[IdP, Server]) -> None:
-    idp, server = world
+def test_managed_settings_as_claude_code_fetches_them(world: World) -> None:
+    idp, server = world.idp, world.server
     url = f"{server.base_url}/managed/settings"
-    missing = httpx.get(url)
+    missing = _get(server, url)
     assert missing.status_code == 401, missing.text
     assert missing.headers["x-should-retry"] == "false"
     assert missing.json()["error"]["type"] == "authentication_error"
     with server.http() as http:  # an API key is not a signed-in user
         assert http.get("/managed/settings").status_code == 401
     token = _access_token(server, idp, "settings@acme.test")
-    first = httpx.get(url, headers={"authorization": f"Bearer {token}"})
+    first = _get(server, url, headers={"authorization": f"Bearer {token}"})
     assert first.status_code == 200, first.text
     body = first.json()
     assert set(body) == {"uuid", "checksum", "settings"}, body
@@ -249,24 +408,15 @@ def test_managed_settings_as_claude_code_fetches_them(world: tuple[IdP, Server])
     checksum = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
     assert body["checksum"] == checksum, body
     assert first.headers["etag"] == f'"{checksum}"'
-    again = httpx.get(url, headers={"authorization": f"Bearer {token}", "if-none-match": f'"{checksum}"'})
+    again = _get(server, url, headers={"authorization": f"Bearer {token}", "if-none-match": f'"{checksum}"'})
     assert again.status_code == 304
     assert again.headers["etag"] == f'"{checksum}"'
-    star = httpx.get(url, headers={"authorization": f"Bearer {token}", "if-none-match": "*"})
+    star = _get(server, url, headers={"authorization": f"Bearer {token}", "if-none-match": "*"})
     assert star.status_code == 200  # Claude Desktop's probe: answered as without the header
-    stale = httpx.get(url, headers={"authorization": f"Bearer {token}", "if-none-match": '"sha256:00"'})
+    stale = _get(server, url, headers={"authorization": f"Bearer {token}", "if-none-match": '"sha256:00"'})
     assert stale.status_code == 200
-    revoked = httpx.post(f"{server.base_url}/oauth/revoke", data={"token": token})
+    revoked = _post(server, f"{server.base_url}/oauth/revoke", data={"token": token})
     assert revoked.status_code == 200
-    gone = httpx.get(url, headers={"authorization": f"Bearer {token}"})
+    gone = _get(server, url, headers={"authorization": f"Bearer {token}"})
     assert gone.status_code == 401, gone.text
     assert gone.headers["x-should-retry"] == "false"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs ccpolicy's policies per group (Admin API + effective_for_user beyond the foundation stub) and a "
-    "gateway served over https: Claude Code 2.1.332 fetches /managed/settings only from an https gateway",
-)
-def test_group_policy_denies_a_tool_and_a_model_in_the_cli() -> None:
-    raise AssertionError("not wired yet: group policy applied to the real CLI through /managed/settings")

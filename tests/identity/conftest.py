@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -41,6 +41,9 @@ from tests.conftest import (
     make_database,
     stop_server,
 )
+
+if TYPE_CHECKING:
+    from tests.e2e.mitm import Certificates
 
 IDP_SOURCE = Path(__file__).resolve().parents[1] / "idp"
 REQUIRE_IDP = os.environ.get("CI") == "true" or os.environ.get("ORGWARDEN_TEST_REQUIRE_IDP") == "1"
@@ -192,7 +195,7 @@ def serve_on(
             process.kill()
             raise AssertionError(f"orgwarden serve did not start:\n{log_path.read_text()}")
         time.sleep(0.1)
-    return Server(db, base_url, init["admin_api_key"], init["organization"], init["user"], process, log_path)
+    return Server(db, base_url, init["admin_api_key"], init["organization"], init["user"], process, log_path, verify)
 
 
 @dataclass
@@ -230,16 +233,24 @@ def world() -> Iterator[SignInWorld]:
 
 
 @contextmanager
-def signin_world(backend: str, prefix: str) -> Iterator[tuple[IdP, Server]]:
-    """A running IdP and an orgwarden server on ``backend`` that signs people in with it."""
+def signin_world(backend: str, prefix: str, certificates: Certificates | None = None) -> Iterator[tuple[IdP, Server]]:
+    """A running IdP and an orgwarden server on ``backend`` that signs people in with it; with
+    ``certificates``, orgwarden is served over https with their server certificate (the returned
+    server's ``verify`` trusts their CA)."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp_name:
         tmp = Path(tmp_name)
         port = free_port()
+        scheme = "https" if certificates else "http"
+        verify: ssl.SSLContext | bool = True
         db = make_database(backend, tmp / "db")
         try:
-            with running_idp([f"http://127.0.0.1:{port}/auth/callback"], tmp) as idp:
+            with running_idp([f"{scheme}://127.0.0.1:{port}/auth/callback"], tmp) as idp:
                 db.env.update(oidc_settings(idp))
-                srv = serve_on(db, port, tmp)
+                if certificates:
+                    db.env["ORGWARDEN_TLS_CERTFILE"] = str(certificates.server_cert)
+                    db.env["ORGWARDEN_TLS_KEYFILE"] = str(certificates.server_key)
+                    verify = ssl.create_default_context(cafile=str(certificates.ca))
+                srv = serve_on(db, port, tmp, scheme=scheme, verify=verify)
                 try:
                     yield idp, srv
                 finally:
