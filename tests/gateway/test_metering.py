@@ -218,6 +218,7 @@ def test_the_recorders_direct_insert_stores_what_sqlalchemy_core_stores(server: 
         output_tokens=4,
         cache_creation_5m_tokens=5, cache_creation_1h_tokens=6, cache_read_tokens=7, web_search_requests=8,
         cost_picodollars=10**18 + 7, status=499, latency_ms=12, created_at=at,
+        claude_code_session_id="6f1b0c2e-session", claude_code_agent_id=None,
     )  # fmt: skip
     direct, core = unique("req_direct"), unique("req_core")
 

@@ -78,7 +78,9 @@ def bound_usage(row: dict[str, Any]) -> None:
             row[name] = cut(value, length)
     for name, length in USAGE_OPTIONAL_STRINGS:
         value = row.get(name)
-        if value is not None and (type(value) is not str or len(value) > length):
+        if value is None:
+            row[name] = None  # a producer that predates the column (a journal line, a batch) leaves it out
+        elif type(value) is not str or len(value) > length:
             row[name] = cut(str(value), length)
 
 
