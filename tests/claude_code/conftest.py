@@ -10,15 +10,14 @@ the registry), the test is skipped with a loud message; with
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.npm_cache import npm_ci
 
 SOURCE = Path(__file__).resolve().parent
 REQUIRE = os.environ.get("ORGWARDEN_TEST_REQUIRE_CLAUDE_CODE") == "1"
@@ -32,39 +31,8 @@ def _unavailable(message: str) -> None:
 
 
 def _install() -> Path:
-    npm = shutil.which("npm")
-    if shutil.which("node") is None or npm is None:
-        _unavailable("node/npm not found on PATH: cannot install the Claude Code CLI (npm @anthropic-ai/claude-code)")
-    assert npm is not None
-    lock = (SOURCE / "package-lock.json").read_bytes() + (SOURCE / "package.json").read_bytes()
-    key = hashlib.sha256(lock).hexdigest()[:16]
-    cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "orgwarden-tests"
-    target = cache_root / f"claude-code-{key}"
-    done = target / ".installed"
-    if not done.exists():
-        cache_root.mkdir(parents=True, exist_ok=True)
-        with open(cache_root / f"claude-code-{key}.lock", "w") as guard:
-            fcntl.flock(guard, fcntl.LOCK_EX)
-            if not done.exists():
-                shutil.rmtree(target, ignore_errors=True)
-                target.mkdir(parents=True)
-                for name in ("package.json", "package-lock.json"):
-                    shutil.copy(SOURCE / name, target / name)
-                try:  # scripts run: the postinstall copies the platform's binary over bin/claude.exe
-                    result = subprocess.run(
-                        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                        cwd=target,
-                        capture_output=True,
-                        text=True,
-                        timeout=600,
-                        check=False,
-                    )
-                except (OSError, subprocess.TimeoutExpired) as exc:
-                    _unavailable(f"npm ci of the Claude Code CLI failed: {exc}")
-                if result.returncode != 0:
-                    _unavailable(f"npm ci of the Claude Code CLI failed:\n{result.stderr[-2000:]}")
-                done.touch()
-    return target / "node_modules" / ".bin" / "claude"
+    what = "the Claude Code CLI (npm @anthropic-ai/claude-code)"
+    return npm_ci(SOURCE, "claude-code", what, _unavailable, scripts=True) / "node_modules" / ".bin" / "claude"
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,6 @@ missing or the install fails, the tests are skipped with a loud message; in CI (
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import html
 import json
 import os
@@ -41,6 +39,7 @@ from tests.conftest import (
     make_database,
     stop_server,
 )
+from tests.npm_cache import npm_ci
 
 if TYPE_CHECKING:
     from tests.e2e.mitm import Certificates
@@ -60,37 +59,7 @@ def _unavailable(message: str) -> None:
 
 def idp_install_dir() -> Path:
     """``npm ci`` of tests/idp into a cache keyed by its lock file (once; concurrent runs wait on a lock)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        _unavailable("node/npm not found on PATH: cannot install the test identity provider (npm oidc-provider)")
-    lock = (IDP_SOURCE / "package-lock.json").read_bytes() + (IDP_SOURCE / "package.json").read_bytes()
-    key = hashlib.sha256(lock).hexdigest()[:16]
-    cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "orgwarden-tests"
-    target = cache_root / f"idp-{key}"
-    done = target / ".installed"
-    if not done.exists():
-        cache_root.mkdir(parents=True, exist_ok=True)
-        with open(cache_root / f"idp-{key}.lock", "w") as guard:
-            fcntl.flock(guard, fcntl.LOCK_EX)
-            if not done.exists():
-                shutil.rmtree(target, ignore_errors=True)
-                target.mkdir(parents=True)
-                for name in ("package.json", "package-lock.json"):
-                    shutil.copy(IDP_SOURCE / name, target / name)
-                try:
-                    result = subprocess.run(
-                        [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
-                        cwd=target,
-                        capture_output=True,
-                        text=True,
-                        timeout=600,
-                        check=False,
-                    )
-                except (OSError, subprocess.TimeoutExpired) as exc:
-                    _unavailable(f"npm ci of the test identity provider failed: {exc}")
-                if result.returncode != 0:
-                    _unavailable(f"npm ci of the test identity provider failed:\n{result.stderr[-2000:]}")
-                done.touch()
+    target = npm_ci(IDP_SOURCE, "idp", "the test identity provider (npm oidc-provider)", _unavailable, scripts=False)
     # The script itself is copied each time (it changes without the lock file changing), atomically.
     scratch = target / f".server-{os.getpid()}.mjs"
     shutil.copy(IDP_SOURCE / "server.mjs", scratch)

@@ -56,13 +56,13 @@ from orgwarden.domain.jsonload import TOO_DEEP, NestedTooDeeply, loads
 from orgwarden.domain.pricing import Cost, cost_of
 from orgwarden.domain.rollups import Entry, report_geo
 from orgwarden.domain.usage import from_message
-from orgwarden.domain.workspaces import UNRESTRICTED
 from orgwarden.gateway import model_access
 from orgwarden.gateway.exchange import Exchange
 from orgwarden.gateway.http1 import Broken, ConnectTimedOut, ReadTimedOut, UpstreamError
 from orgwarden.gateway.limits import Ticket
 from orgwarden.gateway.pipeline import Call, Gateway, caller_of, read_body
 from orgwarden.gateway.refusal import Refusal
+from orgwarden.gateway.residency import resolve_geo
 from orgwarden.gateway.upstream import UpstreamResponse, forwarded_headers
 from orgwarden.services.credentials import KeyGrant
 from orgwarden.storage.batches import MessageBatches
@@ -255,7 +255,9 @@ class BatchHandler:
             max_tokens = params.get("max_tokens")
             if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
                 raise Refusal(400, "invalid_request_error", f"{where}.params.max_tokens: must be a positive integer")
-            _apply_residency(params, grant, where)
+            geo, insert = resolve_geo(params, grant, f"{where}.params.inference_geo")
+            if insert:
+                params["inference_geo"] = geo
             priced.append((params, json.dumps(params, ensure_ascii=False).encode()))
         return document, priced
 
@@ -637,33 +639,6 @@ class _ResultMeter:
             await recorder.put("usage", record, entry)  # full: wait for room
         self.results += 1
         self.cost += int(record["cost_picodollars"])
-
-
-def _apply_residency(params: dict[str, Any], grant: KeyGrant, where: str) -> None:
-    """The workspace's data residency on one request's params, as ``pipeline._inspect_messages``."""
-    allowed = grant.allowed_inference_geos
-    geo = params.get("inference_geo")
-    required = allowed != UNRESTRICTED or grant.default_inference_geo != "global"
-    if "inference_geo" in params and geo is None and required:
-        raise Refusal(
-            400,
-            "invalid_request_error",
-            f"{where}.params.inference_geo: null is not allowed in workspace {grant.workspace_id}, which requires"
-            f" an inference geo (allowed: {allowed}); name one, or leave the field out for the workspace's"
-            f" default ({grant.default_inference_geo!r})",
-        )
-    if geo is None:
-        if grant.default_inference_geo != "global":
-            params["inference_geo"] = grant.default_inference_geo
-    elif not isinstance(geo, str):
-        raise Refusal(400, "invalid_request_error", f"{where}.params.inference_geo: must be a string")
-    elif allowed != UNRESTRICTED and geo not in allowed:
-        raise Refusal(
-            400,
-            "invalid_request_error",
-            f"{where}.params.inference_geo: {geo!r} is not allowed in workspace {grant.workspace_id}"
-            f" (allowed: {allowed})",
-        )
 
 
 def _parsed(body: bytes) -> Any:

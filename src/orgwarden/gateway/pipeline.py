@@ -49,7 +49,6 @@ from orgwarden.domain.rollups import Entry, report_geo
 from orgwarden.domain.statuses import api_key_status
 from orgwarden.domain.tokens import estimate_request
 from orgwarden.domain.usage import Extracted, StreamMeter, from_message, from_partial
-from orgwarden.domain.workspaces import UNRESTRICTED
 from orgwarden.gateway import model_access
 from orgwarden.gateway.endpoints import BatchHandler, Endpoint, classify, unknown
 from orgwarden.gateway.exchange import AsgiExchange, BodyTooLarge, ClientGone, Exchange, Headers
@@ -60,6 +59,7 @@ from orgwarden.gateway.keys import KeyCache
 from orgwarden.gateway.limits import Enforcer, Ticket
 from orgwarden.gateway.recorder import Recorder
 from orgwarden.gateway.refusal import Refusal
+from orgwarden.gateway.residency import resolve_geo
 from orgwarden.gateway.restriction import Attempt, Caller, TenantGuard
 from orgwarden.gateway.upstream import UpstreamResponse, Upstreams, forwarded_headers
 from orgwarden.gateway.user_tokens import user_token_grant
@@ -381,30 +381,11 @@ class Gateway:
         tier, speed = request.get("service_tier"), request.get("speed")
         call.service_tier = tier if isinstance(tier, str) else None
         call.speed = speed if isinstance(speed, str) else None
-        geo = request.get("inference_geo")
-        allowed = grant.allowed_inference_geos
         if "inference_geo" in request:
             _check_geo_named_once(call.body, grant.workspace_id)
-            if geo is None and (allowed != UNRESTRICTED or grant.default_inference_geo != "global"):
-                raise Refusal(
-                    400,
-                    "invalid_request_error",
-                    f"inference_geo: null is not allowed in workspace {grant.workspace_id}, which requires"
-                    f" an inference geo (allowed: {allowed}); name one, or leave the field out for the"
-                    f" workspace's default ({grant.default_inference_geo!r})",
-                )
-        if geo is None:
-            geo = grant.default_inference_geo
-            if geo != "global":
-                call.body = _insert_field(call.body, "inference_geo", geo)
-        elif not isinstance(geo, str):
-            raise Refusal(400, "invalid_request_error", "inference_geo: must be a string")
-        elif allowed != UNRESTRICTED and geo not in allowed:
-            raise Refusal(
-                400,
-                "invalid_request_error",
-                f"inference_geo: {geo!r} is not allowed in workspace {grant.workspace_id} (allowed: {allowed})",
-            )
+        geo, insert = resolve_geo(request, grant)
+        if insert:
+            call.body = _insert_field(call.body, "inference_geo", geo)
         call.inference_geo = geo
         if self.limits is not None and geo is not None and request.get("inference_geo") is None:
             request["inference_geo"] = geo  # priced as the upstream will see it
