@@ -24,7 +24,23 @@ def test_a_usage_records_strings_longer_than_their_columns_are_cut_with_a_marker
 def test_a_missing_usage_string_is_stored_as_unknown() -> None:
     row = {"model": None, "speed": "standard"}
     bound_usage(row)
-    assert row == {"model": "unknown", "speed": "standard"}
+    assert row == {
+        "model": "unknown",
+        "speed": "standard",
+        "claude_code_session_id": None,
+        "claude_code_agent_id": None,
+    }
+
+
+def test_a_row_without_the_optional_columns_gets_them_as_null_and_long_ones_are_cut() -> None:
+    """A producer that predates migration 0018 (a journal line, a batch) leaves the session columns
+    out; the recorder's direct INSERT names every column, so the gate fills them in."""
+    old = {"model": "claude-sonnet-4-6"}
+    bound_usage(old)
+    assert (old["claude_code_session_id"], old["claude_code_agent_id"]) == (None, None)
+    long = {"model": "claude-sonnet-4-6", "claude_code_session_id": "s" * 500}
+    bound_usage(long)
+    assert len(long["claude_code_session_id"]) == 64
 
 
 def test_an_audit_source_ip_that_is_no_address_is_dropped_and_an_address_kept() -> None:
