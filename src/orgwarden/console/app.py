@@ -13,10 +13,12 @@ from typing import Final
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from orgwarden.console import overview, render
+from orgwarden.console import claude_code, overview, render, reports
 
 PAGE_MODULES: Final = [
     overview,
+    reports,
+    claude_code,
 ]
 
 _STATIC_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,60}\.(css|js|svg|png)")
@@ -30,6 +32,8 @@ _TYPES: Final = {
 router = APIRouter(include_in_schema=False)
 for _module in PAGE_MODULES:
     router.include_router(_module.routes.router)
+_ORDER: Final = {module.__name__: i for i, module in enumerate(PAGE_MODULES)}
+render.NAV.sort(key=lambda item: _ORDER.get(item.module, len(_ORDER)))  # stable: a module's own order stays
 
 
 @router.get("/console/static/{name}")

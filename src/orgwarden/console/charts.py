@@ -59,7 +59,9 @@ def _axis(top: float, unit: str, plot_w: float, plot_h: float) -> list[str]:
 
 
 def _x_labels(labels: Sequence[str], slot: float) -> list[str]:
-    every = max(1, len(labels) // 8 + (1 if len(labels) % 8 else 0)) if len(labels) > 8 else 1
+    longest = max((len(label) for label in labels), default=1)
+    fits = max(1, int((WIDTH - _LEFT) // (longest * 7.5 + 12)))  # labels that fit side by side at 13 px
+    every = max(1, math.ceil(len(labels) / fits))
     parts = []
     for i, label in enumerate(labels):
         if i % every == 0:
