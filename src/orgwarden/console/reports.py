@@ -22,7 +22,7 @@ from orgwarden.api.routing import services
 from orgwarden.console import charts, filters
 from orgwarden.console.csv import csv_response
 from orgwarden.console.pages import ConsolePages, Viewer
-from orgwarden.console.render import render
+from orgwarden.console.render import render, table_body
 from orgwarden.domain.policy import Permission
 from orgwarden.services.reports import COST_GROUPS, LIMITS, USAGE_FILTERS, USAGE_GROUPS
 
@@ -296,6 +296,7 @@ def _report_page(
         chart_header=["Bucket", *(name for name, _ in table.series)] if table.series else ["Bucket", "Total"],
         chart_rows=chart_rows if table.series else [[day, charts.fmt(0, unit)] for day in table.days],
         table=table,
+        body=table_body(table.rows, table.numeric),
         csv_url=f"/console/{kind}.csv?{filters.query(params)}",
         next_url=next_url,
     )
