@@ -7,6 +7,7 @@ sign in and actions are refused; every answer carries the security headers."""
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -153,3 +154,14 @@ def test_every_page_carries_the_security_headers(console_world: ConsoleWorld, ad
         assert_secure(response)
     assert admin.get(f"{console_world.base_url}/console/no-such-page").status_code == 404
     assert admin.get(f"{console_world.base_url}/console/static/..%2Fpages.py").status_code == 404
+
+
+def test_the_tenant_restriction_applies_to_the_console(console_world: ConsoleWorld, admin: httpx.Client) -> None:
+    url = f"{console_world.base_url}/console"
+    other = admin.get(url, headers={"anthropic-allowed-org-ids": str(uuid.uuid4())})
+    assert other.status_code == 403
+    assert "Access restricted by network policy" in other.text
+    assert_secure(other)
+    malformed = admin.get(url, headers={"anthropic-allowed-org-ids": "not-a-uuid"})
+    assert malformed.status_code == 400
+    assert_secure(malformed)
