@@ -4,7 +4,6 @@ Admin API serves one day at a time), summed here over the days asked for (at mos
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Final
@@ -78,33 +77,25 @@ def day_range(request: Request) -> tuple[date, date]:
     return first, last
 
 
-async def _day(request: Request, who: Viewer, day: date) -> list[DailyRecord]:
-    """Every record of one day (the report pages by actor)."""
-    report = services(request).claude_code
-    records: list[DailyRecord] = []
-    page: str | None = None
-    for _ in range(MAX_PAGES_PER_DAY):
-        result = await report.report(who.context, day.isoformat(), PAGE_SIZE, page)
-        records += result.items
-        page = result.next_page
-        if page is None:
-            break
-    return records
-
-
 async def people(request: Request, who: Viewer, first: date, last: date) -> list[Person]:
-    """Every actor's totals, most sessions first. The days are read concurrently (each in its own
-    short transaction): on a month, the wait is a few days' reads, not 31 in a row."""
-    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    """Every actor's totals, most sessions first."""
+    report = services(request).claude_code
     found: dict[tuple[str, str], Person] = {}
-    for records in await asyncio.gather(*(_day(request, who, day) for day in days)):
-        for record in records:
-            actor = record.actor
-            name = actor.id if actor.type == USER_ACTOR else (record.api_key_name or actor.id)
-            person = found.setdefault(
-                (actor.type, actor.id), Person("user" if actor.type == USER_ACTOR else "API key", name)
-            )
-            person.add(record)
+    day = first
+    while day <= last:
+        page: str | None = None
+        for _ in range(MAX_PAGES_PER_DAY):
+            result = await report.report(who.context, day.isoformat(), PAGE_SIZE, page)
+            for record in result.items:
+                name = record.actor.id if record.actor.type == USER_ACTOR else (record.api_key_name or record.actor.id)
+                key = (record.actor.type, record.actor.id)
+                found.setdefault(key, Person("user" if record.actor.type == USER_ACTOR else "API key", name)).add(
+                    record
+                )
+            page = result.next_page
+            if page is None:
+                break
+        day += timedelta(days=1)
     return sorted(found.values(), key=lambda p: (-p.sessions, -p.cost_picodollars, p.name))
 
 
