@@ -112,7 +112,9 @@ def allowed_geos(form: Mapping[str, str]) -> list[str] | str:
     if mode == ws_rules.UNRESTRICTED:
         return ws_rules.UNRESTRICTED
     if mode != "listed":
-        raise InvalidRequest(f"data_residency.allowed_inference_geos: {mode[:40]!r} is neither 'unrestricted' nor 'listed'")
+        raise InvalidRequest(
+            f"data_residency.allowed_inference_geos: {mode[:40]!r} is neither 'unrestricted' nor 'listed'"
+        )
     return [key.removeprefix("geo_") for key in form if key.startswith("geo_") and form[key]]
 
 

@@ -39,7 +39,12 @@ async def add_member(request: Request, who: Viewer, form: Form, workspace_id: st
         await svc.members.add(who.context, workspace_id, user_id=user_id, role=fields.text(form, "role"))
     except (InvalidRequest, Conflict) as exc:
         return await workspace_page(
-            request, who, workspace_id, status=exc.status, errors={"member_add": exc.message}, values={"member_add": form}
+            request,
+            who,
+            workspace_id,
+            status=exc.status,
+            errors={"member_add": exc.message},
+            values={"member_add": form},
         )
     except NotFound as exc:
         if "workspace" in exc.message:
@@ -56,7 +61,9 @@ async def update_member(request: Request, who: Viewer, form: Form, workspace_id:
         await services(request).members.update(who.context, workspace_id, user_id, role=fields.text(form, "role"))
     except InvalidRequest as exc:
         key = f"member:{user_id}"
-        return await workspace_page(request, who, workspace_id, status=400, errors={key: exc.message}, values={key: form})
+        return await workspace_page(
+            request, who, workspace_id, status=400, errors={key: exc.message}, values={key: form}
+        )
     return redirect(f"/console/workspaces/{workspace_id}?notice=member_updated#members")
 
 

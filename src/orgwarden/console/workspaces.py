@@ -72,7 +72,12 @@ async def workspace_list(request: Request, who: Viewer) -> Response:
 
 
 async def _list_page(
-    request: Request, who: Viewer, *, status: int = 200, error: str | None = None, values: Mapping[str, str] | None = None
+    request: Request,
+    who: Viewer,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    values: Mapping[str, str] | None = None,
 ) -> Response:
     archived = request.query_params.get("archived") == "1"
     after = bounded_query(request, "after")
@@ -184,7 +189,9 @@ async def workspace_page(
         "display_color": ws.display_color,
         "tags": fields.tags_text(ws.tags),
         "allowed": "unrestricted" if ws.allowed_inference_geos == ws_rules.UNRESTRICTED else "listed",
-        **{f"geo_{g}": "on" for g in (ws.allowed_inference_geos if isinstance(ws.allowed_inference_geos, list) else [])},
+        **{
+            f"geo_{g}": "on" for g in (ws.allowed_inference_geos if isinstance(ws.allowed_inference_geos, list) else [])
+        },
         "default_inference_geo": ws.default_inference_geo,
     }
     values = values or {}
