@@ -198,6 +198,7 @@ def test_what_the_pages_write_the_admin_api_reads(console_world: ConsoleWorld, a
 
 def test_actions_need_the_csrf_token_and_the_permission(console_world: ConsoleWorld, admin: httpx.Client) -> None:
     ws = _workspace(console_world, "Guarded")
+    assert 'id="create-form"' in admin.get("/console/workspaces").text  # the admin has the create form
     forged = admin.post(f"/console/workspaces/{ws}/archive", data={"csrf_token": "not-the-token"})
     assert forged.status_code == 403
     assert "CSRF" in forged.text

@@ -33,6 +33,9 @@ _TYPES: Final = {
 router = APIRouter(include_in_schema=False)
 for _module in PAGE_MODULES:
     router.include_router(_module.routes.router)
+# The menu in PAGE_MODULES' order (modules register their items when imported, which is alphabetical).
+_ORDER: Final = [route.path for module in PAGE_MODULES for route in module.routes.router.routes]
+render.NAV.sort(key=lambda item: _ORDER.index(item.path) if item.path in _ORDER else len(_ORDER))
 
 
 @router.get("/console/static/{name}")
