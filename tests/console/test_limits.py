@@ -10,6 +10,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
 from tests.console.conftest import ADMIN, ConsoleWorld, assert_accessible, http_session, shot, sign_in, wait_for
+from tests.console.posting import click_and_wait
 
 SPENDER = "spender.limits@acme.test"
 VIEWER = "viewer.limits@acme.test"
@@ -20,7 +21,8 @@ def _check(driver: WebDriver, name: str) -> None:
     assert_accessible(driver, name)
 
 
-def _posted(driver: WebDriver, notice: str) -> None:
+def _post(driver: WebDriver, button_css: str, notice: str) -> None:
+    click_and_wait(driver, button_css)
     wait_for(driver, lambda d: f"notice={notice}" in d.current_url, notice)
 
 
@@ -39,8 +41,7 @@ def test_an_admin_sets_and_deletes_organization_and_user_limits(
     browser.find_element(By.CSS_SELECTOR, f"input[form='rf-{entry}'][name=output_tokens_per_minute]").send_keys(
         "80,000"
     )
-    browser.find_element(By.CSS_SELECTOR, f"#rf-{entry} button").click()
-    _posted(browser, "rate_limits_saved")
+    _post(browser, f"#rf-{entry} button", "rate_limits_saved")
     with console_world.admin() as api:
         listed = {e["id"]: e for e in api.get("/v1/organizations/rate_limits").json()["data"]}
     assert listed[entry]["limits"] == [{"type": "output_tokens_per_minute", "value": 80000}]
@@ -48,8 +49,7 @@ def test_an_admin_sets_and_deletes_organization_and_user_limits(
     field = browser.find_element(By.CSS_SELECTOR, f"input[form='rf-{entry}'][name=output_tokens_per_minute]")
     assert field.get_attribute("value") == "80000"
     field.clear()
-    browser.find_element(By.CSS_SELECTOR, f"#rf-{entry} button").click()
-    _posted(browser, "rate_limits_saved")
+    _post(browser, f"#rf-{entry} button", "rate_limits_saved")
     with console_world.admin() as api:
         listed = {e["id"]: e for e in api.get("/v1/organizations/rate_limits").json()["data"]}
     assert listed[entry]["limits"] == []
@@ -57,13 +57,11 @@ def test_an_admin_sets_and_deletes_organization_and_user_limits(
     Select(browser.find_element(By.ID, "org-spend-period")).select_by_value("monthly")
     browser.find_element(By.ID, "org-spend-amount").send_keys("5000")
     browser.find_element(By.ID, "org-spend-thresholds").send_keys("50, 90")
-    browser.find_element(By.CSS_SELECTOR, "#org-spend-form button[type=submit]").click()
-    _posted(browser, "spend_limit_saved")
+    _post(browser, "#org-spend-form button[type=submit]", "spend_limit_saved")
     browser.find_element(By.ID, "user-spend-user").send_keys(SPENDER)
     Select(browser.find_element(By.ID, "user-spend-period")).select_by_value("daily")
     browser.find_element(By.ID, "user-spend-amount").send_keys("20")
-    browser.find_element(By.CSS_SELECTOR, "#user-spend-form button[type=submit]").click()
-    _posted(browser, "spend_limit_saved")
+    _post(browser, "#user-spend-form button[type=submit]", "spend_limit_saved")
     with console_world.admin() as api:
         rows = api.get("/v1/organizations/spend_limits", params={"limit": 100}).json()["data"]
         spender = api.get("/v1/organizations/users", params={"email": SPENDER}).json()["data"][0]["id"]
@@ -76,12 +74,11 @@ def test_an_admin_sets_and_deletes_organization_and_user_limits(
     assert "$20.00" in user_table
     _check(browser, "limits-set")
 
-    browser.find_element(By.CSS_SELECTOR, f"a[href='/console/limits/spend/{user_row['id']}/delete']").click()
+    click_and_wait(browser, f"a[href='/console/limits/spend/{user_row['id']}/delete']")
     wait_for(browser, lambda d: d.current_url.endswith("/delete"), "the delete confirmation")
     assert "$20.00" in browser.find_element(By.ID, "main").text
     _check(browser, "limits-spend-delete-confirm")
-    browser.find_element(By.CSS_SELECTOR, "form.confirm-form button.danger").click()
-    _posted(browser, "spend_limit_deleted")
+    _post(browser, "form.confirm-form button.danger", "spend_limit_deleted")
     with console_world.admin() as api:
         assert api.get(f"/v1/organizations/spend_limits/{user_row['id']}").status_code == 404
         assert api.get(f"/v1/organizations/spend_limits/{org_row['id']}").status_code == 200

@@ -15,12 +15,15 @@ from tests.console.conftest import (
     ConsoleWorld,
     assert_accessible,
     csrf_token,
+    desktop,
     http_session,
+    phone,
     shot,
     sign_in,
     wait_for,
     wait_page,
 )
+from tests.console.posting import click_and_wait
 
 DEVELOPER = "dev.ws@acme.test"
 WS_ADMIN = "lead.ws@acme.test"
@@ -42,8 +45,7 @@ def _ensure_user(world: ConsoleWorld, email: str, role: str) -> str:
 
 
 def _submit(driver: WebDriver, form_css: str) -> None:
-    driver.find_element(By.CSS_SELECTOR, f"{form_css} button[type=submit]").click()
-    wait_for(driver, lambda d: d.find_elements(By.ID, "main"), "the page after posting")
+    click_and_wait(driver, f"{form_css} button[type=submit]")
 
 
 def _notice(driver: WebDriver) -> str:
@@ -75,6 +77,10 @@ def test_an_admin_creates_edits_limits_and_archives_a_workspace(
     ws = browser.current_url.split("/console/workspaces/", 1)[1].split("?", 1)[0]
     assert browser.find_element(By.TAG_NAME, "h1").text.strip() == "Research"
     _check(browser, "workspace-detail")
+    phone(browser)  # readable on a phone: the same page at 390 px
+    wait_page(browser, browser.current_url)
+    _check(browser, "workspace-detail-phone")
+    desktop(browser)
 
     # Residency: only "us", by default "us".
     browser.find_element(By.ID, "s-allowed-listed").click()
@@ -133,7 +139,7 @@ def test_an_admin_creates_edits_limits_and_archives_a_workspace(
         entry = api.get("/v1/organizations/rate_limits").json()["data"][0]["id"]
     field = browser.find_element(By.CSS_SELECTOR, f"input[form='rf-{entry}'][name=requests_per_minute]")
     field.send_keys("120")
-    browser.find_element(By.CSS_SELECTOR, f"#rf-{entry} button").click()
+    click_and_wait(browser, f"#rf-{entry} button")
     wait_for(browser, lambda d: "rate_limits_saved" in d.current_url, "the rate limits saved")
     with console_world.admin() as api:
         own = api.get(f"/v1/organizations/workspaces/{ws}/rate_limits").json()["data"]
@@ -147,19 +153,19 @@ def test_an_admin_creates_edits_limits_and_archives_a_workspace(
     _submit(browser, "form.upstream-form")
     assert browser.find_element(By.ID, "upstream-state").text == "yes"
     assert "sk-ant-browser-secret-42" not in browser.page_source
-    browser.find_element(By.CSS_SELECTOR, "#upstream a.button").click()
+    click_and_wait(browser, "#upstream a.button")
     wait_for(browser, lambda d: d.current_url.endswith("/upstream-key/clear"), "the clear-key confirmation")
     _check(browser, "workspace-upstream-clear-confirm")
-    browser.find_element(By.CSS_SELECTOR, "form.confirm-form button.danger").click()
+    click_and_wait(browser, "form.confirm-form button.danger")
     wait_for(browser, lambda d: "upstream_key_cleared" in d.current_url, "the key cleared")
     assert browser.find_element(By.ID, "upstream-state").text == "no"
 
     # Remove the member after confirming.
-    browser.find_element(By.CSS_SELECTOR, "#members a[href$='/remove']").click()
+    click_and_wait(browser, "#members a[href$='/remove']")
     wait_for(browser, lambda d: d.current_url.endswith(f"/members/{developer_id}/remove"), "the removal confirmation")
     assert "workspace_developer" in browser.find_element(By.ID, "main").text
     _check(browser, "workspace-member-remove-confirm")
-    browser.find_element(By.CSS_SELECTOR, "form.confirm-form button.danger").click()
+    click_and_wait(browser, "form.confirm-form button.danger")
     wait_for(browser, lambda d: "member_removed" in d.current_url, "the member removed")
     with console_world.admin() as api:
         assert api.get(f"/v1/organizations/workspaces/{ws}/members").json()["data"] == []
@@ -170,13 +176,13 @@ def test_an_admin_creates_edits_limits_and_archives_a_workspace(
         assert key.status_code == 200, key.text
         key_id = key.json()["id"]
     wait_page(browser, f"{base}/console/workspaces/{ws}")
-    browser.find_element(By.CSS_SELECTOR, "#archive a").click()
+    click_and_wait(browser, "#archive a")
     wait_for(browser, lambda d: d.current_url.endswith(f"/console/workspaces/{ws}/archive"), "the archive confirmation")
     text = browser.find_element(By.ID, "main").text
     assert "revoke every key of the workspace" in text
     assert "1 API key (active, inactive or expired) will be archived" in text
     _check(browser, "workspace-archive-confirm")
-    browser.find_element(By.CSS_SELECTOR, "form.confirm-form button.danger").click()
+    click_and_wait(browser, "form.confirm-form button.danger")
     wait_for(browser, lambda d: "workspace_archived" in d.current_url, "the archived workspace")
     assert browser.find_elements(By.CSS_SELECTOR, ".badge.bad")
     assert not browser.find_elements(By.CSS_SELECTOR, "form.workspace-form")  # archived: nothing to change

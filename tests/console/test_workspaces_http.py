@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from orgwarden import ids
 from orgwarden.services.organizations import DEFAULT_WORKSPACE_NAME
 from tests.console.conftest import ADMIN, ConsoleWorld, csrf_token, http_session
 
@@ -262,3 +263,58 @@ def test_spend_limits_of_users_and_deleting_one_after_confirming(
     assert done.headers["location"] == "/console/limits?notice=spend_limit_deleted"
     with console_world.admin() as api:
         assert api.get(f"/v1/organizations/spend_limits/{row['id']}").status_code == 404
+
+
+def test_members_are_added_by_email_or_id_changed_and_removed(console_world: ConsoleWorld, admin: httpx.Client) -> None:
+    ws = _workspace(console_world, "Members")
+    console_world.invite("member.one@acme.test", "user")
+    console_world.invite("member.two@acme.test", "developer")
+    with http_session(console_world, "member.one@acme.test"), http_session(console_world, "member.two@acme.test"):
+        pass  # both signed in once: their invites are accepted
+    with console_world.admin() as api:
+        two = api.get("/v1/organizations/users", params={"email": "member.two@acme.test"}).json()["data"][0]["id"]
+    members = f"/console/workspaces/{ws}/members"
+    assert (
+        _post(admin, console_world, members, {"user": "Member.One@acme.test", "role": "workspace_admin"}).status_code
+        == 303
+    )
+    assert _post(admin, console_world, members, {"user": two, "role": "workspace_developer"}).status_code == 303
+    again = _post(admin, console_world, members, {"user": two, "role": "workspace_user"})
+    assert again.status_code == 409
+    assert f"user {two} is already a member of workspace {ws}" in _text(again)
+    billing = _post(admin, console_world, members, {"user": "member.one@acme.test", "role": "workspace_billing"})
+    assert billing.status_code == 400
+    assert "workspace_role: cannot be 'workspace_billing'" in _text(billing)
+    assert 'value="member.one@acme.test"' in billing.text
+    nobody = _post(admin, console_world, members, {"user": ids.new_id(ids.USER), "role": "workspace_user"})
+    assert nobody.status_code == 400
+    assert "user 'user_" in _text(nobody)
+    assert "not found" in _text(nobody)
+
+    changed = _post(admin, console_world, f"{members}/{two}", {"role": "workspace_billing"})  # allowed on a change
+    assert changed.status_code == 303
+    wrong = _post(admin, console_world, f"{members}/{two}", {"role": "owner"})
+    assert wrong.status_code == 400
+    assert "workspace_role: 'owner' is not one of" in _text(wrong)
+    with console_world.admin() as api:
+        listed = api.get(f"/v1/organizations/workspaces/{ws}/members").json()["data"]
+    assert sorted(m["workspace_role"] for m in listed) == ["workspace_admin", "workspace_billing"]
+
+    # A member who may read the members but not change them gets no confirmation page either.
+    with http_session(console_world, "member.two@acme.test") as member_two:
+        member_two.base_url = httpx.URL(console_world.base_url)
+        _post(admin, console_world, f"{members}/{two}", {"role": "workspace_developer"})
+        page = member_two.get(f"/console/workspaces/{ws}")
+        assert page.status_code == 200
+        assert "member.one@acme.test" in page.text
+        assert "/remove" not in page.text
+        assert member_two.get(f"{members}/{two}/remove").status_code == 403
+        assert _post(member_two, console_world, f"{members}/{two}/remove", {}).status_code == 403
+
+    confirm = admin.get(f"{members}/{two}/remove")
+    assert confirm.status_code == 200
+    assert "This will remove member.two@acme.test from the members of Members" in _text(confirm)
+    assert _post(admin, console_world, f"{members}/{two}/remove", {}).status_code == 303
+    with console_world.admin() as api:
+        listed = api.get(f"/v1/organizations/workspaces/{ws}/members").json()["data"]
+    assert [m["workspace_role"] for m in listed] == ["workspace_admin"]

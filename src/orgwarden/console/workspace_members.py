@@ -34,23 +34,14 @@ render.notices(NOTICES)
 @routes.action("POST", "/console/workspaces/{workspace_id}/members", permission=Permission.MEMBERS_WRITE)
 async def add_member(request: Request, who: Viewer, form: Form, workspace_id: str) -> Response:
     svc = services(request)
+    await svc.workspaces.get(who.context, workspace_id)  # an unknown or hidden workspace: 404, not a form error
     try:
         user_id = await user_id_named(svc, who, fields.text(form, "user"))
         await svc.members.add(who.context, workspace_id, user_id=user_id, role=fields.text(form, "role"))
-    except (InvalidRequest, Conflict) as exc:
+    except (InvalidRequest, Conflict, NotFound) as exc:  # NotFound here: the user named
+        status = 400 if isinstance(exc, NotFound) else exc.status
         return await workspace_page(
-            request,
-            who,
-            workspace_id,
-            status=exc.status,
-            errors={"member_add": exc.message},
-            values={"member_add": form},
-        )
-    except NotFound as exc:
-        if "workspace" in exc.message:
-            raise
-        return await workspace_page(
-            request, who, workspace_id, status=400, errors={"member_add": exc.message}, values={"member_add": form}
+            request, who, workspace_id, status=status, errors={"member_add": exc.message}, values={"member_add": form}
         )
     return redirect(f"/console/workspaces/{workspace_id}?notice=member_added#members")
 

@@ -148,7 +148,7 @@ async def user_directory(svc: Services, who: Viewer) -> dict[str, User]:
 async def user_id_named(svc: Services, who: Viewer, named: str) -> str:
     """A user named by id or by email address (400 naming it when nobody matches)."""
     if not named:
-        raise InvalidRequest("user: enter the email address (or user id) of the person to add")
+        raise InvalidRequest("user: enter the email address (or user id) of a person in the organization")
     if ids.looks_like(ids.USER, named):
         return named
     page = await svc.users.list(who.context, Cursor(limit=1), email=named)
