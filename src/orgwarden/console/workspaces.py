@@ -243,7 +243,7 @@ async def update_workspace(request: Request, who: Viewer, form: Form, workspace_
 @routes.action("POST", "/console/workspaces/{workspace_id}/upstream-key", permission=Permission.WORKSPACES_WRITE)
 async def set_upstream_key(request: Request, who: Viewer, form: Form, workspace_id: str) -> Response:
     try:
-        await services(request).workspaces.set_upstream_key(who.context, workspace_id, form.get("api_key", ""))
+        await services(request).workspaces.set_upstream_key(who.context, workspace_id, form.get("api_key", "").strip())
     except InvalidRequest as exc:  # the key itself is never echoed back into the form
         return await workspace_page(request, who, workspace_id, status=400, errors={"upstream": exc.message})
     return redirect(f"/console/workspaces/{workspace_id}?notice=upstream_key_set")
