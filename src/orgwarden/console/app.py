@@ -13,10 +13,12 @@ from typing import Final
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from orgwarden.console import limits, overview, render, workspace_members, workspaces
+from orgwarden.console import claude_code, limits, overview, render, reports, workspace_members, workspaces
 
 PAGE_MODULES: Final = [
     overview,
+    reports,
+    claude_code,
     workspaces,  # B: /console/workspaces*
     workspace_members,  # B: /console/workspaces/{id}/members*
     limits,  # B: /console/limits*, a workspace's limit forms
@@ -33,9 +35,8 @@ _TYPES: Final = {
 router = APIRouter(include_in_schema=False)
 for _module in PAGE_MODULES:
     router.include_router(_module.routes.router)
-# The menu in PAGE_MODULES' order (modules register their items when imported, which is alphabetical).
-_ORDER: Final = [route.path for module in PAGE_MODULES for route in module.routes.router.routes]
-render.NAV.sort(key=lambda item: _ORDER.index(item.path) if item.path in _ORDER else len(_ORDER))
+_ORDER: Final = {module.__name__: i for i, module in enumerate(PAGE_MODULES)}
+render.NAV.sort(key=lambda item: _ORDER.get(item.module, len(_ORDER)))  # stable: a module's own order stays
 
 
 @router.get("/console/static/{name}")
