@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from orgwarden import ids
+from orgwarden.console.workspaces import PAGE_SIZE
 from orgwarden.services.organizations import DEFAULT_WORKSPACE_NAME
 from tests.console.conftest import ADMIN, ConsoleWorld, csrf_token, http_session
 
@@ -318,3 +319,35 @@ def test_members_are_added_by_email_or_id_changed_and_removed(console_world: Con
     with console_world.admin() as api:
         listed = api.get(f"/v1/organizations/workspaces/{ws}/members").json()["data"]
     assert [m["workspace_role"] for m in listed] == ["workspace_admin"]
+
+
+def _listed(page_html: str) -> list[str]:
+    return re.findall(r'<a href="/console/workspaces/(wrkspc_[^"]+)">', page_html)
+
+
+def test_the_list_pages_forward_and_back(console_world: ConsoleWorld, admin: httpx.Client) -> None:
+    for i in range(PAGE_SIZE + 5):
+        _workspace(console_world, f"Paged {i:03d}")
+    with console_world.admin() as api:
+        everything = api.get("/v1/organizations/workspaces", params={"include_default": "true", "limit": 1000}).json()
+    expected = [w["id"] for w in everything["data"]]
+    assert len(expected) > PAGE_SIZE
+
+    link = re.compile(r'<a href="(/console/workspaces\?(?:after|before)=[^"]+)" rel="(next|prev)">')
+    shown: list[str] = []
+    pages: list[str] = []
+    url = "/console/workspaces"
+    while url:
+        page = admin.get(url)
+        assert page.status_code == 200
+        assert 0 < len(_listed(page.text)) <= PAGE_SIZE
+        shown += _listed(page.text)
+        pages.append(page.text)
+        url = next((href for href, rel in link.findall(page.text) if rel == "next"), "")
+    assert shown == expected  # every workspace once, in order
+    assert 'rel="prev"' not in pages[0]
+    back = next(href for href, rel in link.findall(pages[-1]) if rel == "prev")
+    last = _listed(pages[-1])
+    previous = admin.get(back)
+    assert _listed(previous.text) == shown[-len(last) - PAGE_SIZE : -len(last)]
+    assert 'rel="next"' in previous.text

@@ -80,17 +80,22 @@ async def _list_page(
     values: Mapping[str, str] | None = None,
 ) -> Response:
     archived = request.query_params.get("archived") == "1"
-    after = bounded_query(request, "after")
+    after, before = bounded_query(request, "after"), bounded_query(request, "before")
     page = await services(request).workspaces.list(
-        who.context, Cursor(after_id=after, limit=PAGE_SIZE), include_archived=archived, include_default=True
+        who.context,
+        Cursor(after_id=None if before else after, before_id=before, limit=PAGE_SIZE),
+        include_archived=archived,
+        include_default=True,
     )
     rows = [_summary(ws) for ws in page.items]
-    next_url = None
-    if page.has_more and page.items:
-        next_url = f"/console/workspaces?after={page.items[-1].id}" + ("&archived=1" if archived else "")
+    more_back = page.has_more if before else after is not None
+    more_on = True if before else page.has_more
+    suffix = "&archived=1" if archived else ""
+    prev_url = f"/console/workspaces?before={page.items[0].id}{suffix}" if page.items and more_back else None
+    next_url = f"/console/workspaces?after={page.items[-1].id}{suffix}" if page.items and more_on else None
     return render.render(
         request, who, "workspaces.html", status=status, title="Workspaces",
-        workspaces=rows, archived=archived, next_url=next_url,
+        workspaces=rows, archived=archived, prev_url=prev_url, next_url=next_url,
         can_create=may_use(who.context.actor, Permission.WORKSPACES_CREATE),
         error=error, values=values or {}, geos=ws_rules.KNOWN_INFERENCE_GEOS,
         workspace_geos=ws_rules.KNOWN_WORKSPACE_GEOS, default_geo=ws_rules.DEFAULT_INFERENCE_GEO,
@@ -205,7 +210,7 @@ async def workspace_page(
         members=members, users=sorted(directory.values(), key=lambda u: u.email),
         addable_roles=[r for r in ROLE_ORDER if r in ADDABLE_WORKSPACE_ROLES],
         all_roles=[r for r in ROLE_ORDER if r in WORKSPACE_ROLES],
-        org_admin_note=True, rate_rows=rate_rows, limiters=limit_views.LIMITERS,
+        rate_rows=rate_rows, limiters=limit_views.LIMITERS,
         spend_rows=spend_rows, may_spend_write=limit_views.may_spend(who, Permission.SPEND_LIMITS_WRITE) and active,
         periods=limit_views.PERIOD_CHOICES, geos=ws_rules.KNOWN_INFERENCE_GEOS,
     )  # fmt: skip
