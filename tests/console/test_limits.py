@@ -9,7 +9,16 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
-from tests.console.conftest import ADMIN, ConsoleWorld, assert_accessible, http_session, shot, sign_in, wait_for
+from tests.console.conftest import (
+    ADMIN,
+    ConsoleWorld,
+    assert_accessible,
+    color_scheme,
+    http_session,
+    shot,
+    sign_in,
+    wait_for,
+)
 from tests.console.posting import click_and_wait
 
 SPENDER = "spender.limits@acme.test"
@@ -95,3 +104,7 @@ def test_a_developer_reads_rate_limits_and_sees_no_spend_limits(
     assert not browser.find_elements(By.ID, "org_spend")
     assert not browser.find_elements(By.ID, "user_spend")
     _check(browser, "limits-developer")
+    color_scheme(browser, "dark")  # the same page in dark mode: contrast checked again
+    browser.refresh()
+    wait_for(browser, lambda d: d.find_elements(By.ID, "main"), "the limits page in dark mode")
+    _check(browser, "limits-developer-dark")
