@@ -13,12 +13,15 @@ from typing import Final
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from orgwarden.console import claude_code, overview, render, reports
+from orgwarden.console import claude_code, limits, overview, render, reports, workspace_members, workspaces
 
 PAGE_MODULES: Final = [
     overview,
     reports,
     claude_code,
+    workspaces,  # B: /console/workspaces*
+    workspace_members,  # B: /console/workspaces/{id}/members*
+    limits,  # B: /console/limits*, a workspace's limit forms
 ]
 
 _STATIC_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,60}\.(css|js|svg|png)")

@@ -117,6 +117,15 @@ class WorkspaceService:
             (await workspace_access(uow, ctx)).require(workspace, Permission.WORKSPACES_READ)
             return workspace
 
+    async def permissions(self, ctx: Context, workspace_id: str) -> frozenset[Permission]:
+        """What the actor may do in one workspace (the policy, with their role there): the console
+        offers only the forms that would pass. The actions still check for themselves."""
+        async with self._uow() as uow:
+            workspace = await require_workspace(uow, ctx.organization_id, workspace_id)
+            access = await workspace_access(uow, ctx)
+            access.require(workspace, Permission.WORKSPACES_READ)
+            return frozenset(permission for permission in Permission if access.allows(workspace, permission))
+
     async def list(
         self,
         ctx: Context,
