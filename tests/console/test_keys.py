@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anthropic
-import httpx
 import pytest
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
@@ -31,8 +31,16 @@ MODEL = "claude-sonnet-4-6"
 MESSAGES: list[Any] = [{"role": "user", "content": "Hello, console"}]
 
 
+def _text(driver: WebDriver, by: str, selector: str) -> str:
+    """An element's text; "" while the browser is between two pages (for waiting conditions)."""
+    try:
+        return str(driver.find_element(by, selector).text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
 def _main(driver: WebDriver) -> str:
-    return str(driver.find_element(By.ID, "main").text)
+    return _text(driver, By.ID, "main")
 
 
 def _submit(driver: WebDriver, form_action: str) -> None:
@@ -135,7 +143,7 @@ def test_rename_deactivate_and_archive_show_in_the_admin_api(console_world: Cons
     assert _key(world, key_id)["status"] == "active"
 
     browser.find_element(By.PARTIAL_LINK_TEXT, "Archive this key").click()
-    wait_for(browser, lambda d: "Archive the API key" in d.find_element(By.TAG_NAME, "h1").text, "the confirm page")
+    wait_for(browser, lambda d: "Archive the API key" in _text(d, By.TAG_NAME, "h1"), "the confirm page")
     assert "stops working" in _main(browser)
     shot(browser, "keys-archive-confirm")
     assert_accessible(browser, "/console/keys/{id}/archive")
@@ -170,7 +178,7 @@ def test_the_list_filters_by_workspace_status_and_creator_and_flags_keys(
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     wait_for(
         browser,
-        lambda d: (d.refresh() or True) and today in d.find_element(By.XPATH, f"//tr[td/a[text()='{used['name']}']]").text,
+        lambda d: (d.refresh() or True) and today in _text(d, By.XPATH, f"//tr[td/a[text()='{used['name']}']]"),
         "the used key's last use",
     )
     shot(browser, "keys-list-filtered")
@@ -185,12 +193,6 @@ def test_the_list_filters_by_workspace_status_and_creator_and_flags_keys(
     assert browser.find_element(By.TAG_NAME, "h1").text != "API keys"  # the error page
 
 
-def _dev_world(world: ConsoleWorld) -> tuple[str, httpx.Client]:
-    email = f"{unique('dev')}@acme.test"
-    world.invite(email, "developer")
-    return email, http_session(world, email)
-
-
 def test_a_developer_sees_and_creates_keys_only_where_the_policy_allows(
     console_world: ConsoleWorld, browser: WebDriver
 ) -> None:
@@ -198,7 +200,18 @@ def test_a_developer_sees_and_creates_keys_only_where_the_policy_allows(
     other = _workspace(world, unique("not-theirs"))
     hidden = _api_key(world, unique("hidden"), workspace_id=other)
     visible = _api_key(world, unique("visible"))  # the default workspace: developers may work there
-    email, client = _dev_world(world)
+    seen = _workspace(world, unique("seen"))  # they are a workspace_user there: may see it, not make keys
+    email = f"{unique('dev')}@acme.test"
+    world.invite(email, "developer")
+    with http_session(world, email):
+        pass  # the first sign-in accepts the invite
+    with world.admin() as api:
+        dev = api.get("/v1/organizations/users", params={"email": email}).json()["data"][0]
+        joined = api.post(
+            f"/v1/organizations/workspaces/{seen}/members",
+            json={"user_id": dev["id"], "workspace_role": "workspace_user"},
+        )
+        assert joined.status_code == 200, joined.text
 
     sign_in(browser, world, email, "/console/keys")
     text = _main(browser)
@@ -210,17 +223,26 @@ def test_a_developer_sees_and_creates_keys_only_where_the_policy_allows(
     browser.find_element(By.LINK_TEXT, "Create an API key").click()
     wait_for(browser, lambda d: d.find_elements(By.ID, "f-workspace_id"), "the new-key form")
     options = [o.get_attribute("value") for o in Select(browser.find_element(By.ID, "f-workspace_id")).options]
-    assert len(options) == 1 and other not in options
+    assert len(options) == 1
+    assert other not in options
+    assert seen not in options
     shot(browser, "keys-new-developer")
     assert_accessible(browser, "/console/keys/new (developer)")
 
-    with client:
+    with http_session(world, email) as client:
         token = csrf_token(client, world)
         forced = client.post(
             f"{world.base_url}/console/keys/new",
             data={"csrf_token": token, "name": "sneaky", "workspace_id": other},
         )
-        assert forced.status_code in (403, 404), forced.text
+        assert forced.status_code == 404, forced.text  # a workspace they may not see does not exist for them
+        assert "sk-ant-api03-" not in forced.text
+        forced = client.post(
+            f"{world.base_url}/console/keys/new",
+            data={"csrf_token": token, "name": "sneaky", "workspace_id": seen},
+        )
+        assert forced.status_code == 403, forced.text  # one they see but may not create keys in
+        assert "api_keys:write" in forced.text
         assert "sk-ant-api03-" not in forced.text
         assert client.get(f"{world.base_url}/console/keys/{hidden['id']}").status_code == 404
         archive = client.post(f"{world.base_url}/console/keys/{hidden['id']}/archive", data={"csrf_token": token})

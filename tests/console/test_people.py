@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
@@ -26,8 +27,16 @@ from tests.console.conftest import (
 )
 
 
+def _text(driver: WebDriver, by: str, selector: str) -> str:
+    """An element's text; "" while the browser is between two pages (for waiting conditions)."""
+    try:
+        return str(driver.find_element(by, selector).text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
 def _main(driver: WebDriver) -> str:
-    return str(driver.find_element(By.ID, "main").text)
+    return _text(driver, By.ID, "main")
 
 
 def _submit(driver: WebDriver, form_action: str) -> None:
@@ -46,7 +55,8 @@ def _member(world: ConsoleWorld, role: str) -> tuple[str, dict[str, Any]]:
     """A member with ``role``: invited through the Admin API, joined by signing in (httpx)."""
     email = f"{unique('person')}@acme.test"
     world.invite(email, role)
-    http_session(world, email).close()
+    with http_session(world, email):
+        pass  # the first sign-in accepts the invite
     user = _user(world, email)
     assert user is not None
     return email, user
@@ -82,7 +92,8 @@ def test_an_invite_link_is_shown_once_and_the_person_joins_by_signing_in(
         sign_in(theirs, world, email, "/console")
         assert email in theirs.page_source or "Newcomer" in theirs.page_source
     joined = _user(world, email)
-    assert joined is not None and joined["role"] == "developer"
+    assert joined is not None
+    assert joined["role"] == "developer"
     with world.admin() as api:
         invites = api.get("/v1/organizations/invites", params={"email": email}).json()["data"]
     assert [i["status"] for i in invites] == ["accepted"]
@@ -102,7 +113,8 @@ def test_an_admin_changes_a_role(console_world: ConsoleWorld, browser: WebDriver
     _submit(browser, f"/console/users/{user['id']}/role")
     wait_for(browser, lambda d: "role was changed" in _main(d), "the notice")
     changed = _user(world, email)
-    assert changed is not None and changed["role"] == "billing"
+    assert changed is not None
+    assert changed["role"] == "billing"
 
 
 def test_removal_confirms_with_exactly_what_offboarding_revokes(
@@ -111,50 +123,51 @@ def test_removal_confirms_with_exactly_what_offboarding_revokes(
     world = console_world
     email = f"{unique('leaver')}@acme.test"
     world.invite(email, "developer")
-    leaver = http_session(world, email)  # a live browser session of theirs
-    token = csrf_token(leaver, world)
-    made = leaver.post(f"{world.base_url}/console/keys/new", data={"csrf_token": token, "name": unique("theirs")})
-    assert made.status_code == 200, made.text
-    key_id = re.search(r'href="/console/keys/(apikey_[A-Za-z0-9]+)"', made.text)
-    assert key_id, made.text
-    user = _user(world, email)
-    assert user is not None
-    with world.admin() as api:
-        ws = api.post("/v1/organizations/workspaces", json={"name": unique("leaving")}).json()["id"]
-        added = api.post(
-            f"/v1/organizations/workspaces/{ws}/members", json={"user_id": user["id"], "workspace_role": "workspace_user"}
-        )
-        assert added.status_code == 200, added.text
+    with http_session(world, email) as leaver:  # a live browser session of theirs
+        token = csrf_token(leaver, world)
+        made = leaver.post(f"{world.base_url}/console/keys/new", data={"csrf_token": token, "name": unique("theirs")})
+        assert made.status_code == 200, made.text
+        key_id = re.search(r'href="/console/keys/(apikey_[A-Za-z0-9]+)"', made.text)
+        assert key_id, made.text
+        user = _user(world, email)
+        assert user is not None
+        with world.admin() as api:
+            ws = api.post("/v1/organizations/workspaces", json={"name": unique("leaving")}).json()["id"]
+            added = api.post(
+                f"/v1/organizations/workspaces/{ws}/members",
+                json={"user_id": user["id"], "workspace_role": "workspace_user"},
+            )
+            assert added.status_code == 200, added.text
 
-    sign_in(browser, world, ADMIN, f"/console/users/{user['id']}")
-    browser.find_element(By.PARTIAL_LINK_TEXT, "Remove this user").click()
-    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-revoke]"), "the confirm page")
-    shot(browser, "users-remove-confirm")
-    assert_accessible(browser, "/console/users/{id}/remove")
+        sign_in(browser, world, ADMIN, f"/console/users/{user['id']}")
+        browser.find_element(By.PARTIAL_LINK_TEXT, "Remove this user").click()
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-revoke]"), "the confirm page")
+        shot(browser, "users-remove-confirm")
+        assert_accessible(browser, "/console/users/{id}/remove")
 
-    def listed(kind: str) -> set[str]:
-        items = browser.find_elements(By.CSS_SELECTOR, f"[data-revoke={kind}] li[data-id]")
-        return {str(li.get_attribute("data-id")) for li in items}
+        def listed(kind: str) -> set[str]:
+            items = browser.find_elements(By.CSS_SELECTOR, f"[data-revoke={kind}] li[data-id]")
+            return {str(li.get_attribute("data-id")) for li in items}
 
-    shown = {kind: listed(kind) for kind in ("api_keys", "admin_api_keys", "user_tokens", "user_sessions", "workspaces")}
-    assert shown["api_keys"] == {key_id.group(1)}
-    assert shown["workspaces"] == {ws}
-    assert len(shown["user_sessions"]) == 1
-    assert _user(world, email) is not None  # the preview changed nothing
-    with world.admin() as api:
-        assert api.get(f"/v1/organizations/api_keys/{key_id.group(1)}").json()["status"] == "active"
+        shown = {
+            kind: listed(kind) for kind in ("api_keys", "admin_api_keys", "user_tokens", "user_sessions", "workspaces")
+        }
+        assert shown["api_keys"] == {key_id.group(1)}
+        assert shown["workspaces"] == {ws}
+        assert len(shown["user_sessions"]) == 1
+        assert _user(world, email) is not None  # the preview changed nothing
+        assert leaver.get(f"{world.base_url}/auth/session", headers={"accept": "application/json"}).status_code == 200
+        with world.admin() as api:
+            assert api.get(f"/v1/organizations/api_keys/{key_id.group(1)}").json()["status"] == "active"
 
-    _submit(browser, f"/console/users/{user['id']}/remove")
-    wait_for(browser, lambda d: "removed and offboarded" in _main(d), "the notice")
-    assert _user(world, email) is None
-    with world.admin() as api:
-        for listed_key in shown["api_keys"]:
-            assert api.get(f"/v1/organizations/api_keys/{listed_key}").json()["status"] == "inactive"
-        events = api.get(
-            "/v1/organizations/audit_logs", params={"action": "user.remove", "target_id": user["id"]}
-        )
-    assert leaver.get(f"{world.base_url}/auth/session", headers={"accept": "application/json"}).status_code == 401
-    leaver.close()
+        _submit(browser, f"/console/users/{user['id']}/remove")
+        wait_for(browser, lambda d: "removed and offboarded" in _main(d), "the notice")
+        assert _user(world, email) is None
+        with world.admin() as api:
+            for listed_key in shown["api_keys"]:
+                assert api.get(f"/v1/organizations/api_keys/{listed_key}").json()["status"] == "inactive"
+            events = api.get("/v1/organizations/audit_logs", params={"action": "user.remove", "target_id": user["id"]})
+        assert leaver.get(f"{world.base_url}/auth/session", headers={"accept": "application/json"}).status_code == 401
     # The audit event of the removal lists the very same things.
     assert events.status_code == 200, events.text
     [event] = events.json()["data"]
@@ -185,7 +198,7 @@ def test_an_invite_is_deleted_after_confirmation(console_world: ConsoleWorld, br
         invite = api.post("/v1/organizations/invites", json={"email": email, "role": "user"}).json()
     sign_in(browser, world, ADMIN, "/console/invites")
     browser.find_element(By.CSS_SELECTOR, f"a[href='/console/invites/{invite['id']}/delete']").click()
-    wait_for(browser, lambda d: "Delete the invite" in d.find_element(By.TAG_NAME, "h1").text, "the confirm page")
+    wait_for(browser, lambda d: "Delete the invite" in _text(d, By.TAG_NAME, "h1"), "the confirm page")
     shot(browser, "invites-delete-confirm")
     assert_accessible(browser, "/console/invites/{id}/delete")
     _submit(browser, f"/console/invites/{invite['id']}/delete")
@@ -212,7 +225,8 @@ def test_groups_show_their_roles_and_members(console_world: ConsoleWorld, browse
     shot(browser, "groups-detail")
     assert_accessible(browser, "/console/groups/{id}")
     promoted = _user(world, email)
-    assert promoted is not None and promoted["role"] == "developer"  # the group's role applies
+    assert promoted is not None
+    assert promoted["role"] == "developer"
     with world.admin() as api:
         members = api.get(f"/v1/organizations/rbac_groups/{group_id}/members").json()["data"]
     assert [m["user_id"] for m in members] == [user["id"]]
@@ -230,7 +244,8 @@ def test_a_developer_cannot_change_people(console_world: ConsoleWorld, browser: 
     assert root is not None
     sign_in(browser, world, email, "/console/users")
     nav = browser.find_element(By.CSS_SELECTOR, "nav[aria-label=Console]").text
-    assert "Users" in nav and "Invites" not in nav
+    assert "Users" in nav
+    assert "Invites" not in nav
     wait_page(browser, f"{world.base_url}/console/users/{root['id']}")
     assert not browser.find_elements(By.ID, "f-role")
     assert not browser.find_elements(By.PARTIAL_LINK_TEXT, "Remove this user")
@@ -249,4 +264,5 @@ def test_a_developer_cannot_change_people(console_world: ConsoleWorld, browser: 
         assert client.get(f"{world.base_url}/console/invites").status_code == 403
         assert client.get(f"{world.base_url}/console/users/{root['id']}/remove").status_code == 403
     still = _user(world, ADMIN)
-    assert still is not None and still["role"] == "admin"
+    assert still is not None
+    assert still["role"] == "admin"

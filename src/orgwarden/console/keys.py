@@ -95,7 +95,11 @@ async def _user_emails(request: Request, who: Viewer) -> dict[str, str]:
 
 @routes.page("GET", "/console/keys", permission=Permission.API_KEYS_READ, nav="API keys")
 async def key_list(request: Request, who: Viewer) -> Response:
-    workspace_id, status, created_by = _filter(request, "workspace"), _filter(request, "status"), _filter(request, "created_by")
+    workspace_id, status, created_by = (
+        _filter(request, "workspace"),
+        _filter(request, "status"),
+        _filter(request, "created_by"),
+    )
     after, before = _filter(request, "after_id"), _filter(request, "before_id")
     svc = services(request).api_keys
     result = await svc.list(
@@ -163,7 +167,9 @@ def _parse_expiry(value: str) -> datetime | None:
     return day
 
 
-async def _new_form(request: Request, who: Viewer, *, status: int = 200, error: str | None = None, form: Form | None = None) -> Response:
+async def _new_form(
+    request: Request, who: Viewer, *, status: int = 200, error: str | None = None, form: Form | None = None
+) -> Response:
     workspaces = await services(request).api_keys.creatable_workspaces(who.context)
     options = [(w.id, w.name + (" (default)" if w.is_default else "")) for w in workspaces]
     if not workspaces:
@@ -223,7 +229,15 @@ async def key_detail(request: Request, who: Viewer, key_id: str) -> Response:
         request,
         who,
         "keys_detail.html",
-        row=KeyRow(key, status, ws.name if ws else key.workspace_id, emails.get(key.created_by_id, key.created_by_id), used, expiring, unused),
+        row=KeyRow(
+            key,
+            status,
+            ws.name if ws else key.workspace_id,
+            emails.get(key.created_by_id, key.created_by_id),
+            used,
+            expiring,
+            unused,
+        ),
         writable=status != "archived" and await _writable(request, who, key),
     )
 

@@ -52,16 +52,18 @@ def _cursor(request: Request) -> Cursor:
     return Cursor(after_id=_query(request, "after_id"), before_id=_query(request, "before_id"), limit=PAGE_SIZE)
 
 
-def _pages(base: str, request: Request, ids: list[str], has_more: bool, keep: dict[str, str | None]) -> dict[str, str | None]:
-    """Previous/next links for an id-cursor page, keeping the filters."""
+def _pages(
+    base: str, request: Request, ids: list[str], has_more: bool, keep: dict[str, str | None]
+) -> tuple[str | None, str | None]:
+    """(previous, next) links for an id-cursor page, keeping the filters."""
     after, before = request.query_params.get("after_id"), request.query_params.get("before_id")
     kept = {k: v for k, v in keep.items() if v}
     more_after = has_more if before is None else True
     more_before = after is not None or (before is not None and has_more)
-    return {
-        "next_url": f"{base}?{urlencode({**kept, 'after_id': ids[-1]})}" if ids and more_after else None,
-        "prev_url": f"{base}?{urlencode({**kept, 'before_id': ids[0]})}" if ids and more_before else None,
-    }
+    return (
+        f"{base}?{urlencode({**kept, 'before_id': ids[0]})}" if ids and more_before else None,
+        f"{base}?{urlencode({**kept, 'after_id': ids[-1]})}" if ids and more_after else None,
+    )
 
 
 # Users
@@ -70,8 +72,12 @@ def _pages(base: str, request: Request, ids: list[str], has_more: bool, keep: di
 @routes.page("GET", "/console/users", permission=Permission.USERS_READ, nav="Users")
 async def user_list(request: Request, who: Viewer) -> Response:
     email, role = _query(request, "email"), _query(request, "role")
-    result = await services(request).users.list(who.context, _cursor(request), email=email, roles=[role] if role else [])
+    result = await services(request).users.list(
+        who.context, _cursor(request), email=email, roles=[role] if role else []
+    )
     users = list(result.items)
+    keep = {"email": email, "role": role}
+    prev_url, next_url = _pages("/console/users", request, [u.id for u in users], result.has_more, keep)
     return render.render(
         request,
         who,
@@ -80,7 +86,8 @@ async def user_list(request: Request, who: Viewer) -> Response:
         filters={"email": email or "", "role": role or ""},
         role_options=[(r, r) for r in ROLE_ORDER if r in ORG_ROLES],
         can_invite=may_use(who.context.actor, Permission.INVITES_WRITE),
-        **_pages("/console/users", request, [u.id for u in users], result.has_more, {"email": email, "role": role}),
+        prev_url=prev_url,
+        next_url=next_url,
     )
 
 
@@ -129,7 +136,9 @@ def accept_url(request: Request, token: str) -> str:
     return f"{base}/invites/accept#token={token}"
 
 
-async def _invites_page(request: Request, who: Viewer, *, status: int = 200, error: str | None = None, form: Form | None = None) -> Response:
+async def _invites_page(
+    request: Request, who: Viewer, *, status: int = 200, error: str | None = None, form: Form | None = None
+) -> Response:
     email, state = _query(request, "email"), _query(request, "status")
     result = await services(request).invites.list(
         who.context, _cursor(request), email=email, statuses=[state] if state else []
@@ -140,6 +149,8 @@ async def _invites_page(request: Request, who: Viewer, *, status: int = 200, err
     groups = []
     if can_write and may_use(who.context.actor, Permission.USERS_READ):
         groups = list((await services(request).rbac_groups.list(who.context, limit=1000, page=None)).items)
+    keep = {"email": email, "status": state}
+    prev_url, next_url = _pages("/console/invites", request, [i.id for i, _ in rows], result.has_more, keep)
     return render.render(
         request,
         who,
@@ -153,7 +164,8 @@ async def _invites_page(request: Request, who: Viewer, *, status: int = 200, err
         can_write=can_write,
         error=error,
         form=form or {},
-        **_pages("/console/invites", request, [i.id for i, _ in rows], result.has_more, {"email": email, "status": state}),
+        prev_url=prev_url,
+        next_url=next_url,
     )
 
 

@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from orgwarden.domain.clock import rfc3339, utcnow
 from orgwarden.domain.roles import ASSIGNABLE_ORG_ROLES, ORG_ROLES
 from orgwarden.errors import NotFound
-from orgwarden.services import audit
+from orgwarden.services import audit, offboarding
 from orgwarden.services.context import Context
-from orgwarden.services import offboarding
 from orgwarden.services.offboarding import ensure_not_last_admin, offboard
 from orgwarden.services.validation import normalize_email, one_of
 from orgwarden.storage.pagination import Cursor, Page
