@@ -13,7 +13,18 @@ from typing import Final
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from orgwarden.console import claude_code, limits, overview, render, reports, workspace_members, workspaces
+from orgwarden.console import (
+    claude_code,
+    groups,
+    keys,
+    limits,
+    overview,
+    people,
+    render,
+    reports,
+    workspace_members,
+    workspaces,
+)
 
 PAGE_MODULES: Final = [
     overview,
@@ -22,6 +33,9 @@ PAGE_MODULES: Final = [
     workspaces,  # B: /console/workspaces*
     workspace_members,  # B: /console/workspaces/{id}/members*
     limits,  # B: /console/limits*, a workspace's limit forms
+    keys,  # C: /console/keys*
+    people,  # C: /console/users*, /console/invites*
+    groups,  # C: /console/groups*
 ]
 
 _STATIC_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,60}\.(css|js|svg|png)")

@@ -7,6 +7,8 @@ and cannot be reactivated (create a new one).
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,7 +24,7 @@ from orgwarden.services.context import Context
 from orgwarden.services.validation import checked, one_of
 from orgwarden.services.workspaces import require_active, require_workspace
 from orgwarden.storage.pagination import Cursor, Page
-from orgwarden.storage.tables import ApiKey
+from orgwarden.storage.tables import ApiKey, Workspace
 from orgwarden.storage.uow import UnitOfWork, UnitOfWorkFactory
 
 KEY_STATUSES = frozenset({"active", "inactive", "archived", "expired"})
@@ -134,6 +136,34 @@ class ApiKeyService:
                 created_by_user_id=created_by_user_id,
                 workspace_ids=access.visible_ids(Permission.API_KEYS_READ),
             )
+
+    async def last_used(self, ctx: Context, key_ids: Sequence[str]) -> dict[str, datetime]:
+        """When each of ``key_ids`` (keys the caller has just read) was last metered, to the UTC day:
+        the start of the last day with ``/v1/messages`` usage in the usage rollups. A key that never
+        made a metered request is left out."""
+        async with self._uow() as uow:
+            return await uow.rollups.last_used_days(ctx.organization_id, key_ids)
+
+    async def creatable_workspaces(self, ctx: Context) -> builtins.list[Workspace]:
+        """The active workspaces (the default one first) in which the actor may create keys: what
+        ``create`` would accept as ``workspace_id``, for a form to offer."""
+        async with self._uow() as uow:
+            access = await workspace_access(uow, ctx)
+            allowed = access.visible_ids(Permission.API_KEYS_WRITE)
+            if allowed is not None and not allowed:
+                return []
+            found: builtins.list[Workspace] = []
+            cursor = Cursor(limit=1000)
+            while True:
+                page = await uow.workspaces.page(
+                    ctx.organization_id, cursor, include_archived=False, include_default=True,
+                    ids=sorted(allowed) if allowed is not None else (),
+                )  # fmt: skip
+                found += page.items
+                if not page.has_more or not page.items:
+                    break
+                cursor = Cursor(after_id=page.items[-1].id, limit=1000)
+            return sorted(found, key=lambda ws: (not ws.is_default, ws.name.lower()))
 
     async def update(self, ctx: Context, key_id: str, *, name: str | None = None, status: str | None = None) -> ApiKey:
         clean_name = checked(rules.check_name, name) if name is not None else None

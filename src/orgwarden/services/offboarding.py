@@ -14,12 +14,17 @@
   cached at its next poll of ``cache_events`` (200 ms by default);
 - records ONE audit event listing all of it: ``user.remove`` or ``user.deactivate``.
 
+``preview`` answers "what would removing (or deactivating) this user revoke now?" by running
+``offboard`` itself in a unit of work that is never committed: the confirm page of the console lists
+exactly what the same code would do, and nothing is changed, recorded or announced.
+
 Nothing is given back by reactivation: revoked credentials stay revoked and deactivated keys stay
 inactive until an admin turns them on again (the audit event lists them).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from orgwarden.domain.clock import utcnow
@@ -27,7 +32,7 @@ from orgwarden.errors import InvalidRequest, NotFound
 from orgwarden.services import audit
 from orgwarden.services.context import Context
 from orgwarden.storage.tables import User
-from orgwarden.storage.uow import UnitOfWork
+from orgwarden.storage.uow import UnitOfWork, UnitOfWorkFactory
 
 KEY_POLICIES: Final = frozenset({"deactivate", "keep"})
 DEFAULT_KEY_POLICY: Final = "deactivate"
@@ -112,3 +117,47 @@ def _result(
         "api_keys": api_keys,
         "workspaces": workspaces,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What ``offboard`` would revoke, with names for the people reading it."""
+
+    reason: Reason
+    key_policy: str
+    user_sessions: list[str]
+    user_tokens: list[str]
+    admin_api_keys: list[Named]
+    api_keys: list[Named]  # set to inactive (``offboarding_key_policy: deactivate``)
+    workspaces: list[Named]  # memberships deleted (removal only)
+
+
+async def preview(uows: UnitOfWorkFactory, ctx: Context, user_id: str, *, reason: Reason) -> Preview:
+    """Run ``offboard`` for ``user_id`` and roll it back: what it would revoke right now (its refusals,
+    the last admin's or the only member's, are raised as they would be)."""
+    async with uows() as uow:
+        user = await uow.users.get(ctx.organization_id, user_id)
+        if user is None:
+            raise NotFound(f"user {user_id!r} not found")
+        org = await uow.organizations.get(ctx.organization_id)
+        policy = org.offboarding_key_policy if org is not None else DEFAULT_KEY_POLICY
+        done = await offboard(uow, ctx, user, reason=reason)
+        admin_keys = [k for k in await uow.admin_keys.all(ctx.organization_id) if k.id in done["admin_api_keys"]]
+        keys = [await uow.api_keys.get(ctx.organization_id, key_id) for key_id in done["api_keys"]]
+        spaces = [await uow.workspaces.get(ctx.organization_id, ws) for ws in done["workspaces"]]
+        # Leaving the block without a commit rolls back everything ``offboard`` did.
+        return Preview(
+            reason=reason,
+            key_policy=policy,
+            user_sessions=done["user_sessions"],
+            user_tokens=done["user_tokens"],
+            admin_api_keys=[Named(k.id, k.name) for k in admin_keys],
+            api_keys=[Named(k.id, k.name) for k in keys if k is not None],
+            workspaces=[Named(w.id, w.name) for w in spaces if w is not None],
+        )

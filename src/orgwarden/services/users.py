@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from orgwarden.domain.clock import rfc3339, utcnow
 from orgwarden.domain.roles import ASSIGNABLE_ORG_ROLES, ORG_ROLES
 from orgwarden.errors import NotFound
-from orgwarden.services import audit
+from orgwarden.services import audit, offboarding
 from orgwarden.services.context import Context
 from orgwarden.services.offboarding import ensure_not_last_admin, offboard
 from orgwarden.services.validation import normalize_email, one_of
@@ -77,6 +77,10 @@ class UserService:
             await offboard(uow, ctx, user, reason="removed")
             await uow.commit()
             return user.id
+
+    async def removal_preview(self, ctx: Context, user_id: str) -> offboarding.Preview:
+        """What ``remove`` would revoke right now (``offboarding.preview``): nothing is changed."""
+        return await offboarding.preview(self._uow, ctx, user_id, reason="removed")
 
     async def deactivate(self, ctx: Context, user_id: str) -> User:
         """Deactivate the user (SCIM ``active: false``, or the CLI) and offboard them; the row, the

@@ -110,6 +110,24 @@ class UsageRollups:
         )
         return {str(scope): int(value) for scope, value in (await self.session.execute(stmt)).all()}
 
+    async def last_used_days(self, organization_id: str, api_key_ids: Sequence[str]) -> dict[str, datetime]:
+        """The start of the last UTC day each key has a ``1d`` row for (keys never metered are left
+        out): the day rows are few (one per key, model and dimension a day), so this reads no records."""
+        if not api_key_ids:
+            return {}
+        dialect = self.session.get_bind().dialect.name
+        columns = _source(dialect, "1d").c
+        stmt = (
+            select(columns.api_key_id, func.max(columns.bucket_start))
+            .where(
+                columns.organization_id == organization_id,
+                columns.bucket_width == "1d",
+                columns.api_key_id.in_(sorted(set(api_key_ids))),
+            )
+            .group_by(columns.api_key_id)
+        )
+        return {str(key): day for key, day in (await self.session.execute(stmt)).all() if day is not None}
+
     async def sums(self, query: RollupQuery) -> Sequence[Row[Any]]:
         """Rows of (bucket_start, *group_by, *measures), ordered by bucket and group.
 
