@@ -46,6 +46,7 @@ from orgwarden.api.routes import (
 )
 from orgwarden.api.user_auth import UserTokenCache
 from orgwarden.config import Settings, load_settings
+from orgwarden.console import app as console
 from orgwarden.crypto import SecretBox, resolve_secret
 from orgwarden.data import load_catalog
 from orgwarden.domain.catalog import Catalog
@@ -228,6 +229,7 @@ def create_app(settings: Settings) -> Dispatcher:
     admin.include_router(invites.public)
     admin.include_router(auth.router)
     admin.include_router(cc_gateway.router)  # Claude Code's gateway sign-in: /managed/settings
+    admin.include_router(console.router)  # the web console, /console (its own error pages)
     admin.state.box = box  # seals the sign-in's state cookie
     admin.state.oidc = build_oidc(settings)
 
