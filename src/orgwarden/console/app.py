@@ -13,10 +13,12 @@ from typing import Final
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from orgwarden.console import overview, render
+from orgwarden.console import audit, overview, render, tunnels
 
 PAGE_MODULES: Final = [
     overview,
+    audit,
+    tunnels,
 ]
 
 _STATIC_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,60}\.(css|js|svg|png)")
