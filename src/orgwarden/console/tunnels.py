@@ -95,8 +95,8 @@ async def tunnel(request: Request, who: Viewer, tunnel_id: str) -> Response:
     )
     return render(
         request, who, "tunnel.html", title=shown.tunnel.display_name or shown.tunnel.domain, shown=shown,
-        certificates=certificates.items, may_write=may_use(who.context.actor, WRITE), token=None,
-        max_certificates=MAX_CERTIFICATES,
+        certificates=certificates.items, may_write=may_use(who.context.actor, WRITE),
+        may_audit=may_use(who.context.actor, Permission.AUDIT_READ), max_certificates=MAX_CERTIFICATES,
     )  # fmt: skip
 
 
