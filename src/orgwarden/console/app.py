@@ -13,10 +13,12 @@ from typing import Final
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from orgwarden.console import audit, overview, render, tunnels
+from orgwarden.console import audit, claude_code, overview, render, reports, tunnels
 
 PAGE_MODULES: Final = [
     overview,
+    reports,
+    claude_code,
     audit,
     tunnels,
 ]
@@ -32,6 +34,8 @@ _TYPES: Final = {
 router = APIRouter(include_in_schema=False)
 for _module in PAGE_MODULES:
     router.include_router(_module.routes.router)
+_ORDER: Final = {module.__name__: i for i, module in enumerate(PAGE_MODULES)}
+render.NAV.sort(key=lambda item: _ORDER.get(item.module, len(_ORDER)))  # stable: a module's own order stays
 
 
 @router.get("/console/static/{name}")

@@ -36,6 +36,15 @@ def fmt(value: float, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
+def short(value: float, unit: str = "") -> str:
+    """A compact axis label: ``$1.5k``, ``12M``, ``0.25``."""
+    prefix = "$" if unit == "USD" else ""
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{prefix}{value / size:.3g}{suffix}"
+    return f"{prefix}{value:.2f}" if unit == "USD" and value else f"{prefix}{value:.3g}"
+
+
 def _nice_max(value: float) -> float:
     """A round axis top at or above ``value``: 1, 2, 2.5 or 5 times a power of ten."""
     if value <= 0:
@@ -53,13 +62,15 @@ def _axis(top: float, unit: str, plot_w: float, plot_h: float) -> list[str]:
         value = top * i / 4
         y = _TOP + plot_h - plot_h * i / 4
         parts.append(f'<line class="grid" x1="{_LEFT}" x2="{_LEFT + plot_w:.1f}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        label = escape(fmt(value, unit))
+        label = escape(short(value, unit))
         parts.append(f'<text class="tick" x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
     return parts
 
 
 def _x_labels(labels: Sequence[str], slot: float) -> list[str]:
-    every = max(1, len(labels) // 8 + (1 if len(labels) % 8 else 0)) if len(labels) > 8 else 1
+    longest = max((len(label) for label in labels), default=1)
+    fits = max(1, int((WIDTH - _LEFT) // (longest * 7.5 + 12)))  # labels that fit side by side at 13 px
+    every = max(1, math.ceil(len(labels) / fits))
     parts = []
     for i, label in enumerate(labels):
         if i % every == 0:

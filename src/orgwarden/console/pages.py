@@ -222,7 +222,7 @@ class ConsolePages:
         def register(handler: Handler) -> Handler:
             CONSOLE_ROUTES[(method, path)] = permission
             if nav is not None:
-                render.NAV.append(render.NavItem(nav, path, permission))
+                render.NAV.append(render.NavItem(nav, path, permission, handler.__module__))
             self.router.add_api_route(path, _wrap(handler, permission, is_action), methods=[method])
             return handler
 

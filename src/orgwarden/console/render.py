@@ -46,6 +46,7 @@ class NavItem:
     label: str
     path: str
     permission: Permission
+    module: str = ""  # the page module that registered it (``app.PAGE_MODULES`` orders the menu)
 
 
 NAV: list[NavItem] = []
