@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from orgwarden.console import (
+    audit,
     claude_code,
     groups,
     keys,
@@ -22,20 +23,23 @@ from orgwarden.console import (
     people,
     render,
     reports,
+    tunnels,
     workspace_members,
     workspaces,
 )
 
 PAGE_MODULES: Final = [
     overview,
-    reports,
-    claude_code,
-    workspaces,  # B: /console/workspaces*
-    workspace_members,  # B: /console/workspaces/{id}/members*
-    limits,  # B: /console/limits*, a workspace's limit forms
-    keys,  # C: /console/keys*
-    people,  # C: /console/users*, /console/invites*
-    groups,  # C: /console/groups*
+    workspaces,  # /console/workspaces*
+    workspace_members,  # /console/workspaces/{id}/members*
+    keys,  # /console/keys*
+    people,  # /console/users*, /console/invites*
+    groups,  # /console/groups*
+    reports,  # /console/usage*, /console/cost*
+    claude_code,  # /console/claude-code
+    limits,  # /console/limits*, a workspace's limit forms
+    audit,  # /console/audit*
+    tunnels,  # /console/tunnels*
 ]
 
 _STATIC_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,60}\.(css|js|svg|png)")

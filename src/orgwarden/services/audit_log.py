@@ -20,7 +20,7 @@ from datetime import datetime
 
 from orgwarden.domain.audit_chain import ChainBreak, ChainWalker, Head
 from orgwarden.domain.clock import parse_rfc3339
-from orgwarden.errors import InvalidRequest
+from orgwarden.errors import InvalidRequest, NotFound
 from orgwarden.services import cursors
 from orgwarden.services.context import Context
 from orgwarden.services.cursors import CursorPage
@@ -44,6 +44,16 @@ class Verification:
     @property
     def intact(self) -> bool:
         return self.broken is None
+
+
+@dataclass(frozen=True, slots=True)
+class EventInChain:
+    """One event and its neighbours in the chain (``None`` at either end): ``prev_hash`` of the event
+    is the hash of ``previous``, and its own hash is ``next``'s ``prev_hash``."""
+
+    event: AuditEvent
+    previous: AuditEvent | None
+    next: AuditEvent | None
 
 
 def parse_time(name: str, value: str | None) -> datetime | None:
@@ -108,6 +118,20 @@ class AuditLogService:
         if len(rows) > limit:
             return CursorPage(rows[:limit], cursors.encode(str(rows[limit - 1].seq)))
         return CursorPage(rows, None)
+
+    async def get(self, ctx: Context, event_id: str) -> EventInChain:
+        """One event of the organization, with the events before and after it in the chain (the
+        console's event page); 404 naming the id otherwise."""
+        if len(event_id) > 100:
+            raise InvalidRequest("event id: longer than 100 characters")
+        async with self._uow() as uow:
+            event = await uow.audit.get(ctx.organization_id, event_id)
+            if event is None:
+                raise NotFound(f"audit event {event_id!r} not found")
+            around = {
+                row.seq: row for row in await uow.audit.at_seq(ctx.organization_id, [event.seq - 1, event.seq + 1])
+            }
+        return EventInChain(event, around.get(event.seq - 1), around.get(event.seq + 1))
 
     async def every(
         self, ctx: Context, where: AuditFilter, *, newest_first: bool = False, page_size: int = MAX_LIMIT

@@ -159,6 +159,17 @@ class AuditEvents:
         stmt = select(AuditEvent).where(AuditEvent.organization_id == organization_id).order_by(AuditEvent.id)
         return list((await self.session.scalars(stmt)).all())
 
+    async def get(self, organization_id: str, event_id: str) -> AuditEvent | None:
+        stmt = select(AuditEvent).where(AuditEvent.organization_id == organization_id, AuditEvent.id == event_id)
+        return (await self.session.scalars(stmt)).first()
+
+    async def at_seq(self, organization_id: str, seqs: Sequence[int]) -> list[AuditEvent]:
+        """The events with these seqs (a detail page's neighbours in the chain)."""
+        if not seqs:
+            return []
+        stmt = select(AuditEvent).where(AuditEvent.organization_id == organization_id, AuditEvent.seq.in_(list(seqs)))
+        return list((await self.session.scalars(stmt.order_by(AuditEvent.seq))).all())
+
     async def page(
         self, organization_id: str, where: AuditFilter, *, after_seq: int | None, limit: int, newest_first: bool
     ) -> list[AuditEvent]:
