@@ -52,7 +52,7 @@ TIME_FILTERS: Final = ("starting_at", "ending_at")
 FORMATS: Final = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl; charset=utf-8"}
 CSV_COLUMNS: Final = ("type", *HASHED_FIELDS, "hash")
 ACTOR_TYPES: Final = ("admin_api_key", "api_key", "anonymous", "cli", "invite_token", "scim_token", "system", "user")
-OUTCOMES: Final = ("success", "denied", "refused", "invalid_request")
+OUTCOMES: Final = ("success", "failure", "denied", "refused", "invalid_request")
 
 _DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 _LOCAL: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?")
@@ -205,7 +205,7 @@ async def verify_form(request: Request, who: Viewer) -> Response:
 @routes.action("POST", "/console/audit/verify", permission=READ)
 async def verify(request: Request, who: Viewer, form: Form) -> Response:
     """Walk the organization's chain, as ``orgwarden audit verify`` does, and show the outcome."""
-    result = await services(request).audit_log.verify(who.context.organization_id)
+    result = await services(request).audit_log.verify_recorded(who.context)
     return render(request, who, "audit_verify.html", title="Verify the audit chain", result=result)
 
 

@@ -21,7 +21,7 @@ from datetime import datetime
 from orgwarden.domain.audit_chain import ChainBreak, ChainWalker, Head
 from orgwarden.domain.clock import parse_rfc3339
 from orgwarden.errors import InvalidRequest, NotFound
-from orgwarden.services import cursors
+from orgwarden.services import audit, cursors
 from orgwarden.services.context import Context
 from orgwarden.services.cursors import CursorPage
 from orgwarden.storage.audit_log import AuditFilter
@@ -169,3 +169,32 @@ class AuditLogService:
             after = int(chunk[-1]["seq"])
         broken = walker.finish(head)
         return Verification(walker.count, walker.last, broken)
+
+    async def verify_recorded(self, ctx: Context) -> Verification:
+        """``verify``, then an ``audit_log.verify`` event saying who verified and what was found
+        (outcome ``success`` or ``failure``, the count, the head and the first broken link), so the
+        console's overview can show when the chain was last checked and with what result."""
+        result = await self.verify(ctx.organization_id)
+        details: dict[str, object] = {
+            "events": result.events,
+            "head_seq": result.head.seq,
+            "head_hash": result.head.hash,
+        }
+        if result.broken is not None:
+            details["broken"] = {
+                "event_id": result.broken.event_id,
+                "seq": result.broken.seq,
+                "problem": result.broken.problem,
+            }
+        async with self._uow() as uow:
+            audit.record(
+                uow,
+                ctx,
+                "audit_log.verify",
+                "organization",
+                ctx.organization_id,
+                outcome="success" if result.intact else "failure",
+                details=details,
+            )
+            await uow.commit()
+        return result
