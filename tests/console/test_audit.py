@@ -162,9 +162,12 @@ def test_verify_walks_the_chain_and_shows_ok_with_its_head(console_world: Consol
     text = status[0].text
     assert "OK:" in text, text
     assert "chain intact" in text
-    newest = api_events_first(console_world)
+    newest = api_events_first(console_world)  # the verification's own event, recorded after the walk
+    assert newest["action"] == "audit_log.verify", newest
+    assert newest["outcome"] == "success", newest
     checked = int(text.split(" events checked")[0].split()[-1])
-    assert checked >= newest["seq"]  # every event up to the newest one listed before (and sign-in's since)
+    assert checked < newest["seq"]  # the walk ended before its own event
+    assert newest["details"]["events"] == checked, newest
     assert f"seq\n{checked}" in text or f"seq {checked}" in text  # the head is the last event checked
     shot(browser, "audit-verify-ok")
     assert_accessible(browser, "/console/audit/verify (result)")
