@@ -77,6 +77,14 @@ class IdP:
         body = {"login": login, "email": email or login, "groups": groups or [], **extra}
         httpx.post(f"{self.issuer}/__test/accounts", json=body, timeout=5).raise_for_status()
 
+    def deactivate(self, login: str) -> None:
+        """The person is deactivated at the IdP: its refresh tokens get ``invalid_grant`` from now on."""
+        httpx.post(f"{self.issuer}/__test/accounts", json={"login": login, "disabled": True}, timeout=5).raise_for_status()
+
+    def outage(self, mode: str | None) -> None:
+        """The token endpoint drops connections (``down``), answers 503 (``error``), or works (``None``)."""
+        httpx.post(f"{self.issuer}/__test/outage", json={"mode": mode}, timeout=5).raise_for_status()
+
     def tamper_next_id_token(self, mode: str) -> None:
         httpx.post(f"{self.issuer}/__test/tamper", json={"mode": mode}, timeout=5).raise_for_status()
 
@@ -90,7 +98,7 @@ def running_idp(redirect_uris: list[str], tmp: Path) -> Iterator[IdP]:
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
             "redirect_uris": redirect_uris,
-            "grant_types": ["authorization_code"],
+            "grant_types": ["authorization_code", "refresh_token"],  # orgwarden re-checks people on refresh
             "response_types": ["code"],
         }
     ]

@@ -230,6 +230,8 @@ def create_app(settings: Settings) -> Dispatcher:
     admin.include_router(cc_gateway.router)  # Claude Code's gateway sign-in: /managed/settings
     admin.state.box = box  # seals the sign-in's state cookie
     admin.state.oidc = build_oidc(settings)
+    if settings.oidc_recheck_on_refresh:  # every refresh of a device sign-in asks the IdP first
+        services.user_tokens.idp = admin.state.oidc
 
     @admin.get("/health", include_in_schema=False)
     async def health_route() -> Response:
@@ -308,6 +310,7 @@ def build_oidc(settings: Settings) -> OidcClient | None:
         client_secret=secret,
         scopes=settings.oidc_scopes,
         groups_claim=settings.oidc_groups_claim,
+        offline_access=settings.oidc_recheck_on_refresh,
     )
 
 
