@@ -72,7 +72,7 @@ class Settings(BaseSettings):
 
     invite_ttl_days: int = Field(default=21, ge=1, le=365)
 
-    access_token_ttl_seconds: int = Field(default=3600, ge=60, le=86_400)
+    access_token_ttl_seconds: int = Field(default=3600, ge=10, le=86_400)
     """Lifetime of a signed-in user's access token (``ow-at01-``); the CLI refreshes it when it ends."""
 
     refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=300, le=365 * 86_400)

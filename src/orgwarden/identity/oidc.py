@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
+import httpx2
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 from joserfc import jwt
@@ -29,6 +30,8 @@ _LEEWAY_SECONDS = 60  # clock skew allowed between us and the identity provider
 _SAFE_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
 _MAX_GROUPS = 500
 _MAX_GROUP_CHARS = 255
+# Authlib's OAuth client runs on httpx2 (httpx without it): a transport failure is either one's.
+_HTTP_ERRORS = (httpx.HTTPError, httpx2.HTTPError)
 
 
 class OidcRefused(Exception):
@@ -176,7 +179,7 @@ class OidcClient:
             raise OidcRefused(
                 f"token_{exc.error}"[:64], f"the identity provider refused the code ({exc.error}{description})"
             ) from None
-        except httpx.HTTPError as exc:
+        except _HTTP_ERRORS as exc:
             raise OidcRefused(
                 "idp_unreachable", f"the identity provider's token endpoint failed ({exc})", unavailable=True
             ) from None
@@ -204,7 +207,7 @@ class OidcClient:
         except OAuthError as exc:
             said = f"{exc.error}: {exc.description}" if exc.description else str(exc.error)
             return IdpRecheck("refused" if exc.error == "invalid_grant" else "unavailable", detail=said[:300])
-        except (httpx.HTTPError, ValueError) as exc:
+        except (*_HTTP_ERRORS, ValueError) as exc:
             return IdpRecheck("unavailable", detail=f"{type(exc).__name__}: {exc}"[:300])
         return IdpRecheck("ok", refresh_token=keepable(token.get("refresh_token")))
 
