@@ -19,7 +19,7 @@ and calls the tool a prompt names): usage is the signed-in user's and their sess
 the group's managed settings (fetched from ``/managed/settings``, only ever over https) and refuses
 the denied command, a model outside the allow-list is refused by orgwarden, deactivating the user
 through SCIM or removing them through the Admin API ends access at once, and deactivating them at
-the IdP only ends it when their access token expires (a second server with 15 s access tokens: the
+the IdP only ends it when their access token expires (a second server with 10 s access tokens: the
 CLI's refresh is refused because the IdP refuses orgwarden's). One server and one sign-in for the
 module's first tests; the tests run in file order (the offboarding one after the others that use the
 sign-in).
@@ -432,12 +432,12 @@ def test_removing_the_user_through_the_admin_api_ends_their_cli_access_at_once(
     assert not re.search(r'"POST /v1/messages[^"]*" 200', log), log[-3000:]
 
 
-SHORT_TTL = 15  # seconds: the access token lifetime of the second server
+SHORT_TTL = 10  # seconds: the access token lifetime of the second server (the least allowed)
 
 
 @pytest.fixture(scope="module")
 def short_world() -> Iterator[World]:
-    """A second IdP and orgwarden (SQLite, https) whose access tokens live 15 s."""
+    """A second IdP and orgwarden (SQLite, https) whose access tokens live 10 s."""
     with tempfile.TemporaryDirectory(prefix="orgwarden-ccgate-short-tls-") as tmp:
         certificates = make_certificates(Path(tmp))
         with signin_world(
@@ -461,30 +461,52 @@ def wait_until_access_tokens_expire(server: Server, user_id: str) -> None:
 def test_deactivated_only_at_the_idp_the_cli_is_refused_once_its_access_token_expires(
     short_world: World, claude_code: Path, private_mounts: None
 ) -> None:
+    """What 2.1.332 does with an expired access token, watched in orgwarden's access log: before it
+    calls anything it refreshes the token (``POST /oauth/token``) when it is expired or about to be
+    (with 10 s tokens: before ``/managed/settings`` and again before the Messages call). When the
+    refresh is refused it goes on with the old token, and the ``401`` of ``/managed/settings`` stops
+    it ("no longer accepts this session"). A 503 from the refresh stops that run the same way, but
+    the CLI keeps its sign-in: the next run, with the IdP back, refreshes and works."""
     world, email = short_world, "idp-only@acme.test"
     server = world.server
     user_id = enrol(server, world.idp, email)
+    pong = "Reply with the single word PONG."
     with signed_in(claude_code, world, user_id, email) as dev:
         # an active person: past the access token's expiry the CLI refreshes it and carries on
         wait_until_access_tokens_expire(server, user_id)
         seen = len(server.log())
-        fine = claude_p(claude_code, dev.home, world, "Reply with the single word PONG.")
-        print("ACTIVE, EXPIRED:", fine.returncode, fine.stdout[-1500:], fine.stderr[-1500:])
-        print("LOG:", server.log()[seen:][-4000:])
+        fine = claude_p(claude_code, dev.home, world, pong)
         assert fine.returncode == 0, fine.stdout + fine.stderr + server.log()[seen:][-3000:]
         log = logged_since(server, seen, r'"POST /v1/messages[^"]*" 200')
-        assert '"POST /oauth/token HTTP/1.1" 200' in log, log[-3000:]
+        refreshed = log.find('"POST /oauth/token HTTP/1.1" 200')
+        settings = re.search(r'"GET /managed/settings HTTP/1.1" (200|304)', log)
+        assert settings is not None, log[-3000:]
+        assert 0 <= refreshed < settings.start(), log[-3000:]  # refreshed first
+
+        # the IdP unreachable when the CLI refreshes: 503 temporarily_unavailable, nothing spent
+        world.idp.outage("down")
+        try:
+            wait_until_access_tokens_expire(server, user_id)
+            seen = len(server.log())
+            outage = claude_p(claude_code, dev.home, world, pong)
+            assert outage.returncode != 0, outage.stdout + outage.stderr
+            log = logged_since(server, seen, r'"POST /oauth/token HTTP/1.1" 503')
+            assert not re.search(r'"POST /v1/messages[^"]*" 200', log), log[-3000:]
+        finally:
+            world.idp.outage(None)
+        healed = claude_p(claude_code, dev.home, world, pong)  # no new sign-in needed
+        assert healed.returncode == 0, healed.stdout + healed.stderr
 
         # deactivated at the IdP only (no SCIM): orgwarden learns it at the CLI's next refresh
         world.idp.deactivate(email)
         wait_until_access_tokens_expire(server, user_id)
         seen = len(server.log())
-        after = claude_p(claude_code, dev.home, world, "Reply with the single word PONG.")
-        print("DEACTIVATED AT IDP:", after.returncode, after.stdout[-1500:], after.stderr[-1500:])
-        print("LOG:", server.log()[seen:][-4000:])
+        after = claude_p(claude_code, dev.home, world, pong)
     said = after.stdout + after.stderr
     assert after.returncode != 0, said
-    log = logged_since(server, seen, r'"POST /oauth/token HTTP/1.1" 400')
+    assert "no longer accepts this session" in said, said
+    log = logged_since(server, seen, r'"GET /managed/settings HTTP/1.1" 401')
+    assert '"POST /oauth/token HTTP/1.1" 400' in log, log[-3000:]
     assert not re.search(r'"POST /v1/messages[^"]*" 200', log), log[-3000:]
     assert last_refusal(server, "user_token.refresh")["reason"] == "idp_refused"
 
