@@ -5,7 +5,8 @@ from (sealed), and refreshes it at the IdP before it refreshes its own tokens.
 A real ``orgwarden serve`` (SQLite) and the real test IdP (npm ``oidc-provider``), which issues
 rotating refresh tokens, can deactivate an account (its refresh grants then get ``invalid_grant``)
 and can make its token endpoint drop connections or answer 503. The age limit of a sign-in is tested
-by moving the sign-in's start back in the database (no test waits 30 days).
+by moving the sign-in's start back in the database (no test waits 30 days). A second server has the
+re-check turned off (``ORGWARDEN_OIDC_RECHECK_ON_REFRESH=false``): there the IdP is not asked.
 """
 
 from __future__ import annotations
@@ -193,3 +194,13 @@ def test_a_sign_in_ends_at_its_age_limit_and_no_token_outlives_it(world: tuple[I
     oauth_error(over, 400, "invalid_grant", "ORGWARDEN_SIGNIN_MAX_AGE_SECONDS")
     assert last_refusal(srv, "user_token.refresh")["reason"] == "max_age"
     assert refused_soon(srv, near.json()["access_token"]) == 401
+
+
+def test_with_the_recheck_off_the_idp_is_not_asked() -> None:
+    with signin_world("sqlite", "orgwarden-recheck-off-", ORGWARDEN_OIDC_RECHECK_ON_REFRESH="false") as (idp, srv):
+        email, issued = device_sign_in(idp, srv)
+        assert family_of(srv, issued["access_token"]).idp_refresh_token is None  # none asked for, none kept
+        idp.deactivate(email)
+        refreshed = refresh(srv, issued["refresh_token"])  # the gap the setting leaves: SCIM or the age limit
+        assert refreshed.status_code == 200, refreshed.text
+        assert models(srv, refreshed.json()["access_token"]) == 200

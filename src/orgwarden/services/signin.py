@@ -639,13 +639,13 @@ class SignInService:
             assert row.organization_id is not None
             user = await uow.users.get(row.organization_id, row.user_id)
             if user is None or not user_is_active(user):
-                row.status = "denied"
+                row.status, row.idp_refresh_token = "denied", None
                 await uow.commit()
                 raise OAuthError("access_denied", "the user who confirmed the code is no longer active")
             try:
                 workspace = await self.api_workspace(uow, user, row.workspace_id)
             except PermissionDenied as refused:
-                row.status = "denied"
+                row.status, row.idp_refresh_token = "denied", None
                 await uow.commit()
                 raise OAuthError("access_denied", refused.message) from None
             row.status = "used"
