@@ -418,9 +418,10 @@ def test_removing_the_user_through_the_admin_api_ends_their_cli_access_at_once(
     server, email = world.server, "leaver@acme.test"
     user_id = enrol(server, world.idp, email)
     with signed_in(claude_code, world, user_id, email) as leaver:
+        seen = len(server.log())
         before = claude_p(claude_code, leaver.home, world, "Reply with the single word PONG.")
         assert before.returncode == 0, before.stdout + before.stderr
-        seen = len(server.log())
+        seen += len(logged_since(server, seen, r'"POST /v1/messages[^"]*" 200'))  # its line is written
         with server.http() as http:
             removed = http.delete(f"/v1/organizations/users/{user_id}")
             assert removed.status_code == 200, removed.text
