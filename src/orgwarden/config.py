@@ -72,7 +72,7 @@ class Settings(BaseSettings):
 
     invite_ttl_days: int = Field(default=21, ge=1, le=365)
 
-    access_token_ttl_seconds: int = Field(default=3600, ge=60, le=86_400)
+    access_token_ttl_seconds: int = Field(default=3600, ge=10, le=86_400)
     """Lifetime of a signed-in user's access token (``ow-at01-``); the CLI refreshes it when it ends."""
 
     refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=300, le=365 * 86_400)
@@ -102,6 +102,17 @@ class Settings(BaseSettings):
 
     session_ttl_seconds: int = Field(default=12 * 3600, ge=300, le=30 * 86_400)
     """Lifetime of a browser session after sign-in."""
+
+    oidc_recheck_on_refresh: bool = True
+    """Ask the identity provider again on every refresh of a signed-in user's tokens: at browser
+    sign-in orgwarden asks for ``offline_access`` (when the IdP's discovery document lists it) and
+    keeps the IdP's refresh token, encrypted; a device approved from that session gets a copy, and
+    each ``refresh_token`` grant refreshes it at the IdP first. The IdP refusing it (the person was
+    deactivated, deleted, or consent revoked) revokes the sign-in."""
+
+    signin_max_age_seconds: int = Field(default=30 * 86_400, ge=300, le=365 * 86_400)
+    """Longest a device sign-in (one family of access and refresh tokens) lives, however often it is
+    refreshed; then the person signs in again. Its tokens never outlive it."""
 
     device_code_ttl_seconds: int = Field(default=600, ge=60, le=3600)
     """How long a device flow's user code may be confirmed (RFC 8628 ``expires_in``)."""

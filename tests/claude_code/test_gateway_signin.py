@@ -2,22 +2,27 @@
 
 A real ``orgwarden serve`` (PostgreSQL, over https with a certificate from a test CA) signs people in
 with the real test IdP (npm ``oidc-provider``). Claude Code is pointed at orgwarden by
-``forceLoginMethod: "gateway"`` + ``forceLoginGatewayUrl``. On Linux the CLI reads those from
-``/etc/claude-code/managed-settings.json`` and, on a machine with no managed settings at all, from the
-user's own ``~/.claude/settings.json`` (its settings schema says so; ``/etc/claude-code`` has no
-environment override in this build): the test writes the user file in a temporary ``HOME`` and
-touches nothing of the machine. The native binary trusts the test CA through ``NODE_EXTRA_CA_CERTS``
-(``SSL_CERT_FILE`` works too). The sign-in is ``claude auth login --gateway-json`` (a hidden flag:
-the sign-in's questions as JSON lines on stdout, the answers on stdin) driven by the test; its
-``trust_prompt`` (the leaf certificate's SHA-256, pinned once accepted) is accepted, and the person's
-part (``/device`` -> the IdP's sign-in form -> Approve) is scripted with httpx as in
-``tests/identity``. The developer is in an RBAC group whose Claude Code policy denies a Bash command
-and allows two models. Then ``claude -p`` runs through orgwarden (the simulator answers, and calls
-the tool a prompt names): usage is the signed-in user's and their session's, the CLI applies the
-group's managed settings (fetched from ``/managed/settings``, only ever over https) and refuses the
-denied command, a model outside the allow-list is refused by orgwarden, and deactivating the user
-through SCIM ends access at once. One server and one sign-in for the module; the tests run in file
-order (the offboarding one after the others that use the sign-in).
+``forceLoginMethod: "gateway"`` + ``forceLoginGatewayUrl`` in the managed-settings file at its real
+path, ``/etc/claude-code/managed-settings.json`` (this build has no environment override for it). So
+that parallel tests and the machine are not affected, every ``claude`` runs in a private mount
+namespace (``unshare -m --propagation private``) in which a temporary directory of the test's is
+bind-mounted over ``/etc/claude-code`` (an empty directory the test creates on the host); that needs
+root and ``unshare``: without them the tests are skipped loudly, and fail with
+``ORGWARDEN_TEST_REQUIRE_CLAUDE_CODE=1``. The native binary trusts the test CA through
+``NODE_EXTRA_CA_CERTS`` (``SSL_CERT_FILE`` works too). The sign-in is ``claude auth login
+--gateway-json`` (a hidden flag: the sign-in's questions as JSON lines on stdout, the answers on stdin)
+driven by the test; its ``trust_prompt`` (the leaf certificate's SHA-256, pinned once accepted) is
+accepted, and the person's part (``/device`` -> the IdP's sign-in form -> Approve) is scripted with
+httpx as in ``tests/identity``. The developer is in an RBAC group whose Claude Code policy denies a
+Bash command and allows two models. Then ``claude -p`` runs through orgwarden (the simulator answers,
+and calls the tool a prompt names): usage is the signed-in user's and their session's, the CLI applies
+the group's managed settings (fetched from ``/managed/settings``, only ever over https) and refuses
+the denied command, a model outside the allow-list is refused by orgwarden, deactivating the user
+through SCIM or removing them through the Admin API ends access at once, and deactivating them at
+the IdP only ends it when their access token expires (a second server with 10 s access tokens: the
+CLI's refresh is refused because the IdP refuses orgwarden's). One server and one sign-in for the
+module's first tests; the tests run in file order (the offboarding one after the others that use the
+sign-in).
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import ssl
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,12 +45,14 @@ from typing import Any
 import httpx
 import pytest
 
+from orgwarden.domain.clock import utcnow
 from orgwarden.storage.tables import UsageRecord
 from orgwarden.storage.uow import UnitOfWork
+from tests.claude_code.conftest import _unavailable
 from tests.conftest import Server, query_db, unique
 from tests.e2e.mitm import make_certificates
 from tests.identity.conftest import IdP, browser, sign_in, signin_world
-from tests.identity.test_browser_signin import add_user
+from tests.identity.test_browser_signin import add_user, last_refusal
 from tests.scim.conftest import scim_token
 
 EMAIL = "dev@acme.test"
@@ -77,6 +86,48 @@ def world() -> Iterator[World]:
             yield World(idp, server, certificates.ca, hashlib.sha256(leaf).hexdigest())
 
 
+MANAGED_DIR = Path("/etc/claude-code")  # where Claude Code on Linux reads managed-settings.json
+_BIND = 'mount --bind "$0" /etc/claude-code && exec "$@"'
+
+
+@pytest.fixture(scope="session")
+def private_mounts() -> None:
+    """Every ``claude`` of this file runs in a mount namespace of its own with a test directory over
+    ``/etc/claude-code``: root and ``unshare`` are needed (a loud skip without them, a failure with
+    ``ORGWARDEN_TEST_REQUIRE_CLAUDE_CODE=1``)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        _unavailable("writing /etc/claude-code/managed-settings.json privately needs root and unshare(1)")
+    MANAGED_DIR.mkdir(parents=True, exist_ok=True)  # the mount point; it stays empty on the host
+    with tempfile.TemporaryDirectory(prefix="orgwarden-ccgate-probe-") as probe:
+        (Path(probe) / "probe").write_text("")
+        tried = subprocess.run(
+            [*managed_at(Path(probe)), "test", "-e", "/etc/claude-code/probe"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    if tried.returncode != 0:
+        _unavailable(f"unshare -m cannot bind-mount over /etc/claude-code here: {tried.stderr.strip()[-500:]}")
+
+
+def managed_at(directory: Path) -> list[str]:
+    """The prefix that runs a command with ``directory`` as ``/etc/claude-code`` (in its own namespace)."""
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", _BIND, str(directory)]
+
+
+def managed(home: Path) -> list[str]:
+    return managed_at(home / "managed")
+
+
+def write_managed_settings(home: Path, gateway_url: str) -> None:
+    """What IT distributes by MDM: the managed-settings file that sends Claude Code to orgwarden."""
+    (home / "managed").mkdir()
+    (home / "managed" / "managed-settings.json").write_text(
+        json.dumps({"forceLoginMethod": "gateway", "forceLoginGatewayUrl": gateway_url})
+    )
+
+
 def _env(home: Path, ca: Path) -> dict[str, str]:
     """A clean environment: no Anthropic key, no base URL; only the gateway sign-in reaches orgwarden.
     The native binary (Bun) trusts ``NODE_EXTRA_CA_CERTS`` in addition to its own CA list."""
@@ -92,10 +143,10 @@ def _env(home: Path, ca: Path) -> dict[str, str]:
     }
 
 
-def _approve(server: Server, user_code: str) -> None:
+def _approve(server: Server, user_code: str, email: str) -> None:
     """The person: open /device, sign in at the IdP, press Approve."""
     with browser(verify=server.verify) as b:
-        page = sign_in(b, server.base_url, EMAIL, next_path=f"/device?user_code={user_code}")
+        page = sign_in(b, server.base_url, email, next_path=f"/device?user_code={user_code}")
         assert page.status_code == 200, page.text
         assert user_code in page.text, page.text
         fields = dict(_HIDDEN.findall(page.text))
@@ -103,12 +154,12 @@ def _approve(server: Server, user_code: str) -> None:
         assert done.status_code == 200, done.text
 
 
-def gateway_login(claude: Path, home: Path, world: World) -> list[dict[str, Any]]:
+def gateway_login(claude: Path, home: Path, world: World, email: str = EMAIL) -> list[dict[str, Any]]:
     """``claude auth login --gateway-json``: answer each question it asks (accept), approve the code in
     the "browser" when it polls; the states it went through."""
     server = world.server
     process = subprocess.Popen(
-        [str(claude), "auth", "login", "--gateway-json"],
+        [*managed(home), str(claude), "auth", "login", "--gateway-json"],
         env=_env(home, world.ca),
         cwd=home,
         stdin=subprocess.PIPE,
@@ -129,7 +180,7 @@ def gateway_login(claude: Path, home: Path, world: World) -> list[dict[str, Any]
                 process.stdin.write(json.dumps(answer) + "\n")
                 process.stdin.flush()
             elif state == "polling":
-                _approve(server, question["userCode"])
+                _approve(server, question["userCode"], email)
             if state in ("done", "error", "cancelled"):
                 break
         process.stdin.close()
@@ -147,7 +198,7 @@ def claude_p(
     claude: Path, home: Path, world: World, prompt: str, *extra: str, model: str = MODEL
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(claude), "-p", prompt, "--model", model, "--output-format", "json", *extra],
+        [*managed(home), str(claude), "-p", prompt, "--model", model, "--output-format", "json", *extra],
         cwd=home,
         env=_env(home, world.ca),
         stdin=subprocess.DEVNULL,
@@ -237,18 +288,24 @@ class Developer:
 
 
 @pytest.fixture(scope="module")
-def developer(world: World, claude_code: Path) -> Iterator[Developer]:
+def developer(world: World, claude_code: Path, private_mounts: None) -> Iterator[Developer]:
     """A developer in a group with a Claude Code policy, signed in once with the real CLI (the tests
     of this module share the sign-in; the offboarding test comes after the others that use it)."""
     user_id = enrol(world.server, world.idp, EMAIL, ["engineering"])
     group_policy(world.server, user_id)
+    with signed_in(claude_code, world, user_id, EMAIL) as signed:
+        yield signed
+
+
+@contextmanager
+def signed_in(claude: Path, world: World, user_id: str, email: str) -> Iterator[Developer]:
+    """A home of the developer's own (no ``~/.claude/settings.json``: the managed file alone points the
+    CLI at orgwarden), signed in with ``claude auth login``."""
     with tempfile.TemporaryDirectory(prefix="orgwarden-ccgate-home-") as tmp:
         home = Path(tmp)
-        (home / ".claude").mkdir()
-        (home / ".claude" / "settings.json").write_text(
-            json.dumps({"forceLoginMethod": "gateway", "forceLoginGatewayUrl": world.server.base_url})
-        )
-        states = gateway_login(claude_code, home, world)
+        write_managed_settings(home, world.server.base_url)
+        states = gateway_login(claude, home, world, email)
+        assert not (home / ".claude" / "settings.json").exists()
         yield Developer(user_id, home, states)
 
 
@@ -352,6 +409,107 @@ def test_deactivating_the_user_through_scim_ends_their_access_at_once(
     assert not re.search(r'"POST /v1/messages[^"]*" 200', log), log[-3000:]
     assert "POST /oauth/token" not in log, log[-3000:]
     assert len(usage_of_user(server, developer.user_id)) == before
+
+
+def test_removing_the_user_through_the_admin_api_ends_their_cli_access_at_once(
+    world: World, claude_code: Path, private_mounts: None
+) -> None:
+    """orgwarden's own offboarding (``DELETE /v1/organizations/users/{id}``) for a signed-in CLI."""
+    server, email = world.server, "leaver@acme.test"
+    user_id = enrol(server, world.idp, email)
+    with signed_in(claude_code, world, user_id, email) as leaver:
+        seen = len(server.log())
+        before = claude_p(claude_code, leaver.home, world, "Reply with the single word PONG.")
+        assert before.returncode == 0, before.stdout + before.stderr
+        seen += len(logged_since(server, seen, r'"POST /v1/messages[^"]*" 200'))  # its line is written
+        with server.http() as http:
+            removed = http.delete(f"/v1/organizations/users/{user_id}")
+            assert removed.status_code == 200, removed.text
+        after = claude_p(claude_code, leaver.home, world, "Reply with the single word PONG.")
+    said = after.stdout + after.stderr
+    assert after.returncode != 0, said
+    assert "no longer accepts this session" in said, said
+    log = logged_since(server, seen, r'"GET /managed/settings HTTP/1.1" 401')
+    assert not re.search(r'"POST /v1/messages[^"]*" 200', log), log[-3000:]
+
+
+SHORT_TTL = 10  # seconds: the access token lifetime of the second server (the least allowed)
+
+
+@pytest.fixture(scope="module")
+def short_world() -> Iterator[World]:
+    """A second IdP and orgwarden (SQLite, https) whose access tokens live 10 s."""
+    with tempfile.TemporaryDirectory(prefix="orgwarden-ccgate-short-tls-") as tmp:
+        certificates = make_certificates(Path(tmp))
+        with signin_world(
+            "sqlite", "orgwarden-ccgate-short-", certificates, ORGWARDEN_ACCESS_TOKEN_TTL_SECONDS=str(SHORT_TTL)
+        ) as (idp, server):
+            leaf = ssl.PEM_cert_to_DER_cert(certificates.server_cert.read_text())
+            yield World(idp, server, certificates.ca, hashlib.sha256(leaf).hexdigest())
+
+
+def wait_until_access_tokens_expire(server: Server, user_id: str) -> None:
+    """Sleep past the expiry of the user's newest access token (as the database has it)."""
+
+    async def newest(uow: UnitOfWork) -> float:
+        tokens = [t for t in await uow.user_tokens.for_user(user_id) if t.kind == "access"]
+        assert tokens
+        return max(t.expires_at for t in tokens).timestamp()
+
+    time.sleep(max(0.0, query_db(server.db, newest) - utcnow().timestamp()) + 1.5)
+
+
+def test_deactivated_only_at_the_idp_the_cli_is_refused_once_its_access_token_expires(
+    short_world: World, claude_code: Path, private_mounts: None
+) -> None:
+    """What 2.1.332 does with an expired access token, watched in orgwarden's access log: before it
+    calls anything it refreshes the token (``POST /oauth/token``) when it is expired or about to be
+    (with 10 s tokens: before ``/managed/settings`` and again before the Messages call). When the
+    refresh is refused it goes on with the old token, and the ``401`` of ``/managed/settings`` stops
+    it ("no longer accepts this session"). A 503 from the refresh stops that run the same way, but
+    the CLI keeps its sign-in: the next run, with the IdP back, refreshes and works."""
+    world, email = short_world, "idp-only@acme.test"
+    server = world.server
+    user_id = enrol(server, world.idp, email)
+    pong = "Reply with the single word PONG."
+    with signed_in(claude_code, world, user_id, email) as dev:
+        # an active person: past the access token's expiry the CLI refreshes it and carries on
+        wait_until_access_tokens_expire(server, user_id)
+        seen = len(server.log())
+        fine = claude_p(claude_code, dev.home, world, pong)
+        assert fine.returncode == 0, fine.stdout + fine.stderr + server.log()[seen:][-3000:]
+        log = logged_since(server, seen, r'"POST /v1/messages[^"]*" 200')
+        refreshed = log.find('"POST /oauth/token HTTP/1.1" 200')
+        settings = re.search(r'"GET /managed/settings HTTP/1.1" (200|304)', log)
+        assert settings is not None, log[-3000:]
+        assert 0 <= refreshed < settings.start(), log[-3000:]  # refreshed first
+
+        # the IdP unreachable when the CLI refreshes: 503 temporarily_unavailable, nothing spent
+        world.idp.outage("down")
+        try:
+            wait_until_access_tokens_expire(server, user_id)
+            seen = len(server.log())
+            outage = claude_p(claude_code, dev.home, world, pong)
+            assert outage.returncode != 0, outage.stdout + outage.stderr
+            log = logged_since(server, seen, r'"POST /oauth/token HTTP/1.1" 503')
+            assert not re.search(r'"POST /v1/messages[^"]*" 200', log), log[-3000:]
+        finally:
+            world.idp.outage(None)
+        healed = claude_p(claude_code, dev.home, world, pong)  # no new sign-in needed
+        assert healed.returncode == 0, healed.stdout + healed.stderr
+
+        # deactivated at the IdP only (no SCIM): orgwarden learns it at the CLI's next refresh
+        world.idp.deactivate(email)
+        wait_until_access_tokens_expire(server, user_id)
+        seen = len(server.log())
+        after = claude_p(claude_code, dev.home, world, pong)
+    said = after.stdout + after.stderr
+    assert after.returncode != 0, said
+    assert "no longer accepts this session" in said, said
+    log = logged_since(server, seen, r'"GET /managed/settings HTTP/1.1" 401')
+    assert '"POST /oauth/token HTTP/1.1" 400' in log, log[-3000:]
+    assert not re.search(r'"POST /v1/messages[^"]*" 200', log), log[-3000:]
+    assert last_refusal(server, "user_token.refresh")["reason"] == "idp_refused"
 
 
 def _get(server: Server, url: str, **kwargs: Any) -> httpx.Response:

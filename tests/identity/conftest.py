@@ -77,6 +77,16 @@ class IdP:
         body = {"login": login, "email": email or login, "groups": groups or [], **extra}
         httpx.post(f"{self.issuer}/__test/accounts", json=body, timeout=5).raise_for_status()
 
+    def deactivate(self, login: str) -> None:
+        """The person is deactivated at the IdP: its refresh tokens get ``invalid_grant`` from now on."""
+        httpx.post(
+            f"{self.issuer}/__test/accounts", json={"login": login, "disabled": True}, timeout=5
+        ).raise_for_status()
+
+    def outage(self, mode: str | None) -> None:
+        """The token endpoint drops connections (``down``), answers 503 (``error``), or works (``None``)."""
+        httpx.post(f"{self.issuer}/__test/outage", json={"mode": mode}, timeout=5).raise_for_status()
+
     def tamper_next_id_token(self, mode: str) -> None:
         httpx.post(f"{self.issuer}/__test/tamper", json={"mode": mode}, timeout=5).raise_for_status()
 
@@ -90,7 +100,7 @@ def running_idp(redirect_uris: list[str], tmp: Path) -> Iterator[IdP]:
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
             "redirect_uris": redirect_uris,
-            "grant_types": ["authorization_code"],
+            "grant_types": ["authorization_code", "refresh_token"],  # orgwarden re-checks people on refresh
             "response_types": ["code"],
         }
     ]
@@ -202,10 +212,12 @@ def world() -> Iterator[SignInWorld]:
 
 
 @contextmanager
-def signin_world(backend: str, prefix: str, certificates: Certificates | None = None) -> Iterator[tuple[IdP, Server]]:
+def signin_world(
+    backend: str, prefix: str, certificates: Certificates | None = None, **settings: str
+) -> Iterator[tuple[IdP, Server]]:
     """A running IdP and an orgwarden server on ``backend`` that signs people in with it; with
     ``certificates``, orgwarden is served over https with their server certificate (the returned
-    server's ``verify`` trusts their CA)."""
+    server's ``verify`` trusts their CA). ``settings``: more ``ORGWARDEN_*`` variables for the server."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp_name:
         tmp = Path(tmp_name)
         port = free_port()
@@ -214,7 +226,7 @@ def signin_world(backend: str, prefix: str, certificates: Certificates | None = 
         db = make_database(backend, tmp / "db")
         try:
             with running_idp([f"{scheme}://127.0.0.1:{port}/auth/callback"], tmp) as idp:
-                db.env.update(oidc_settings(idp))
+                db.env.update(oidc_settings(idp, **settings))
                 if certificates:
                     db.env["ORGWARDEN_TLS_CERTFILE"] = str(certificates.server_cert)
                     db.env["ORGWARDEN_TLS_KEYFILE"] = str(certificates.server_key)

@@ -6,9 +6,17 @@
 // Listens on 127.0.0.1 only and prints "READY <issuer>" once it accepts connections.
 // Sign-in uses the provider's own development login form (devInteractions): any login, any password;
 // the login is the account id, and the account's claims come from the accounts the test registers.
-// Test-only endpoints (under /__test/) let a test register accounts and have the NEXT token response's
-// ID token tampered with (signed by an unpublished key, expired, for another audience, ...), which is
-// how the refusals of bad ID tokens are exercised end to end.
+// Test-only endpoints (under /__test/) let a test register accounts, deactivate one
+// ({"login": ..., "disabled": true}: the provider no longer finds it, so its refresh tokens get
+// invalid_grant, as Okta, Entra and Keycloak answer for a deactivated user), make the token endpoint
+// fail ({"mode": "down"} drops the connection, {"mode": "error"} answers 503, {"mode": null} heals it),
+// and have the NEXT token response's ID token tampered with (signed by an unpublished key, expired, for
+// another audience, ...), which is how the refusals of bad ID tokens are exercised end to end.
+//
+// Refresh tokens: a client allowed the refresh_token grant gets one with every code exchange (as
+// Keycloak does, and Okta with offline_access; the provider would otherwise drop offline_access unless
+// prompt=consent is sent), it does not end with the provider's browser session (an offline grant), and
+// every use rotates it (as Okta's rotation does): a client that does not keep the new one is refused.
 import { generateKeyPair, exportJWK, decodeJwt, decodeProtectedHeader, SignJWT } from 'jose';
 import Provider from 'oidc-provider';
 
@@ -16,8 +24,9 @@ const port = Number(process.env.IDP_PORT || 0);
 const issuer = `http://127.0.0.1:${port}`;
 const clients = JSON.parse(process.env.IDP_CLIENTS || '[]');
 
-const accounts = new Map(); // login -> { email, email_verified, name, groups }
+const accounts = new Map(); // login -> { email, email_verified, name, groups, disabled }
 let nextTamper = null;
+let outage = null; // null | 'down' | 'error': what the token endpoint does
 
 const signing = await generateKeyPair('RS256', { extractable: true });
 const forger = await generateKeyPair('RS256', { extractable: true });
@@ -37,6 +46,9 @@ const configuration = {
   conformIdTokenClaims: false, // claims in the ID token, as Okta, Google and Keycloak send them
   pkce: { required: () => true },
   features: { devInteractions: { enabled: true } },
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  expiresWithSession: async () => false,
+  rotateRefreshToken: true,
   // First-party clients: no consent screen (the grant is made on sign-in).
   loadExistingGrant: async (ctx) => {
     const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
@@ -49,6 +61,7 @@ const configuration = {
   },
   findAccount: async (ctx, id) => {
     const known = accounts.get(id) || {};
+    if (known.disabled) return undefined; // deactivated: sign-in and refresh grants are refused
     return {
       accountId: id,
       async claims() {
@@ -62,7 +75,10 @@ const configuration = {
       },
     };
   },
-  ttl: { AccessToken: 600, AuthorizationCode: 60, IdToken: 600, Interaction: 600, Session: 3600, Grant: 3600 },
+  ttl: {
+    AccessToken: 600, AuthorizationCode: 60, IdToken: 600, Interaction: 600, Session: 3600, Grant: 86400,
+    RefreshToken: 86400,
+  },
   renderError: async (ctx, out) => {
     ctx.type = 'json';
     ctx.body = out;
@@ -103,7 +119,9 @@ provider.use(async (ctx, next) => {
     for await (const chunk of ctx.req) chunks.push(chunk);
     const body = JSON.parse(Buffer.concat(chunks).toString() || '{}');
     if (ctx.path === '/__test/accounts') {
-      accounts.set(body.login, body);
+      accounts.set(body.login, { ...(accounts.get(body.login) || {}), ...body });
+    } else if (ctx.path === '/__test/outage') {
+      outage = body.mode || null;
     } else if (ctx.path === '/__test/tamper') {
       nextTamper = body.mode || null;
     } else {
@@ -111,6 +129,16 @@ provider.use(async (ctx, next) => {
       return;
     }
     ctx.status = 204;
+    return;
+  }
+  if (ctx.path === '/token' && outage === 'down') {
+    ctx.req.socket.destroy(); // as if the provider were unreachable: no answer at all
+    return;
+  }
+  if (ctx.path === '/token' && outage === 'error') {
+    ctx.status = 503;
+    ctx.type = 'text/plain';
+    ctx.body = 'service unavailable';
     return;
   }
   await next();

@@ -232,6 +232,8 @@ def create_app(settings: Settings) -> Dispatcher:
     admin.include_router(console.router)  # the web console, /console (its own error pages)
     admin.state.box = box  # seals the sign-in's state cookie
     admin.state.oidc = build_oidc(settings)
+    if settings.oidc_recheck_on_refresh:  # every refresh of a device sign-in asks the IdP first
+        services.user_tokens.idp = admin.state.oidc
 
     @admin.get("/health", include_in_schema=False)
     async def health_route() -> Response:
@@ -310,6 +312,7 @@ def build_oidc(settings: Settings) -> OidcClient | None:
         client_secret=secret,
         scopes=settings.oidc_scopes,
         groups_claim=settings.oidc_groups_claim,
+        offline_access=settings.oidc_recheck_on_refresh,
     )
 
 

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
+import httpx2
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 from joserfc import jwt
 from joserfc.errors import ExpiredTokenError, InvalidClaimError, InvalidKeyIdError, JoseError, MissingClaimError
 from joserfc.jwk import KeySet
+
+from orgwarden.identity.recheck import IdpRecheck, keepable
 
 _METADATA_TTL_SECONDS = 3600.0
 _JWKS_REFRESH_MIN_SECONDS = 30.0  # an unknown ``kid`` refetches the JWKS at most this often (key rotation)
@@ -27,6 +30,8 @@ _LEEWAY_SECONDS = 60  # clock skew allowed between us and the identity provider
 _SAFE_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
 _MAX_GROUPS = 500
 _MAX_GROUP_CHARS = 255
+# Authlib's OAuth client runs on httpx2 (httpx without it): a transport failure is either one's.
+_HTTP_ERRORS = (httpx.HTTPError, httpx2.HTTPError)
 
 
 class OidcRefused(Exception):
@@ -57,6 +62,7 @@ class Identity:
     name: str | None
     groups: list[str] | None  # None: the provider sent no groups claim
     claims: dict[str, Any] = field(repr=False)
+    refresh_token: str | None = field(default=None, repr=False)  # the IdP's, when it issued one (bounded)
 
 
 class OidcClient:
@@ -69,6 +75,7 @@ class OidcClient:
         scopes: str,
         groups_claim: str,
         timeout_seconds: float = 10.0,
+        offline_access: bool = False,
     ) -> None:
         self.issuer = issuer
         self.client_id = client_id
@@ -76,17 +83,18 @@ class OidcClient:
         self.scopes = scopes
         self.groups_claim = groups_claim
         self._timeout = timeout_seconds
+        self.offline_access = offline_access  # ask for offline_access when the IdP lists it
         self._metadata: dict[str, Any] | None = None
         self._metadata_at = 0.0
         self._keys: KeySet | None = None
         self._keys_at = 0.0
         self._lock = asyncio.Lock()
 
-    def _oauth(self, redirect_uri: str) -> AsyncOAuth2Client:
+    def _oauth(self, redirect_uri: str | None, scope: str | None = None) -> AsyncOAuth2Client:
         return AsyncOAuth2Client(
             client_id=self.client_id,
             client_secret=self._secret,
-            scope=self.scopes,
+            scope=scope,
             redirect_uri=redirect_uri,
             code_challenge_method="S256",
             token_endpoint_auth_method="client_secret_basic" if self._secret else "none",
@@ -143,17 +151,26 @@ class OidcClient:
         """A fresh authorization request: ``state``, ``nonce`` and a PKCE verifier (S256)."""
         meta = await self.metadata()
         state, nonce, verifier = generate_token(32), generate_token(32), generate_token(64)
-        async with self._oauth(redirect_uri) as client:
+        async with self._oauth(redirect_uri, self._scope(meta)) as client:
             url, _ = client.create_authorization_url(
                 meta["authorization_endpoint"], state=state, code_verifier=verifier, nonce=nonce
             )
         return LoginRequest(url=url, state=state, nonce=nonce, code_verifier=verifier)
 
+    def _scope(self, meta: dict[str, Any]) -> str:
+        """The scopes asked for: the setting's, plus ``offline_access`` (a refresh token to re-check the
+        person with) when re-checking is on and the IdP's discovery document lists that scope."""
+        scopes = self.scopes.split()
+        supported = meta.get("scopes_supported")
+        if self.offline_access and isinstance(supported, list) and "offline_access" in supported:
+            scopes += [] if "offline_access" in scopes else ["offline_access"]
+        return " ".join(scopes)
+
     async def finish(self, *, code: str, redirect_uri: str, code_verifier: str, nonce: str) -> Identity:
         """Exchange the code (with the PKCE verifier), verify the ID token, and say who signed in."""
         meta = await self.metadata()
         try:
-            async with self._oauth(redirect_uri) as client:
+            async with self._oauth(redirect_uri, self._scope(meta)) as client:
                 token = await client.fetch_token(
                     meta["token_endpoint"], grant_type="authorization_code", code=code, code_verifier=code_verifier
                 )
@@ -162,7 +179,7 @@ class OidcClient:
             raise OidcRefused(
                 f"token_{exc.error}"[:64], f"the identity provider refused the code ({exc.error}{description})"
             ) from None
-        except httpx.HTTPError as exc:
+        except _HTTP_ERRORS as exc:
             raise OidcRefused(
                 "idp_unreachable", f"the identity provider's token endpoint failed ({exc})", unavailable=True
             ) from None
@@ -172,7 +189,27 @@ class OidcClient:
         claims = await self.verify_id_token(id_token, nonce=nonce, meta=meta)
         if claims.get("email") is None and isinstance(meta.get("userinfo_endpoint"), str):
             claims = {**(await self._userinfo(meta["userinfo_endpoint"], token.get("access_token"), claims)), **claims}
-        return self._identity(claims)
+        identity = self._identity(claims)
+        if self.offline_access and (refresh_token := keepable(token.get("refresh_token"))) is not None:
+            return replace(identity, refresh_token=refresh_token)
+        return identity
+
+    async def recheck(self, refresh_token: str) -> IdpRecheck:
+        """A refresh grant at the IdP (Authlib's client): does it still accept this person? ``refused``
+        only for ``invalid_grant`` (the person or the grant is gone); anything else that goes wrong
+        (unreachable, 5xx, our client refused) is ``unavailable``: nothing is decided about the person."""
+        try:
+            meta = await self.metadata()
+            async with self._oauth(None) as client:  # no scope: the grant's own (RFC 6749 §6)
+                token = await client.refresh_token(meta["token_endpoint"], refresh_token=refresh_token)
+        except OidcRefused as exc:
+            return IdpRecheck("unavailable", detail=exc.message[:300])
+        except OAuthError as exc:
+            said = f"{exc.error}: {exc.description}" if exc.description else str(exc.error)
+            return IdpRecheck("refused" if exc.error == "invalid_grant" else "unavailable", detail=said[:300])
+        except (*_HTTP_ERRORS, ValueError) as exc:
+            return IdpRecheck("unavailable", detail=f"{type(exc).__name__}: {exc}"[:300])
+        return IdpRecheck("ok", refresh_token=keepable(token.get("refresh_token")))
 
     async def verify_id_token(self, id_token: str, *, nonce: str, meta: dict[str, Any]) -> dict[str, Any]:
         offered = meta.get("id_token_signing_alg_values_supported") or ["RS256"]

@@ -67,7 +67,13 @@ class Services:
     ) -> Services:
         catalog = catalog or load_catalog(settings.models_file)
         users = UserService(uow)
-        user_tokens = UserTokenService(uow, settings.access_token_ttl_seconds, settings.refresh_token_ttl_seconds)
+        user_tokens = UserTokenService(
+            uow,
+            settings.access_token_ttl_seconds,
+            settings.refresh_token_ttl_seconds,
+            max_age_seconds=settings.signin_max_age_seconds,
+            box=box,
+        )
         return cls(
             organizations=OrganizationService(uow),
             users=users,
@@ -96,6 +102,7 @@ class Services:
                 allowed_email_domains=settings.oidc_allowed_email_domains,
                 device_ttl_seconds=settings.device_code_ttl_seconds,
                 device_interval_seconds=settings.device_poll_interval_seconds,
+                box=box,
             ),
             cc_policies=CcPolicyService(uow),
         )

@@ -31,16 +31,26 @@ from orgwarden import ids
 from orgwarden.domain.clock import utcnow
 from orgwarden.domain.policy import Actor
 from orgwarden.domain.roles import effective_workspace_role, workspace_role_at_least
-from orgwarden.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
+from orgwarden.errors import AuthenticationFailed, NotFound, PermissionDenied
 from orgwarden.identity import groups as group_claims
+from orgwarden.identity import recheck
 from orgwarden.services import audit
 from orgwarden.services.context import Context
-from orgwarden.services.user_tokens import IssuedTokens, UserTokenService, user_is_active, user_state
+from orgwarden.services.user_tokens import (
+    IssuedTokens,
+    OAuthError,
+    UserTokenService,
+    user_is_active,
+    user_state,
+)
 from orgwarden.storage.tables import DeviceAuthorization, Invite, User, UserSession, Workspace
 from orgwarden.storage.uow import UnitOfWork, UnitOfWorkFactory
 
 if TYPE_CHECKING:  # the OIDC client (Authlib, httpx) is the app's, not every CLI command's, to import
+    from orgwarden.crypto import SecretBox
     from orgwarden.identity.oidc import Identity
+
+__all__ = ["DEVICE_GRANT", "OAuthError", "SessionView", "SignInService", "SignedIn"]
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 _USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # RFC 8628 §6.1: no vowels, no look-alikes
@@ -52,14 +62,6 @@ MAX_USER_AGENT = 255
 # The device authorization endpoint needs no credentials, so what it may store is capped: past this
 # many pending (unexpired, undecided) authorizations, new ones are refused with 429 until some end.
 MAX_PENDING_DEVICES = 10_000
-
-
-class OAuthError(InvalidRequest):
-    """A refusal of the OAuth endpoints; ``error_code`` is the RFC 6749 §5.2 / RFC 8628 §3.5 error."""
-
-    def __init__(self, error: str, message: str, *, status: int = 400) -> None:
-        super().__init__(message, error_code=error)
-        self.http_status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +135,10 @@ class SignInService:
         allowed_email_domains: Sequence[str],
         device_ttl_seconds: int,
         device_interval_seconds: int,
+        box: SecretBox | None = None,
     ) -> None:
         self._uow = uow
+        self._box = box  # seals the IdP's refresh token on the session and the device authorization
         self._tokens = tokens
         self._session_ttl = timedelta(seconds=session_ttl_seconds)
         self._jit = jit_users
@@ -273,6 +277,8 @@ class SignInService:
                 source_ip=_bounded(source_ip, 64),
                 user_agent=_bounded(user_agent, MAX_USER_AGENT),
             )
+            if identity.refresh_token is not None and self._box is not None:
+                session.idp_refresh_token = recheck.seal(self._box, identity.refresh_token, session.id)
             uow.user_sessions.add(session)
             ctx = Context(Actor("user", user.id, organization.id, user.id), request_id, _bounded(source_ip, 64))
             audit.record(
@@ -287,6 +293,7 @@ class SignInService:
                     "subject": identity.subject,
                     "via": how,
                     "groups": identity.groups,
+                    "idp_refresh_token": session.idp_refresh_token is not None,  # whether one is kept, never it
                 },
             )
             await uow.commit()
@@ -517,6 +524,7 @@ class SignInService:
                 raise
             row.status, row.user_id, row.organization_id = "approved", user.id, user.organization_id
             row.workspace_id = workspace.id
+            row.idp_refresh_token = await self._idp_copy(uow, view.session_id, row.id)
             audit.record(
                 uow,
                 ctx,
@@ -528,6 +536,15 @@ class SignInService:
             )
             await uow.commit()
             return workspace.id
+
+    async def _idp_copy(self, uow: UnitOfWork, session_id: str, device_id: str) -> str | None:
+        """The approving session's IdP refresh token, sealed again for the device authorization (the
+        token family gets it when the device collects its tokens)."""
+        if self._box is None:
+            return None
+        session = await uow.user_sessions.get(session_id)
+        token = recheck.unseal(self._box, session.idp_refresh_token if session else None, session_id)
+        return recheck.seal(self._box, token, device_id) if token is not None else None
 
     async def _record_user_refusal(
         self, view: SessionView, action: str, reason: str, message: str, request_id: str | None, ip: str | None
@@ -622,16 +639,18 @@ class SignInService:
             assert row.organization_id is not None
             user = await uow.users.get(row.organization_id, row.user_id)
             if user is None or not user_is_active(user):
-                row.status = "denied"
+                row.status, row.idp_refresh_token = "denied", None
                 await uow.commit()
                 raise OAuthError("access_denied", "the user who confirmed the code is no longer active")
             try:
                 workspace = await self.api_workspace(uow, user, row.workspace_id)
             except PermissionDenied as refused:
-                row.status = "denied"
+                row.status, row.idp_refresh_token = "denied", None
                 await uow.commit()
                 raise OAuthError("access_denied", refused.message) from None
             row.status = "used"
+            idp_token = recheck.unseal(self._box, row.idp_refresh_token, row.id) if self._box else None
+            row.idp_refresh_token = None  # handed to the token family
             ctx = Context(Actor("user", user.id, user.organization_id, user.id), request_id, _bounded(source_ip, 64))
             issued = await self._tokens.issue_in(
                 uow,
@@ -641,6 +660,7 @@ class SignInService:
                 client_id=row.client_id,
                 scope=row.scope,
                 ctx=ctx,
+                idp_refresh_token=idp_token,
             )
             await uow.commit()
             return issued

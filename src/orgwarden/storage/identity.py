@@ -18,6 +18,7 @@ from orgwarden.storage.tables import (
     User,
     UserSession,
     UserToken,
+    UserTokenFamily,
     Workspace,
     WorkspaceMember,
 )
@@ -63,6 +64,9 @@ class UserTokens(_Repo):
             await self.session.execute(update(UserToken).where(UserToken.id.in_(ids)).values(revoked_at=now))
             for token_id in ids:
                 self._changed("user_token", token_id, now)
+        await self.session.execute(  # a revoked sign-in keeps no identity provider token
+            update(UserTokenFamily).where(UserTokenFamily.id == family_id).values(idp_refresh_token=None)
+        )
         return ids
 
     async def revoke_for_user(self, user_id: str, now: datetime) -> list[str]:
@@ -77,16 +81,28 @@ class UserTokens(_Repo):
         if ids:
             await self.session.execute(update(UserToken).where(UserToken.id.in_(ids)).values(revoked_at=now))
             self._changed("user", user_id, now)
+        await self.session.execute(
+            update(UserTokenFamily).where(UserTokenFamily.user_id == user_id).values(idp_refresh_token=None)
+        )
         return ids
 
     async def for_user(self, user_id: str) -> list[UserToken]:
         stmt = select(UserToken).where(UserToken.user_id == user_id).order_by(UserToken.id)
         return list((await self.session.scalars(stmt)).all())
 
+    def add_family(self, row: UserTokenFamily) -> None:
+        self.session.add(row)
+
+    async def family(self, family_id: str) -> UserTokenFamily | None:
+        return await self.session.get(UserTokenFamily, family_id, populate_existing=True)
+
 
 class UserSessions(_Repo):
     def add(self, row: UserSession) -> None:
         self.session.add(row)
+
+    async def get(self, session_id: str) -> UserSession | None:
+        return await self.session.get(UserSession, session_id)
 
     async def with_user_by_hash(self, secret_hash: str) -> tuple[UserSession, User] | None:
         stmt = select(UserSession, User).join(User, User.id == UserSession.user_id)
@@ -94,6 +110,7 @@ class UserSessions(_Repo):
         return (row[0], row[1]) if row else None
 
     async def revoke(self, row: UserSession, now: datetime) -> None:
+        row.idp_refresh_token = None
         if row.revoked_at is None:
             row.revoked_at = now
             self._changed("user_session", row.id, now)
@@ -110,6 +127,9 @@ class UserSessions(_Repo):
         if ids:
             await self.session.execute(update(UserSession).where(UserSession.id.in_(ids)).values(revoked_at=now))
             self._changed("user", user_id, now)
+        await self.session.execute(
+            update(UserSession).where(UserSession.user_id == user_id).values(idp_refresh_token=None)
+        )
         return ids
 
 

@@ -459,6 +459,9 @@ class UserSession(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     source_ip: Mapped[str | None] = mapped_column(String(64), default=None)
     user_agent: Mapped[str | None] = mapped_column(String(255), default=None)
+    # The identity provider's refresh token from this sign-in, sealed (``crypto.SecretBox``, bound to
+    # the row id); a device approved from the session gets a copy. Null when the IdP issued none.
+    idp_refresh_token: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class UserToken(Base):
@@ -484,6 +487,21 @@ class UserToken(Base):
     replaced_by: Mapped[str | None] = mapped_column(IdString(), default=None)
 
 
+class UserTokenFamily(Base):
+    """One device sign-in: the tokens sharing ``family_id``. Its age bounds them all
+    (``signin_max_age_seconds``), and it carries the identity provider's refresh token (sealed, bound
+    to the family id) that every refresh of the family re-checks the person with."""
+
+    __tablename__ = "user_token_families"
+
+    id: Mapped[str] = mapped_column(IdString(), primary_key=True)  # the tokens' family_id
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime]
+    idp_refresh_token: Mapped[str | None] = mapped_column(Text, default=None)
+    idp_checked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 class DeviceAuthorization(Base):
     """An RFC 8628 device authorization: polled by the device code's hash, approved by user code."""
 
@@ -502,6 +520,8 @@ class DeviceAuthorization(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     last_polled_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The approving session's IdP refresh token, sealed again for this row; handed to the token family.
+    idp_refresh_token: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class ScimToken(Base):

@@ -158,7 +158,8 @@ async def _browser_form(request: Request) -> dict[str, str]:
 def _oauth_error(exc: OrgwardenError) -> JSONResponse:
     error = exc.error_code if isinstance(exc, (OAuthError, InvalidRequest)) and exc.error_code else "invalid_request"
     status = exc.http_status if isinstance(exc, OAuthError) else 400
-    return JSONResponse({"error": error, "error_description": exc.message}, status_code=status, headers=_NO_STORE)
+    headers = {**_NO_STORE, "retry-after": "30"} if status == 503 else _NO_STORE  # the IdP could not be asked
+    return JSONResponse({"error": error, "error_description": exc.message}, status_code=status, headers=headers)
 
 
 async def _session(request: Request) -> SessionView | None:
