@@ -1,10 +1,12 @@
 """Console fixtures: a real orgwarden server signing people in with the real test IdP, and a real
 headless Chromium (Debian's ``chromium`` + ``chromium-driver``) driven by Selenium.
 
-- ``console_world`` (module scope): the IdP (``tests/idp``) and one ``orgwarden serve`` on SQLite with
-  the simulator upstream; ``root@acme.test`` is the organization admin after ``init``; others are
+- ``console_world`` (session scope: one per xdist worker, shared by the console files it runs, so
+  tests must not assume a fresh organization): the IdP (``tests/idp``) and one ``orgwarden serve`` on
+  SQLite with the simulator upstream; ``root@acme.test`` is the organization admin after ``init``; others are
   invited through the Admin API (``ConsoleWorld.invite``) and accept by signing in.
-- ``browser``: a fresh Chromium (own profile: no cookies) per test; ``new_browser()`` for more.
+- ``browser``: one Chromium per xdist worker, reset before each test (no cookies, light scheme,
+  desktop size, a blank page); ``new_browser()`` for a second, fresh one.
   Chromium is installed with apt-get when missing and we are root (once, under a file lock); when it
   cannot be had the tests are skipped loudly, but FAIL in CI (``CI=true``) or with
   ``ORGWARDEN_TEST_REQUIRE_BROWSER=1`` (set by ``.ci/run``).
@@ -131,10 +133,25 @@ def new_browser(*, dark: bool = False) -> Iterator[WebDriver]:
             driver.quit()
 
 
-@pytest.fixture
-def browser() -> Iterator[WebDriver]:
+@pytest.fixture(scope="session")
+def _chromium() -> Iterator[WebDriver]:
     with new_browser() as driver:
         yield driver
+
+
+@pytest.fixture
+def browser(_chromium: WebDriver) -> WebDriver:
+    """The worker's Chromium as if new: no cookies (every host), no emulation, desktop size, blank."""
+    reset(_chromium)
+    return _chromium
+
+
+def reset(driver: WebDriver) -> None:
+    driver.get("about:blank")
+    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})  # type: ignore[attr-defined]
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})  # type: ignore[attr-defined]
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})  # type: ignore[attr-defined]
+    driver.set_window_size(1280, 900)
 
 
 def color_scheme(driver: WebDriver, scheme: str) -> None:
@@ -181,7 +198,7 @@ class ConsoleWorld:
         self.idp.account(email, name=email.split("@", 1)[0].title())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def console_world() -> Iterator[ConsoleWorld]:
     """The IdP and one orgwarden server (SQLite, simulator upstream) that signs people in with it."""
     with tempfile.TemporaryDirectory(prefix="orgwarden-console-") as tmp_name:

@@ -136,7 +136,8 @@ def test_cost_page_and_csv_are_the_api_report(
     query = [("starting_at", traffic.month_start), ("group_by", "workspace_id"), ("group_by", "description")]
     wait_page(admin_browser, f"{console_world.base_url}/console/cost?{urlencode(query)}")
     expected = cost_rows(report(console_world, COST, [*query, ("limit", "31")])["data"])
-    assert {row[1] for row in expected} == {traffic.workspace_id, ""}  # "" is the default workspace (null)
+    # "" is the default workspace (null); other console files in this worker may have added traffic
+    assert {traffic.workspace_id, ""} <= {row[1] for row in expected}
     assert any(row[4] == SONNET for row in expected)
     assert page_rows(admin_browser) == expected
     header, rows, _ = download_csv(admin_browser, console_world)

@@ -5,6 +5,8 @@ checked with axe-core; what the pages did is read back through the Admin API."""
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -62,6 +64,7 @@ def test_an_admin_creates_edits_limits_and_archives_a_workspace(
     console_world: ConsoleWorld, browser: WebDriver
 ) -> None:
     base = console_world.base_url
+    name = f"Research {uuid.uuid4().hex[:6]}"  # the world is shared with other console files
     developer_id = _ensure_user(console_world, DEVELOPER, "developer")
     sign_in(browser, console_world, ADMIN, "/console/workspaces")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Workspaces"
@@ -69,13 +72,13 @@ def test_an_admin_creates_edits_limits_and_archives_a_workspace(
     _check(browser, "workspaces-list")
 
     # Create.
-    browser.find_element(By.ID, "c-name").send_keys("Research")
+    browser.find_element(By.ID, "c-name").send_keys(name)
     browser.find_element(By.ID, "c-tags").send_keys("team=ml")
     _submit(browser, "#create-form")
     wait_for(browser, lambda d: "/console/workspaces/wrkspc_" in d.current_url, "the new workspace's page")
     assert _notice(browser) == "Workspace created."
     ws = browser.current_url.split("/console/workspaces/", 1)[1].split("?", 1)[0]
-    assert browser.find_element(By.TAG_NAME, "h1").text.strip() == "Research"
+    assert browser.find_element(By.TAG_NAME, "h1").text.strip() == name
     _check(browser, "workspace-detail")
     phone(browser)  # readable on a phone: the same page at 390 px
     wait_page(browser, browser.current_url)
@@ -192,9 +195,9 @@ def test_an_admin_creates_edits_limits_and_archives_a_workspace(
 
     # The list hides it unless asked.
     wait_page(browser, f"{base}/console/workspaces")
-    assert "Research" not in browser.find_element(By.TAG_NAME, "table").text
+    assert name not in browser.find_element(By.TAG_NAME, "table").text
     wait_page(browser, f"{base}/console/workspaces?archived=1")
-    assert "Research" in browser.find_element(By.TAG_NAME, "table").text
+    assert name in browser.find_element(By.TAG_NAME, "table").text
 
 
 def test_a_workspace_admin_edits_their_workspace_but_cannot_create_or_archive(

@@ -41,9 +41,19 @@ def report(world: ConsoleWorld, path: str, params: list[tuple[str, str]]) -> dic
     return result
 
 
+_SENT: dict[str, Traffic] = {}
+
+
 def send_traffic(world: ConsoleWorld) -> Traffic:
     """Three messages (one with 5,000 output tokens of Opus: about 12.5 cents) and wait until the
-    usage report holds them (the recorder writes every 0.2 s)."""
+    usage report holds them (the recorder writes every 0.2 s). Once per world: the console files
+    that run in one worker share it."""
+    if world.base_url not in _SENT:
+        _SENT[world.base_url] = _send(world)
+    return _SENT[world.base_url]
+
+
+def _send(world: ConsoleWorld) -> Traffic:
     workspace = admin(world, "POST", "/v1/organizations/workspaces", json={"name": "Console Research"})
     key = admin(
         world, "POST", "/v1/organizations/api_keys", json={"name": "research-bot", "workspace_id": workspace["id"]}
