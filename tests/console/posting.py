@@ -8,7 +8,7 @@ or as "Node with given id does not belong to the document": both mean gone.
 
 from __future__ import annotations
 
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -29,3 +29,19 @@ def click_and_wait(driver: WebDriver, css: str) -> None:
 
     wait_for(driver, gone, f"the page after clicking {css}")
     wait_for(driver, lambda d: d.find_elements(By.ID, "main"), f"the page after clicking {css}")
+
+
+def text_of(driver: WebDriver, by: str, selector: str) -> str:
+    """An element's text; "" while the browser is between two pages (for waiting conditions)."""
+    try:
+        return str(driver.find_element(by, selector).text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
+def main_text(driver: WebDriver) -> str:
+    return text_of(driver, By.ID, "main")
+
+
+def submit_form(driver: WebDriver, form_action: str) -> None:
+    driver.find_element(By.CSS_SELECTOR, f"form[action='{form_action}'] button[type=submit]").click()

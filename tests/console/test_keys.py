@@ -9,7 +9,6 @@ from typing import Any
 
 import anthropic
 import pytest
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
@@ -26,25 +25,10 @@ from tests.console.conftest import (
     wait_for,
     wait_page,
 )
+from tests.console.posting import main_text, submit_form, text_of
 
 MODEL = "claude-sonnet-4-6"
 MESSAGES: list[Any] = [{"role": "user", "content": "Hello, console"}]
-
-
-def _text(driver: WebDriver, by: str, selector: str) -> str:
-    """An element's text; "" while the browser is between two pages (for waiting conditions)."""
-    try:
-        return str(driver.find_element(by, selector).text)
-    except (NoSuchElementException, StaleElementReferenceException):
-        return ""
-
-
-def _main(driver: WebDriver) -> str:
-    return _text(driver, By.ID, "main")
-
-
-def _submit(driver: WebDriver, form_action: str) -> None:
-    driver.find_element(By.CSS_SELECTOR, f"form[action='{form_action}'] button[type=submit]").click()
 
 
 def _key(world: ConsoleWorld, key_id: str) -> dict[str, Any]:
@@ -83,7 +67,7 @@ def test_an_admin_creates_a_key_and_reads_its_secret_only_once(console_world: Co
     assert_accessible(browser, "/console/keys/new")
     name = unique("console-key")
     browser.find_element(By.ID, "f-name").send_keys(name)
-    _submit(browser, "/console/keys/new")
+    submit_form(browser, "/console/keys/new")
     secret_box = wait_for(browser, lambda d: d.find_elements(By.ID, "api-key-secret"), "the secret")[0]
     secret = str(secret_box.get_attribute("value"))
     assert secret.startswith("sk-ant-api03-")
@@ -107,7 +91,7 @@ def test_an_admin_creates_a_key_and_reads_its_secret_only_once(console_world: Co
         assert all(secret not in (a.get_attribute("href") or "") for a in browser.find_elements(By.TAG_NAME, "a"))
     shot(browser, "keys-detail")
     assert_accessible(browser, "/console/keys")
-    assert name in _main(browser)
+    assert name in main_text(browser)
     # ... nor in the server's log (access log included).
     assert secret not in world.server.log()
     body = _key(world, key_id)
@@ -125,12 +109,12 @@ def test_rename_deactivate_and_archive_show_in_the_admin_api(console_world: Cons
     field = browser.find_element(By.ID, "f-name")
     field.clear()
     field.send_keys(new_name)
-    _submit(browser, f"/console/keys/{key_id}/rename")
-    wait_for(browser, lambda d: "was renamed" in _main(d), "the rename notice")
+    submit_form(browser, f"/console/keys/{key_id}/rename")
+    wait_for(browser, lambda d: "was renamed" in main_text(d), "the rename notice")
     assert _key(world, key_id)["name"] == new_name
 
-    _submit(browser, f"/console/keys/{key_id}/status")
-    wait_for(browser, lambda d: "deactivated" in _main(d), "the deactivate notice")
+    submit_form(browser, f"/console/keys/{key_id}/status")
+    wait_for(browser, lambda d: "deactivated" in main_text(d), "the deactivate notice")
     assert _key(world, key_id)["status"] == "inactive"
     shot(browser, "keys-detail-inactive")
     assert_accessible(browser, "/console/keys/{id} (inactive)")
@@ -138,18 +122,18 @@ def test_rename_deactivate_and_archive_show_in_the_admin_api(console_world: Cons
     with pytest.raises(anthropic.AuthenticationError):
         sdk.messages.create(model=MODEL, max_tokens=16, messages=MESSAGES)
 
-    _submit(browser, f"/console/keys/{key_id}/status")
-    wait_for(browser, lambda d: "active again" in _main(d), "the activate notice")
+    submit_form(browser, f"/console/keys/{key_id}/status")
+    wait_for(browser, lambda d: "active again" in main_text(d), "the activate notice")
     assert _key(world, key_id)["status"] == "active"
 
     browser.find_element(By.PARTIAL_LINK_TEXT, "Archive this key").click()
-    wait_for(browser, lambda d: "Archive the API key" in _text(d, By.TAG_NAME, "h1"), "the confirm page")
-    assert "stops working" in _main(browser)
+    wait_for(browser, lambda d: "Archive the API key" in text_of(d, By.TAG_NAME, "h1"), "the confirm page")
+    assert "stops working" in main_text(browser)
     shot(browser, "keys-archive-confirm")
     assert_accessible(browser, "/console/keys/{id}/archive")
     assert _key(world, key_id)["status"] == "active"  # nothing happens before the confirmation
-    _submit(browser, f"/console/keys/{key_id}/archive")
-    wait_for(browser, lambda d: "was archived" in _main(d), "the archive notice")
+    submit_form(browser, f"/console/keys/{key_id}/archive")
+    wait_for(browser, lambda d: "was archived" in main_text(d), "the archive notice")
     assert _key(world, key_id)["status"] == "archived"
     assert not browser.find_elements(By.ID, "f-name")  # an archived key offers no changes
 
@@ -178,18 +162,18 @@ def test_the_list_filters_by_workspace_status_and_creator_and_flags_keys(
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     wait_for(
         browser,
-        lambda d: (d.refresh() or True) and today in _text(d, By.XPATH, f"//tr[td/a[text()='{used['name']}']]"),
+        lambda d: (d.refresh() or True) and today in text_of(d, By.XPATH, f"//tr[td/a[text()='{used['name']}']]"),
         "the used key's last use",
     )
     shot(browser, "keys-list-filtered")
     assert_accessible(browser, "/console/keys?workspace=...")
 
     wait_page(browser, f"{world.base_url}/console/keys?workspace={workspace}&status=inactive")
-    assert "No API keys match." in _main(browser)
+    assert "No API keys match." in main_text(browser)
     wait_page(browser, f"{world.base_url}/console/keys?created_by={world.server.user['id']}&workspace={workspace}")
     assert len(browser.find_elements(By.CSS_SELECTOR, "main tbody tr a")) == 2
     wait_page(browser, f"{world.base_url}/console/keys?status=nonsense")
-    assert "status" in _main(browser)
+    assert "status" in main_text(browser)
     assert browser.find_element(By.TAG_NAME, "h1").text != "API keys"  # the error page
 
 
@@ -214,7 +198,7 @@ def test_a_developer_sees_and_creates_keys_only_where_the_policy_allows(
         assert joined.status_code == 200, joined.text
 
     sign_in(browser, world, email, "/console/keys")
-    text = _main(browser)
+    text = main_text(browser)
     assert visible["name"] in text
     assert hidden["name"] not in text
     assert other not in browser.page_source  # not even in the workspace filter

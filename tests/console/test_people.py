@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
@@ -25,22 +24,7 @@ from tests.console.conftest import (
     wait_for,
     wait_page,
 )
-
-
-def _text(driver: WebDriver, by: str, selector: str) -> str:
-    """An element's text; "" while the browser is between two pages (for waiting conditions)."""
-    try:
-        return str(driver.find_element(by, selector).text)
-    except (NoSuchElementException, StaleElementReferenceException):
-        return ""
-
-
-def _main(driver: WebDriver) -> str:
-    return _text(driver, By.ID, "main")
-
-
-def _submit(driver: WebDriver, form_action: str) -> None:
-    driver.find_element(By.CSS_SELECTOR, f"form[action='{form_action}'] button[type=submit]").click()
+from tests.console.posting import main_text, submit_form, text_of
 
 
 def _user(world: ConsoleWorld, email: str) -> dict[str, Any] | None:
@@ -72,7 +56,7 @@ def test_an_invite_link_is_shown_once_and_the_person_joins_by_signing_in(
     email = f"{unique('newcomer')}@acme.test"
     browser.find_element(By.ID, "f-email").send_keys(email)
     Select(browser.find_element(By.ID, "f-role")).select_by_value("developer")
-    _submit(browser, "/console/invites")
+    submit_form(browser, "/console/invites")
     box = wait_for(browser, lambda d: d.find_elements(By.ID, "accept-link"), "the accept link")[0]
     link = str(box.get_attribute("value"))
     assert re.fullmatch(re.escape(world.base_url) + r"/invites/accept#token=[A-Za-z0-9_\-]+", link), link
@@ -82,7 +66,7 @@ def test_an_invite_link_is_shown_once_and_the_person_joins_by_signing_in(
     assert_accessible(browser, "/console/invites (created)")
     assert token not in browser.current_url
     wait_page(browser, f"{world.base_url}/console/invites")
-    assert email in _main(browser)
+    assert email in main_text(browser)
     assert token not in browser.page_source
     assert token not in world.server.log()
 
@@ -110,8 +94,8 @@ def test_an_admin_changes_a_role(console_world: ConsoleWorld, browser: WebDriver
     shot(browser, "users-detail")
     assert_accessible(browser, "/console/users/{id}")
     Select(browser.find_element(By.ID, "f-role")).select_by_value("billing")
-    _submit(browser, f"/console/users/{user['id']}/role")
-    wait_for(browser, lambda d: "role was changed" in _main(d), "the notice")
+    submit_form(browser, f"/console/users/{user['id']}/role")
+    wait_for(browser, lambda d: "role was changed" in main_text(d), "the notice")
     changed = _user(world, email)
     assert changed is not None
     assert changed["role"] == "billing"
@@ -160,8 +144,8 @@ def test_removal_confirms_with_exactly_what_offboarding_revokes(
         with world.admin() as api:
             assert api.get(f"/v1/organizations/api_keys/{key_id.group(1)}").json()["status"] == "active"
 
-        _submit(browser, f"/console/users/{user['id']}/remove")
-        wait_for(browser, lambda d: "removed and offboarded" in _main(d), "the notice")
+        submit_form(browser, f"/console/users/{user['id']}/remove")
+        wait_for(browser, lambda d: "removed and offboarded" in main_text(d), "the notice")
         assert _user(world, email) is None
         with world.admin() as api:
             for listed_key in shown["api_keys"]:
@@ -186,7 +170,7 @@ def test_the_last_admin_cannot_be_removed_and_the_confirm_page_says_why(
     root = _user(world, ADMIN)
     assert root is not None
     sign_in(browser, world, ADMIN, f"/console/users/{root['id']}/remove")
-    assert "last admin" in _main(browser)
+    assert "last admin" in main_text(browser)
     shot(browser, "users-remove-refused")
     assert_accessible(browser, "/console/users/{id}/remove (refused)")
 
@@ -198,11 +182,11 @@ def test_an_invite_is_deleted_after_confirmation(console_world: ConsoleWorld, br
         invite = api.post("/v1/organizations/invites", json={"email": email, "role": "user"}).json()
     sign_in(browser, world, ADMIN, "/console/invites")
     browser.find_element(By.CSS_SELECTOR, f"a[href='/console/invites/{invite['id']}/delete']").click()
-    wait_for(browser, lambda d: "Delete the invite" in _text(d, By.TAG_NAME, "h1"), "the confirm page")
+    wait_for(browser, lambda d: "Delete the invite" in text_of(d, By.TAG_NAME, "h1"), "the confirm page")
     shot(browser, "invites-delete-confirm")
     assert_accessible(browser, "/console/invites/{id}/delete")
-    _submit(browser, f"/console/invites/{invite['id']}/delete")
-    wait_for(browser, lambda d: "invite was deleted" in _main(d), "the notice")
+    submit_form(browser, f"/console/invites/{invite['id']}/delete")
+    wait_for(browser, lambda d: "invite was deleted" in main_text(d), "the notice")
     with world.admin() as api:
         assert api.get(f"/v1/organizations/invites/{invite['id']}").json()["status"] == "deleted"
 
@@ -213,15 +197,15 @@ def test_groups_show_their_roles_and_members(console_world: ConsoleWorld, browse
     sign_in(browser, world, ADMIN, "/console/groups")
     name = unique("platform")
     browser.find_element(By.ID, "f-name").send_keys(name)
-    _submit(browser, "/console/groups")
-    wait_for(browser, lambda d: "group was created" in _main(d), "the new group")
+    submit_form(browser, "/console/groups")
+    wait_for(browser, lambda d: "group was created" in main_text(d), "the new group")
     group_id = browser.current_url.split("/console/groups/", 1)[1].split("?", 1)[0]
     cli(world.server.db, "groups", "set-roles", group_id, "--org-role", "developer")
     Select(browser.find_element(By.ID, "f-user_id")).select_by_visible_text(email)
-    _submit(browser, f"/console/groups/{group_id}/members")
-    wait_for(browser, lambda d: "added to the group" in _main(d), "the member notice")
-    assert email in _main(browser)
-    assert "Developer" in _main(browser)  # the group's role, named as rbac_roles names it
+    submit_form(browser, f"/console/groups/{group_id}/members")
+    wait_for(browser, lambda d: "added to the group" in main_text(d), "the member notice")
+    assert email in main_text(browser)
+    assert "Developer" in main_text(browser)  # the group's role, named as rbac_roles names it
     shot(browser, "groups-detail")
     assert_accessible(browser, "/console/groups/{id}")
     promoted = _user(world, email)

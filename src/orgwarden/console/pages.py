@@ -32,7 +32,8 @@ from starlette.responses import RedirectResponse, Response
 
 from orgwarden.api.errors import request_id_of
 from orgwarden.api.refusals import audit_denied
-from orgwarden.api.routing import attempt, services, source_ip, tenant_guard
+from orgwarden.api.routes.auth import live_session
+from orgwarden.api.routing import attempt, source_ip, tenant_guard
 from orgwarden.console import render
 from orgwarden.domain.policy import Actor, Permission, may_use
 from orgwarden.errors import InvalidRequest, OrgwardenError, PermissionDenied, RequestTooLarge
@@ -44,7 +45,6 @@ from orgwarden.storage.failures import STORAGE_UNAVAILABLE, is_unavailable
 
 log = logging.getLogger("orgwarden.console")
 
-SESSION_COOKIE: Final = "ow_session"
 MAX_FORM_BYTES: Final = 64 * 1024
 MAX_FORM_FIELDS: Final = 200
 MAX_FIELD_CHARS: Final = 10_000
@@ -117,19 +117,8 @@ async def _viewer(request: Request) -> Viewer | None:
     tenant = tenant_guard(request)
     tried = attempt(request, "session")
     allowed = await tenant.allowed_org_ids(request.headers.raw, tried)
-    signin = services(request).signin
-    cookie = request.cookies.get(SESSION_COOKIE)
-    view = await signin.session(cookie)
+    view = await live_session(request)  # an altered or dead cookie is an audited refusal there
     if view is None:
-        if cookie:
-            await signin.record_refusal(
-                "auth.session",
-                "invalid_session_cookie",
-                "the session cookie opens no live session (altered, revoked, expired, or its user is no longer active)",
-                request_id=request_id_of(request),
-                source_ip=source_ip(request),
-                details={"path": request.url.path[:200]},
-            )
         return None
     await tenant.enforce(allowed, tried, Caller(view.organization_id, "user", view.session_id, view.user_id))
     actor = Actor("user", view.session_id, view.organization_id, view.user_id, view.org_role)

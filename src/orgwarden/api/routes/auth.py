@@ -162,7 +162,7 @@ def _oauth_error(exc: OrgwardenError) -> JSONResponse:
     return JSONResponse({"error": error, "error_description": exc.message}, status_code=status, headers=headers)
 
 
-async def _session(request: Request) -> SessionView | None:
+async def live_session(request: Request) -> SessionView | None:
     """The live session of the cookie; a cookie that opens none (altered, revoked, expired, its user
     gone) is an audited refusal (``auth.session``)."""
     cookie = request.cookies.get(SESSION_COOKIE)
@@ -318,7 +318,7 @@ async def callback(request: Request) -> Response:
 @router.get("/auth/session")
 async def session(request: Request) -> Response:
     """Who is signed in (JSON, or a page with the sign-out button); 401 without a live session."""
-    view = await _session(request)
+    view = await live_session(request)
     if view is None:
         return _refused(request, AuthenticationFailed("not signed in", error_code="no_session"), "Not signed in")
     if _wants_html(request):
@@ -351,7 +351,7 @@ async def logout(request: Request) -> Response:
             csrf = (await _browser_form(request)).get("csrf_token")
         except InvalidRequest as exc:
             return _refused(request, exc, "Sign-out refused")
-    if await _session(request) is None:
+    if await live_session(request) is None:
         return _refused(request, AuthenticationFailed("not signed in", error_code="no_session"), "Sign-out refused")
     try:
         await _signin(request).sign_out(
@@ -380,7 +380,7 @@ async def device_page(request: Request) -> Response:
     if _oidc(request) is None:
         return _refused(request, _not_configured())
     code = request.query_params.get("user_code", "")[:32]
-    view = await _session(request)
+    view = await live_session(request)
     if view is None:
         back = "/device" + (f"?{urlencode({'user_code': code})}" if code else "")
         return RedirectResponse(f"/auth/login?next={quote(back, safe='')}", status_code=303, headers=_NO_STORE)
@@ -414,7 +414,7 @@ async def device_decide(request: Request) -> Response:
     """Approve or deny the code (CSRF-protected), as the signed-in user."""
     if _oidc(request) is None:
         return _refused(request, _not_configured())
-    view = await _session(request)
+    view = await live_session(request)
     if view is None:
         return _refused(request, AuthenticationFailed("not signed in: open /device again", error_code="no_session"))
     try:
