@@ -323,39 +323,3 @@ async def settled(store: Limiter, buckets: Sequence[BucketWant], counters: Mappi
     if isinstance(values, StoreUnavailable):
         raise values
     return values
-
-
-# The suite's longest files, longest first (worker seconds in a full `-n 4` run on 2026-12-06). With
-# `--dist loadfile` xdist hands files to workers in collection order; starting the long ones first
-# keeps one of them from running alone at the end (longest-processing-time-first scheduling). The
-# order of everything else, and of the tests within a file, is unchanged.
-LONGEST_FIRST = (
-    "tests/api/test_offboarding.py",  # 192 s
-    "tests/cli/test_cli.py",  # 164 s
-    "tests/gateway/test_limits_exact.py",  # 155 s
-    "tests/cli/test_limits_cli.py",  # 145 s
-    "tests/gateway/test_usage_journal.py",  # 128 s
-    "tests/scim/test_scim.py",  # 103 s
-    "tests/claude_code/test_gateway_signin.py",  # 95 s
-    "tests/gateway/test_metering.py",  # 94 s
-    "tests/gateway/test_key_revocation.py",  # 93 s
-    "tests/api/test_roles_table.py",  # 91 s
-    "tests/integration/test_migrations.py",  # 88 s
-    "tests/gateway/test_hardening_pipeline.py",  # 85 s
-    "tests/api/test_errors.py",  # 82 s
-    "tests/scim/test_compliance.py",  # 80 s
-    "tests/cli/test_cli_refusals.py",  # 77 s
-    "tests/api/test_audit_trail.py",  # 69 s
-    "tests/gateway/test_rate_limits.py",  # 61 s
-    "tests/scim/test_signin_groups.py",  # 60 s
-    "tests/gateway/test_messages.py",  # 57 s
-    "tests/e2e/test_upstream_proxy.py",  # 57 s
-    "tests/api/test_storage_failures.py",  # 53 s
-    "tests/identity/test_device_flow.py",  # 51 s
-    "tests/observability/test_metrics.py",  # 48 s
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable
