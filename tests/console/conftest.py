@@ -200,6 +200,13 @@ class ConsoleWorld:
 
 @pytest.fixture(scope="session")
 def console_world() -> Iterator[ConsoleWorld]:
+    """The worker's shared world (see the module docstring)."""
+    with running_world() as world:
+        yield world
+
+
+@contextmanager
+def running_world() -> Iterator[ConsoleWorld]:
     """The IdP and one orgwarden server (SQLite, simulator upstream) that signs people in with it."""
     with tempfile.TemporaryDirectory(prefix="orgwarden-console-") as tmp_name:
         tmp = Path(tmp_name)

@@ -1,12 +1,15 @@
 """Tampering seen from the console: an event altered behind orgwarden's back (as a DBA could, with
 the append-only triggers out of the way) makes ``/console/audit/verify`` name the broken link.
 
-Its own module, so its own throw-away server and database (``console_world`` is module-scoped)."""
+It breaks the chain for good, so it has a world of its own (``tamper_world``), never the worker's
+shared ``console_world``."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
+import pytest
 import sqlalchemy as sa
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -14,12 +17,27 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from orgwarden.config import load_settings
 from orgwarden.storage.tables import AuditEvent
 from tests.audit.test_tamper_evidence import as_dba
-from tests.console.conftest import ADMIN, ConsoleWorld, assert_accessible, shot, sign_in, wait_for
+from tests.console.conftest import (
+    ADMIN,
+    ConsoleWorld,
+    assert_accessible,
+    running_world,
+    shot,
+    sign_in,
+    wait_for,
+)
+
+
+@pytest.fixture(scope="module")
+def tamper_world() -> Iterator[ConsoleWorld]:
+    with running_world() as world:
+        yield world
 
 
 def test_verify_names_the_event_that_was_altered_in_the_database(
-    console_world: ConsoleWorld, browser: WebDriver
+    tamper_world: ConsoleWorld, browser: WebDriver
 ) -> None:
+    console_world = tamper_world
     with console_world.admin() as api:
         created = api.post("/v1/organizations/workspaces", json={"name": f"tampered-{uuid.uuid4().hex[:6]}"})
         assert created.status_code == 200, created.text
