@@ -104,6 +104,15 @@ def _show_policy(title: str, payload: dict[str, Any]) -> None:
 # -- configuration ---------------------------------------------------------------------------------
 
 
+def _print_configuration(shown: tuple[dict[str, Any], dict[str, str]], as_json: bool) -> None:
+    """The configuration a command answered with: JSON, or the table with group names."""
+    payload, names = shown
+    if as_json:
+        print_json(payload)
+    else:
+        _show_configuration(payload, names)
+
+
 def _show_configuration(payload: dict[str, Any], names: dict[str, str]) -> None:
     out.print(f"mode: [bold]{payload['mode']['type']}[/]", highlight=False)
     rows = [[i + 1, g, names.get(g, "(deleted group)")] for i, g in enumerate(payload["rbac_group_order"])]
@@ -119,11 +128,7 @@ def config_show(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         payload = render.cc_configuration(await services.cc_policies.configuration(context))
         return payload, await _group_names(services, context)
 
-    payload, names = run(settings_from(ctx), work)
-    if as_json:
-        print_json(payload)
-    else:
-        _show_configuration(payload, names)
+    _print_configuration(run(settings_from(ctx), work), as_json)
 
 
 @cc_policies.command("set-mode")
@@ -139,11 +144,7 @@ def config_set_mode(
         result = await services.cc_policies.update_configuration(context, mode=mode, order=None, order_version=None)
         return render.cc_configuration(result), await _group_names(services, context)
 
-    payload, names = run(settings_from(ctx), work)
-    if as_json:
-        print_json(payload)
-    else:
-        _show_configuration(payload, names)
+    _print_configuration(run(settings_from(ctx), work), as_json)
 
 
 @cc_policies.command("reorder")
@@ -168,11 +169,7 @@ def config_reorder(
         result = await services.cc_policies.update_configuration(context, mode=None, order=order, order_version=version)
         return render.cc_configuration(result), names
 
-    payload, names = run(settings_from(ctx), work)
-    if as_json:
-        print_json(payload)
-    else:
-        _show_configuration(payload, names)
+    _print_configuration(run(settings_from(ctx), work), as_json)
 
 
 # -- the default policy ----------------------------------------------------------------------------
