@@ -6,7 +6,7 @@ machine's drift cannot move.
 moves by up to 50% between rounds (bench/RESULTS.md), so a 10% improvement can hide in one run and
 appear twice over in the next. This script runs the server under ``valgrind --tool=cachegrind
 --cache-sim=no``, which counts the instructions the process executes in user space, sends it a fixed
-number of JSON ``POST /v1/messages`` requests (8 connections, kept alive, from this process), stops
+number of JSON (or, ``--mode stream``, streaming) ``POST /v1/messages`` requests (8 connections, kept alive, from this process), stops
 it gracefully (so metering is written and counted), and does all of that twice: with ``N / 5`` and
 with ``N`` requests. The difference divided by the difference in requests is the instructions one
 request costs, start-up and shutdown cancelled out. Repeated runs agree to about ±2%.
@@ -55,9 +55,12 @@ async def fire(port: int, payload: bytes, total: int) -> None:
                 if not head.startswith(b"HTTP/1.1 200"):
                     raise bench.BenchError(f"not a 200: {head[:300]!r}")
                 length = re.search(rb"(?im)^content-length: *(\d+)", head)
-                if length is None:
-                    raise bench.BenchError(f"no content-length: {head[:300]!r}")
-                await reader.readexactly(int(length.group(1)))
+                if length is not None:
+                    await reader.readexactly(int(length.group(1)))
+                elif re.search(rb"(?im)^transfer-encoding: *chunked", head):
+                    await reader.readuntil(b"\r\n0\r\n\r\n")  # a stream: to its last chunk
+                else:
+                    raise bench.BenchError(f"neither content-length nor chunked: {head[:300]!r}")
         finally:
             writer.close()
 
@@ -65,7 +68,12 @@ async def fire(port: int, payload: bytes, total: int) -> None:
 
 
 def count(
-    limits: str, requests: int, redis_url: str, server: str = "current", extra_env: dict[str, str] | None = None
+    limits: str,
+    requests: int,
+    redis_url: str,
+    server: str = "current",
+    extra_env: dict[str, str] | None = None,
+    mode: str = "json",
 ) -> int:
     """Instructions of one server run that answered ``requests`` requests (after 20 of warm-up): the
     sum over its processes (valgrind follows forks, e.g. Granian's worker, and ``--trace-children``
@@ -100,7 +108,7 @@ def count(
                     *bench.server_argv(server, orgwarden, port, 1)]  # fmt: skip
             running = processes.start("orgwarden", argv, serve_env)
             bench.wait_for_port(running, port, timeout=600)
-            payload = workload.http_request(port, "json")
+            payload = workload.http_request(port, mode)
             asyncio.run(fire(port, payload, 20))
             asyncio.run(fire(port, payload, requests))
             running.process.send_signal(signal.SIGTERM)
@@ -121,20 +129,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="an extra setting for the server, e.g. ORGWARDEN_ACCESS_LOG=false (repeatable)")
     parser.add_argument("--server", default="current", help=f"servers: {', '.join(bench.SERVERS)} (default current)")
+    parser.add_argument("--mode", default="json", help="json, stream or json,stream (default json)")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install -y valgrind)", file=sys.stderr)
         return 2
     short = args.requests // 5
     print("| variant | instructions / request | runs (N/5, N requests) |\n|---|---|---|")
-    for server in args.server.split(","):
-        for limits in args.limits.split(","):
-            extra = dict(item.split("=", 1) for item in args.env)
-            low = count(limits, short, args.redis_url, server, extra)
-            high = count(limits, args.requests, args.redis_url, server, extra)
-            per_request = (high - low) / (args.requests - short)
-            name = bench.target_name(limits, 1, server)
-            print(f"| {name} | {per_request:,.0f} | {low:,} / {high:,} |", flush=True)
+    for mode in args.mode.split(","):
+        for server in args.server.split(","):
+            for limits in args.limits.split(","):
+                extra = dict(item.split("=", 1) for item in args.env)
+                low = count(limits, short, args.redis_url, server, extra, mode)
+                high = count(limits, args.requests, args.redis_url, server, extra, mode)
+                per_request = (high - low) / (args.requests - short)
+                name = bench.target_name(limits, 1, server) + ("" if mode == "json" else f" ({mode})")
+                print(f"| {name} | {per_request:,.0f} | {low:,} / {high:,} |", flush=True)
     return 0
 
 

@@ -17,6 +17,7 @@ error: metering never fails a response that is already on its way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +98,13 @@ def _parse(data: bytes) -> Any:
         return None
 
 
+def _delta_payload(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return _parse(data)
+
+
 def _estimated(out: Extracted, content_bytes: int, max_tokens: int | None, input_estimate: int | None) -> Extracted:
     """``out`` with its output tokens at least the estimate for ``content_bytes`` (capped at
     ``max_tokens``: the upstream never generates more) and, if given, its input tokens at least
@@ -162,25 +170,45 @@ class StreamMeter:
         return _estimated(self.result, self.content_bytes, max_tokens, input_estimate)
 
     def feed(self, chunk: bytes) -> None:
-        if not self._buffer and chunk.endswith(b"\n\n") and chunk.count(b"\n") == 3:
-            # One whole event of one data line: how upstreams send nearly all of them.
-            if chunk.startswith(_DELTA_EVENT):  # most of a stream: read straight, no line splitting
-                data = chunk[_DELTA_DATA:-2]
-                try:  # orjson alone: only the content's size is read, so jsonload's exactness is not needed
-                    payload = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    payload = _parse(data)
-                self._delta(payload)
-            else:
-                self._event(chunk[:-2])
+        data = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in data:  # CR LF line ends (no upstream of ours sends them): event by event
+            self._buffer = data
+            while True:
+                end, size = self._boundary()
+                if end < 0:
+                    return
+                event, self._buffer = self._buffer[:end], self._buffer[end + size :]
+                self._event(event)
+        # Events end with a blank line. Pieces usually hold several (what arrived together is
+        # relayed together), so the whole ones are split off at once and their content deltas,
+        # most of a stream, parsed in one orjson call; the rest of the last is kept for the next.
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._buffer = data
             return
-        self._buffer += chunk
-        while True:
-            end, size = self._boundary()
-            if end < 0:
-                return
-            event, self._buffer = self._buffer[:end], self._buffer[end + size :]
-            self._event(event)
+        self._buffer = data[end + 2 :]
+        deltas: list[bytes] = []
+        for event in data[:end].split(b"\n\n"):
+            if event.startswith(_DELTA_EVENT) and event.find(b"\n", _DELTA_DATA) < 0:  # one data line
+                deltas.append(event[_DELTA_DATA:])
+            elif event:
+                self._event(event)
+        if deltas:
+            self._deltas(deltas)
+
+    def _deltas(self, datas: list[bytes]) -> None:
+        """Count the content of ``content_block_delta`` events' data (orjson alone: only sizes are
+        read, so jsonload's exactness is not needed)."""
+        payloads: list[Any] | None = None
+        if len(datas) > 1:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                payloads = orjson.loads(b"[" + b",".join(datas) + b"]")
+            if payloads is not None and len(payloads) != len(datas):  # a broken event among them
+                payloads = None
+        if payloads is None:
+            payloads = [_delta_payload(data) for data in datas]
+        for payload in payloads:
+            self._delta(payload)
 
     def _delta(self, payload: Any) -> None:
         """Count the content of a ``content_block_delta`` (text, partial_json, thinking, signature, ...)."""

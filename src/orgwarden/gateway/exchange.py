@@ -17,8 +17,10 @@ or ``transfer-encoding`` (the pipeline drops the upstream's: they describe the u
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Protocol
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from starlette.types import Message, Receive, Scope, Send
@@ -73,8 +75,9 @@ class Exchange(Protocol):
         write, so the client is woken once, not twice."""
         ...
 
-    async def wait_disconnect(self) -> None:
-        """Return once the client has gone (never, for one that stays)."""
+    async def until_disconnect(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run ``work`` (relaying a stream); if the client leaves first, cancel it and return True.
+        Also True when a send raised ``OSError`` (the server knew the client was gone)."""
         ...
 
 
@@ -139,7 +142,28 @@ class AsgiExchange:
     async def finish(self, last: bytes = b"") -> None:
         await self._send({"type": "http.response.body", "body": last, "more_body": False})
 
-    async def wait_disconnect(self) -> None:
+    async def until_disconnect(self, work: Coroutine[Any, Any, None]) -> bool:
+        # ASGI says a client left only through ``receive``: a second task waits on it.
+        task = asyncio.ensure_future(work)
+        watcher = asyncio.ensure_future(self._disconnected())
+        try:
+            await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        if task.done():
+            try:
+                task.result()
+            except OSError:  # the server refused a send: the client is gone
+                return True
+            return False
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return True
+
+    async def _disconnected(self) -> None:
         while True:
             message: Message = await self._receive()
             if message["type"] == "http.disconnect":

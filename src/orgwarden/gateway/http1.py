@@ -120,6 +120,8 @@ class _Connection(asyncio.Protocol):
             self._fail(Broken("the upstream switched protocols (101), which no forwarded request asks for"))
         except httptools.HttpParserError as exc:
             self._fail(Broken(f"malformed response from the upstream: {exc}"))
+        if self.chunks:  # one wake-up for every piece of body this read held (a stream's events)
+            self._wake()
         if len(self.chunks) >= _PAUSE_AT and self.transport is not None and not self.paused:
             self.paused = True
             self.transport.pause_reading()
@@ -172,8 +174,7 @@ class _Connection(asyncio.Protocol):
         return False
 
     def on_body(self, body: bytes) -> None:
-        self.chunks.append(bytes(body))
-        self._wake()
+        self.chunks.append(body)  # httptools hands over a bytes object of its own
 
     def on_message_complete(self) -> None:
         if self.interim:  # forget the interim answer; the parser goes on to the final one

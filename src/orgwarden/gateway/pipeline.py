@@ -25,13 +25,11 @@ server and for the requests the fast path leaves to ASGI.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -470,7 +468,7 @@ class Gateway:
                 await self._meter(call, response.status, self._stream_usage(call, meter, response.status))
             await exchange.finish(last)
 
-        aborted = await _until_disconnect(pump(), exchange.wait_disconnect())
+        aborted = await exchange.until_disconnect(pump())
         if not call.metered:  # the client left first: metered with what had arrived
             usage = self._stream_usage(call, meter, response.status)
             await self._meter(call, 499 if aborted else response.status, usage)
@@ -682,25 +680,3 @@ def _insert_field(body: bytes, name: str, value: str) -> bytes:
     rest = body[start:].lstrip()
     separator = b"" if rest.startswith(b"}") else b","
     return body[:start] + json.dumps({name: value})[1:-1].encode() + separator + body[start:]
-
-
-async def _until_disconnect(work: Awaitable[None], disconnect: Awaitable[None]) -> bool:
-    """Run ``work``; if the client disconnects first (``disconnect`` returns), cancel it and return True."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(disconnect)
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-    if task.done():
-        try:
-            task.result()
-        except OSError:  # the server refused a send: the client is gone
-            return True
-        return False
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    return True

@@ -17,8 +17,8 @@ taken piece by piece (``stream_body``: uploads) is held so, at most, between pie
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from orgwarden.gateway.exchange import BodyTooLarge, ClientGone, Exchange, Headers
 from orgwarden.server import wire
@@ -28,10 +28,12 @@ if TYPE_CHECKING:
     from orgwarden.server.protocol import HttpProtocol
 
 _LAST_CHUNK = wire.LAST_CHUNK
+DISCONNECTED = "the client disconnected"  # the message of the cancellation ``until_disconnect`` makes
 
 
 class DirectExchange:
     __slots__ = (
+        "_guarded",
         "_held",
         "_protocol",
         "_serve",
@@ -83,6 +85,7 @@ class DirectExchange:
         self.response_complete = False
         self._held: bytes | None = None  # a streamed answer's head, until its first piece
         self._waiter: asyncio.Future[None] | None = None
+        self._guarded: asyncio.Task[None] | None = None  # cancelled if the client leaves (until_disconnect)
 
     async def run(self) -> None:
         try:
@@ -113,6 +116,9 @@ class DirectExchange:
         if not self.response_complete:
             self.disconnected = True
         self._wake()
+        guarded, self._guarded = self._guarded, None
+        if guarded is not None:
+            guarded.cancel(DISCONNECTED)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -191,9 +197,27 @@ class DirectExchange:
         await self._write(held + out if held else out)
         self._complete()
 
-    async def wait_disconnect(self) -> None:
-        while not self.disconnected:
-            await self._wait()
+    async def until_disconnect(self, work: Coroutine[Any, Any, None]) -> bool:
+        # ``work`` runs in this task, no second one or ``asyncio.wait``: ``lost`` cancels the task
+        # while it is suspended inside ``work`` (the guard is set only then), and the cancellation
+        # is told from any other (a shutdown) by its message.
+        if self.disconnected:
+            work.close()
+            return True
+        task = asyncio.current_task()
+        assert task is not None
+        self._guarded = task
+        try:
+            await work
+        except asyncio.CancelledError as exc:
+            if exc.args != (DISCONNECTED,) or task.uncancel() > 0:
+                raise
+            return True
+        except OSError:  # the server refused a send: the client is gone
+            return True
+        finally:
+            self._guarded = None
+        return False
 
     # -- writing ---------------------------------------------------------------------------------
 
