@@ -170,6 +170,13 @@ class StreamMeter:
         return _estimated(self.result, self.content_bytes, max_tokens, input_estimate)
 
     def feed(self, chunk: bytes) -> None:
+        if not self._buffer and chunk.endswith(b"\n\n") and chunk.count(b"\n") == 3:
+            # One whole event of one data line: how an upstream generating tokens sends them.
+            if chunk.startswith(_DELTA_EVENT):
+                self._deltas([chunk[_DELTA_DATA:-2]])
+            else:
+                self._event(chunk[:-2])
+            return
         data = self._buffer + chunk if self._buffer else chunk
         if b"\r" in data:  # CR LF line ends (no upstream of ours sends them): event by event
             self._buffer = data
@@ -207,16 +214,19 @@ class StreamMeter:
                 payloads = None
         if payloads is None:
             payloads = [_delta_payload(data) for data in datas]
-        for payload in payloads:
-            self._delta(payload)
+        self._count(payloads)
 
-    def _delta(self, payload: Any) -> None:
-        """Count the content of a ``content_block_delta`` (text, partial_json, thinking, signature, ...)."""
-        delta = payload.get("delta") if isinstance(payload, dict) else None
-        if isinstance(delta, dict):
-            for key, value in delta.items():
-                if key != "type" and isinstance(value, str):
-                    self.content_bytes += len(value) if value.isascii() else len(value.encode())
+    def _count(self, payloads: list[Any]) -> None:
+        """Add the content of parsed ``content_block_delta`` events: the UTF-8 size of every string
+        in the delta but its type (text, partial_json, thinking, signature, ...)."""
+        size = 0
+        for payload in payloads:
+            delta = payload.get("delta") if type(payload) is dict else None
+            if type(delta) is dict:
+                for key, value in delta.items():
+                    if key != "type" and type(value) is str:
+                        size += len(value) if value.isascii() else len(value.encode())
+        self.content_bytes += size
 
     def _boundary(self) -> tuple[int, int]:
         best = (-1, 0)
@@ -245,7 +255,7 @@ class StreamMeter:
         if not isinstance(payload, dict):
             return
         if name == b"content_block_delta":
-            self._delta(payload)
+            self._count([payload])
         elif name == b"message_start" and isinstance(payload.get("message"), dict):
             message = payload["message"]
             self.started = True

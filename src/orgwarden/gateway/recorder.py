@@ -1,7 +1,10 @@
 """Usage records and data-plane audit events, written off the request path in batches.
 
 Requests put rows on a bounded in-memory queue and go on; one task per worker writes whatever has
-queued every ``FLUSH_INTERVAL`` seconds (or at ``BATCH`` rows) in one transaction. A full queue makes
+queued every ``FLUSH_INTERVAL`` seconds in one transaction (``BATCH`` rows at most; a backlog of more
+is written batch after batch without waiting). Rows that arrive while a batch is being written wait
+for the next interval: writing them at once, as it first did, made a loaded server commit a few
+rows at a time, each transaction's fixed cost paid over and over (bench/RESULTS.md). A full queue makes
 requests wait for room rather than drop records (backpressure, not loss). Rows are plain column
 dicts written with one multi-row INSERT per table: building and flushing ORM objects cost about ten
 times as much per row, on every request.
@@ -180,6 +183,8 @@ class Recorder:
                     self._inflight = 0
                 if not written:  # stop's deadline passed: what is left stays in the journal
                     return
+                if len(self._items) < BATCH and not self._stopping.is_set():
+                    break  # what came meanwhile waits for the next interval: batches, not a trickle
             if self._stopping.is_set():
                 return
 
