@@ -254,31 +254,52 @@ class Response:
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         connection = self._connection
-        while True:
-            chunks = connection.chunks
-            if chunks:
-                # Everything that has arrived, in one piece: relaying it costs one send and one
-                # write instead of one per piece, and waits for nothing that has not arrived.
-                if len(chunks) == 1:
-                    data = chunks.popleft()
-                else:
-                    data = b"".join(chunks)
-                    chunks.clear()
-                if connection.paused and connection.transport is not None:
-                    connection.paused = False
-                    connection.transport.resume_reading()
-                yield data
-                continue
-            if connection.complete:
-                return
-            if connection.error is not None:
-                raise connection.error
-            loop = asyncio.get_running_loop()
-            connection.wakeup = loop.create_future()
-            timer = loop.call_later(self._pool.read_timeout, connection.time_out, "the upstream stopped sending")
-            try:
+        loop = asyncio.get_running_loop()
+        timeout = self._pool.read_timeout
+        # One timer for the whole body, not one per piece: it fires at the earliest moment a wait
+        # could have lasted ``timeout``, and fails the connection only if one has (a wait begun
+        # later gets the timer set again for what is left of it).
+        timer: asyncio.TimerHandle | None = None
+        waiter: asyncio.Future[None] | None = None
+        waiting_since = 0.0
+
+        def check() -> None:
+            nonlocal timer
+            waiting = waiter is not None and not waiter.done()
+            left = waiting_since + timeout - loop.time() if waiting else timeout
+            if waiting and left <= 0:
+                timer = None
+                connection.time_out("the upstream stopped sending")
+            else:
+                timer = loop.call_later(left, check)
+
+        try:
+            while True:
+                chunks = connection.chunks
+                if chunks:
+                    # Everything that has arrived, in one piece: relaying it costs one send and one
+                    # write instead of one per piece, and waits for nothing that has not arrived.
+                    if len(chunks) == 1:
+                        data = chunks.popleft()
+                    else:
+                        data = b"".join(chunks)
+                        chunks.clear()
+                    if connection.paused and connection.transport is not None:
+                        connection.paused = False
+                        connection.transport.resume_reading()
+                    yield data
+                    continue
+                if connection.complete:
+                    return
+                if connection.error is not None:
+                    raise connection.error
+                connection.wakeup = waiter = loop.create_future()
+                waiting_since = loop.time()
+                if timer is None:
+                    timer = loop.call_later(timeout, check)
                 await connection.wakeup  # a time-out fails the connection: the loop then raises its error
-            finally:
+        finally:
+            if timer is not None:
                 timer.cancel()
 
     async def aclose(self) -> None:
