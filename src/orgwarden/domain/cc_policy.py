@@ -94,9 +94,14 @@ class OrganizationPolicies:
     mode: str = "rbac_groups"
     base: PolicyRule = field(default_factory=lambda: PolicyRule(None, None))
     rules: tuple[PolicyRule, ...] = ()
+    # Merged once: every API-key request asks for it, and merging hashes the settings for the etag.
+    _base_policy: EffectivePolicy = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_base_policy", merge(self.base, None))
 
     def base_policy(self) -> EffectivePolicy:
-        return merge(self.base, None)
+        return self._base_policy
 
     def resolve(self, group_ids: Iterable[str], email: str | None) -> EffectivePolicy:
         """The effective policy of a user in ``group_ids`` with ``email``."""
