@@ -6,10 +6,11 @@ machine's drift cannot move.
 moves by up to 50% between rounds (bench/RESULTS.md), so a 10% improvement can hide in one run and
 appear twice over in the next. This script runs the server under ``valgrind --tool=cachegrind
 --cache-sim=no``, which counts the instructions the process executes in user space, sends it a fixed
-number of JSON (or, ``--mode stream``, streaming) ``POST /v1/messages`` requests (8 connections, kept alive, from this process), stops
-it gracefully (so metering is written and counted), and does all of that twice: with ``N / 5`` and
-with ``N`` requests. The difference divided by the difference in requests is the instructions one
-request costs, start-up and shutdown cancelled out. Repeated runs agree to about ±2%.
+number of JSON (or, ``--mode stream``, streaming) ``POST /v1/messages`` requests (8 connections,
+kept alive, from this process), stops it gracefully (so metering is written and counted), and does
+all of that twice: with ``N / 5`` and with ``N`` requests. The difference divided by the difference
+in requests is the instructions one request costs, start-up and shutdown cancelled out. Repeated
+runs agree to about ±2%.
 
 What it leaves out: time in the kernel (system calls, which nginx pays as well) and the effect of
 caches; it is a measure for comparing two versions of orgwarden, not for comparing with nginx.
