@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -138,6 +139,25 @@ def test_version_prints_the_version(sqlite_env: dict[str, str]) -> None:
     result = run(sqlite_env, "--version")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"orgwarden {__version__}"
+
+
+def test_loading_the_cli_loads_neither_the_database_layer_nor_the_server() -> None:
+    """``--help``, ``--version`` and refusals of arguments or settings stay light: the command
+    modules import storage, services, settings and the server where a command uses them."""
+    heavy = ("sqlalchemy", "alembic", "fastapi", "pydantic", "httpx", "orgwarden.services", "orgwarden.storage")
+    probe = (
+        "import json, sys, orgwarden.cli.main\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.startswith({heavy!r}))))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(result.stdout) == []
+
+
+def test_the_audit_list_limit_help_names_the_services_maximum() -> None:
+    from orgwarden.cli import audit
+    from orgwarden.services.audit_log import MAX_LIMIT
+
+    assert audit.MAX_LIMIT == MAX_LIMIT
 
 
 # --------------------------------------------------------------------------------------------------
