@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -123,16 +124,51 @@ class Database:
         return {k.removeprefix("ORGWARDEN_").lower(): v for k, v in self.env.items()}
 
 
-def make_database(backend: str, tmp: Path) -> Database:
+def make_database(backend: str, tmp: Path, *, migrated: bool = False) -> Database:
+    """A fresh database; ``migrated``: already at the newest migration, a copy of one this test
+    process migrated with ``orgwarden db upgrade`` (for servers of their own, whose ``init`` then
+    has no migrations left to run: the migrations are tested in tests/integration)."""
     # Tests never reach a real upstream: the simulator answers the data plane.
     common = {"ORGWARDEN_UPSTREAM": "simulator"}
     if backend == "sqlite":
+        if migrated:
+            (tmp / "data").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(_migrated_template("sqlite"), tmp / "data" / SQLITE_FILE)  # 0600, as orgwarden makes it
         return Database("sqlite", {**common, "ORGWARDEN_DATA_DIR": str(tmp / "data")})
     require_postgres()
     name = f"orgwarden_test_{uuid.uuid4().hex[:12]}"
-    _pg_admin(f'CREATE DATABASE "{name}"')
+    template = f' TEMPLATE "{_migrated_template("postgres")}"' if migrated else ""
+    _pg_admin(f'CREATE DATABASE "{name}"{template}')
     env = {**common, "ORGWARDEN_DATABASE_URL": _pg_dsn(name), "ORGWARDEN_SECRET_KEY": uuid.uuid4().hex * 2}
     return Database("postgres", env, [name])
+
+
+SQLITE_FILE = "orgwarden.sqlite3"
+_templates: dict[str, str] = {}  # backend -> this process's migrated database (SQLite file, PostgreSQL name)
+
+
+def _migrated_template(backend: str) -> str:
+    if backend not in _templates:
+        if backend == "sqlite":
+            data_dir = Path(tempfile.mkdtemp(prefix="orgwarden-template-")) / "data"
+            cli(Database("sqlite", {"ORGWARDEN_DATA_DIR": str(data_dir)}), "db", "upgrade")
+            _templates[backend] = str(data_dir / SQLITE_FILE)
+        else:
+            name = f"orgwarden_template_{uuid.uuid4().hex[:12]}"
+            _pg_admin(f'CREATE DATABASE "{name}"')
+            cli(Database("postgres", {"ORGWARDEN_DATABASE_URL": _pg_dsn(name)}), "db", "upgrade")
+            _templates[backend] = name
+    return _templates[backend]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Each test process drops the templates it made."""
+    for backend, template in _templates.items():
+        if backend == "sqlite":
+            shutil.rmtree(Path(template).parent.parent, ignore_errors=True)
+        else:
+            _pg_admin(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
+    _templates.clear()
 
 
 def drop_database(db: Database) -> None:
@@ -249,7 +285,7 @@ def another_instance(first: Server, tmp: Path, *extra: str) -> Server:
 def dedicated_server(backend: str, settings: dict[str, str], *extra: str) -> Iterator[Server]:
     """A server of its own with extra ``ORGWARDEN_*`` settings, torn down (database too) afterwards."""
     with tempfile.TemporaryDirectory(prefix="orgwarden-test-") as tmp:
-        db = make_database(backend, Path(tmp))
+        db = make_database(backend, Path(tmp), migrated=True)
         db.env.update(settings)
         srv = start_server(db, Path(tmp), *extra)
         try:
