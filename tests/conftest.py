@@ -92,6 +92,25 @@ def require_postgres() -> None:
     pytest.skip(message)
 
 
+# One TLS context for the tests' HTTP clients. httpx (and the SDK's httpx2) otherwise build one per
+# client, loading the CA bundle each time: about 50 ms of CPU per client, paid thousands of times.
+TLS = httpx.create_ssl_context()
+
+
+class SdkHttpClient(anthropic.DefaultHttpxClient):
+    """The SDK's default HTTP client (its time-outs, limits, keep-alive) on ``TLS`` or the given
+    context; closed when dropped, as the one the SDK makes for itself is."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("verify", TLS)
+        super().__init__(**kwargs)
+
+    def __del__(self) -> None:
+        if not self.is_closed:
+            with contextlib.suppress(Exception):
+                self.close()
+
+
 REDIS_URL = "redis://127.0.0.1:6379/0"
 REQUIRE_REDIS = os.environ.get("ORGWARDEN_TEST_REQUIRE_REDIS") == "1"
 
@@ -220,9 +239,11 @@ class Server:
     user: dict[str, Any]
     process: subprocess.Popen[str]
     log_path: Path
-    verify: ssl.SSLContext | bool = True  # served over TLS: a context that trusts its test CA
+    verify: ssl.SSLContext | bool = TLS  # served over TLS: a context that trusts its test CA
 
     def client(self, api_key: str | None = None, **kwargs: Any) -> anthropic.Anthropic:
+        if "http_client" not in kwargs:
+            kwargs["http_client"] = SdkHttpClient(verify=self.verify)
         return anthropic.Anthropic(api_key=api_key or self.admin_key, base_url=self.base_url, max_retries=0, **kwargs)
 
     def http(self, api_key: str | None = None) -> httpx.Client:
@@ -231,6 +252,26 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+
+def wait_until_healthy(
+    process: subprocess.Popen[str], base_url: str, log_path: Path, verify: ssl.SSLContext | bool = TLS
+) -> None:
+    """Wait (30 s at most) for a starting ``orgwarden serve`` to answer 200 on ``/health``; kill it
+    and fail with its log if it exits or does not. One client for every poll: a client per poll
+    cost the test process ~50 ms of CPU each time, taken from the server starting beside it."""
+    deadline = time.monotonic() + 30
+    with httpx.Client(timeout=1, verify=TLS if verify is True else verify) as http:
+        while True:
+            try:
+                if http.get(f"{base_url}/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(f"orgwarden serve did not start:\n{log_path.read_text()}")
+            time.sleep(0.05)
 
 
 def spawn_serve(env: dict[str, str], tmp: Path, *args: str, scheme: str = "http", **client: Any) -> Server:
@@ -248,17 +289,7 @@ def spawn_serve(env: dict[str, str], tmp: Path, *args: str, scheme: str = "http"
         text=True,
     )
     base_url = f"{scheme}://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base_url}/health", timeout=1, **client).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"orgwarden serve did not start:\n{log_path.read_text()}")
-        time.sleep(0.1)
+    wait_until_healthy(process, base_url, log_path, **client)
     return Server(Database("", env), base_url, "", {}, {}, process, log_path)
 
 

@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from orgwarden import __version__, ids
 from orgwarden.config import load_settings
 from orgwarden.storage.tables import AdminApiKey, Organization
-from tests.conftest import ORGWARDEN, Database, cli, free_port, unique
+from tests.conftest import ORGWARDEN, TLS, Database, cli, free_port, unique, wait_until_healthy
 
 ADMIN_KEY = re.compile(r"sk-ant-admin01-[A-Za-z0-9_-]{93}AA")
 API_KEY = re.compile(r"sk-ant-api03-[A-Za-z0-9_-]{93}AA")
@@ -323,20 +322,11 @@ def test_serve_on_an_empty_database_initializes_it_and_prints_the_admin_key(data
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        wait_until_healthy(process, base_url, log)
         output = log.read_text()
         keys = [m for line in output.splitlines() for m in ADMIN_KEY.findall(line)]
         assert len(keys) == 1, output  # whole, on one line, although the output is 80 columns wide
-        me = httpx.get(f"{base_url}/v1/organizations/me", headers={"x-api-key": keys[0]}, timeout=30)
+        me = httpx.get(f"{base_url}/v1/organizations/me", headers={"x-api-key": keys[0]}, timeout=30, verify=TLS)
         assert me.status_code == 200, me.text
         assert me.json()["name"] == "My Organization"
         assert f"({me.json()['id']})" in output
