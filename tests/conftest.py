@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -91,6 +92,25 @@ def require_postgres() -> None:
     pytest.skip(message)
 
 
+# One TLS context for the tests' HTTP clients. httpx (and the SDK's httpx2) otherwise build one per
+# client, loading the CA bundle each time: about 50 ms of CPU per client, paid thousands of times.
+TLS = httpx.create_ssl_context()
+
+
+class SdkHttpClient(anthropic.DefaultHttpxClient):
+    """The SDK's default HTTP client (its time-outs, limits, keep-alive) on ``TLS`` or the given
+    context; closed when dropped, as the one the SDK makes for itself is."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("verify", TLS)
+        super().__init__(**kwargs)
+
+    def __del__(self) -> None:
+        if not self.is_closed:
+            with contextlib.suppress(Exception):
+                self.close()
+
+
 REDIS_URL = "redis://127.0.0.1:6379/0"
 REQUIRE_REDIS = os.environ.get("ORGWARDEN_TEST_REQUIRE_REDIS") == "1"
 
@@ -123,16 +143,51 @@ class Database:
         return {k.removeprefix("ORGWARDEN_").lower(): v for k, v in self.env.items()}
 
 
-def make_database(backend: str, tmp: Path) -> Database:
+def make_database(backend: str, tmp: Path, *, migrated: bool = False) -> Database:
+    """A fresh database; ``migrated``: already at the newest migration, a copy of one this test
+    process migrated with ``orgwarden db upgrade`` (for servers of their own, whose ``init`` then
+    has no migrations left to run: the migrations are tested in tests/integration)."""
     # Tests never reach a real upstream: the simulator answers the data plane.
     common = {"ORGWARDEN_UPSTREAM": "simulator"}
     if backend == "sqlite":
+        if migrated:
+            (tmp / "data").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(_migrated_template("sqlite"), tmp / "data" / SQLITE_FILE)  # 0600, as orgwarden makes it
         return Database("sqlite", {**common, "ORGWARDEN_DATA_DIR": str(tmp / "data")})
     require_postgres()
     name = f"orgwarden_test_{uuid.uuid4().hex[:12]}"
-    _pg_admin(f'CREATE DATABASE "{name}"')
+    template = f' TEMPLATE "{_migrated_template("postgres")}"' if migrated else ""
+    _pg_admin(f'CREATE DATABASE "{name}"{template}')
     env = {**common, "ORGWARDEN_DATABASE_URL": _pg_dsn(name), "ORGWARDEN_SECRET_KEY": uuid.uuid4().hex * 2}
     return Database("postgres", env, [name])
+
+
+SQLITE_FILE = "orgwarden.sqlite3"
+_templates: dict[str, str] = {}  # backend -> this process's migrated database (SQLite file, PostgreSQL name)
+
+
+def _migrated_template(backend: str) -> str:
+    if backend not in _templates:
+        if backend == "sqlite":
+            data_dir = Path(tempfile.mkdtemp(prefix="orgwarden-template-")) / "data"
+            cli(Database("sqlite", {"ORGWARDEN_DATA_DIR": str(data_dir)}), "db", "upgrade")
+            _templates[backend] = str(data_dir / SQLITE_FILE)
+        else:
+            name = f"orgwarden_template_{uuid.uuid4().hex[:12]}"
+            _pg_admin(f'CREATE DATABASE "{name}"')
+            cli(Database("postgres", {"ORGWARDEN_DATABASE_URL": _pg_dsn(name)}), "db", "upgrade")
+            _templates[backend] = name
+    return _templates[backend]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Each test process drops the templates it made."""
+    for backend, template in _templates.items():
+        if backend == "sqlite":
+            shutil.rmtree(Path(template).parent.parent, ignore_errors=True)
+        else:
+            _pg_admin(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
+    _templates.clear()
 
 
 def drop_database(db: Database) -> None:
@@ -184,9 +239,11 @@ class Server:
     user: dict[str, Any]
     process: subprocess.Popen[str]
     log_path: Path
-    verify: ssl.SSLContext | bool = True  # served over TLS: a context that trusts its test CA
+    verify: ssl.SSLContext | bool = TLS  # served over TLS: a context that trusts its test CA
 
     def client(self, api_key: str | None = None, **kwargs: Any) -> anthropic.Anthropic:
+        if "http_client" not in kwargs:
+            kwargs["http_client"] = SdkHttpClient(verify=self.verify)
         return anthropic.Anthropic(api_key=api_key or self.admin_key, base_url=self.base_url, max_retries=0, **kwargs)
 
     def http(self, api_key: str | None = None) -> httpx.Client:
@@ -195,6 +252,26 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+
+def wait_until_healthy(
+    process: subprocess.Popen[str], base_url: str, log_path: Path, verify: ssl.SSLContext | bool = TLS
+) -> None:
+    """Wait (30 s at most) for a starting ``orgwarden serve`` to answer 200 on ``/health``; kill it
+    and fail with its log if it exits or does not. One client for every poll: a client per poll
+    cost the test process ~50 ms of CPU each time, taken from the server starting beside it."""
+    deadline = time.monotonic() + 30
+    with httpx.Client(timeout=1, verify=TLS if verify is True else verify) as http:
+        while True:
+            try:
+                if http.get(f"{base_url}/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(f"orgwarden serve did not start:\n{log_path.read_text()}")
+            time.sleep(0.05)
 
 
 def spawn_serve(env: dict[str, str], tmp: Path, *args: str, scheme: str = "http", **client: Any) -> Server:
@@ -212,17 +289,7 @@ def spawn_serve(env: dict[str, str], tmp: Path, *args: str, scheme: str = "http"
         text=True,
     )
     base_url = f"{scheme}://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base_url}/health", timeout=1, **client).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"orgwarden serve did not start:\n{log_path.read_text()}")
-        time.sleep(0.1)
+    wait_until_healthy(process, base_url, log_path, **client)
     return Server(Database("", env), base_url, "", {}, {}, process, log_path)
 
 
@@ -249,7 +316,7 @@ def another_instance(first: Server, tmp: Path, *extra: str) -> Server:
 def dedicated_server(backend: str, settings: dict[str, str], *extra: str) -> Iterator[Server]:
     """A server of its own with extra ``ORGWARDEN_*`` settings, torn down (database too) afterwards."""
     with tempfile.TemporaryDirectory(prefix="orgwarden-test-") as tmp:
-        db = make_database(backend, Path(tmp))
+        db = make_database(backend, Path(tmp), migrated=True)
         db.env.update(settings)
         srv = start_server(db, Path(tmp), *extra)
         try:

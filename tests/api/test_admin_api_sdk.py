@@ -32,7 +32,7 @@ from anthropic.types.organization.api_key_user_actor import APIKeyUserActor
 from anthropic.types.organization.api_key_workspace_scope import APIKeyWorkspaceScope
 from anthropic.types.organization.workspaces import MemberRemoveResponse
 
-from tests.conftest import Server, assert_error, unique
+from tests.conftest import TLS, Server, assert_error, unique
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 API_KEY_SECRET = re.compile(r"^sk-ant-api03-[A-Za-z0-9_-]{93}AA$")
@@ -58,7 +58,9 @@ def create_invite(client: anthropic.Anthropic, address: str, role: str = "develo
 
 def accept(server: Server, token: str, name: str) -> dict[str, Any]:
     """The accept extension needs no admin key: the token alone authenticates."""
-    response = httpx.post(f"{server.base_url}/v1/invites/accept", json={"token": token, "name": name}, timeout=30)
+    response = httpx.post(
+        f"{server.base_url}/v1/invites/accept", json={"token": token, "name": name}, timeout=30, verify=TLS
+    )
     assert response.status_code == 200, response.text
     return dict(response.json())
 
@@ -124,12 +126,12 @@ def test_the_sdk_authenticates_with_a_bearer_token(server: Server, client: anthr
 
 def test_x_api_key_and_bearer_both_work_over_plain_http(server: Server) -> None:
     url = f"{server.base_url}/v1/organizations/me"
-    with_key = httpx.get(url, headers={"x-api-key": server.admin_key, "anthropic-version": "2023-06-01"})
-    with_bearer = httpx.get(url, headers={"authorization": f"Bearer {server.admin_key}"})
+    with_key = httpx.get(url, headers={"x-api-key": server.admin_key, "anthropic-version": "2023-06-01"}, verify=TLS)
+    with_bearer = httpx.get(url, headers={"authorization": f"Bearer {server.admin_key}"}, verify=TLS)
     assert with_key.status_code == with_bearer.status_code == 200
     assert with_key.json() == with_bearer.json() == {"id": server.organization["id"], "name": "Acme",
                                                       "type": "organization"}  # fmt: skip
-    assert_error(httpx.get(url), 401, "authentication_error", "")
+    assert_error(httpx.get(url, verify=TLS), 401, "authentication_error", "")
 
 
 # --- invites -----------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from orgwarden import ids
-from tests.conftest import Server, assert_error, cli, query_db, unique
+from tests.conftest import TLS, Server, assert_error, cli, query_db, unique
 
 EVENT_FIELDS = (
     "id",
@@ -160,7 +160,7 @@ def test_accepting_an_invite_is_audited_as_the_invite_token(server: Server, clie
     raw = client.organization.invites.with_raw_response.create(email=f"{unique('acc')}@example.test", role="billing")
     invite = raw.parse()
     token = raw.http_response.json()["accept_url"].split("#token=", 1)[1]
-    with httpx.Client(base_url=server.base_url) as anonymous:
+    with httpx.Client(base_url=server.base_url, verify=TLS) as anonymous:
         response = anonymous.post("/v1/invites/accept", json={"token": token, "name": "New Person"})
     user_id = response.json()["id"]
     event = the_event(server, response)

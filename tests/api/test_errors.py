@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from orgwarden.config import load_settings
 from orgwarden.storage.tables import ApiKey, Invite
-from tests.conftest import Database, Server, assert_error, cli, start_server, stop_server, unique
+from tests.conftest import TLS, Database, Server, assert_error, cli, start_server, stop_server, unique
 
 WORKSPACES = "/v1/organizations/workspaces"
 INVITES = "/v1/organizations/invites"
@@ -117,13 +117,15 @@ def post_raw(http: httpx.Client, path: str, content: bytes | Iterator[bytes]) ->
 
 
 def test_a_request_without_credentials_is_refused_with_401(server: Server) -> None:
-    response = httpx.get(f"{server.base_url}/v1/organizations/me", headers={"anthropic-version": "2023-06-01"})
+    response = httpx.get(
+        f"{server.base_url}/v1/organizations/me", headers={"anthropic-version": "2023-06-01"}, verify=TLS
+    )
     assert_error(response, 401, "authentication_error", "missing credentials")
 
 
 def test_an_authorization_header_that_is_not_bearer_counts_as_no_credentials(server: Server) -> None:
     response = httpx.get(
-        f"{server.base_url}/v1/organizations/me", headers={"authorization": f"Basic {server.admin_key}"}
+        f"{server.base_url}/v1/organizations/me", headers={"authorization": f"Basic {server.admin_key}"}, verify=TLS
     )
     assert_error(response, 401, "authentication_error", "missing credentials")
 
@@ -160,15 +162,15 @@ def test_a_regular_api_key_is_refused_on_the_admin_api_with_403(server: Server, 
         assert_error(as_api_key.get("/v1/organizations/me"), 403, "permission_error", "admin API key")
         assert_error(as_api_key.get(USERS), 403, "permission_error", "cannot use the admin api")
     bearer = httpx.get(
-        f"{server.base_url}/v1/organizations/me", headers={"authorization": f"Bearer {secret}"}, timeout=30
+        f"{server.base_url}/v1/organizations/me", headers={"authorization": f"Bearer {secret}"}, timeout=30, verify=TLS
     )
     assert_error(bearer, 403, "permission_error", "admin API key")
 
 
 def test_the_admin_key_is_accepted_in_x_api_key_and_as_a_bearer_token(server: Server) -> None:
     url = f"{server.base_url}/v1/organizations/me"
-    by_header = httpx.get(url, headers={"x-api-key": server.admin_key}, timeout=30)
-    by_bearer = httpx.get(url, headers={"authorization": f"Bearer {server.admin_key}"}, timeout=30)
+    by_header = httpx.get(url, headers={"x-api-key": server.admin_key}, timeout=30, verify=TLS)
+    by_bearer = httpx.get(url, headers={"authorization": f"Bearer {server.admin_key}"}, timeout=30, verify=TLS)
     assert by_header.status_code == by_bearer.status_code == 200
     assert by_header.json()["id"] == by_bearer.json()["id"] == server.organization["id"]
 
@@ -386,7 +388,7 @@ def test_an_unknown_endpoint_is_404_naming_the_path(http: httpx.Client, path: st
 
 
 def test_an_unknown_endpoint_is_404_even_without_credentials(server: Server) -> None:
-    response = httpx.post(f"{server.base_url}/v1/organizations/teams", json={})
+    response = httpx.post(f"{server.base_url}/v1/organizations/teams", json={}, verify=TLS)
     assert_error(response, 404, "not_found_error", "/v1/organizations/teams")
 
 
@@ -509,7 +511,7 @@ def test_accepting_with_an_unknown_token_is_404(http: httpx.Client) -> None:
 
 
 def test_accepting_needs_no_admin_key_but_a_valid_body(server: Server) -> None:
-    response = httpx.post(f"{server.base_url}{ACCEPT}", json={"token": "x"}, timeout=30)
+    response = httpx.post(f"{server.base_url}{ACCEPT}", json={"token": "x"}, timeout=30, verify=TLS)
     assert_error(response, 400, "invalid_request_error", "name: field required")
 
 

@@ -31,7 +31,7 @@ from orgwarden.domain.rollups import Entry
 from orgwarden.gateway.recorder import Recorder
 from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.uow import UnitOfWorkFactory
-from tests.conftest import Server, assert_error, query_db, unique
+from tests.conftest import TLS, Server, assert_error, query_db, unique
 
 RATE_LIMITS = "/v1/organizations/rate_limits"
 SPEND_LIMITS = "/v1/organizations/spend_limits"
@@ -503,7 +503,7 @@ def test_spend_limit_scopes_and_list_filters(client: anthropic.Anthropic, http: 
     assert [s.id for s in spend.list(limit=2, page=first.next_page).data] == everything[2:]
     assert [s.id for s in spend.list(limit=1)] == everything  # the SDK follows next_page
     no_beta = httpx.get(
-        f"{str(http.base_url).rstrip('/')}{SPEND_LIMITS}", headers={"x-api-key": http.headers["x-api-key"]}
+        f"{str(http.base_url).rstrip('/')}{SPEND_LIMITS}", headers={"x-api-key": http.headers["x-api-key"]}, verify=TLS
     )
     assert [s["id"] for s in ok(no_beta)["data"]] == everything
     assert ok(no_beta)["next_page"] is None

@@ -30,7 +30,7 @@ from orgwarden.storage.tables import UserSession
 from orgwarden.storage.uow import UnitOfWorkFactory
 from tests.api.test_admin_api_sdk import new_user
 from tests.api.test_audit_trail import audit_events, events_of_request
-from tests.conftest import Server, assert_error, cli, query_db, unique
+from tests.conftest import TLS, Server, assert_error, cli, query_db, unique
 
 PROBE = "/v1/models/claude-sonnet-4-6"  # a data-plane call that needs only a valid key
 T = TypeVar("T")
@@ -70,7 +70,7 @@ def admin_with_keys(server: Server, client: anthropic.Anthropic, n_keys: int = 2
 
 def data_plane(server: Server, secret: str) -> httpx.Response:
     headers = {"x-api-key": secret, "anthropic-version": "2023-06-01"}
-    return httpx.get(server.base_url + PROBE, headers=headers, timeout=10)
+    return httpx.get(server.base_url + PROBE, headers=headers, timeout=10, verify=TLS)
 
 
 def settled(call: Callable[[], httpx.Response], status: int, within: float = 5.0) -> httpx.Response:

@@ -23,7 +23,7 @@ import orgwarden.api.app  # noqa: F401 - registers every route
 from orgwarden.api.routing import REGISTERED
 from orgwarden.domain.roles import ASSIGNABLE_ORG_ROLES, DEFAULT_WORKSPACE_ROLE
 from orgwarden.services.rbac_groups import role_id
-from tests.conftest import BACKENDS, Server, dedicated_server, unique
+from tests.conftest import BACKENDS, TLS, Server, dedicated_server, unique
 from tests.tunnels import certs
 
 NON_ADMIN = sorted(ASSIGNABLE_ORG_ROLES)  # billing, claude_code_user, developer, user
@@ -137,7 +137,9 @@ class Fixture:
     def _new_user(self, role: str) -> str:
         invite = self.post("/v1/organizations/invites", {"email": f"{unique('u')}@acme.test", "role": role})
         token = invite["accept_url"].split("#token=", 1)[1]
-        accepted = httpx.post(f"{self.server.base_url}/v1/invites/accept", json={"token": token, "name": "Someone"})
+        accepted = httpx.post(
+            f"{self.server.base_url}/v1/invites/accept", json={"token": token, "name": "Someone"}, verify=TLS
+        )
         assert accepted.status_code == 200, accepted.text
         return str(accepted.json()["id"])
 
@@ -580,7 +582,7 @@ def build(server: Server) -> World:
         Who(org_role, ws_role, token, user_id)
         for (org_role, ws_role, user_id), token in zip(roles, tokens, strict=True)
     ]
-    return World(server, fx, people, httpx.Client(base_url=server.base_url, timeout=30))
+    return World(server, fx, people, httpx.Client(base_url=server.base_url, timeout=30, verify=TLS))
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -641,11 +643,15 @@ def test_lists_show_only_what_the_role_can_see(world: World) -> None:
     fx = world.fx
     for who in world.people:
         headers = {"authorization": f"Bearer {who.token}"}
-        keys = httpx.get(f"{world.server.base_url}{ORG}/api_keys", params={"limit": 1000}, headers=headers).json()
+        keys = httpx.get(
+            f"{world.server.base_url}{ORG}/api_keys", params={"limit": 1000}, headers=headers, verify=TLS
+        ).json()
         sees_key = any(k["id"] == fx.api_key for k in keys["data"])
         assert sees_key is (who.org_role == "admin" or who.effective in KEY_READERS), who
         assert all(k["workspace_id"] in (fx.workspace, None) for k in keys["data"]) or who.org_role == "admin", who
-        spaces = httpx.get(f"{world.server.base_url}{ORG}/workspaces", params={"limit": 1000}, headers=headers).json()
+        spaces = httpx.get(
+            f"{world.server.base_url}{ORG}/workspaces", params={"limit": 1000}, headers=headers, verify=TLS
+        ).json()
         sees_workspace = any(w["id"] == fx.workspace for w in spaces["data"])
         assert sees_workspace is (who.org_role in ("admin", "billing") or who.ws_role is not None), who
 
@@ -667,13 +673,13 @@ def test_a_role_change_applies_to_the_next_request(world: World) -> None:
     who = next(w for w in world.people if w.org_role == "user" and w.ws_role is None)
     url = f"{world.server.base_url}{ORG}/cost_report"
     headers = {"authorization": f"Bearer {who.token}"}
-    assert httpx.get(url, params=DAY, headers=headers).status_code == 403
+    assert httpx.get(url, params=DAY, headers=headers, verify=TLS).status_code == 403
     world.fx.post(f"{ORG}/users/{who.user_id}", {"role": "billing"})
     try:
-        assert _eventually(lambda: httpx.get(url, params=DAY, headers=headers).status_code == 200)
+        assert _eventually(lambda: httpx.get(url, params=DAY, headers=headers, verify=TLS).status_code == 200)
     finally:
         world.fx.post(f"{ORG}/users/{who.user_id}", {"role": "user"})
-    assert _eventually(lambda: httpx.get(url, params=DAY, headers=headers).status_code == 403)
+    assert _eventually(lambda: httpx.get(url, params=DAY, headers=headers, verify=TLS).status_code == 403)
 
 
 def _eventually(check: Callable[[], bool], seconds: float = 3.0) -> bool:

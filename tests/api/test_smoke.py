@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import anthropic
 
-from tests.conftest import Server
+from tests.conftest import TLS, Server
 
 
 def test_health_needs_no_credentials(server: Server) -> None:
     import httpx
 
-    response = httpx.get(f"{server.base_url}/health")
+    response = httpx.get(f"{server.base_url}/health", verify=TLS)
     assert response.status_code == 200
     assert response.json() == {
         "status": "ok",

@@ -21,7 +21,17 @@ import anthropic
 import httpx
 import pytest
 
-from tests.conftest import Database, Server, assert_error, make_database, start_server, stop_server, unique
+from tests.conftest import (
+    TLS,
+    Database,
+    SdkHttpClient,
+    Server,
+    assert_error,
+    make_database,
+    start_server,
+    stop_server,
+    unique,
+)
 from tests.throwaway import ThrowawayPostgres, ThrowawayRedis
 
 REQUEST: dict[str, Any] = {
@@ -58,7 +68,7 @@ def new_key(server: Server) -> str:
 def message(server: Server, key: str) -> httpx.Response:
     return httpx.post(
         f"{server.base_url}/v1/messages", headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
-        json=REQUEST, timeout=BOUND,
+        json=REQUEST, timeout=BOUND, verify=TLS,
     )  # fmt: skip
 
 
@@ -69,7 +79,7 @@ def admin_get(server: Server) -> httpx.Response:
 
 def wait_ready(server: Server, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
-    while httpx.get(f"{server.base_url}/ready", timeout=BOUND).status_code != 200:
+    while httpx.get(f"{server.base_url}/ready", timeout=BOUND, verify=TLS).status_code != 200:
         assert time.monotonic() < deadline, "not ready again after the database came back"
         time.sleep(0.3)
 
@@ -85,7 +95,9 @@ def test_with_postgres_stopped_the_apis_answer_503_and_cached_keys_are_still_ser
     time.sleep(1.1)  # older than the health check's cache
 
     assert_error(admin_get(server), 503, "api_error", "storage unavailable")
-    sdk = anthropic.Anthropic(api_key=server.admin_key, base_url=server.base_url, max_retries=0)
+    sdk = anthropic.Anthropic(
+        api_key=server.admin_key, base_url=server.base_url, max_retries=0, http_client=SdkHttpClient()
+    )
     with pytest.raises(anthropic.InternalServerError) as raised:
         sdk.organization.retrieve()
     assert raised.value.status_code == 503
@@ -96,19 +108,19 @@ def test_with_postgres_stopped_the_apis_answer_503_and_cached_keys_are_still_ser
     # Files and batches look their records up in the database on every request: 503, never 500.
     headers = {"x-api-key": seen, "anthropic-version": "2023-06-01"}
     for path in ("/v1/files/file_011CNha8iCJcU1wXNR6q4V8w", "/v1/messages/batches/msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d"):
-        looked_up = httpx.get(f"{server.base_url}{path}", headers=headers, timeout=BOUND)
+        looked_up = httpx.get(f"{server.base_url}{path}", headers=headers, timeout=BOUND, verify=TLS)
         assert_error(looked_up, 503, "api_error", "storage unavailable")
-    health = httpx.get(f"{server.base_url}/health", timeout=BOUND)
+    health = httpx.get(f"{server.base_url}/health", timeout=BOUND, verify=TLS)
     assert health.status_code == 200
     assert health.json()["status"] == "degraded"
     assert health.json()["dependencies"] == {"database": "down"}
-    ready = httpx.get(f"{server.base_url}/ready", timeout=BOUND)
+    ready = httpx.get(f"{server.base_url}/ready", timeout=BOUND, verify=TLS)
     assert ready.status_code == 503
     assert ready.json() == {"status": "unavailable", "down": ["database"]}
 
     pg.start()
     wait_ready(server)
-    assert httpx.get(f"{server.base_url}/health").json()["status"] == "ok"
+    assert httpx.get(f"{server.base_url}/health", verify=TLS).json()["status"] == "ok"
     assert admin_get(server).status_code == 200
     assert message(server, unseen).status_code == 200
 
@@ -121,7 +133,7 @@ def test_with_postgres_frozen_the_admin_api_answers_503_instead_of_hanging(
     pg.freeze()
     try:
         assert_error(admin_get(server), 503, "api_error", "storage unavailable")  # httpx gives up after BOUND
-        assert httpx.get(f"{server.base_url}/ready", timeout=BOUND).status_code == 503
+        assert httpx.get(f"{server.base_url}/ready", timeout=BOUND, verify=TLS).status_code == 503
     finally:
         pg.thaw()
     wait_ready(server)
@@ -141,7 +153,7 @@ def test_with_redis_frozen_data_plane_requests_are_answered(tmp_path: Path) -> N
             answered = message(server, key)  # rate limits fail open by default: passed, counted
             assert answered.status_code == 200, answered.text
             time.sleep(1.1)  # older than the health check's cache
-            ready = httpx.get(f"{server.base_url}/ready", timeout=BOUND)
+            ready = httpx.get(f"{server.base_url}/ready", timeout=BOUND, verify=TLS)
             assert ready.status_code == 503
             assert ready.json()["down"] == ["redis"]
             redis.thaw()

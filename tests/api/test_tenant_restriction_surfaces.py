@@ -21,7 +21,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportR
 from opentelemetry.sdk.resources import Resource
 
 from orgwarden.storage.tables import AuditEvent
-from tests.conftest import Server, assert_error, unique
+from tests.conftest import TLS, Server, assert_error, unique
 from tests.gateway.test_tenant_restrictions import (
     HEADER,
     MALFORMED,
@@ -100,10 +100,12 @@ def test_a_malformed_header_on_the_admin_api_is_a_400_audited_even_without_a_key
     assert event.actor_type == "admin_api_key"
 
     # Checked in the order syntax (400) -> key (401) -> organization (403), as on the data plane.
-    bad_key = httpx.get(server.base_url + WORKSPACES, headers={HEADER: OTHER_ORG, "x-api-key": "sk-ant-admin01-no"})
+    bad_key = httpx.get(
+        server.base_url + WORKSPACES, headers={HEADER: OTHER_ORG, "x-api-key": "sk-ant-admin01-no"}, verify=TLS
+    )
     assert_error(bad_key, 401, "authentication_error", "invalid x-api-key")
 
-    keyless = httpx.get(server.base_url + WORKSPACES, headers={HEADER: f"{OTHER_ORG},,{OTHER_ORG}"})
+    keyless = httpx.get(server.base_url + WORKSPACES, headers={HEADER: f"{OTHER_ORG},,{OTHER_ORG}"}, verify=TLS)
     assert_error(keyless, 400, "invalid_request_error", MALFORMED)
     event = audited(server, keyless.headers["request-id"], "invalid_request", "GET", WORKSPACES, "none")
     assert event.actor_type == "anonymous"
@@ -117,15 +119,15 @@ def test_accepting_an_invite_is_an_access_to_the_organization_and_is_restricted(
     token = created.http_response.json()["accept_url"].split("#token=", 1)[1]
     body = {"token": token, "name": "Invitee"}
 
-    refused = httpx.post(server.base_url + "/v1/invites/accept", json=body, headers={HEADER: OTHER_ORG})
+    refused = httpx.post(server.base_url + "/v1/invites/accept", json=body, headers={HEADER: OTHER_ORG}, verify=TLS)
     assert_tenant_violation(refused)
     event = audited(server, refused.headers["request-id"], "denied", "POST", "/v1/invites/accept", "invite_token")
     assert event.actor_type == "anonymous"
 
-    malformed = httpx.post(server.base_url + "/v1/invites/accept", json=body, headers={HEADER: "x"})
+    malformed = httpx.post(server.base_url + "/v1/invites/accept", json=body, headers={HEADER: "x"}, verify=TLS)
     assert_error(malformed, 400, "invalid_request_error", MALFORMED)
 
-    accepted = httpx.post(server.base_url + "/v1/invites/accept", json=body, headers={HEADER: org})
+    accepted = httpx.post(server.base_url + "/v1/invites/accept", json=body, headers={HEADER: org}, verify=TLS)
     assert accepted.status_code == 200, accepted.text  # the refused attempts did not use the token up
 
 
@@ -152,7 +154,9 @@ def test_the_otlp_exporter_passes_when_listed_and_is_refused_when_not(server: Se
 
     body: dict[str, Any] = {"resourceMetrics": []}
     for path in ("/v1/metrics", "/v1/logs"):
-        response = httpx.post(server.base_url + path, json=body, headers={"x-api-key": api_key, HEADER: OTHER_ORG})
+        response = httpx.post(
+            server.base_url + path, json=body, headers={"x-api-key": api_key, HEADER: OTHER_ORG}, verify=TLS
+        )
         assert_tenant_violation(response)
         event = audited(server, response.headers["request-id"], "denied", "POST", path, "api_key")
         assert event.actor_type == "api_key"
@@ -161,7 +165,7 @@ def test_the_otlp_exporter_passes_when_listed_and_is_refused_when_not(server: Se
 
 def test_a_malformed_header_on_the_telemetry_receiver_is_a_400_before_the_key(server: Server) -> None:
     headers = {"x-api-key": "sk-ant-api03-invalid", HEADER: "nope", "content-type": "application/json"}
-    response = httpx.post(server.base_url + "/v1/metrics", content=b"{}", headers=headers)
+    response = httpx.post(server.base_url + "/v1/metrics", content=b"{}", headers=headers, verify=TLS)
     assert_error(response, 400, "invalid_request_error", MALFORMED)
     audited(server, response.headers["request-id"], "invalid_request", "POST", "/v1/metrics", "api_key")
 
@@ -180,16 +184,16 @@ def test_a_malformed_header_on_the_telemetry_receiver_is_a_400_before_the_key(se
     ],
 )
 def test_signing_in_is_an_access_to_the_organization_and_is_restricted(server: Server, method: str, path: str) -> None:
-    refused = httpx.request(method, server.base_url + path, headers={HEADER: OTHER_ORG})
+    refused = httpx.request(method, server.base_url + path, headers={HEADER: OTHER_ORG}, verify=TLS)
     assert_tenant_violation(refused)
     event = audited(server, refused.headers["request-id"], "denied", method, path, "sign_in")
     assert event.actor_type == "anonymous"
-    malformed = httpx.request(method, server.base_url + path, headers={HEADER: "x"})
+    malformed = httpx.request(method, server.base_url + path, headers={HEADER: "x"}, verify=TLS)
     assert_error(malformed, 400, "invalid_request_error", MALFORMED)
 
 
 def test_signing_out_and_revoking_are_never_restricted(server: Server) -> None:
     revoked = httpx.post(
-        server.base_url + "/oauth/revoke", data={"token": "ow-at01-unknown"}, headers={HEADER: OTHER_ORG}
+        server.base_url + "/oauth/revoke", data={"token": "ow-at01-unknown"}, headers={HEADER: OTHER_ORG}, verify=TLS
     )
     assert revoked.status_code != 403, revoked.text

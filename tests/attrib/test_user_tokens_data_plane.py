@@ -27,7 +27,7 @@ from orgwarden.services.user_tokens import UserTokenService
 from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.tables import UsageRecord, User
 from orgwarden.storage.uow import UnitOfWork, UnitOfWorkFactory
-from tests.conftest import Server, assert_error, query_db, unique
+from tests.conftest import TLS, SdkHttpClient, Server, assert_error, query_db, unique
 
 T = TypeVar("T")
 MODEL = "claude-haiku-4-5"
@@ -101,7 +101,7 @@ def new_team(server: Server, workspace_role: str = "workspace_developer") -> Tea
 
 def ask(base_url: str, token: str, **headers: str) -> httpx.Response:
     body = {"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, verify=TLS) as client:
         return client.post(
             f"{base_url}/v1/messages", json=body, headers={"x-api-key": token, "anthropic-version": "2023-06-01",
                                                            **headers},
@@ -134,7 +134,9 @@ def team(server: Server) -> Team:
 
 
 def test_a_user_token_calls_messages_count_tokens_and_models_with_the_sdk(server: Server, team: Team) -> None:
-    client = anthropic.Anthropic(api_key=team.token, base_url=server.base_url, max_retries=0)
+    client = anthropic.Anthropic(
+        api_key=team.token, base_url=server.base_url, max_retries=0, http_client=SdkHttpClient()
+    )
     message = client.messages.create(model=MODEL, max_tokens=16, messages=[{"role": "user", "content": "hi"}])
     assert message.type == "message"
     raw = client.messages.with_raw_response.create(
@@ -148,7 +150,9 @@ def test_a_user_token_calls_messages_count_tokens_and_models_with_the_sdk(server
     with client.messages.stream(model=MODEL, max_tokens=16, messages=[{"role": "user", "content": "hi"}]) as stream:
         assert stream.get_final_message().type == "message"
     # Authorization: Bearer (what ANTHROPIC_AUTH_TOKEN sends; apiKeyHelper sends both)
-    bearer = anthropic.Anthropic(auth_token=team.token, api_key=None, base_url=server.base_url, max_retries=0)
+    bearer = anthropic.Anthropic(
+        auth_token=team.token, api_key=None, base_url=server.base_url, max_retries=0, http_client=SdkHttpClient()
+    )
     assert bearer.messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "x"}]).input_tokens > 0
     # the workspace header must match the token's workspace, as for a key
     other = ask(server.base_url, team.token, **{"anthropic-workspace-id": "wrkspc_01000000000000000000000000"})
@@ -204,7 +208,7 @@ def test_an_unknown_or_revoked_token_is_refused_with_401(server: Server, team: T
     revoke(server, token)
     eventually(lambda: ask(server.base_url, token).status_code == 401, within=1.5)  # cache dropped within 1 s
     assert_error(ask(server.base_url, token), 401, "authentication_error", "expired or revoked")
-    client = anthropic.Anthropic(api_key=token, base_url=server.base_url, max_retries=0)
+    client = anthropic.Anthropic(api_key=token, base_url=server.base_url, max_retries=0, http_client=SdkHttpClient())
     with pytest.raises(anthropic.AuthenticationError):
         client.models.list()
 
@@ -238,7 +242,7 @@ def test_a_token_without_a_workspace_or_a_role_there_is_refused_with_403(server:
     with server.http() as http:
         http.delete(f"/v1/organizations/workspaces/{billing.workspace['id']}/members/{billing.user['id']}")
     eventually(lambda: "not a member" in ask(server.base_url, billing.token).text, within=1.5)
-    client = anthropic.Anthropic(api_key=nowhere, base_url=server.base_url, max_retries=0)
+    client = anthropic.Anthropic(api_key=nowhere, base_url=server.base_url, max_retries=0, http_client=SdkHttpClient())
     with pytest.raises(anthropic.PermissionDeniedError):
         client.messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "x"}])
 
@@ -286,7 +290,7 @@ def test_a_user_spend_limit_binds_every_token_of_the_user_and_nothing_else(serve
 
         def spend(token: str) -> httpx.Response:
             body = {"model": MODEL, "max_tokens": 2000, "messages": [{"role": "user", "content": "hi"}]}
-            with httpx.Client(timeout=30) as http:
+            with httpx.Client(timeout=30, verify=TLS) as http:
                 return http.post(f"{server.base_url}/v1/messages", json=body, headers={"x-api-key": token, **headers})
 
         time.sleep(1.0)  # every worker reloads the limits within a second

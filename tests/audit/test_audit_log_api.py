@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Server, assert_error, cli, unique
+from tests.conftest import TLS, Server, assert_error, cli, unique
 from tests.tunnels import certs
 
 PATH = "/v1/organizations/audit_logs"
@@ -99,7 +99,7 @@ def documented_hash(event: dict[str, Any]) -> str:
 
 def tenant_refusal(server: Server, headers: list[tuple[str, str]], key: str | None) -> httpx.Response:
     sent = [("anthropic-version", "2023-06-01"), *headers] + ([("x-api-key", key)] if key else [])
-    response = httpx.post(f"{server.base_url}/v1/messages", headers=sent, json=MESSAGE, timeout=30)
+    response = httpx.post(f"{server.base_url}/v1/messages", headers=sent, json=MESSAGE, timeout=30, verify=TLS)
     assert response.status_code in (400, 403), response.text
     return response
 
@@ -117,7 +117,7 @@ def trail(server: Server) -> Trail:
         def call(
             method: str, path: str, body: Any = None, *, key: bool = True, beta: str | None = None
         ) -> tuple[dict[str, Any], str]:
-            client = h if key else httpx.Client(base_url=server.base_url, timeout=30)
+            client = h if key else httpx.Client(base_url=server.base_url, timeout=30, verify=TLS)
             headers = {"anthropic-beta": beta} if beta else {}
             response = client.request(method, path, json=body, headers=headers)
             return ok(response), response.headers["request-id"]
@@ -452,7 +452,7 @@ def test_the_audit_log_cannot_be_changed_through_the_api(server: Server) -> None
 
 
 def test_only_an_admin_key_reads_the_audit_log(server: Server) -> None:
-    with httpx.Client(base_url=server.base_url, timeout=30) as anonymous:
+    with httpx.Client(base_url=server.base_url, timeout=30, verify=TLS) as anonymous:
         assert_error(anonymous.get(PATH), 401, "authentication_error", "credentials")
     with server.http() as h:
         key = ok(h.post("/v1/organizations/api_keys", json={"name": unique("reader"), "workspace_id": None}))

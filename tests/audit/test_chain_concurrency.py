@@ -19,7 +19,7 @@ from orgwarden.config import load_settings
 from orgwarden.services.audit_log import AuditLogService, Verification
 from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.uow import UnitOfWorkFactory
-from tests.conftest import Server, another_instance, dedicated_server, stop_server, unique
+from tests.conftest import TLS, Server, another_instance, dedicated_server, stop_server, unique
 
 THREADS = 8
 ROUNDS = 10
@@ -64,7 +64,7 @@ def test_two_instances_writing_at_once_keep_one_unbroken_chain(tmp_path: Path) -
             def race(worker: int) -> list[int]:
                 mine, other = (first, second) if worker % 2 else (second, first)
                 statuses = []
-                with mine.http() as admin, httpx.Client(base_url=other.base_url, timeout=30) as data:
+                with mine.http() as admin, httpx.Client(base_url=other.base_url, timeout=30, verify=TLS) as data:
                     headers = {"x-api-key": key["key"], "anthropic-allowed-org-ids": OTHER_ORG}
                     for _ in range(ROUNDS):
                         statuses.append(admin.post("/v1/organizations/workspaces", json={"name": unique("race")})

@@ -30,6 +30,8 @@ from orgwarden.storage.tables import UsageRecord
 from orgwarden.storage.uow import UnitOfWork
 from tests.conftest import (
     ORGWARDEN,
+    TLS,
+    SdkHttpClient,
     Server,
     another_instance,
     assert_error,
@@ -60,7 +62,7 @@ def simulator_process() -> Iterator[str]:
         deadline = time.monotonic() + 15
         while True:
             try:
-                httpx.get(f"{url}/v1/models", timeout=1)
+                httpx.get(f"{url}/v1/models", timeout=1, verify=TLS)
                 break
             except httpx.HTTPError:
                 assert time.monotonic() < deadline, "orgwarden simulator did not start"
@@ -108,7 +110,7 @@ def workspace_key(server: Server, **workspace: Any) -> tuple[str, str, str]:
 
 
 def sdk(server: Server, key: str) -> anthropic.Anthropic:
-    return anthropic.Anthropic(api_key=key, base_url=server.base_url, max_retries=0)
+    return anthropic.Anthropic(api_key=key, base_url=server.base_url, max_retries=0, http_client=SdkHttpClient())
 
 
 def requests_of(count: int, max_tokens: int = 64, **params: Any) -> list[dict[str, Any]]:
@@ -155,7 +157,9 @@ def wait_records(server: Server, key_id: str, expected: int) -> list[UsageRecord
 
 def upstream_batches(url: str) -> set[str]:
     """Every batch the simulator holds."""
-    response = httpx.get(f"{url}/v1/messages/batches", params={"limit": 1000}, headers={"x-api-key": "sk-test"})
+    response = httpx.get(
+        f"{url}/v1/messages/batches", params={"limit": 1000}, headers={"x-api-key": "sk-test"}, verify=TLS
+    )
     assert response.status_code == 200, response.text
     return {batch["id"] for batch in response.json()["data"]}
 

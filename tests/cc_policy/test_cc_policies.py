@@ -16,7 +16,7 @@ import pytest
 from orgwarden.domain.cc_policy import OrganizationPolicies, PolicyRule
 from orgwarden.storage.uow import UnitOfWork
 from tests.attrib.test_user_tokens_data_plane import issue, new_user
-from tests.conftest import Server, query_db, unique
+from tests.conftest import SdkHttpClient, Server, query_db, unique
 
 HAIKU, SONNET, OPUS = "claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-1"
 MS = "/v1/organizations/claude_code/managed_settings"
@@ -36,7 +36,7 @@ def new_group(server: Server, *members: str) -> str:
 
 
 def ask(server: Server, secret: str, model: str) -> anthropic.types.Message:
-    client = anthropic.Anthropic(api_key=secret, base_url=server.base_url, max_retries=0)
+    client = anthropic.Anthropic(api_key=secret, base_url=server.base_url, max_retries=0, http_client=SdkHttpClient())
     return client.messages.create(model=model, max_tokens=8, messages=[{"role": "user", "content": "hi"}])
 
 
@@ -169,7 +169,7 @@ def test_a_user_token_gets_its_groups_models_and_sees_a_change_within_a_second(s
     eventually(lambda: not granted(server, token, SONNET))
     assert "'claude-sonnet-4-5'" in refused(server, token, SONNET)
     assert ask(server, token, HAIKU).type == "message"
-    client = anthropic.Anthropic(api_key=token, base_url=server.base_url, max_retries=0)
+    client = anthropic.Anthropic(api_key=token, base_url=server.base_url, max_retries=0, http_client=SdkHttpClient())
     listed = [m.id for m in client.models.list()]
     assert len(listed) == 1
     assert listed[0].startswith(HAIKU)
@@ -193,7 +193,7 @@ def test_an_api_key_gets_the_base_policys_models(server: Server) -> None:
     eventually(lambda: not granted(server, secret, OPUS))
     assert "'claude-opus-4-1'" in refused(server, secret, OPUS)
     assert ask(server, secret, HAIKU).type == "message"
-    client = anthropic.Anthropic(api_key=secret, base_url=server.base_url, max_retries=0)
+    client = anthropic.Anthropic(api_key=secret, base_url=server.base_url, max_retries=0, http_client=SdkHttpClient())
     assert OPUS not in [m.id for m in client.models.list()]
 
 

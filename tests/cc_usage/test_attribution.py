@@ -20,7 +20,7 @@ import pytest
 from orgwarden.storage.tables import UsageRecord
 from orgwarden.storage.uow import UnitOfWork
 from tests.attrib.test_user_tokens_data_plane import new_team
-from tests.conftest import Server, dedicated_server, query_db
+from tests.conftest import TLS, Server, dedicated_server, query_db
 from tests.gateway.test_forwarding import UPSTREAM_KEY, echo, headers_of, new_key, report_of
 
 __all__ = ["echo"]  # the echo upstream fixture, shared
@@ -64,7 +64,7 @@ def test_session_and_agent_ids_go_on_the_users_usage_and_the_claude_code_report(
     team = new_team(gateway)
     bearer = {"authorization": f"Bearer {team.token}"}
     main, other = str(uuid.uuid4()), str(uuid.uuid4())
-    with httpx.Client(base_url=gateway.base_url, timeout=30) as http:
+    with httpx.Client(base_url=gateway.base_url, timeout=30, verify=TLS) as http:
         first = http.post("/v1/messages?beta=true", json=REQUEST, headers=claude_code_headers(bearer, main))
         sub = http.post("/v1/messages?beta=true", json=REQUEST,
                         headers=claude_code_headers(bearer, main,
@@ -95,7 +95,7 @@ def test_the_identity_header_names_the_user_or_key_and_the_clients_own_is_droppe
     team = new_team(gateway)
     key = new_key(gateway)
     forged = {"x-orgwarden-user": "ceo@acme.test", "X-ORGWARDEN-USER": "root"}
-    with httpx.Client(base_url=gateway.base_url, timeout=30) as http:
+    with httpx.Client(base_url=gateway.base_url, timeout=30, verify=TLS) as http:
         as_user = http.post("/v1/messages", json=REQUEST,
                             headers={"authorization": f"Bearer {team.token}", **forged})  # fmt: skip
         as_key = http.post("/v1/messages", json=REQUEST, headers={"x-api-key": key["key"], **forged})
@@ -108,7 +108,7 @@ def test_the_identity_header_names_the_user_or_key_and_the_clients_own_is_droppe
 def test_beta_and_version_reach_the_upstream_verbatim(gateway: Server) -> None:
     key = new_key(gateway)["key"]
     headers = claude_code_headers({"x-api-key": key}, str(uuid.uuid4()), **{"anthropic-version": "2026-10-21"})
-    with httpx.Client(base_url=gateway.base_url, timeout=30) as http:
+    with httpx.Client(base_url=gateway.base_url, timeout=30, verify=TLS) as http:
         response = http.post("/v1/messages?beta=true", json=REQUEST, headers=headers)
     seen = headers_of(report_of(response))
     assert [v for k, v in seen if k.lower() == "anthropic-beta"] == [BETA]
@@ -120,7 +120,9 @@ def test_a_stream_is_relayed_unbuffered_with_its_pings(gateway: Server) -> None:
     events: list[tuple[str, float]] = []
     started = time.monotonic()
     request = {**REQUEST, "stream": True}
-    with httpx.stream("POST", f"{gateway.base_url}/v1/messages", headers={"x-api-key": key}, json=request) as response:
+    with httpx.stream(
+        "POST", f"{gateway.base_url}/v1/messages", headers={"x-api-key": key}, json=request, verify=TLS
+    ) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
             if line.startswith("event: "):
@@ -135,7 +137,7 @@ def test_the_access_log_is_not_needed_for_sessions_but_shows_them(gateway: Serve
     """The server's log holds the access line with ``session="<id>"`` (the sessions' header value)."""
     key = new_key(gateway)["key"]
     session = str(uuid.uuid4())
-    with httpx.Client(base_url=gateway.base_url, timeout=30) as http:
+    with httpx.Client(base_url=gateway.base_url, timeout=30, verify=TLS) as http:
         response = http.post("/v1/messages", json=REQUEST, headers=claude_code_headers({"x-api-key": key}, session))
     assert response.status_code == 200
     request_id = response.headers["request-id"]

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.attrib.test_user_tokens_data_plane import new_team
-from tests.conftest import Server, dedicated_server
+from tests.conftest import TLS, Server, dedicated_server
 from tests.gateway.test_forwarding import new_key
 
 USER = [{"role": "user", "content": "hi"}]
@@ -64,7 +64,7 @@ def test_a_user_limit_gets_the_user_alert_thresholds_and_refuses_as_claude_code_
     assert all(s["alert_thresholds"] != [75, 95, 100] for s in org_limit if s["scope"]["type"] != "user")
     time.sleep(1.0)  # the limits are reloaded within a second
     refused = None
-    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+    with httpx.Client(base_url=server.base_url, timeout=30, verify=TLS) as http:
         for _ in range(50):  # 1 cent: a few Opus answers of 500 output tokens each use it up
             response = http.post(
                 "/v1/messages", json={"model": "claude-opus-5-5", "max_tokens": 500, "messages": USER},

@@ -20,7 +20,7 @@ from standardwebhooks import Webhook
 from orgwarden.storage.tables import AuditEvent
 from orgwarden.storage.uow import UnitOfWork
 from tests.attrib.test_user_tokens_data_plane import new_team
-from tests.conftest import drop_database, make_database, query_db, start_server, stop_server
+from tests.conftest import TLS, drop_database, make_database, query_db, start_server, stop_server
 from tests.gateway.webhook_receiver import Receiver, running_receiver
 
 SECRET = "whsec_" + base64.b64encode(b"orgwarden-user-alert-secret-32by").decode()
@@ -32,7 +32,7 @@ def ask(base_url: str, token: str, output_tokens: int) -> httpx.Response:
     body = {"model": MODEL, "max_tokens": output_tokens, "messages": [{"role": "user", "content": "hi"}]}
     headers = {"authorization": f"Bearer {token}", "anthropic-version": "2023-06-01",
                "anthropic-simulator-output-tokens": str(output_tokens)}  # fmt: skip
-    with httpx.Client(base_url=base_url, timeout=60) as http:
+    with httpx.Client(base_url=base_url, timeout=60, verify=TLS) as http:
         return http.post("/v1/messages", json=body, headers=headers)
 
 

@@ -11,7 +11,7 @@ import json
 import os
 import re
 import subprocess
-import time
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from orgwarden import __version__, ids
 from orgwarden.config import load_settings
 from orgwarden.storage.tables import AdminApiKey, Organization
-from tests.conftest import ORGWARDEN, Database, cli, free_port, unique
+from tests.conftest import ORGWARDEN, TLS, Database, cli, free_port, unique, wait_until_healthy
 
 ADMIN_KEY = re.compile(r"sk-ant-admin01-[A-Za-z0-9_-]{93}AA")
 API_KEY = re.compile(r"sk-ant-api03-[A-Za-z0-9_-]{93}AA")
@@ -138,6 +138,25 @@ def test_version_prints_the_version(sqlite_env: dict[str, str]) -> None:
     result = run(sqlite_env, "--version")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"orgwarden {__version__}"
+
+
+def test_loading_the_cli_loads_neither_the_database_layer_nor_the_server() -> None:
+    """``--help``, ``--version`` and refusals of arguments or settings stay light: the command
+    modules import storage, services, settings and the server where a command uses them."""
+    heavy = ("sqlalchemy", "alembic", "fastapi", "pydantic", "httpx", "orgwarden.services", "orgwarden.storage")
+    probe = (
+        "import json, sys, orgwarden.cli.main\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.startswith({heavy!r}))))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(result.stdout) == []
+
+
+def test_the_audit_list_limit_help_names_the_services_maximum() -> None:
+    from orgwarden.cli import audit
+    from orgwarden.services.audit_log import MAX_LIMIT
+
+    assert audit.MAX_LIMIT == MAX_LIMIT
 
 
 # --------------------------------------------------------------------------------------------------
@@ -303,20 +322,11 @@ def test_serve_on_an_empty_database_initializes_it_and_prints_the_admin_key(data
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        wait_until_healthy(process, base_url, log)
         output = log.read_text()
         keys = [m for line in output.splitlines() for m in ADMIN_KEY.findall(line)]
         assert len(keys) == 1, output  # whole, on one line, although the output is 80 columns wide
-        me = httpx.get(f"{base_url}/v1/organizations/me", headers={"x-api-key": keys[0]}, timeout=30)
+        me = httpx.get(f"{base_url}/v1/organizations/me", headers={"x-api-key": keys[0]}, timeout=30, verify=TLS)
         assert me.status_code == 200, me.text
         assert me.json()["name"] == "My Organization"
         assert f"({me.json()['id']})" in output

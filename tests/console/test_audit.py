@@ -14,6 +14,7 @@ import httpx
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from tests.conftest import TLS
 from tests.console.conftest import (
     ADMIN,
     ConsoleWorld,
@@ -234,5 +235,5 @@ def test_the_audit_pages_send_the_console_security_headers(console_world: Consol
             assert "default-src 'none'" in response.headers["content-security-policy"]
             assert response.headers["x-frame-options"] == "DENY"
             assert response.headers["x-content-type-options"] == "nosniff"
-    with httpx.Client(base_url=console_world.base_url, follow_redirects=False) as anonymous:
+    with httpx.Client(base_url=console_world.base_url, follow_redirects=False, verify=TLS) as anonymous:
         assert anonymous.get("/console/audit/export?format=csv").status_code == 303

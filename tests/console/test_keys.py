@@ -13,7 +13,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
-from tests.conftest import unique
+from tests.conftest import SdkHttpClient, unique
 from tests.console.conftest import (
     ADMIN,
     ConsoleWorld,
@@ -78,7 +78,7 @@ def test_an_admin_creates_a_key_and_reads_its_secret_only_once(console_world: Co
     assert secret not in browser.current_url
 
     # The secret works against the gateway with the official SDK.
-    sdk = anthropic.Anthropic(api_key=secret, base_url=world.base_url, max_retries=0)
+    sdk = anthropic.Anthropic(api_key=secret, base_url=world.base_url, max_retries=0, http_client=SdkHttpClient())
     message = sdk.messages.create(model=MODEL, max_tokens=32, messages=MESSAGES)
     assert message.content
 
@@ -118,7 +118,7 @@ def test_rename_deactivate_and_archive_show_in_the_admin_api(console_world: Cons
     assert _key(world, key_id)["status"] == "inactive"
     shot(browser, "keys-detail-inactive")
     assert_accessible(browser, "/console/keys/{id} (inactive)")
-    sdk = anthropic.Anthropic(api_key=secret, base_url=world.base_url, max_retries=0)
+    sdk = anthropic.Anthropic(api_key=secret, base_url=world.base_url, max_retries=0, http_client=SdkHttpClient())
     with pytest.raises(anthropic.AuthenticationError):
         sdk.messages.create(model=MODEL, max_tokens=16, messages=MESSAGES)
 
@@ -146,9 +146,9 @@ def test_the_list_filters_by_workspace_status_and_creator_and_flags_keys(
     soon = (datetime.now(UTC) + timedelta(days=3)).isoformat()
     expiring = _api_key(world, unique("expiring"), workspace_id=workspace, expires_at=soon)
     used = _api_key(world, unique("used"), workspace_id=workspace)
-    anthropic.Anthropic(api_key=used["key"], base_url=world.base_url, max_retries=0).messages.create(
-        model=MODEL, max_tokens=16, messages=MESSAGES
-    )
+    anthropic.Anthropic(
+        api_key=used["key"], base_url=world.base_url, max_retries=0, http_client=SdkHttpClient()
+    ).messages.create(model=MODEL, max_tokens=16, messages=MESSAGES)
     sign_in(browser, world, ADMIN, "/console/keys")
     Select(browser.find_element(By.ID, "q-workspace")).select_by_value(workspace)
     browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()

@@ -9,7 +9,7 @@ import httpx
 
 from orgwarden.console import app as console_app
 from orgwarden.console.pages import CONSOLE_ROUTES
-from tests.conftest import unique
+from tests.conftest import TLS, unique
 from tests.console.conftest import ADMIN, ConsoleWorld, csrf_token, http_session
 
 MINE = ("/console/keys", "/console/users", "/console/invites", "/console/groups")
@@ -27,7 +27,7 @@ def _concrete(path: str) -> str:
 def test_every_keys_and_people_route_needs_a_session(console_world: ConsoleWorld) -> None:
     routes = _mine()
     assert len(routes) >= 20
-    with httpx.Client(base_url=console_world.base_url, follow_redirects=False, timeout=30) as anonymous:
+    with httpx.Client(base_url=console_world.base_url, follow_redirects=False, timeout=30, verify=TLS) as anonymous:
         for method, path in routes:
             response = anonymous.request(
                 method, _concrete(path), data={"csrf_token": "x"} if method == "POST" else None

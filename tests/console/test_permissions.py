@@ -17,6 +17,7 @@ from orgwarden.console import app as console_app
 from orgwarden.console.pages import CONSOLE_ROUTES
 from orgwarden.console.render import NAV
 from orgwarden.domain.policy import Actor, Permission, allows, may_use
+from tests.conftest import TLS
 from tests.console.conftest import ADMIN, ConsoleWorld, csrf_token, http_session
 
 ROLES = ["developer", "user"]  # the brief's developer; "user" (no usage:read) is refused even A's own pages
@@ -134,7 +135,7 @@ def test_an_action_without_the_csrf_token_is_refused(console_world: ConsoleWorld
 
 
 def test_without_a_session_pages_send_you_to_sign_in_and_actions_are_refused(console_world: ConsoleWorld) -> None:
-    with httpx.Client(base_url=console_world.base_url, follow_redirects=False, timeout=30) as anonymous:
+    with httpx.Client(base_url=console_world.base_url, follow_redirects=False, timeout=30, verify=TLS) as anonymous:
         for path in GETS:
             response = anonymous.get(concrete(path))
             assert response.status_code == 303, (path, response.status_code)

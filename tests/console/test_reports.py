@@ -18,6 +18,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from orgwarden.console.csv import cell, csv_text
+from tests.conftest import TLS
 from tests.console.conftest import (
     ADMIN,
     ConsoleWorld,
@@ -99,7 +100,7 @@ def download_csv(driver: WebDriver, world: ConsoleWorld) -> tuple[list[str], lis
     """The page's "Export CSV" link, fetched by httpx with the browser's session cookie."""
     href = driver.find_element(By.LINK_TEXT, "Export CSV").get_attribute("href")
     assert href
-    with httpx.Client(cookies=session_cookie(driver), timeout=30) as http:
+    with httpx.Client(cookies=session_cookie(driver), timeout=30, verify=TLS) as http:
         response = http.get(href)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "text/csv; charset=utf-8"

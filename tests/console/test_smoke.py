@@ -6,6 +6,7 @@ import httpx
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from tests.conftest import TLS
 from tests.console.conftest import ADMIN, ConsoleWorld, assert_accessible, http_session, shot, sign_in
 
 
@@ -22,7 +23,7 @@ def test_admin_signs_in_and_sees_the_overview(console_world: ConsoleWorld, brows
 
 
 def test_without_a_session_the_console_sends_you_to_sign_in(console_world: ConsoleWorld) -> None:
-    with httpx.Client(base_url=console_world.base_url, follow_redirects=False) as anonymous:
+    with httpx.Client(base_url=console_world.base_url, follow_redirects=False, verify=TLS) as anonymous:
         response = anonymous.get("/console?x=1")
     assert response.status_code == 303
     assert response.headers["location"] == "/auth/login?next=%2Fconsole%3Fx%3D1"

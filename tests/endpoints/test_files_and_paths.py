@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from orgwarden.storage.tables import StoredFile, UsageRecord
 from orgwarden.storage.uow import UnitOfWork
-from tests.conftest import BACKENDS, Server, assert_error, dedicated_server, query_db, unique
+from tests.conftest import BACKENDS, TLS, SdkHttpClient, Server, assert_error, dedicated_server, query_db, unique
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -38,7 +38,7 @@ def workspace_key(server: Server) -> tuple[str, dict[str, Any]]:
 
 
 def sdk(server: Server, key: str) -> anthropic.Anthropic:
-    return anthropic.Anthropic(api_key=key, base_url=server.base_url, max_retries=0)
+    return anthropic.Anthropic(api_key=key, base_url=server.base_url, max_retries=0, http_client=SdkHttpClient())
 
 
 def test_a_file_goes_up_is_listed_comes_back_identical_and_is_deleted(server: Server) -> None:
@@ -107,16 +107,16 @@ def test_over_the_files_rate_limit_is_429_before_the_upstream(server: Server) ->
 def test_an_unknown_v1_path_is_404_naming_it(server: Server) -> None:
     key = new_key(server)["key"]
     for method, path in (("GET", "/v1/nope"), ("POST", "/v1/files/x/y/z"), ("PUT", "/v1/messages")):
-        response = httpx.request(method, f"{server.base_url}{path}", headers={"x-api-key": key})
+        response = httpx.request(method, f"{server.base_url}{path}", headers={"x-api-key": key}, verify=TLS)
         assert_error(response, 404, "not_found_error", f"no such endpoint: {method} {path}")
 
 
 def test_a_known_other_path_is_forwarded_after_the_key_check(server: Server) -> None:
     key = new_key(server)["key"]
-    bad = httpx.get(f"{server.base_url}/v1/skills", headers={"x-api-key": "sk-ant-nope"})
+    bad = httpx.get(f"{server.base_url}/v1/skills", headers={"x-api-key": "sk-ant-nope"}, verify=TLS)
     assert_error(bad, 401, "authentication_error", "invalid x-api-key")
     # forwarded: the simulator has no skills, and says so itself
-    response = httpx.get(f"{server.base_url}/v1/skills", headers={"x-api-key": key})
+    response = httpx.get(f"{server.base_url}/v1/skills", headers={"x-api-key": key}, verify=TLS)
     assert response.status_code == 404
     assert "GET /v1/skills" in response.text
     assert response.headers["request-id"].startswith("req_")
@@ -125,7 +125,7 @@ def test_a_known_other_path_is_forwarded_after_the_key_check(server: Server) -> 
 def test_the_tenant_restriction_applies_to_files(server: Server) -> None:
     key = new_key(server)["key"]
     headers = {"x-api-key": key, "anthropic-allowed-org-ids": "00000000-0000-0000-0000-000000000000"}
-    response = httpx.get(f"{server.base_url}/v1/files", headers=headers)
+    response = httpx.get(f"{server.base_url}/v1/files", headers=headers, verify=TLS)
     assert response.status_code == 403, response.text
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Server, unique
+from tests.conftest import TLS, Server, unique
 from tests.gateway.test_tenant_restrictions import read_audit
 
 MODEL = "claude-sonnet-4-6"
@@ -176,7 +176,9 @@ def test_a_client_that_leaves_before_its_body_is_whole_breaks_nothing(server: Se
         whole = request(server, key)
         wire.send(whole[: len(whole) - 20])
         time.sleep(0.1)
-    with httpx.Client(base_url=server.base_url, headers={"x-api-key": key, "anthropic-version": "2023-06-01"}) as http:
+    with httpx.Client(
+        base_url=server.base_url, headers={"x-api-key": key, "anthropic-version": "2023-06-01"}, verify=TLS
+    ) as http:
         assert http.post("/v1/messages", content=BODY, headers={"content-type": "application/json"}).status_code == 200
     assert "Traceback" not in server.log()
     assert "unhandled error" not in server.log()

@@ -21,7 +21,7 @@ import pytest
 
 from orgwarden.storage.tables import UsageRecord
 from orgwarden.storage.uow import UnitOfWork
-from tests.conftest import BACKENDS, Server, assert_error, dedicated_server, free_port, query_db, unique
+from tests.conftest import BACKENDS, TLS, Server, assert_error, dedicated_server, free_port, query_db, unique
 
 UPSTREAM_KEY = "sk-ant-api03-upstream-global-key"
 
@@ -39,7 +39,7 @@ def echo() -> Iterator[str]:
     deadline = time.monotonic() + 20
     while True:
         try:
-            httpx.post(f"{url}/v1/messages", content=b"{}", timeout=1)
+            httpx.post(f"{url}/v1/messages", content=b"{}", timeout=1, verify=TLS)
             break
         except httpx.HTTPError:
             if time.monotonic() > deadline:
@@ -82,7 +82,10 @@ def test_the_body_reaches_the_upstream_byte_for_byte(gateway: Server) -> None:
         b'"messages":[{"role":"user","content":"caf\\u00e9 \xe2\x9c\x93"}]}'
     )
     response = httpx.post(
-        f"{gateway.base_url}/v1/messages", content=body, headers={"x-api-key": key, "content-type": "application/json"}
+        f"{gateway.base_url}/v1/messages",
+        content=body,
+        headers={"x-api-key": key, "content-type": "application/json"},
+        verify=TLS,
     )
     assert base64.b64decode(report_of(response)["body_b64"]) == body
 
@@ -90,7 +93,7 @@ def test_the_body_reaches_the_upstream_byte_for_byte(gateway: Server) -> None:
 def test_the_upstream_connection_is_kept_alive_unless_the_upstream_closes_it(gateway: Server) -> None:
     key = new_key(gateway)["key"]
     body = {"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
-    with httpx.Client(base_url=gateway.base_url, headers={"x-api-key": key}) as http:
+    with httpx.Client(base_url=gateway.base_url, headers={"x-api-key": key}, verify=TLS) as http:
         ports = [report_of(http.post("/v1/messages", json=body))["client_port"] for _ in range(5)]
         assert len(set(ports)) == 1, f"one request after another should share one upstream connection: {ports}"
         closing = report_of(http.post("/v1/messages?close=1", json=body))["client_port"]
@@ -106,7 +109,7 @@ def test_a_json_answer_in_hundreds_of_chunks_arrives_whole_and_leaves_the_connec
     reading on such an answer deterministically)."""
     key = new_key(gateway)["key"]
     body = {"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": [{"role": "user", "content": "x" * 3000}]}
-    with httpx.Client(base_url=gateway.base_url, headers={"x-api-key": key}, timeout=10) as http:
+    with httpx.Client(base_url=gateway.base_url, headers={"x-api-key": key}, timeout=10, verify=TLS) as http:
         first = http.post("/v1/messages?chunks=400", json=body)
         second = http.post("/v1/messages?chunks=400", json=body)
         third = http.post("/v1/messages", json=body)
@@ -119,7 +122,7 @@ def test_a_json_answer_in_hundreds_of_chunks_arrives_whole_and_leaves_the_connec
 def test_a_json_answer_cut_half_way_is_a_502_envelope_not_a_truncated_body(gateway: Server) -> None:
     key = new_key(gateway)["key"]
     body = {"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
-    response = httpx.post(f"{gateway.base_url}/v1/messages?drop=1", json=body, headers={"x-api-key": key})
+    response = httpx.post(f"{gateway.base_url}/v1/messages?drop=1", json=body, headers={"x-api-key": key}, verify=TLS)
     assert response.status_code == 502
     assert response.json()["error"] == {"type": "api_error", "message": "the upstream failed while sending its answer"}
     assert response.json()["request_id"] == response.headers["request-id"]
@@ -160,6 +163,7 @@ def test_anthropic_headers_go_along_and_the_credential_is_replaced(gateway: Serv
         f"{gateway.base_url}/v1/messages?beta=true",
         headers=sent,
         json={"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": []},
+        verify=TLS,
     )
     report = report_of(response)
     received = headers_of(report)
@@ -183,6 +187,7 @@ def test_the_response_comes_back_with_orgwarden_headers_added(gateway: Server) -
         f"{gateway.base_url}/v1/messages",
         headers={"x-api-key": key["key"]},
         json={"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": []},
+        verify=TLS,
     )
     assert response.status_code == 200
     assert response.headers["x-upstream-marker"] == "yes"
@@ -199,7 +204,9 @@ def test_a_workspace_upstream_key_takes_precedence_over_the_servers(gateway: Ser
     request = {"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": []}
 
     def upstream_key_seen() -> str:
-        report = report_of(httpx.post(f"{gateway.base_url}/v1/messages", headers={"x-api-key": key}, json=request))
+        report = report_of(
+            httpx.post(f"{gateway.base_url}/v1/messages", headers={"x-api-key": key}, json=request, verify=TLS)
+        )
         return dict(headers_of(report))["x-api-key"]
 
     assert upstream_key_seen() == UPSTREAM_KEY
@@ -233,7 +240,9 @@ def test_a_stream_is_relayed_event_by_event_without_buffering(gateway: Server) -
     arrivals: list[float] = []
     started = time.monotonic()
     request = {"model": "claude-sonnet-4-6", "max_tokens": 5, "stream": True, "messages": []}
-    with httpx.stream("POST", f"{gateway.base_url}/v1/messages", headers={"x-api-key": key}, json=request) as response:
+    with httpx.stream(
+        "POST", f"{gateway.base_url}/v1/messages", headers={"x-api-key": key}, json=request, verify=TLS
+    ) as response:
         assert response.status_code == 200
         for chunk in response.iter_raw():
             if b"event:" in chunk:
@@ -250,13 +259,17 @@ def test_a_workspace_default_geo_is_inserted_and_nothing_else_changes(gateway: S
     )
     key = new_key(gateway, workspace.id)["key"]
     body = b'{"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": []}'
-    report = report_of(httpx.post(f"{gateway.base_url}/v1/messages", content=body, headers={"x-api-key": key}))
+    report = report_of(
+        httpx.post(f"{gateway.base_url}/v1/messages", content=body, headers={"x-api-key": key}, verify=TLS)
+    )
     forwarded = base64.b64decode(report["body_b64"])
     assert forwarded == b'{"inference_geo": "us",' + body[1:]
     assert json.loads(forwarded) == {**json.loads(body), "inference_geo": "us"}
 
     explicit = b'{"model": "claude-sonnet-4-6", "inference_geo": "us", "max_tokens": 5, "messages": []}'
-    report = report_of(httpx.post(f"{gateway.base_url}/v1/messages", content=explicit, headers={"x-api-key": key}))
+    report = report_of(
+        httpx.post(f"{gateway.base_url}/v1/messages", content=explicit, headers={"x-api-key": key}, verify=TLS)
+    )
     assert base64.b64decode(report["body_b64"]) == explicit
 
 
@@ -264,7 +277,7 @@ def test_an_escaped_path_reaches_the_upstream_still_escaped(gateway: Server) -> 
     """The upstream's request line is built from the path as the client sent it: ``%20`` and ``%3F``
     stay escaped (decoded, the space would split the request line and ``?`` start a query)."""
     key = new_key(gateway)["key"]
-    response = httpx.get(f"{gateway.base_url}/v1/models/claude%20x%3Fy", headers={"x-api-key": key})
+    response = httpx.get(f"{gateway.base_url}/v1/models/claude%20x%3Fy", headers={"x-api-key": key}, verify=TLS)
     report = report_of(response)
     assert report["raw_path"] == "/v1/models/claude%20x%3Fy"
     assert report["path"] == "/v1/models/claude x?y"
@@ -275,5 +288,5 @@ def test_a_control_character_in_the_path_is_refused_before_the_upstream(gateway:
     upstream's request line, next to the organization's key. Now: 400, and the upstream sees nothing."""
     key = new_key(gateway)["key"]
     for path in ("/v1/models/x%0D%0AX-Injected:%20yes", "/v1/models/x%00", "/v1/m%65ssages%0A"):
-        response = httpx.get(f"{gateway.base_url}{path}", headers={"x-api-key": key})
+        response = httpx.get(f"{gateway.base_url}{path}", headers={"x-api-key": key}, verify=TLS)
         assert_error(response, 400, "invalid_request_error", "the request path contains a control character")

@@ -25,7 +25,7 @@ from orgwarden.config import load_settings
 from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.tables import AuditEvent, UsageRecord
 from orgwarden.storage.uow import UnitOfWork, UnitOfWorkFactory
-from tests.conftest import Server, assert_error, dedicated_server, query_db, unique
+from tests.conftest import TLS, SdkHttpClient, Server, assert_error, dedicated_server, query_db, unique
 
 HAIKU = "claude-haiku-4-5"
 SONNET = "claude-sonnet-4-6"
@@ -82,7 +82,7 @@ def set_org_output_limit(server: Server, key: str, value: int) -> None:
         )
         assert response.status_code == 200, response.text
     deadline = time.monotonic() + 10
-    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+    with httpx.Client(base_url=server.base_url, timeout=30, verify=TLS) as http:
         while True:
             body = {"model": HAIKU, "max_tokens": 1, "messages": MESSAGES}
             probe = http.post("/v1/messages", json=body, headers=headers(key))
@@ -105,7 +105,7 @@ def test_a_stream_left_before_message_delta_is_metered_and_charged_for_the_conte
     body = {"model": HAIKU, "max_tokens": first_max, "messages": MESSAGES, "stream": True}
     received = 0
     started = time.monotonic()
-    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+    with httpx.Client(base_url=server.base_url, timeout=30, verify=TLS) as http:
         sent = headers(key, **{"anthropic-simulator-output-tokens": "5000"})
         with http.stream("POST", "/v1/messages", json=body, headers=sent) as response:
             assert response.status_code == 200
@@ -115,7 +115,7 @@ def test_a_stream_left_before_message_delta_is_metered_and_charged_for_the_conte
                 received += line.startswith("event: content_block_delta")
                 if received == 2_000:
                     break
-    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+    with httpx.Client(base_url=server.base_url, timeout=30, verify=TLS) as http:
         second = {"model": HAIKU, "max_tokens": second_max, "messages": MESSAGES}
         answer = http.post("/v1/messages", json=second, headers=headers(key))
     elapsed = time.monotonic() - started
@@ -135,7 +135,9 @@ def test_a_stream_left_before_message_delta_is_metered_and_charged_for_the_conte
 
 def test_a_completed_stream_is_metered_with_the_upstreams_count_not_an_estimate(streaming_server: Server) -> None:
     key = create_key(streaming_server)["key"]
-    client = anthropic.Anthropic(api_key=key, base_url=streaming_server.base_url, max_retries=0)
+    client = anthropic.Anthropic(
+        api_key=key, base_url=streaming_server.base_url, max_retries=0, http_client=SdkHttpClient()
+    )
     extra = {"anthropic-simulator-output-tokens": "300"}
     with client.messages.stream(model=HAIKU, max_tokens=1000, messages=MESSAGES, extra_headers=extra) as stream:  # type: ignore[arg-type]
         final = stream.get_final_message()
@@ -165,7 +167,7 @@ def test_a_json_answer_cut_half_way_is_metered_from_what_arrived_and_marked_esti
     key = create_key(any_server)["key"]
     body = {"model": HAIKU, "max_tokens": 500, "messages": MESSAGES}
     extra = {"anthropic-simulator-fault": "cut", "anthropic-simulator-output-tokens": "400"}
-    with httpx.Client(base_url=any_server.base_url, timeout=30) as http:
+    with httpx.Client(base_url=any_server.base_url, timeout=30, verify=TLS) as http:
         response = http.post("/v1/messages", json=body, headers=headers(key, **extra))
     assert response.status_code == 200
     assert b'"usage"' not in response.content
@@ -199,9 +201,9 @@ def test_concurrent_requests_with_a_url_image_cannot_all_pass_a_spend_limit(slow
     (200,000 tokens of claude-haiku-4-5: 20 cents), not the body's bytes (well under a cent). With
     a 25-cent limit, one of eight concurrent requests passes; before, all eight did."""
     server = slow_server
-    workspace = anthropic.Anthropic(api_key=server.admin_key, base_url=server.base_url).organization.workspaces.create(
-        name=unique("spend")
-    )
+    workspace = anthropic.Anthropic(
+        api_key=server.admin_key, base_url=server.base_url, http_client=SdkHttpClient()
+    ).organization.workspaces.create(name=unique("spend"))
     key = create_key(server, workspace.id)["key"]
     spend = {"amount": "25", "period": "daily", "scope": {"type": "workspace", "workspace_id": workspace.id}}
     with server.http() as http:
@@ -211,7 +213,7 @@ def test_concurrent_requests_with_a_url_image_cannot_all_pass_a_spend_limit(slow
     time.sleep(1.5)  # the limit is in force within a second
 
     def one(_: int) -> httpx.Response:
-        with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        with httpx.Client(base_url=server.base_url, timeout=30, verify=TLS) as http:
             return http.post("/v1/messages", json=body, headers=headers(key))
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -223,9 +225,9 @@ def test_concurrent_requests_with_a_url_image_cannot_all_pass_a_spend_limit(slow
 
 
 def test_a_web_search_without_max_uses_is_refused_while_a_spend_limit_applies(server: Server) -> None:
-    workspace = anthropic.Anthropic(api_key=server.admin_key, base_url=server.base_url).organization.workspaces.create(
-        name=unique("search")
-    )
+    workspace = anthropic.Anthropic(
+        api_key=server.admin_key, base_url=server.base_url, http_client=SdkHttpClient()
+    ).organization.workspaces.create(name=unique("search"))
     key = create_key(server, workspace.id)["key"]
     spend = {"amount": "5000", "period": "monthly", "scope": {"type": "workspace", "workspace_id": workspace.id}}
     with server.http() as http:
@@ -233,7 +235,7 @@ def test_a_web_search_without_max_uses_is_refused_while_a_spend_limit_applies(se
     time.sleep(1.5)
     tool = {"type": "web_search_20250305", "name": "web_search"}
     body = {"model": HAIKU, "max_tokens": 16, "messages": MESSAGES, "tools": [tool]}
-    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+    with httpx.Client(base_url=server.base_url, timeout=30, verify=TLS) as http:
         unbounded = http.post("/v1/messages", json=body, headers=headers(key))
         bounded = http.post("/v1/messages", json={**body, "tools": [{**tool, "max_uses": 3}]}, headers=headers(key))
     assert_error(unbounded, 400, "invalid_request_error", "web_search tool without max_uses")
@@ -246,7 +248,9 @@ def test_a_web_search_without_max_uses_is_refused_while_a_spend_limit_applies(se
 
 @pytest.fixture(scope="module")
 def us_key(server: Server) -> dict[str, Any]:
-    workspace = anthropic.Anthropic(api_key=server.admin_key, base_url=server.base_url).organization.workspaces.create(
+    workspace = anthropic.Anthropic(
+        api_key=server.admin_key, base_url=server.base_url, http_client=SdkHttpClient()
+    ).organization.workspaces.create(
         name=unique("us"),
         data_residency={"workspace_geo": "us", "allowed_inference_geos": ["us"], "default_inference_geo": "us"},
     )
@@ -269,7 +273,7 @@ def test_a_body_that_could_dodge_the_workspaces_geo_is_refused_naming_the_field(
     """``"inference_geo": null`` was taken as absent and the default prepended, so the upstream read
     the key twice, null last; a key named twice was checked by its last value only."""
     body = raw % HAIKU.encode() + b', "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}'
-    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+    with httpx.Client(base_url=server.base_url, timeout=30, verify=TLS) as http:
         response = http.post(
             "/v1/messages", content=body, headers={**headers(us_key["key"]), "content-type": "application/json"}
         )
@@ -292,7 +296,7 @@ def test_json_nested_too_deeply_is_a_400_on_messages_telemetry_and_the_admin_api
     almost = b'{"model": "%s", "max_tokens": 8, "messages": %s}' % (HAIKU.encode(), nested(990))
     json_headers = {**headers(key), "content-type": "application/json"}
     admin_headers = {**headers(server.admin_key), "content-type": "application/json"}
-    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+    with httpx.Client(base_url=server.base_url, timeout=30, verify=TLS) as http:
         messages = http.post("/v1/messages", content=deep_messages, headers=json_headers)
         telemetry = http.post("/v1/metrics", content=deep_otlp, headers=json_headers)
         counted = http.post("/v1/messages/count_tokens", content=deep_messages, headers=json_headers)  # simulator
@@ -358,7 +362,7 @@ def test_keyless_refusals_in_a_burst_are_audited_at_a_bounded_rate(quiet_server:
     started = time.monotonic()
 
     def one(i: int) -> int:
-        with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        with httpx.Client(base_url=server.base_url, timeout=30, verify=TLS) as http:
             sent = {"anthropic-version": "2023-06-01", "anthropic-allowed-org-ids": f"not-a-uuid-{i}"}
             return http.get("/v1/models", headers=sent).status_code
 
@@ -378,7 +382,7 @@ def test_a_keyless_refusal_with_a_long_path_and_header_is_audited_with_both_capp
     under common header limits so that the request reaches the pipeline on any server layer."""
     server = quiet_server
     long_id = "x" * 6000
-    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+    with httpx.Client(base_url=server.base_url, timeout=30, verify=TLS) as http:
         response = http.get(
             f"/v1/models/{'m' * 6000}",
             headers={"anthropic-version": "2023-06-01", "anthropic-allowed-org-ids": long_id},

@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import (
     BACKENDS,
+    TLS,
     Server,
     another_instance,
     assert_error,
@@ -58,7 +59,7 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 @pytest.fixture(scope="module")
 def fresh_connections() -> Iterator[httpx.Client]:
     """No keep-alive: every request opens a new connection, which either worker may accept."""
-    with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), timeout=10) as client:
+    with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), timeout=10, verify=TLS) as client:
         yield client
 
 
@@ -132,7 +133,7 @@ def every_worker_answers(server: Server, pool: ThreadPoolExecutor, secret: str, 
     headers = {"x-api-key": secret, "anthropic-version": "2023-06-01"}
     served: set[int] = set()
     for _ in range(30):
-        clients = [httpx.Client(base_url=server.base_url, headers=headers, timeout=10) for _ in range(8)]
+        clients = [httpx.Client(base_url=server.base_url, headers=headers, timeout=10, verify=TLS) for _ in range(8)]
         try:
             responses = list(pool.map(lambda client: client.get(PATH), clients))
             assert [r.status_code for r in responses] == [status] * len(responses), [r.text for r in responses]

@@ -35,6 +35,7 @@ from orgwarden.storage.tables import UsageRecord
 from orgwarden.storage.uow import UnitOfWork
 from tests.conftest import (
     REQUIRE_REDIS,
+    TLS,
     Server,
     another_instance,
     drop_database,
@@ -89,7 +90,7 @@ def message(base_url: str, key: str, *, max_tokens: int = 16, output_tokens: int
     if output_tokens is not None:
         headers["anthropic-simulator-output-tokens"] = str(output_tokens)
     body = {"model": MODEL, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]}
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, verify=TLS) as client:
         return client.post(f"{base_url}/v1/messages", json=body, headers=headers)
 
 
@@ -245,7 +246,7 @@ def test_a_workspace_spend_limit_names_the_workspace(tmp_path: Path) -> None:
         assert other.status_code == 200, other.text
         # A model without a price cannot be bounded: refused while a spend limit applies, forwarded otherwise.
         body = {"model": "claude-unpriced-9", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, verify=TLS) as client:
             limited = client.post(f"{server.base_url}/v1/messages", json=body, headers={"x-api-key": secret})
             free = client.post(f"{server.base_url}/v1/messages", json=body, headers={"x-api-key": create_key(server)})
         assert limited.status_code == 400, limited.text
@@ -334,7 +335,7 @@ def test_when_redis_is_unreachable_each_kind_of_limit_does_what_its_setting_says
                     assert answer.json()["error"]["type"] == "api_error"
                     assert "limits store" in answer.json()["error"]["message"]
             assert "limits store is unreachable" in server.log()
-            health = httpx.get(f"{server.base_url}/health").json()["limits"]
+            health = httpx.get(f"{server.base_url}/health", verify=TLS).json()["limits"]
             assert health == {"store": "redis", "unchecked_requests": 1}  # the one fail_open request
 
             start()  # back: limits are checked again, without a restart of orgwarden

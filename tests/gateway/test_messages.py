@@ -32,6 +32,7 @@ from orgwarden.storage.tables import UsageRecord
 from orgwarden.storage.uow import UnitOfWork
 from tests.conftest import (
     ORGWARDEN,
+    TLS,
     Server,
     assert_error,
     dedicated_server,
@@ -277,7 +278,7 @@ def test_the_sdk_lists_and_retrieves_models_in_either_auth_style(
 
 
 def test_a_request_without_a_key_is_refused_with_401(server: Server) -> None:
-    with httpx.Client(base_url=server.base_url, headers={"anthropic-version": "2023-06-01"}) as http:
+    with httpx.Client(base_url=server.base_url, headers={"anthropic-version": "2023-06-01"}, verify=TLS) as http:
         response = http.post("/v1/messages", json=REQUEST)
     assert_error(response, 401, "authentication_error", "missing credentials")
     assert_gateway_headers(response, server, None)
@@ -288,7 +289,7 @@ def test_an_unknown_key_is_refused_with_401_in_either_auth_style(server: Server)
     with server.http(made_up) as http:
         assert_error(http.post("/v1/messages", json=REQUEST), 401, "authentication_error", "invalid x-api-key")
     bearer = {"anthropic-version": "2023-06-01", "authorization": f"Bearer {made_up}"}
-    response = httpx.post(f"{server.base_url}/v1/messages", json=REQUEST, headers=bearer)
+    response = httpx.post(f"{server.base_url}/v1/messages", json=REQUEST, headers=bearer, verify=TLS)
     assert_error(response, 401, "authentication_error", "invalid x-api-key")
     with pytest.raises(anthropic.AuthenticationError):
         sdk(server, made_up, "bearer").messages.create(model=MODEL, max_tokens=16, messages=MESSAGES)
@@ -489,7 +490,7 @@ def test_every_data_plane_response_carries_request_organization_and_workspace_he
     ids = [r.headers["request-id"] for r in responses]
     assert len(set(ids)) == len(ids)
     # refused before authentication: still a request id and the organization
-    anonymous = httpx.post(f"{server.base_url}/v1/messages", json=REQUEST)
+    anonymous = httpx.post(f"{server.base_url}/v1/messages", json=REQUEST, verify=TLS)
     assert anonymous.status_code == 401
     assert_gateway_headers(anonymous, server, None)
 
@@ -601,7 +602,7 @@ def relay() -> Iterator[tuple[Server, str, subprocess.Popen[str]]]:
             deadline = time.monotonic() + 15
             while True:
                 try:
-                    httpx.get(f"{upstream_url}/v1/models", timeout=1)
+                    httpx.get(f"{upstream_url}/v1/models", timeout=1, verify=TLS)
                     break
                 except httpx.HTTPError:
                     assert time.monotonic() < deadline, "orgwarden simulator did not start"
@@ -625,7 +626,7 @@ def test_through_a_real_http_upstream_the_body_and_stream_come_back_byte_for_byt
     key = create_key(server)
     headers = {"anthropic-version": "2023-06-01", "anthropic-simulator-output-tokens": "5"}
     for request in (REQUEST, {**REQUEST, "stream": True}):
-        direct = httpx.post(f"{upstream_url}/v1/messages", json=request, headers=headers)
+        direct = httpx.post(f"{upstream_url}/v1/messages", json=request, headers=headers, verify=TLS)
         with server.http(key["key"]) as http:
             relayed = http.post("/v1/messages", json=request, headers=headers)
         assert relayed.status_code == direct.status_code == 200
@@ -662,7 +663,7 @@ def test_an_upstream_that_cannot_be_reached_gives_502(relay: tuple[Server, str, 
         upstream.kill()  # the upstream goes away: its port is closed now
         upstream.wait()
         with pytest.raises(httpx.ConnectError):
-            httpx.get(f"{upstream_url}/v1/models", timeout=1)
+            httpx.get(f"{upstream_url}/v1/models", timeout=1, verify=TLS)
         for _ in range(2):  # the first may meet a pooled connection the upstream dropped
             response = http.post("/v1/messages", json=REQUEST)
             assert_error(response, 502, "api_error", "could not be reached")

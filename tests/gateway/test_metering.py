@@ -29,6 +29,7 @@ from orgwarden.storage.tables import UsageRecord
 from orgwarden.storage.uow import UnitOfWork
 from tests.conftest import (
     BACKENDS,
+    SdkHttpClient,
     Server,
     dedicated_server,
     drop_database,
@@ -271,7 +272,9 @@ def test_a_streamed_message_is_metered_from_message_start_and_the_last_message_d
 
 
 def test_the_sdk_stream_is_metered_like_the_final_message_it_assembles(server: Server, key: dict[str, Any]) -> None:
-    client = anthropic.Anthropic(api_key=key["key"], base_url=server.base_url, max_retries=0)
+    client = anthropic.Anthropic(
+        api_key=key["key"], base_url=server.base_url, max_retries=0, http_client=SdkHttpClient()
+    )
     with client.messages.stream(**REQUEST, extra_headers={"anthropic-simulator-output-tokens": "64"}) as stream:  # type: ignore[arg-type]
         final = stream.get_final_message()
         request_id = stream.response.headers["request-id"]
@@ -331,7 +334,9 @@ def test_cache_reads_are_metered_at_a_tenth_of_the_input_price(
 
 
 def test_a_us_inference_geo_is_recorded_and_priced_at_the_geo_multiplier(server: Server) -> None:
-    workspace = anthropic.Anthropic(api_key=server.admin_key, base_url=server.base_url).organization.workspaces.create(
+    workspace = anthropic.Anthropic(
+        api_key=server.admin_key, base_url=server.base_url, http_client=SdkHttpClient()
+    ).organization.workspaces.create(
         name=unique("us"),
         data_residency={"workspace_geo": "us", "allowed_inference_geos": ["us"], "default_inference_geo": "us"},
     )
@@ -426,10 +431,12 @@ def test_a_stream_cut_by_the_upstream_is_metered_with_what_was_delivered(server:
 
 def test_requests_refused_before_the_upstream_make_no_record(server: Server) -> None:
     key = create_key(server)
-    other = anthropic.Anthropic(api_key=server.admin_key, base_url=server.base_url).organization.workspaces.create(
-        name=unique("other")
-    )
-    restricted = anthropic.Anthropic(api_key=server.admin_key, base_url=server.base_url).organization.workspaces.create(
+    other = anthropic.Anthropic(
+        api_key=server.admin_key, base_url=server.base_url, http_client=SdkHttpClient()
+    ).organization.workspaces.create(name=unique("other"))
+    restricted = anthropic.Anthropic(
+        api_key=server.admin_key, base_url=server.base_url, http_client=SdkHttpClient()
+    ).organization.workspaces.create(
         name=unique("eu"),
         data_residency={"workspace_geo": "us", "allowed_inference_geos": ["us"], "default_inference_geo": "us"},
     )
@@ -496,7 +503,9 @@ def test_a_stream_the_client_aborts_is_metered_with_what_was_delivered(slow_serv
 
 def test_an_sdk_stream_closed_early_is_metered_as_aborted(slow_server: Server) -> None:
     key = create_key(slow_server)
-    client = anthropic.Anthropic(api_key=key["key"], base_url=slow_server.base_url, max_retries=0)
+    client = anthropic.Anthropic(
+        api_key=key["key"], base_url=slow_server.base_url, max_retries=0, http_client=SdkHttpClient()
+    )
     with client.messages.stream(**REQUEST, extra_headers={"anthropic-simulator-output-tokens": "100"}) as stream:  # type: ignore[arg-type]
         request_id = stream.response.headers["request-id"]
         for count, _ in enumerate(stream, start=1):

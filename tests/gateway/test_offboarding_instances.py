@@ -30,7 +30,7 @@ from orgwarden.services.users import UserService
 from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.uow import UnitOfWorkFactory
 from tests.api.test_offboarding import PROBE, admin_with_keys, after_offboarding, sign_in
-from tests.conftest import Server, another_instance, dedicated_server, redis_settings, stop_server
+from tests.conftest import TLS, Server, another_instance, dedicated_server, redis_settings, stop_server
 
 LIMIT = 1.0  # seconds: the issue's bound
 
@@ -59,7 +59,9 @@ def doors(instances: list[Server], who: dict[str, Any], grant: dict[str, Any]) -
     """Every way in the user had, on both instances, each checked open (and so cached) first."""
     found: list[Door] = []
     for label, server in zip("AB", instances, strict=True):
-        http = httpx.Client(base_url=server.base_url, timeout=10, headers={"anthropic-version": "2023-06-01"})
+        http = httpx.Client(
+            base_url=server.base_url, timeout=10, headers={"anthropic-version": "2023-06-01"}, verify=TLS
+        )
 
         def knock(path: str, secret: str, http: httpx.Client = http, bearer: bool = False) -> httpx.Response:
             header = {"authorization": f"Bearer {secret}"} if bearer else {"x-api-key": secret}

@@ -33,7 +33,7 @@ from anthropic.types import Message, MessageParam
 
 from orgwarden.storage.tables import UsageRecord
 from orgwarden.storage.uow import UnitOfWork
-from tests.conftest import BACKENDS, Server, dedicated_server, query_db, unique
+from tests.conftest import BACKENDS, SdkHttpClient, Server, dedicated_server, query_db, unique
 
 MODEL = "claude-sonnet-4-6"  # group claude-sonnet-4 ("Claude Sonnet 4.x")
 GROUP = "Claude Sonnet 4.x"
@@ -101,7 +101,7 @@ def new_key(server: Server, workspace_id: str) -> Key:
 
 
 def sdk(server: Server, key: Key) -> anthropic.Anthropic:
-    return anthropic.Anthropic(api_key=key.secret, base_url=server.base_url, max_retries=0)
+    return anthropic.Anthropic(api_key=key.secret, base_url=server.base_url, max_retries=0, http_client=SdkHttpClient())
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import pytest
 
 from orgwarden.data import load_catalog
 from orgwarden.gateway.simulator import Simulator
-from tests.conftest import Server, dedicated_server, unique
+from tests.conftest import TLS, Server, dedicated_server, unique
 
 MODEL = "claude-haiku-4-5"
 USER = [{"role": "user", "content": "Hello, simulator"}]
@@ -349,7 +349,7 @@ def test_a_canned_reply_and_a_latency_are_scripted_by_headers(client: anthropic.
 
 def test_settings_script_every_answer_and_a_header_wins() -> None:
     with dedicated_server("sqlite", {"ORGWARDEN_SIMULATOR_REPLY": "Always this."}) as srv:
-        with httpx.Client(base_url=srv.base_url, timeout=30) as http:
+        with httpx.Client(base_url=srv.base_url, timeout=30, verify=TLS) as http:
             created = http.post("/v1/organizations/api_keys", json={"name": unique("sim")},
                                 headers={"x-api-key": srv.admin_key, "anthropic-version": "2023-06-01"})  # fmt: skip
         client = srv.client(created.json()["key"])

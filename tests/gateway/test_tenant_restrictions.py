@@ -26,7 +26,7 @@ from orgwarden.config import load_settings
 from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.tables import AuditEvent
 from orgwarden.storage.uow import UnitOfWorkFactory
-from tests.conftest import Server, assert_error, unique
+from tests.conftest import TLS, SdkHttpClient, Server, assert_error, unique
 
 HEADER = "anthropic-allowed-org-ids"
 MODEL = "claude-sonnet-4-6"
@@ -92,7 +92,7 @@ def send(
     headers += list(tenant)
     if method == "POST" and body is None:
         body = MESSAGE_BODY
-    response = httpx.request(method, server.base_url + path, headers=headers, json=body, timeout=30)
+    response = httpx.request(method, server.base_url + path, headers=headers, json=body, timeout=30, verify=TLS)
     sent = [(name.decode(), value.decode()) for name, value in response.request.headers.raw]
     for pair in tenant:  # httpx kept every copy, in the given letter case
         assert sent.count(pair) == list(tenant).count(pair)
@@ -299,6 +299,7 @@ def test_the_restriction_applies_to_bearer_authentication_too(server: Server, ap
         base_url=server.base_url,
         max_retries=0,
         default_headers={HEADER: OTHER_ORG},
+        http_client=SdkHttpClient(),
     )
     with pytest.raises(anthropic.PermissionDeniedError) as caught:
         client.messages.create(**MESSAGE_BODY)
@@ -358,7 +359,9 @@ def test_the_sdk_stream_raises_permission_denied_before_any_event(server: Server
 def test_a_streaming_request_gets_the_403_as_json_before_any_sse_byte(server: Server, api_key: dict[str, Any]) -> None:
     headers = [("anthropic-version", "2023-06-01"), ("x-api-key", api_key["key"]), (HEADER, OTHER_ORG)]
     body = {**MESSAGE_BODY, "stream": True}
-    with httpx.stream("POST", f"{server.base_url}/v1/messages", headers=headers, json=body, timeout=30) as response:
+    with httpx.stream(
+        "POST", f"{server.base_url}/v1/messages", headers=headers, json=body, timeout=30, verify=TLS
+    ) as response:
         assert response.status_code == 403
         assert response.headers["content-type"] == "application/json"
         raw = response.read()

@@ -37,6 +37,7 @@ from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.tables import UsageRollup
 from orgwarden.storage.uow import UnitOfWork, UnitOfWorkFactory
 from tests.conftest import (
+    TLS,
     Database,
     Server,
     cli,
@@ -122,6 +123,7 @@ def test_an_overlong_model_and_a_forged_forwarded_address_no_longer_stop_recordi
             f"{server.base_url}/v1/messages",
             headers={"anthropic-allowed-org-ids": "not a uuid,,", "x-forwarded-for": "9" * 100},
             json=REQUEST,
+            verify=TLS,
         )
         assert keyless.status_code == 400, keyless.text
         with server.http(key["key"]) as http:
@@ -198,7 +200,9 @@ def test_a_journal_left_behind_is_replayed_once_and_keeps_the_audit_chain_valid(
         key = create_key(server)
         with server.http(key["key"]) as http:
             answered = [http.post("/v1/messages", json=REQUEST).headers["request-id"] for _ in range(3)]
-        httpx.post(f"{server.base_url}/v1/messages", headers={"anthropic-allowed-org-ids": "bad"}, json=REQUEST)
+        httpx.post(
+            f"{server.base_url}/v1/messages", headers={"anthropic-allowed-org-ids": "bad"}, json=REQUEST, verify=TLS
+        )
         wait_until(lambda: set(answered) <= usage_ids(postgres, organization), 10, "records missing")
         wait_until(lambda: len(audit_events(postgres, organization)) >= 1, 10, "no audit event")
     finally:
@@ -320,7 +324,9 @@ def test_a_sigterm_while_postgres_is_down_ends_in_time_and_loses_nothing(tmp_pat
                 response = http.post("/v1/messages", json=REQUEST)
                 assert response.status_code == 200, response.text
                 answered.append(response.headers["request-id"])
-        refused = httpx.post(f"{server.base_url}/v1/messages", headers={"anthropic-allowed-org-ids": "x"}, json=REQUEST)
+        refused = httpx.post(
+            f"{server.base_url}/v1/messages", headers={"anthropic-allowed-org-ids": "x"}, json=REQUEST, verify=TLS
+        )
         assert refused.status_code == 400
         started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)

@@ -31,6 +31,7 @@ import pytest
 
 from tests.conftest import (
     ORGWARDEN,
+    TLS,
     Database,
     Server,
     cli,
@@ -38,6 +39,7 @@ from tests.conftest import (
     free_port,
     make_database,
     stop_server,
+    wait_until_healthy,
 )
 from tests.npm_cache import npm_ci
 
@@ -75,20 +77,20 @@ class IdP:
 
     def account(self, login: str, *, email: str | None = None, groups: list[str] | None = None, **extra: Any) -> None:
         body = {"login": login, "email": email or login, "groups": groups or [], **extra}
-        httpx.post(f"{self.issuer}/__test/accounts", json=body, timeout=5).raise_for_status()
+        httpx.post(f"{self.issuer}/__test/accounts", json=body, timeout=5, verify=TLS).raise_for_status()
 
     def deactivate(self, login: str) -> None:
         """The person is deactivated at the IdP: its refresh tokens get ``invalid_grant`` from now on."""
         httpx.post(
-            f"{self.issuer}/__test/accounts", json={"login": login, "disabled": True}, timeout=5
+            f"{self.issuer}/__test/accounts", json={"login": login, "disabled": True}, timeout=5, verify=TLS
         ).raise_for_status()
 
     def outage(self, mode: str | None) -> None:
         """The token endpoint drops connections (``down``), answers 503 (``error``), or works (``None``)."""
-        httpx.post(f"{self.issuer}/__test/outage", json={"mode": mode}, timeout=5).raise_for_status()
+        httpx.post(f"{self.issuer}/__test/outage", json={"mode": mode}, timeout=5, verify=TLS).raise_for_status()
 
     def tamper_next_id_token(self, mode: str) -> None:
-        httpx.post(f"{self.issuer}/__test/tamper", json={"mode": mode}, timeout=5).raise_for_status()
+        httpx.post(f"{self.issuer}/__test/tamper", json={"mode": mode}, timeout=5, verify=TLS).raise_for_status()
 
 
 @contextmanager
@@ -118,7 +120,7 @@ def running_idp(redirect_uris: list[str], tmp: Path) -> Iterator[IdP]:
     deadline = time.monotonic() + 30
     while True:
         try:
-            if httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=1).status_code == 200:
+            if httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=1, verify=TLS).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
@@ -148,7 +150,7 @@ def oidc_settings(idp: IdP, **extra: str) -> dict[str, str]:
 
 
 def serve_on(
-    db: Database, port: int, tmp: Path, *, scheme: str = "http", verify: ssl.SSLContext | bool = True
+    db: Database, port: int, tmp: Path, *, scheme: str = "http", verify: ssl.SSLContext | bool = TLS
 ) -> Server:
     """``orgwarden init`` + ``orgwarden serve`` on a port chosen beforehand (the IdP must know the
     redirect URI before orgwarden starts)."""
@@ -163,17 +165,7 @@ def serve_on(
             text=True,
         )
     base_url = f"{scheme}://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base_url}/health", timeout=1, verify=verify).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"orgwarden serve did not start:\n{log_path.read_text()}")
-        time.sleep(0.1)
+    wait_until_healthy(process, base_url, log_path, verify)
     return Server(db, base_url, init["admin_api_key"], init["organization"], init["user"], process, log_path, verify)
 
 
@@ -222,7 +214,7 @@ def signin_world(
         tmp = Path(tmp_name)
         port = free_port()
         scheme = "https" if certificates else "http"
-        verify: ssl.SSLContext | bool = True
+        verify: ssl.SSLContext | bool = TLS
         db = make_database(backend, tmp / "db")
         try:
             with running_idp([f"{scheme}://127.0.0.1:{port}/auth/callback"], tmp) as idp:
@@ -253,7 +245,7 @@ _FORM = re.compile(r"<form[^>]*action=\"([^\"]*)\"[^>]*method=\"post\"", re.IGNO
 _HIDDEN = re.compile(r"<input[^>]*type=\"hidden\"[^>]*name=\"([^\"]+)\"[^>]*value=\"([^\"]*)\"", re.IGNORECASE)
 
 
-def browser(verify: ssl.SSLContext | bool = True) -> httpx.Client:
+def browser(verify: ssl.SSLContext | bool = TLS) -> httpx.Client:
     """A cookie-keeping client that does not follow redirects by itself (the tests look at each hop)."""
     return httpx.Client(timeout=30, follow_redirects=False, headers={"accept": "text/html"}, verify=verify)
 

@@ -17,7 +17,7 @@ from orgwarden.crypto import SecretBox
 from orgwarden.domain.clock import utcnow
 from orgwarden.storage.tables import AuditEvent, Invite, User
 from orgwarden.storage.uow import UnitOfWork
-from tests.conftest import Server, query_db, unique
+from tests.conftest import TLS, Server, query_db, unique
 from tests.identity.conftest import SignInWorld, browser, csrf_of, location, sign_in
 
 
@@ -112,7 +112,7 @@ def test_a_revoked_session_cookie_stops_working_even_if_kept(world: SignInWorld)
         sign_in(b, srv.base_url, "root@acme.test")
         kept = b.cookies.get("ow_session", path="/")
         b.post(f"{srv.base_url}/auth/logout", headers={"x-csrf-token": csrf_of(b, srv.base_url)})
-    with httpx.Client(cookies={"ow_session": kept}) as thief:
+    with httpx.Client(cookies={"ow_session": kept}, verify=TLS) as thief:
         assert thief.get(f"{srv.base_url}/auth/session").status_code == 401
 
 
@@ -257,7 +257,7 @@ def test_a_tampered_session_cookie_is_refused(world: SignInWorld) -> None:
         sign_in(b, srv.base_url, "root@acme.test")
         cookie = b.cookies.get("ow_session", path="/")
     for bad in (cookie[:-1] + ("A" if cookie[-1] != "A" else "B"), "ow-ses01-nonsense", "x" * 5000):
-        with httpx.Client(cookies={"ow_session": bad}) as other:
+        with httpx.Client(cookies={"ow_session": bad}, verify=TLS) as other:
             response = other.get(f"{srv.base_url}/auth/session")
             assert response.status_code == 401
             assert response.json()["error"]["type"] == "authentication_error"
@@ -315,10 +315,12 @@ def test_an_unverified_email_is_refused(world: SignInWorld) -> None:
 
 def test_sign_in_is_off_without_an_issuer(server_without_oidc: Server) -> None:
     for path in ("/auth/login", "/device"):
-        response = httpx.get(f"{server_without_oidc.base_url}{path}")
+        response = httpx.get(f"{server_without_oidc.base_url}{path}", verify=TLS)
         assert response.status_code == 404
         assert "ORGWARDEN_OIDC_ISSUER" in response.json()["error"]["message"]
-    polled = httpx.post(f"{server_without_oidc.base_url}/oauth/device_authorization", data={"client_id": "x"})
+    polled = httpx.post(
+        f"{server_without_oidc.base_url}/oauth/device_authorization", data={"client_id": "x"}, verify=TLS
+    )
     assert polled.status_code == 400
     assert polled.json()["error"] == "invalid_request"
 

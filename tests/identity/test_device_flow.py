@@ -23,7 +23,7 @@ from orgwarden.domain.clock import utcnow
 from orgwarden.services.user_tokens import UserGrant, UserTokenService
 from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.uow import UnitOfWork, UnitOfWorkFactory
-from tests.conftest import ORGWARDEN, Server, query_db, unique
+from tests.conftest import ORGWARDEN, TLS, Server, query_db, unique
 from tests.identity.conftest import SignInWorld, browser, sign_in
 from tests.identity.test_browser_signin import add_user, last_refusal
 
@@ -43,13 +43,16 @@ def resolve(server: Server, access_token: str) -> UserGrant | None:
 
 
 def start(server: Server, **form: str) -> httpx.Response:
-    return httpx.post(f"{server.base_url}/oauth/device_authorization", data={"client_id": "test-cli", **form})
+    return httpx.post(
+        f"{server.base_url}/oauth/device_authorization", data={"client_id": "test-cli", **form}, verify=TLS
+    )
 
 
 def poll(server: Server, device_code: str, client_id: str = "test-cli") -> httpx.Response:
     return httpx.post(
         f"{server.base_url}/oauth/token",
         data={"grant_type": DEVICE_GRANT, "device_code": device_code, "client_id": client_id},
+        verify=TLS,
     )
 
 
@@ -78,7 +81,7 @@ def signed_in_browser(world: SignInWorld) -> Iterator[httpx.Client]:
 
 def test_the_authorization_server_metadata_names_the_endpoints(world: SignInWorld) -> None:
     base = world.server.base_url
-    meta = httpx.get(f"{base}/.well-known/oauth-authorization-server").json()
+    meta = httpx.get(f"{base}/.well-known/oauth-authorization-server", verify=TLS).json()
     assert meta["issuer"] == base
     assert meta["device_authorization_endpoint"] == f"{base}/oauth/device_authorization"
     assert meta["token_endpoint"] == f"{base}/oauth/token"
@@ -173,11 +176,13 @@ def test_polling_answers_pending_then_slow_down_then_tokens_once(
     refreshed = httpx.post(
         f"{srv.base_url}/oauth/token",
         data={"grant_type": "refresh_token", "refresh_token": issued["refresh_token"], "client_id": "test-cli"},
+        verify=TLS,
     )
     assert refreshed.status_code == 200, refreshed.text
     reuse = httpx.post(
         f"{srv.base_url}/oauth/token",
         data={"grant_type": "refresh_token", "refresh_token": issued["refresh_token"], "client_id": "test-cli"},
+        verify=TLS,
     )
     oauth_error(reuse, 400, "invalid_grant", "already used")
     assert resolve(srv, refreshed.json()["access_token"]) is None
@@ -213,32 +218,41 @@ def test_bad_requests_get_rfc_errors_never_a_500(world: SignInWorld) -> None:
     oauth_error(poll(srv, body["device_code"], client_id="another"), 400, "invalid_grant", "another client_id")
     oauth_error(start(srv, workspace_id="wrkspc_bad"), 400, "invalid_request", "not a workspace id")
     oauth_error(
-        httpx.post(f"{base}/oauth/device_authorization", data={"client_id": "no spaces"}), 401, "invalid_client"
+        httpx.post(f"{base}/oauth/device_authorization", data={"client_id": "no spaces"}, verify=TLS),
+        401,
+        "invalid_client",
     )
     oauth_error(
-        httpx.post(f"{base}/oauth/token", data={"grant_type": "password", "client_id": "x"}),
+        httpx.post(f"{base}/oauth/token", data={"grant_type": "password", "client_id": "x"}, verify=TLS),
         400,
         "unsupported_grant_type",
     )
-    oauth_error(httpx.post(f"{base}/oauth/token", json={"grant_type": DEVICE_GRANT}), 400, "invalid_request")
+    oauth_error(
+        httpx.post(f"{base}/oauth/token", json={"grant_type": DEVICE_GRANT}, verify=TLS), 400, "invalid_request"
+    )
     oauth_error(
         httpx.post(
             f"{base}/oauth/token",
             content="client_id=a&client_id=b",
             headers={"content-type": "application/x-www-form-urlencoded"},
+            verify=TLS,
         ),
         400,
         "invalid_request",
         "more than once",
     )
     oauth_error(
-        httpx.post(f"{base}/oauth/token", data={"grant_type": "refresh_token", "refresh_token": "x", "client_id": "c"}),
+        httpx.post(
+            f"{base}/oauth/token",
+            data={"grant_type": "refresh_token", "refresh_token": "x", "client_id": "c"},
+            verify=TLS,
+        ),
         400,
         "invalid_grant",
     )
     # RFC 7009: an unknown token is fine; a missing one is not
-    assert httpx.post(f"{base}/oauth/revoke", data={"token": "ow-rt01-unknown"}).status_code == 200
-    oauth_error(httpx.post(f"{base}/oauth/revoke", data={}), 400, "invalid_request")
+    assert httpx.post(f"{base}/oauth/revoke", data={"token": "ow-rt01-unknown"}, verify=TLS).status_code == 200
+    oauth_error(httpx.post(f"{base}/oauth/revoke", data={}, verify=TLS), 400, "invalid_request")
 
 
 def test_the_device_page_signs_a_stranger_in_and_comes_back(world: SignInWorld) -> None:

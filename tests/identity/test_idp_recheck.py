@@ -26,7 +26,7 @@ from orgwarden.domain.clock import utcnow
 from orgwarden.identity.recheck import unseal
 from orgwarden.storage.tables import UserToken, UserTokenFamily
 from orgwarden.storage.uow import UnitOfWork
-from tests.conftest import Server, query_db, unique
+from tests.conftest import TLS, Server, query_db, unique
 from tests.identity.conftest import IdP, browser, sign_in, signin_world
 from tests.identity.test_browser_signin import add_user, last_refusal
 from tests.identity.test_device_flow import _HIDDEN, DEVICE_GRANT, oauth_error
@@ -51,7 +51,7 @@ def device_sign_in(idp: IdP, srv: Server) -> tuple[str, dict[str, Any]]:
             json={"user_id": users[0]["id"], "workspace_role": "workspace_user"},
         )
         assert member.status_code == 200, member.text
-    started = httpx.post(f"{srv.base_url}/oauth/device_authorization", data={"client_id": "test-cli"})
+    started = httpx.post(f"{srv.base_url}/oauth/device_authorization", data={"client_id": "test-cli"}, verify=TLS)
     assert started.status_code == 200, started.text
     body = started.json()
     with browser() as b:
@@ -62,6 +62,7 @@ def device_sign_in(idp: IdP, srv: Server) -> tuple[str, dict[str, Any]]:
     tokens = httpx.post(
         f"{srv.base_url}/oauth/token",
         data={"grant_type": DEVICE_GRANT, "device_code": body["device_code"], "client_id": "test-cli"},
+        verify=TLS,
     )
     assert tokens.status_code == 200, tokens.text
     return email, tokens.json()
@@ -69,14 +70,17 @@ def device_sign_in(idp: IdP, srv: Server) -> tuple[str, dict[str, Any]]:
 
 def refresh(srv: Server, refresh_token: str) -> httpx.Response:
     return httpx.post(
-        f"{srv.base_url}/oauth/token", data={"grant_type": "refresh_token", "refresh_token": refresh_token}, timeout=30
+        f"{srv.base_url}/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+        timeout=30,
+        verify=TLS,
     )
 
 
 def models(srv: Server, access_token: str) -> int:
     """The access token on the data plane: ``GET /v1/models`` (200, or 401 once it is dead)."""
     headers = {"authorization": f"Bearer {access_token}", "anthropic-version": "2023-06-01"}
-    return httpx.get(f"{srv.base_url}/v1/models", headers=headers, timeout=30).status_code
+    return httpx.get(f"{srv.base_url}/v1/models", headers=headers, timeout=30, verify=TLS).status_code
 
 
 def refused_soon(srv: Server, access_token: str) -> int:

@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from tests.conftest import Server
+from tests.conftest import TLS, Server
 from tests.identity.conftest import IdP, browser, csrf_of, sign_in
 from tests.identity.test_device_flow import confirm, oauth_error, poll, resolve, start
 
@@ -29,10 +29,13 @@ def test_sign_in_device_flow_refresh_and_sign_out_on_postgres(pg_world: tuple[Id
         refreshed = httpx.post(
             f"{srv.base_url}/oauth/token",
             data={"grant_type": "refresh_token", "refresh_token": issued["refresh_token"], "client_id": "test-cli"},
+            verify=TLS,
         )
         assert refreshed.status_code == 200, refreshed.text
         assert (
-            httpx.post(f"{srv.base_url}/oauth/revoke", data={"token": refreshed.json()["refresh_token"]}).status_code
+            httpx.post(
+                f"{srv.base_url}/oauth/revoke", data={"token": refreshed.json()["refresh_token"]}, verify=TLS
+            ).status_code
             == 200
         )
         assert resolve(srv, refreshed.json()["access_token"]) is None

@@ -18,7 +18,7 @@ import anthropic
 import httpx
 import pytest
 
-from tests.conftest import Server, dedicated_server, unique
+from tests.conftest import TLS, SdkHttpClient, Server, dedicated_server, unique
 
 MODEL = "claude-sonnet-4-6"
 UNKNOWN_MODEL = "claude-not-a-model-9"
@@ -40,7 +40,9 @@ def new_key(server: Server) -> dict[str, Any]:
 
 def traffic(server: Server, key: dict[str, Any]) -> dict[str, tuple[int, str, str | None, bool]]:
     """Requests of every kind; request id -> (status, model, key id, stream) expected on its line."""
-    client = anthropic.Anthropic(api_key=key["key"], base_url=server.base_url, max_retries=0)
+    client = anthropic.Anthropic(
+        api_key=key["key"], base_url=server.base_url, max_retries=0, http_client=SdkHttpClient()
+    )
     expected: dict[str, tuple[int, str, str | None, bool]] = {}
 
     answer = client.messages.with_raw_response.create(model=MODEL, max_tokens=8, messages=MESSAGES)
@@ -53,11 +55,13 @@ def traffic(server: Server, key: dict[str, Any]) -> dict[str, tuple[int, str, st
             pass
     expected[stream.headers["request-id"]] = (200, MODEL, key["id"], True)
 
-    bad_key = httpx.post(server.base_url + "/v1/messages", json={}, headers={"x-api-key": "sk-ant-api03-wrong"})
+    bad_key = httpx.post(
+        server.base_url + "/v1/messages", json={}, headers={"x-api-key": "sk-ant-api03-wrong"}, verify=TLS
+    )
     assert bad_key.status_code == 401
     expected[bad_key.headers["request-id"]] = (401, "", None, False)
 
-    not_json = httpx.post(server.base_url + "/v1/messages", content=b"{", headers={"x-api-key": key["key"]})
+    not_json = httpx.post(server.base_url + "/v1/messages", content=b"{", headers={"x-api-key": key["key"]}, verify=TLS)
     assert not_json.status_code == 400
     expected[not_json.headers["request-id"]] = (400, "", key["id"], False)
 
@@ -168,7 +172,9 @@ def test_a_model_with_a_line_break_cannot_forge_a_second_line(text_server: Serve
     before the gateway sees it) is quoted on its line, so no line of the log starts with it."""
     key = new_key(text_server)
     body = {"model": "x\r\nforged-line", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
-    response = httpx.post(text_server.base_url + "/v1/messages", json=body, headers={"x-api-key": key["key"]})
+    response = httpx.post(
+        text_server.base_url + "/v1/messages", json=body, headers={"x-api-key": key["key"]}, verify=TLS
+    )
     request_id = response.headers["request-id"]
     lines = access_lines(text_server, parse_text, {request_id})
     (line,) = [line for line in lines if line["request_id"] == request_id]
@@ -178,8 +184,10 @@ def test_a_model_with_a_line_break_cannot_forge_a_second_line(text_server: Serve
 
 def test_access_log_false_writes_no_access_line_while_metrics_still_count_the_request() -> None:
     with dedicated_server("sqlite", {"ORGWARDEN_ACCESS_LOG": "false"}) as server:
-        response = httpx.post(server.base_url + "/v1/messages", json={}, headers={"x-api-key": "sk-ant-api03-x"})
+        response = httpx.post(
+            server.base_url + "/v1/messages", json={}, headers={"x-api-key": "sk-ant-api03-x"}, verify=TLS
+        )
         assert response.status_code == 401
-        scrape = httpx.get(server.base_url + "/metrics").text
+        scrape = httpx.get(server.base_url + "/metrics", verify=TLS).text
         assert 'orgwarden_http_requests_total{method="POST",plane="data",route="messages",status="401"} 1.0' in scrape
         assert "orgwarden.access" not in server.log()

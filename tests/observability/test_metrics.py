@@ -22,7 +22,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from orgwarden.observability.metrics import SYNC_INTERVAL
-from tests.conftest import Database, Server, cli, dedicated_server, free_port, redis_settings, unique
+from tests.conftest import (
+    TLS,
+    Database,
+    SdkHttpClient,
+    Server,
+    cli,
+    dedicated_server,
+    free_port,
+    redis_settings,
+    unique,
+)
 from tests.gateway.test_rate_limits import entry_id, new_key, new_workspace, set_key_limits
 
 MODEL = "claude-sonnet-4-6"
@@ -33,7 +43,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def scrape(server: Server) -> Samples:
-    response = httpx.get(server.base_url + "/metrics")
+    response = httpx.get(server.base_url + "/metrics", verify=TLS)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     samples: Samples = {}
@@ -62,14 +72,18 @@ def server() -> Iterator[Server]:
 
 def test_request_counts_and_histograms_match_the_requests_made(server: Server) -> None:
     key = new_key(server, new_workspace(server))
-    client = anthropic.Anthropic(api_key=key.secret, base_url=server.base_url, max_retries=0)
+    client = anthropic.Anthropic(
+        api_key=key.secret, base_url=server.base_url, max_retries=0, http_client=SdkHttpClient()
+    )
     for _ in range(3):
         client.messages.create(model=MODEL, max_tokens=8, messages=MESSAGES)
     client.messages.count_tokens(model=MODEL, messages=MESSAGES)
     client.models.list()
     client.models.retrieve(MODEL)
     for _ in range(2):
-        refused = httpx.post(server.base_url + "/v1/messages", json={}, headers={"x-api-key": "sk-ant-api03-no"})
+        refused = httpx.post(
+            server.base_url + "/v1/messages", json={}, headers={"x-api-key": "sk-ant-api03-no"}, verify=TLS
+        )
         assert refused.status_code == 401
     with server.http() as admin:
         for _ in range(2):
@@ -77,7 +91,9 @@ def test_request_counts_and_histograms_match_the_requests_made(server: Server) -
         assert admin.get("/v1/organizations/workspaces/wrkspc_missing").status_code == 404
         assert admin.get("/no-such-thing").status_code == 404
         assert admin.get("/v1/no-such-thing").status_code == 404  # a /v1 path is the gateway's: refused there
-    otlp = httpx.post(server.base_url + "/v1/metrics", content=b"{}", headers={"x-api-key": "sk-ant-api03-no"})
+    otlp = httpx.post(
+        server.base_url + "/v1/metrics", content=b"{}", headers={"x-api-key": "sk-ant-api03-no"}, verify=TLS
+    )
     assert otlp.status_code == 401
 
     samples = scrape(server)
@@ -105,7 +121,9 @@ def test_rate_limit_refusals_are_counted_by_kind(server: Server) -> None:
     key = new_key(server, new_workspace(server))
     set_key_limits(server, key.id, entry_id(server, model=MODEL), {"requests_per_minute": 1})
     before = scrape(server)
-    client = anthropic.Anthropic(api_key=key.secret, base_url=server.base_url, max_retries=0)
+    client = anthropic.Anthropic(
+        api_key=key.secret, base_url=server.base_url, max_retries=0, http_client=SdkHttpClient()
+    )
     statuses: list[int] = []
     deadline = time.monotonic() + 10
     while statuses.count(429) < 2 and time.monotonic() < deadline:  # (the limit is in force within a poll)
@@ -124,9 +142,11 @@ def test_rate_limit_refusals_are_counted_by_kind(server: Server) -> None:
 
 def test_metrics_enabled_false_serves_no_metrics_while_the_access_log_still_writes() -> None:
     with dedicated_server("sqlite", {"ORGWARDEN_METRICS_ENABLED": "false"}) as server:
-        refused = httpx.post(server.base_url + "/v1/messages", json={}, headers={"x-api-key": "sk-ant-api03-x"})
+        refused = httpx.post(
+            server.base_url + "/v1/messages", json={}, headers={"x-api-key": "sk-ant-api03-x"}, verify=TLS
+        )
         assert refused.status_code == 401
-        response = httpx.get(server.base_url + "/metrics")
+        response = httpx.get(server.base_url + "/metrics", verify=TLS)
         assert response.status_code == 404
         assert response.json()["error"]["type"] == "not_found_error"
         deadline = time.monotonic() + 5
@@ -157,7 +177,9 @@ def test_with_two_workers_every_scrape_shows_the_sum_over_both() -> None:
         sent = 0
         deadline = time.monotonic() + 30
         while (sent < 20 or answered_by() < 2) and time.monotonic() < deadline:
-            response = httpx.post(server.base_url + "/v1/messages", json=body, headers={"x-api-key": secret})
+            response = httpx.post(
+                server.base_url + "/v1/messages", json=body, headers={"x-api-key": secret}, verify=TLS
+            )
             assert response.status_code == 200, response.text
             sent += 1
             if sent >= 20:

@@ -29,7 +29,7 @@ from orgwarden.domain.rollups import Entry
 from orgwarden.gateway.recorder import Recorder
 from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.uow import UnitOfWork, UnitOfWorkFactory
-from tests.conftest import Server, assert_error, query_db, unique
+from tests.conftest import TLS, Server, assert_error, query_db, unique
 
 SONNET, OPUS, HAIKU = "claude-sonnet-4-5-20250929", "claude-opus-4-6", "claude-haiku-4-5-20251001"
 # USD per million tokens: input, output, 5m cache write, 1h cache write, cache read (public prices)
@@ -311,7 +311,7 @@ def test_reports_need_an_admin_key(server: Server, traffic: Traffic) -> None:
     for path in (USAGE, COST):
         with server.http(key["key"]) as http:
             assert http.get(path, params={"starting_at": iso(traffic.today)}).status_code in (401, 403)
-        with httpx.Client(base_url=server.base_url) as anonymous:
+        with httpx.Client(base_url=server.base_url, verify=TLS) as anonymous:
             assert anonymous.get(path, params={"starting_at": iso(traffic.today)}).status_code == 401
 
 

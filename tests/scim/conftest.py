@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import Server, cli
+from tests.conftest import TLS, Server, cli
 
 
 def scim_token(server: Server) -> str:
@@ -25,5 +25,5 @@ def token(server: Server) -> str:
 @pytest.fixture
 def scim(server: Server, token: str) -> Iterator[httpx.Client]:
     headers = {"authorization": f"Bearer {token}", "content-type": "application/scim+json"}
-    with httpx.Client(base_url=f"{server.base_url}/scim/v2", headers=headers, timeout=30) as client:
+    with httpx.Client(base_url=f"{server.base_url}/scim/v2", headers=headers, timeout=30, verify=TLS) as client:
         yield client

@@ -10,7 +10,7 @@ import anthropic
 import httpx
 import pytest
 
-from tests.conftest import Server, cli, query_db, unique
+from tests.conftest import TLS, Server, cli, query_db, unique
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -59,20 +59,20 @@ def events(server: Server, action: str) -> list[Any]:
 
 def test_scim_refuses_requests_without_a_valid_token_with_a_scim_401(server: Server) -> None:
     base = f"{server.base_url}/scim/v2"
-    assert_scim_error(httpx.get(f"{base}/Users"), 401, "missing credentials")
+    assert_scim_error(httpx.get(f"{base}/Users", verify=TLS), 401, "missing credentials")
     bogus = {"authorization": "Bearer ow-scim01-not-a-token"}
-    assert_scim_error(httpx.get(f"{base}/Users", headers=bogus), 401, "invalid SCIM token")
+    assert_scim_error(httpx.get(f"{base}/Users", headers=bogus, verify=TLS), 401, "invalid SCIM token")
     admin = {"authorization": f"Bearer {server.admin_key}"}
-    assert_scim_error(httpx.get(f"{base}/Users", headers=admin), 401, "invalid SCIM token")
+    assert_scim_error(httpx.get(f"{base}/Users", headers=admin, verify=TLS), 401, "invalid SCIM token")
     created = json.loads(cli(server.db, "scim-token", "create", "--name", "okta", "--json").stdout)
     good = {"authorization": f"Bearer {created['token']}"}
-    assert httpx.get(f"{base}/Users", headers=good).status_code == 200
+    assert httpx.get(f"{base}/Users", headers=good, verify=TLS).status_code == 200
     listed = json.loads(cli(server.db, "scim-token", "list", "--json").stdout)
     mine = next(t for t in listed if t["id"] == created["id"])
     assert mine["status"] == "active"
     assert created["token"] not in json.dumps(listed)
     cli(server.db, "scim-token", "revoke", created["id"])
-    assert_scim_error(httpx.get(f"{base}/Users", headers=good), 401, "revoked")
+    assert_scim_error(httpx.get(f"{base}/Users", headers=good, verify=TLS), 401, "revoked")
     refused = [e for e in events(server, "scim.authenticate") if e.outcome == "denied"]
     assert {e.details["reason"] for e in refused} >= {"missing", "unknown", "revoked"}
     assert {e.action for e in events(server, "scim_token.create")} == {"scim_token.create"}

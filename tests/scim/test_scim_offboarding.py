@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.api.test_offboarding import admin_with_keys, after_offboarding, sign_in
-from tests.conftest import Server, another_instance, cli, dedicated_server, redis_settings, stop_server
+from tests.conftest import TLS, Server, another_instance, cli, dedicated_server, redis_settings, stop_server
 from tests.gateway.test_offboarding_instances import LIMIT, assert_stays_refused, doors, poll_until_refused, warm
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -37,7 +37,7 @@ def instances() -> Iterator[list[Server]]:
 def scim_client(server: Server) -> httpx.Client:
     token = json.loads(cli(server.db, "scim-token", "create", "--json").stdout)["token"]
     headers = {"authorization": f"Bearer {token}"}
-    return httpx.Client(base_url=f"{server.base_url}/scim/v2", headers=headers, timeout=10)
+    return httpx.Client(base_url=f"{server.base_url}/scim/v2", headers=headers, timeout=10, verify=TLS)
 
 
 @pytest.mark.parametrize("how", ["deactivated", "deleted"])

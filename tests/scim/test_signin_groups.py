@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import BACKENDS, Server, cli, unique
+from tests.conftest import BACKENDS, TLS, Server, cli, unique
 from tests.identity.conftest import IdP, browser, sign_in, signin_world
 
 
@@ -35,7 +35,9 @@ def test_the_groups_claim_at_sign_in_grants_and_takes_back_roles(signin_server: 
     with server.http() as http:
         invite = http.post("/v1/organizations/invites", json={"email": email, "role": "user"}).json()
         token = invite["accept_url"].split("#token=")[1]
-        assert httpx.post(f"{server.base_url}/v1/invites/accept", json={"token": token, "name": "Dev"}).is_success
+        assert httpx.post(
+            f"{server.base_url}/v1/invites/accept", json={"token": token, "name": "Dev"}, verify=TLS
+        ).is_success
     name = unique("engineering")
     group = json.loads(cli(server.db, "groups", "create", name, "--json").stdout)
     cli(server.db, "groups", "set-roles", group["id"], "--org-role", "developer")

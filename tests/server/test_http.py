@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.conftest import TLS
 from tests.server.helpers import ROOT, read_all, request, running
 
 
@@ -34,7 +35,10 @@ def test_a_whole_response_arrives_in_one_piece_and_the_connection_stays_open(por
 
 
 def test_a_streamed_body_is_chunked_and_each_part_is_sent_as_it_comes(port: int) -> None:
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client, client.stream("GET", "/chunks") as response:
+    with (
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", verify=TLS) as client,
+        client.stream("GET", "/chunks") as response,
+    ):
         assert response.headers["transfer-encoding"] == "chunked"
         assert b"".join(response.iter_raw()) == b"one two three"
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
@@ -119,7 +123,7 @@ def test_expect_100_continue_is_answered_when_the_body_is_read(port: int) -> Non
 
 
 def test_the_scope_has_the_decoded_path_the_raw_path_and_the_query(port: int) -> None:
-    response = httpx.get(f"http://127.0.0.1:{port}/sc%6Fpe?a=1&b=%20")
+    response = httpx.get(f"http://127.0.0.1:{port}/sc%6Fpe?a=1&b=%20", verify=TLS)
     assert response.json() == {"path": "/scope", "raw_path": "/sc%6Fpe", "query": "a=1&b=%20", "client": "127.0.0.1",
                                "scheme": "http", "method": "GET"}  # fmt: skip
 

@@ -9,11 +9,12 @@ import httpx
 import pytest
 
 from orgwarden.server.proxy import TrustedProxies
+from tests.conftest import TLS
 from tests.server.helpers import running
 
 
 def scope(port: int, **headers: str) -> dict[str, Any]:
-    response = httpx.get(f"http://127.0.0.1:{port}/scope", headers=headers)
+    response = httpx.get(f"http://127.0.0.1:{port}/scope", headers=headers, verify=TLS)
     assert response.status_code == 200
     return dict(response.json())
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import make_database, redis_settings, start_server, stop_server
+from tests.conftest import TLS, make_database, redis_settings, start_server, stop_server
 
 
 def children(pid: int) -> set[int]:
@@ -37,8 +37,12 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(tmp_path: Path) ->
                 break
             assert time.monotonic() < deadline, f"no worker replaced the killed one: {now}"
             time.sleep(0.2)
+        (replacement,) = now - workers
+        while f"(pid {replacement})" not in server.log():  # "listening on ... (pid N)": it serves
+            assert time.monotonic() < deadline, f"the new worker {replacement} never listened:\n{server.log()}"
+            time.sleep(0.1)
         for _ in range(10):  # both serve: every request is answered
-            assert httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200
+            assert httpx.get(f"{server.base_url}/health", timeout=10, verify=TLS).status_code == 200
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=30) == 0
         assert server.log().count("Application shutdown complete") == 2

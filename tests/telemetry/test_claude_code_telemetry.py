@@ -48,7 +48,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMet
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
-from tests.conftest import BACKENDS, Server, assert_error, dedicated_server
+from tests.conftest import BACKENDS, TLS, Server, assert_error, dedicated_server
 
 REPORT = "/v1/organizations/usage_report/claude_code"
 SONNET, HAIKU, OPUS = "claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-6"
@@ -102,7 +102,10 @@ def export(exporter: OTLPMetricExporter, data: Any) -> None:
 
 def post(server: Server, key: str, body: bytes, content_type: str, path: str = "/v1/metrics", **headers: str) -> Any:
     return httpx.post(
-        server.base_url + path, content=body, headers={"content-type": content_type, "x-api-key": key, **headers}
+        server.base_url + path,
+        content=body,
+        headers={"content-type": content_type, "x-api-key": key, **headers},
+        verify=TLS,
     )
 
 
@@ -347,7 +350,7 @@ def test_the_report_refuses_bad_parameters_naming_them_and_needs_an_admin_key(sc
     api_key = scene.keys["ci-bot"]["key"]
     with server.http(api_key) as http:
         assert_error(http.get(REPORT, params={"starting_at": scene.today}), 403, "permission_error", "admin API key")
-    assert_error(httpx.get(server.base_url + REPORT, params={"starting_at": scene.today}), 401,
+    assert_error(httpx.get(server.base_url + REPORT, params={"starting_at": scene.today}, verify=TLS), 401,
                  "authentication_error", "credentials")  # fmt: skip
 
 
@@ -359,8 +362,8 @@ def test_the_receiver_refuses_what_it_cannot_take_in_the_anthropic_envelope(scen
     server, key = scene.server, scene.keys["ci-bot"]["key"]
     empty = ExportMetricsServiceRequest().SerializeToString()
     protobuf = "application/x-protobuf"
-    assert_error(httpx.post(server.base_url + "/v1/metrics", content=empty, headers={"content-type": protobuf}),
-                 401, "authentication_error", "missing credentials")  # fmt: skip
+    assert_error(httpx.post(server.base_url + "/v1/metrics", content=empty, headers={"content-type": protobuf},
+                            verify=TLS), 401, "authentication_error", "missing credentials")  # fmt: skip
     assert_error(post(server, "sk-ant-api03-" + "x" * 93 + "AA", empty, protobuf), 401, "authentication_error",
                  "invalid x-api-key")  # fmt: skip
     assert_error(post(server, server.admin_key, empty, protobuf), 403, "permission_error", "use an API key")
@@ -378,7 +381,7 @@ def test_the_receiver_refuses_what_it_cannot_take_in_the_anthropic_envelope(scen
     bomb = gzip.compress(b"\x00" * (MAX_BODY * 4))
     assert_error(post(server, key, bomb, protobuf, **{"content-encoding": "gzip"}), 413, "request_too_large",
                  "decompressed")  # fmt: skip
-    response = httpx.get(server.base_url + "/v1/metrics", headers={"x-api-key": key})
+    response = httpx.get(server.base_url + "/v1/metrics", headers={"x-api-key": key}, verify=TLS)
     assert_error(response, 405, "invalid_request_error", "POST")
     assert response.headers["allow"] == "POST"
     # nothing refused was counted

@@ -9,15 +9,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from orgwarden.api import render
 from orgwarden.cli.runtime import cli_context, fail, out, print_json, print_table, run, settings_from
-from orgwarden.services.cc_policies import UNSET
-from orgwarden.services.container import Services
-from orgwarden.services.context import Context
+
+if TYPE_CHECKING:
+    from orgwarden.services.container import Services
+    from orgwarden.services.context import Context
 
 cc_policies = typer.Typer(
     help="Claude Code policies: managed settings and model access, per RBAC group.", no_args_is_help=True
@@ -43,6 +43,8 @@ ClearDeniedOpt = Annotated[bool, typer.Option("--clear-denied-models", help="An 
 
 def _document(source: str | None) -> Any:
     """The settings document named by ``--settings`` (``UNSET`` when not given), parsed as JSON."""
+    from orgwarden.services.cc_policies import UNSET
+
     if source is None:
         return UNSET
     where = "standard input" if source == "-" else source
@@ -58,6 +60,8 @@ def _document(source: str | None) -> Any:
 
 def _replacing(values: list[str] | None, clear: bool, option: str, cleared: list[str] | None) -> Any:
     """A repeated option's list (replacing), ``cleared`` for its --clear-… flag, else ``UNSET`` (kept)."""
+    from orgwarden.services.cc_policies import UNSET
+
     if values and clear:
         fail(f"give {option} or its --clear-… option, not both")
     if clear:
@@ -124,6 +128,8 @@ def config_show(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Show the configuration: the mode and the order of group policies (first match wins)."""
 
     async def work(services: Services) -> tuple[dict[str, Any], dict[str, str]]:
+        from orgwarden.api import render
+
         context = await cli_context(services)
         payload = render.cc_configuration(await services.cc_policies.configuration(context))
         return payload, await _group_names(services, context)
@@ -140,6 +146,8 @@ def config_set_mode(
     """Set the mode: 'organization' gives everyone the default policy, 'rbac_groups' the first match's."""
 
     async def work(services: Services) -> tuple[dict[str, Any], dict[str, str]]:
+        from orgwarden.api import render
+
         context = await cli_context(services)
         result = await services.cc_policies.update_configuration(context, mode=mode, order=None, order_version=None)
         return render.cc_configuration(result), await _group_names(services, context)
@@ -160,6 +168,8 @@ def config_reorder(
     """Set the order of the group policies (highest precedence first): list every one, once."""
 
     async def work(services: Services) -> tuple[dict[str, Any], dict[str, str]]:
+        from orgwarden.api import render
+
         context = await cli_context(services)
         names = await _group_names(services, context)
         order = [_resolve(group, names) for group in groups]
@@ -180,6 +190,8 @@ def default_show(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Show the default policy."""
 
     async def work(services: Services) -> dict[str, Any]:
+        from orgwarden.api import render
+
         return render.cc_default(await services.cc_policies.default(await cli_context(services)))
 
     payload = run(settings_from(ctx), work)
@@ -200,6 +212,8 @@ def default_set(
     as_json: JsonFlag = False,
 ) -> None:
     """Change the default policy: what is given replaces what it had, the rest is kept."""
+    from orgwarden.services.cc_policies import UNSET
+
     document = _document(settings)
     allowed = _replacing(allowed_model, clear_allowed_models, "--allowed-model", None)
     denied = _replacing(denied_model, clear_denied_models, "--denied-model", [])
@@ -207,6 +221,8 @@ def default_set(
         fail("nothing to change: give --settings, --allowed-model, --denied-model or a --clear-… option")
 
     async def work(services: Services) -> dict[str, Any]:
+        from orgwarden.api import render
+
         config = await services.cc_policies.set_default(
             await cli_context(services), settings=document, allowed_models=allowed, denied_models=denied
         )
@@ -224,6 +240,8 @@ def default_clear(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Clear the default policy: no settings document, no allow-list, no deny-list."""
 
     async def work(services: Services) -> dict[str, Any]:
+        from orgwarden.api import render
+
         config = await services.cc_policies.set_default(
             await cli_context(services), settings=None, allowed_models=None, denied_models=[]
         )
@@ -244,6 +262,8 @@ def group_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """List the group policies in order (first match wins)."""
 
     async def work(services: Services) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        from orgwarden.api import render
+
         context = await cli_context(services)
         payloads: list[dict[str, Any]] = []
         page: str | None = None
@@ -270,6 +290,8 @@ def group_show(ctx: typer.Context, group: GroupArg, as_json: JsonFlag = False) -
     """Show a group's policy."""
 
     async def work(services: Services) -> tuple[dict[str, Any], str | None]:
+        from orgwarden.api import render
+
         context = await cli_context(services)
         names = await _group_names(services, context)
         group_id = _resolve(group, names)
@@ -305,6 +327,8 @@ def group_set(
     denied = _replacing(denied_model, clear_denied_models, "--denied-model", [])
 
     async def work(services: Services) -> tuple[dict[str, Any], str | None]:
+        from orgwarden.api import render
+
         context = await cli_context(services)
         names = await _group_names(services, context)
         group_id = _resolve(group, names)

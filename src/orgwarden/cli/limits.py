@@ -5,17 +5,15 @@ change made here up within a second)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from orgwarden.api import render
 from orgwarden.cli.runtime import cli_context, fail, out, print_json, print_table, run, settings_from
-from orgwarden.domain.limits import LIMITER_TYPES
-from orgwarden.services.container import Services
-from orgwarden.services.cursors import CursorPage
-from orgwarden.services.rate_limits import LimitChange
-from orgwarden.services.spend_limits import Scope
+
+if TYPE_CHECKING:
+    from orgwarden.services.container import Services
+    from orgwarden.services.cursors import CursorPage
 
 T = TypeVar("T")
 
@@ -82,6 +80,8 @@ def rate_limits_list(
         fail("--model lists the organization's entries; leave out --workspace and --key")
 
     async def work(services: Services) -> list[dict[str, Any]]:
+        from orgwarden.api import render
+
         context = await cli_context(services)
         svc = services.rate_limits
         if level == "workspace":
@@ -148,9 +148,11 @@ def rate_limits_set(
     as_json: JsonFlag = False,
 ) -> None:
     """Set or clear rate-limit values of one group, for the organization, a workspace or an API key."""
+    from orgwarden.domain.limits import LIMITER_TYPES
+
     chosen, scope_id = _level(level, workspace, key)
-    changes = [
-        LimitChange(kind, _value(option, value))
+    values: list[tuple[str, int | None]] = [
+        (kind, _value(option, value))
         for option, kind, value in (
             ("--rpm", "requests_per_minute", rpm),
             ("--itpm", "input_tokens_per_minute", itpm),
@@ -163,13 +165,18 @@ def rate_limits_set(
         kind = SHORT.get(name, name)
         if kind not in LIMITER_TYPES:
             fail(f"--clear: {name!r} is not one of {', '.join(SHORT)}")
-        if any(change.type == kind for change in changes):
+        if any(known == kind for known, _ in values):
             fail(f"--clear {name}: that limiter is also being set")
-        changes.append(LimitChange(kind, None))
-    if not changes:
+        values.append((kind, None))
+    if not values:
         fail("nothing to change: give --rpm, --itpm, --itpm-cache-aware, --otpm or --clear")
+    from orgwarden.services.rate_limits import LimitChange  # after the refusals, which need no services
+
+    changes = [LimitChange(kind, value) for kind, value in values]
 
     async def work(services: Services) -> dict[str, Any]:
+        from orgwarden.api import render
+
         context = await cli_context(services)
         svc = services.rate_limits
         entry = await svc.update(context, chosen, scope_id, svc.resolve(context, group), changes)
@@ -223,6 +230,8 @@ def spend_limits_list(
     """List spend limits, oldest first."""
 
     async def work(services: Services) -> list[dict[str, Any]]:
+        from orgwarden.api import render
+
         context = await cli_context(services)
         types = [LEVELS.get(t, t) for t in scope_type or []]
         rows = await _every_page(
@@ -282,6 +291,8 @@ def spend_limits_set(
         chosen, scope_id = _level(scope, workspace, key, "--scope")
     amount = None if amount_cents.strip().lower() == "none" else amount_cents
     thresholds = _thresholds(alert_thresholds)
+    from orgwarden.services.spend_limits import Scope  # after the refusals, which need no services
+
     target = Scope(
         chosen,
         workspace_id=scope_id if chosen == "workspace" else None,
@@ -290,6 +301,8 @@ def spend_limits_set(
     )
 
     async def work(services: Services) -> tuple[dict[str, Any], bool]:
+        from orgwarden.api import render
+
         row, created = await services.spend_limits.set(
             await cli_context(services), amount=amount, scope=target, period=period, alert_thresholds=thresholds
         )
@@ -334,6 +347,8 @@ def spend_limits_effective(
     """The limit that binds each API key per period, and what its scope spent so far this period."""
 
     async def work(services: Services) -> list[dict[str, Any]]:
+        from orgwarden.api import render
+
         context = await cli_context(services)
         rows = await _every_page(
             lambda page: services.spend_limits.effective(

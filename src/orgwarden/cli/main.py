@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.panel import Panel
 
 from orgwarden import __version__
-from orgwarden.api import render
 from orgwarden.cli import audit, cc_policies, limits, reports, resources, scim, signin, users
 from orgwarden.cli.runtime import err, fail, out, print_json, run, settings_from
-from orgwarden.config import CONFIG_ENV, Settings
-from orgwarden.data import load_catalog
 from orgwarden.errors import ConfigError, Conflict
-from orgwarden.observability import multiproc
-from orgwarden.services.container import Services
-from orgwarden.services.organizations import Bootstrap
-from orgwarden.storage import migrate
+
+if TYPE_CHECKING:  # imported where used, so that ``--help``, ``--version`` and refusals stay light
+    from orgwarden.config import Settings
+    from orgwarden.services.container import Services
+    from orgwarden.services.organizations import Bootstrap
 
 app = typer.Typer(
     name="orgwarden",
@@ -108,6 +106,8 @@ def init(
     except typer.Exit:
         raise
     if as_json:
+        from orgwarden.api import render
+
         print_json(
             {
                 "organization": render.organization(result.organization),
@@ -129,6 +129,9 @@ def serve(
     """Serve the Admin API and the /v1/messages gateway on one port. On an empty database,
     initialize first and print the admin key once."""
     settings = settings_from(ctx, host=host, port=port, workers=workers)
+    from orgwarden.config import CONFIG_ENV
+    from orgwarden.data import load_catalog
+    from orgwarden.observability import multiproc
 
     async def bootstrap_if_empty(services: Services) -> Bootstrap | None:
         if await services.organizations.current() is not None:
@@ -186,6 +189,7 @@ def simulator(
 ) -> None:
     """Serve only the built-in simulator, as a stand-alone Anthropic-shaped upstream (for demos and
     benchmarks: point ORGWARDEN_UPSTREAM at it)."""
+    from orgwarden.data import load_catalog
     from orgwarden.gateway.simulator import Simulator
 
     settings = settings_from(ctx)
@@ -218,6 +222,8 @@ def org_show(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json",
     """Print the organization: its UUID is what a proxy puts in anthropic-allowed-org-ids."""
 
     async def work(services: Services) -> dict[str, Any]:
+        from orgwarden.api import render
+
         org = await services.organizations.current()
         if org is None:
             fail("orgwarden is not initialized: run `orgwarden init` (or `orgwarden serve`) first")
@@ -234,6 +240,8 @@ def org_show(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json",
 def db_upgrade(ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply migrations up to REVISION (default: the latest)."""
     settings = settings_from(ctx)
+    from orgwarden.storage import migrate
+
     migrate.upgrade(settings, revision)
     out.print(f"database at revision {migrate.current_revision(settings)}")
 
@@ -244,6 +252,8 @@ def db_downgrade(
 ) -> None:
     """Revert migrations down to REVISION ('base' empties the database)."""
     settings = settings_from(ctx)
+    from orgwarden.storage import migrate
+
     migrate.downgrade(settings, revision)
     out.print(f"database at revision {migrate.current_revision(settings) or 'base'}")
 
@@ -251,7 +261,10 @@ def db_downgrade(
 @db.command("current")
 def db_current(ctx: typer.Context) -> None:
     """Print the database's migration revision."""
-    out.print(migrate.current_revision(settings_from(ctx)) or "base")
+    settings = settings_from(ctx)
+    from orgwarden.storage import migrate
+
+    out.print(migrate.current_revision(settings) or "base")
 
 
 def main() -> None:

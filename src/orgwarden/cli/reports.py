@@ -27,17 +27,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from orgwarden.cli.runtime import cli_context, err, fail, open_output, out, run, settings_from
 from orgwarden.errors import InvalidRequest
-from orgwarden.services.container import Services
-from orgwarden.services.reports import COST_LIMITS, FAST_MODE_BETA, LIMITS, window
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from orgwarden.services.container import Services
 
 report = typer.Typer(
     help="Usage, cost and Claude Code reports: every page, as a table, CSV or JSON.", no_args_is_help=True
@@ -138,6 +139,8 @@ class Export:
             self.rows.extend([_cell(v) for v in row] for row in rows)
 
     def finish(self) -> None:
+        from rich.table import Table
+
         handle = self._open()
         if self.fmt == "json":
             handle.write('\n], "has_more": false, "next_page": null}\n')
@@ -171,6 +174,8 @@ class Bar:
     def page(self, items: int, more: bool) -> None:
         self.done += items
         if self._progress is None and more and self.wanted:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
             self._progress = Progress(
                 TextColumn(f"exporting {self.what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 console=err, transient=True,
@@ -189,6 +194,8 @@ class Bar:
 def _buckets_between(width: str, start: str, end: str | None) -> int:
     """How many buckets the export spans (for the bar): the service's own cut of the range, one page
     as large as everything. Bad values are left for the service call to refuse."""
+    from orgwarden.services.reports import LIMITS, window
+
     if width not in LIMITS:
         return 0
     try:
@@ -245,6 +252,8 @@ def usage(
     Table and CSV: one row per bucket and group (empty buckets have none).
     An empty workspace_id is the default workspace.
     JSON: the API's answer, with every page's data in one list."""
+    from orgwarden.services.reports import FAST_MODE_BETA, LIMITS
+
     _check_format(fmt)
     groups = list(group_by or [])
     filters = {
@@ -303,6 +312,8 @@ def cost(
     Table and CSV: one row per day and group.
     An empty workspace_id is the default workspace.
     JSON: the API's answer, with every page's data in one list."""
+    from orgwarden.services.reports import COST_LIMITS
+
     _check_format(fmt)
     groups = list(group_by or [])
     starting_at, ending_at = _moment(start), _moment(end)

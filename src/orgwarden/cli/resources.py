@@ -5,15 +5,15 @@ from __future__ import annotations
 import re
 import sys
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from orgwarden.api import render
 from orgwarden.cli.runtime import cli_context, fail, out, print_json, print_table, run, settings_from
 from orgwarden.domain.clock import rfc3339, utcnow
-from orgwarden.services.container import Services
-from orgwarden.storage.pagination import Cursor
+
+if TYPE_CHECKING:
+    from orgwarden.services.container import Services
 
 keys = typer.Typer(help="Data-plane API keys (sk-ant-api03-...).", no_args_is_help=True)
 admin_keys = typer.Typer(help="Admin API keys (sk-ant-admin01-...).", no_args_is_help=True)
@@ -47,6 +47,8 @@ def _show_created(payload: dict[str, Any], as_json: bool, what: str) -> None:
 
 
 async def _all_pages(fetch: Any) -> list[Any]:
+    from orgwarden.storage.pagination import Cursor
+
     items: list[Any] = []
     cursor = Cursor(limit=1000)
     while True:
@@ -69,6 +71,8 @@ def keys_create(
     expires_at: datetime | None = utcnow() + parse_duration(expires_in) if expires_in else None
 
     async def work(services: Services) -> dict[str, Any]:
+        from orgwarden.api import render
+
         created = await services.api_keys.create(
             await cli_context(services), name=name, workspace_id=workspace, expires_at=expires_at
         )
@@ -91,6 +95,8 @@ def keys_list(
     """List API keys (never their secrets)."""
 
     async def work(services: Services) -> list[dict[str, Any]]:
+        from orgwarden.api import render
+
         context = await cli_context(services)
         rows = await _all_pages(
             lambda cursor: services.api_keys.list(context, cursor, workspace_id=workspace, status=status)
@@ -184,6 +190,8 @@ def workspaces_list(
     """List workspaces, the default one included."""
 
     async def work(services: Services) -> list[dict[str, Any]]:
+        from orgwarden.api import render
+
         context = await cli_context(services)
         rows = await _all_pages(
             lambda cursor: services.workspaces.list(
@@ -216,6 +224,8 @@ def workspaces_create(
     """Create a workspace."""
 
     async def work(services: Services) -> dict[str, Any]:
+        from orgwarden.api import render
+
         return render.workspace(await services.workspaces.create(await cli_context(services), name=name))
 
     payload = run(settings_from(ctx), work)
@@ -234,6 +244,8 @@ def workspaces_archive(
     """Archive a workspace and every API key in it (irreversible)."""
 
     async def work(services: Services) -> dict[str, Any]:
+        from orgwarden.api import render
+
         return render.workspace(await services.workspaces.archive(await cli_context(services), workspace_id))
 
     payload = run(settings_from(ctx), work)

@@ -9,21 +9,17 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any, NoReturn, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from orgwarden.config import Settings, load_settings
-from orgwarden.crypto import SecretBox, resolve_secret
-from orgwarden.domain.policy import Actor
 from orgwarden.errors import ConfigError, OrgwardenError
-from orgwarden.services.container import Services
-from orgwarden.services.context import Context
-from orgwarden.storage import migrate
-from orgwarden.storage.engine import create_engine, session_factory
-from orgwarden.storage.uow import UnitOfWorkFactory
+
+if TYPE_CHECKING:  # imported where used: ``--help``, ``--version`` and refusals need none of them
+    from orgwarden.config import Settings
+    from orgwarden.services.container import Services
+    from orgwarden.services.context import Context
 
 T = TypeVar("T")
 out = Console()
@@ -36,6 +32,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
+    from orgwarden.config import load_settings
+
     try:
         return load_settings(ctx.obj.get("config") if ctx.obj else None, **overrides)
     except ConfigError as exc:
@@ -44,6 +42,11 @@ def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
 
 def run(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
     """Migrate, then run ``work`` with services over a fresh engine, mapping errors to one line."""
+    from orgwarden.crypto import SecretBox, resolve_secret
+    from orgwarden.services.container import Services
+    from orgwarden.storage import migrate
+    from orgwarden.storage.engine import create_engine, session_factory
+    from orgwarden.storage.uow import UnitOfWorkFactory
 
     async def main() -> T:
         engine = create_engine(settings)
@@ -67,6 +70,9 @@ def run(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
 async def cli_context(services: Services) -> Context:
     """CLI actions act as the organization's longest-standing admin; the audit trail records the
     actor as ``cli`` with the operating-system user, so they are told apart from API calls."""
+    from orgwarden.domain.policy import Actor
+    from orgwarden.services.context import Context
+
     org = await services.organizations.current()
     if org is None:
         fail("orgwarden is not initialized: run `orgwarden init` (or `orgwarden serve`) first")
@@ -92,6 +98,8 @@ def print_json(payload: Any) -> None:
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     """A Rich table on standard output; ``None`` cells are shown empty."""
+    from rich.table import Table
+
     table = Table(title=title)
     for column in columns:
         table.add_column(column)

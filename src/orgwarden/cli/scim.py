@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from orgwarden.cli.runtime import cli_context, fail, out, print_json, print_table, run, settings_from
 from orgwarden.domain.clock import rfc3339
-from orgwarden.services.container import Services
-from orgwarden.storage.tables import ScimToken
+
+if TYPE_CHECKING:
+    from orgwarden.services.container import Services
+    from orgwarden.storage.tables import ScimToken
 
 scim_tokens = typer.Typer(help="SCIM tokens (ow-scim01-...) for the identity provider.", no_args_is_help=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]

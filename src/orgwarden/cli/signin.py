@@ -17,12 +17,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 
 from orgwarden.cli.runtime import err, fail
+
+if TYPE_CHECKING:
+    import httpx
 
 CLIENT_ID = "orgwarden-cli"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -80,6 +82,8 @@ def _load() -> dict[str, Any]:
 
 def _endpoints(http: httpx.Client, url: str) -> dict[str, str]:
     """The server's RFC 8414 metadata (falling back to orgwarden's own paths)."""
+    import httpx
+
     found: dict[str, str] = {
         "device_authorization_endpoint": f"{url}/oauth/device_authorization",
         "token_endpoint": f"{url}/oauth/token",
@@ -110,6 +114,8 @@ def login(
     ] = None,
 ) -> None:
     """Sign in from this terminal: confirm a code in your browser, then tokens are kept for `orgwarden token`."""
+    import httpx
+
     base = url.rstrip("/")
     if not base.startswith(("http://", "https://")):
         fail("--url must start with https:// (or http://)")
@@ -172,6 +178,8 @@ def _credentials(base: str, endpoints: dict[str, str], tokens: dict[str, Any]) -
 
 def token() -> None:
     """Print a valid access token (refreshing it when needed): use as Claude Code's apiKeyHelper."""
+    import httpx
+
     with _locked():
         credentials = _load()
         if int(credentials.get("expires_at", 0)) - time.time() <= REFRESH_MARGIN_SECONDS:
@@ -198,6 +206,8 @@ def token() -> None:
 
 def logout() -> None:
     """Revoke this machine's tokens at the server and delete them."""
+    import httpx
+
     with _locked():
         path = credentials_path()
         if not path.exists():

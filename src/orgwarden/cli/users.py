@@ -3,15 +3,16 @@ cases as the Admin API and SCIM, for operators."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from orgwarden.api import render
 from orgwarden.cli.runtime import cli_context, out, print_json, run, settings_from
 from orgwarden.domain.clock import rfc3339
-from orgwarden.services.container import Services
-from orgwarden.storage.tables import User
+
+if TYPE_CHECKING:
+    from orgwarden.services.container import Services
+    from orgwarden.storage.tables import User
 
 users = typer.Typer(help="Users: remove, deactivate, reactivate (each offboarding is audited).", no_args_is_help=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -19,6 +20,8 @@ UserId = Annotated[str, typer.Argument(help="The user's id (user_...).")]
 
 
 def _user_json(row: User) -> dict[str, Any]:
+    from orgwarden.api import render
+
     return {**render.user(row), "deactivated_at": rfc3339(row.deactivated_at)}
 
 
@@ -76,6 +79,8 @@ def org_settings(
     """Show the organization's settings, or change the ones given."""
 
     async def work(services: Services) -> dict[str, Any]:
+        from orgwarden.api import render
+
         context = await cli_context(services)
         if offboarding_key_policy is None:
             org = await services.organizations.get(context)
