@@ -92,6 +92,24 @@ def test_a_stream_split_anywhere_counts_the_same_content() -> None:
     assert one.content_bytes == bytewise.content_bytes == 600
 
 
+def test_pieces_of_many_events_count_as_one_event_at_a_time_a_broken_delta_among_them() -> None:
+    """A piece holding many events parses their deltas in one call; a broken one makes it fall back
+    to each on its own, so the others still count, as they do when every event comes alone."""
+    events = [start(), delta("text_delta", "text", "\u00e9" * 10), b"event: content_block_delta\ndata: {broken\n\n",
+              b": a comment\n\n", delta("input_json_delta", "partial_json", '{"a": 1}'),
+              delta("thinking_delta", "thinking", "t" * 7),
+              sse("message_delta", {"type": "message_delta", "usage": {"output_tokens": 9}})]  # fmt: skip
+    alone = StreamMeter()
+    for event in events:
+        alone.feed(event)
+    together = StreamMeter()
+    whole = b"".join(events)
+    together.feed(whole[:5])  # a cut inside the first event, then the rest in one piece
+    together.feed(whole[5:])
+    assert alone.content_bytes == together.content_bytes == 20 + 8 + 7
+    assert (together.started, together.final, together.result.usage.output_tokens) == (True, True, 9)
+
+
 def test_a_message_cut_half_way_is_estimated_from_its_content_and_the_request() -> None:
     body = json.dumps({"id": "msg_1", "type": "message", "content": [{"type": "text", "text": "w" * 600}],
                        "usage": {"input_tokens": 3, "output_tokens": 200}}).encode()  # fmt: skip
