@@ -52,6 +52,27 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(tmp_path: Path) ->
         stop_server(server)
 
 
+def test_sigterm_while_a_replacement_worker_starts_still_stops_cleanly(tmp_path: Path) -> None:
+    """SIGTERM just after a dead worker was replaced: the new one is still starting (its interpreter
+    and imports). It used to die of the signal before catching it, and the supervisor then exited 1
+    ("workers exited with status -15") although nothing had been lost."""
+    db = make_database("sqlite", tmp_path)
+    db.env.update(redis_settings())
+    server = start_server(db, tmp_path, "--workers", "2")
+    try:
+        workers = children(server.process.pid)
+        os.kill(min(workers), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not (children(server.process.pid) - workers):  # spawned (polled every 0.2 s by the supervisor)
+            assert time.monotonic() < deadline, "no worker replaced the killed one"
+            time.sleep(0.02)
+        server.process.send_signal(signal.SIGTERM)  # at once: the replacement is still importing
+        assert server.process.wait(timeout=60) == 0, server.log()
+        assert "workers exited with status" not in server.log()
+    finally:
+        stop_server(server)
+
+
 def test_workers_stop_by_themselves_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     """SIGKILL leaves the supervisor no chance to stop its workers: each notices and stops itself."""
     db = make_database("sqlite", tmp_path)
