@@ -88,13 +88,14 @@ _BODILESS = frozenset({204, 304})
 
 class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
+        # Kept: in Python 3.11 every asyncio.get_running_loop() is a getpid() system call.
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.reset()
 
     def reset(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.head: asyncio.Future[None] = loop.create_future()
+        self.head: asyncio.Future[None] = self.loop.create_future()
         self.headers: list[tuple[bytes, bytes]] = []
         self.status = 0
         self.chunks: deque[bytes] = deque()
@@ -127,7 +128,7 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def pause_writing(self) -> None:
-        self.drained = asyncio.get_running_loop().create_future()
+        self.drained = self.loop.create_future()
 
     def resume_writing(self) -> None:
         drained, self.drained = self.drained, None
@@ -254,7 +255,7 @@ class Response:
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         connection = self._connection
-        loop = asyncio.get_running_loop()
+        loop = connection.loop
         timeout = self._pool.read_timeout
         # One timer for the whole body, not one per piece: it fires at the earliest moment a wait
         # could have lasted ``timeout``, and fails the connection only if one has (a wait begun
@@ -416,7 +417,6 @@ class Pool:
         if isinstance(body, StreamedBody):
             return await self._request_streamed(method, target, headers, body)
         payload = self._payload(method, target, headers, body)
-        loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             connection, reused = await self._acquire()
             transport = connection.transport
@@ -428,7 +428,9 @@ class Pool:
                     continue
                 raise Broken(f"the connection to {self.where} failed before the request was sent")
             # A timer, not asyncio.timeout(): the same deadline for a fraction of the cost per request.
-            timer = loop.call_later(self.read_timeout, connection.time_out, "the upstream did not answer in time")
+            timer = connection.loop.call_later(
+                self.read_timeout, connection.time_out, "the upstream did not answer in time"
+            )
             try:
                 await connection.head
             except Broken:

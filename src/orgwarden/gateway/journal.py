@@ -81,6 +81,7 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), default=_default)
 _USAGE = tuple(column.key for column in UsageRecord.__table__.columns)
 _USAGE_VALUES = operator.itemgetter(*_USAGE)
 _CREATED = _USAGE.index("created_at")
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
 def encode(kind: str, row: dict[str, Any], rollup: Entry | None) -> bytes:
@@ -91,15 +92,13 @@ def encode(kind: str, row: dict[str, Any], rollup: Entry | None) -> bytes:
     "g": ...}``. An entry's record is the row itself."""
     if kind == "usage" and len(row) == len(_USAGE):
         try:
-            values = list(_USAGE_VALUES(row))
-            created = values[_CREATED]
-            if isinstance(created, datetime):
-                values[_CREATED] = created.isoformat()
+            values = _USAGE_VALUES(row)
+            if type(values[_CREATED]) is datetime:  # orjson writes it as its isoformat() reads
                 if rollup is None:
-                    return orjson.dumps(("u", values, None, None)) + b"\n"
+                    return orjson.dumps(("u", values, None, None), option=_NEWLINE)
                 c = rollup.cost
                 costs = (c.input, c.output, c.cache_write_5m, c.cache_write_1h, c.cache_read, c.web_search)
-                return orjson.dumps(("u", values, costs, rollup.inference_geo)) + b"\n"
+                return orjson.dumps(("u", values, costs, rollup.inference_geo), option=_NEWLINE)
         except (KeyError, TypeError, ValueError, orjson.JSONEncodeError):
             pass  # not a plain record: the general form below
     line: dict[str, Any] = {"k": kind, "r": row}

@@ -179,7 +179,7 @@ async def authenticate(keys: KeyCache, headers: Headers, surface: str) -> KeyGra
         raise Refusal(403, "permission_error", f"admin API keys cannot call {surface}; use an API key")
     if not isinstance(answer, KeyGrant):  # None (a UserTokenRefused comes only for a user token)
         raise Refusal(401, "authentication_error", "invalid x-api-key")
-    status = api_key_status(answer.status, answer.expires_at, utcnow())
+    status = answer.status if answer.expires_at is None else api_key_status(answer.status, answer.expires_at, utcnow())
     if status == "expired":
         raise Refusal(401, "authentication_error", f"this API key expired at {rfc3339(answer.expires_at)}")
     if status != "active" or answer.workspace_archived:

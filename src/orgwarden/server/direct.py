@@ -126,7 +126,7 @@ class DirectExchange:
             waiter.set_result(None)
 
     async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self._protocol.state.loop.create_future()
         try:
             await self._waiter
         finally:
