@@ -76,17 +76,18 @@ class AccessLines:
     formatting it through ``logging`` cost 10-20 us a line, several times the rest of the line
     (bench/RESULTS.md). The time's text is made once per second."""
 
-    __slots__ = ("_message", "_prefix", "_second", "json")
+    __slots__ = ("_message", "_names", "_prefix", "_second", "json")
 
     def __init__(self, json_format: bool) -> None:
-        from orgwarden.observability.access import text_message  # (access imports this module)
+        from orgwarden.observability.access import FIELD_NAMES, text_message  # (access imports this module)
 
         self.json = json_format
         self._message = text_message
+        self._names = FIELD_NAMES
         self._second = -1
         self._prefix = ""
 
-    def line(self, created: float, fields: dict[str, Any]) -> str:
+    def line(self, created: float, values: tuple[Any, ...]) -> str:
         second = int(created)
         if second != self._second:
             self._second = second
@@ -95,7 +96,7 @@ class AccessLines:
             else:  # logging.Formatter's default asctime: local time, then milliseconds
                 self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
         fraction = created - second
-        message = self._message(fields)
+        message = self._message(values)
         if not self.json:
             return f"{self._prefix},{int(fraction * 1000):03d} INFO {ACCESS}: {message}"
         line: dict[str, Any] = {
@@ -104,7 +105,7 @@ class AccessLines:
             "logger": ACCESS,
             "message": message,
         }
-        line.update(fields)
+        line.update(zip(self._names, values, strict=True))
         return _dumps(line)
 
 
@@ -117,7 +118,7 @@ class _Batcher(logging.Handler):
         self._lines = AccessLines(isinstance(formatter, JsonFormatter))
         self.stream = stream
         self.dropped = 0
-        self._records: deque[logging.LogRecord | tuple[float, dict[str, Any]]] = deque()  # (time, fields): access
+        self._records: deque[logging.LogRecord | tuple[float, tuple[Any, ...]]] = deque()  # (time, values): access
         self._wake = threading.Event()
         self._stream_lock = threading.Lock()
         self._stopping = False
@@ -136,13 +137,13 @@ class _Batcher(logging.Handler):
         if len(records) >= WAKE_AT:
             self._wake.set()
 
-    def access(self, fields: dict[str, Any]) -> None:
-        """An access line, kept as its fields: the record is made by the writing thread."""
+    def access(self, values: tuple[Any, ...]) -> None:
+        """An access line, kept as its values: the record is made by the writing thread."""
         records = self._records
         if len(records) >= QUEUE_SIZE:
             self.dropped += 1
             return
-        records.append((time.time(), fields))
+        records.append((time.time(), values))
         if len(records) >= WAKE_AT:
             self._wake.set()
 
@@ -188,8 +189,11 @@ class _Batcher(logging.Handler):
         super().close()
 
 
-def _access_record(created: float, fields: dict[str, Any]) -> logging.LogRecord:
+def _access_record(created: float, values: tuple[Any, ...]) -> logging.LogRecord:
     """An access line as a log record (for ``handleError``'s report only)."""
+    from orgwarden.observability.access import FIELD_NAMES
+
+    fields = dict(zip(FIELD_NAMES, values, strict=False))
     record = logging.makeLogRecord(
         {"name": ACCESS, "levelno": logging.INFO, "levelname": "INFO", "msg": "%s", "args": (repr(fields),)}
     )
@@ -202,10 +206,11 @@ _installed: list[_Batcher] = []
 _access: list[_Batcher] = []  # the handler access lines go to, while the access log is on
 
 
-def access(fields: dict[str, Any]) -> None:
-    """Write an access line (logger ``orgwarden.access``) with these fields, if the access log is on."""
+def access(values: tuple[Any, ...]) -> None:
+    """Write an access line (logger ``orgwarden.access``) with these values (``access.FIELD_NAMES``),
+    if the access log is on."""
     if _access:
-        _access[0].access(fields)
+        _access[0].access(values)
 
 
 def access_on() -> bool:
