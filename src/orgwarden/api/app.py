@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orgwarden import __version__
-from orgwarden.api import errors, scim
+from orgwarden.api import errors
 from orgwarden.api.health import Health
 from orgwarden.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from orgwarden.api.routes import (
@@ -44,6 +44,7 @@ from orgwarden.api.routes import (
     users,
     workspaces,
 )
+from orgwarden.api.scim_mount import ScimMount
 from orgwarden.api.user_auth import UserTokenCache
 from orgwarden.config import Settings, load_settings
 from orgwarden.console import app as console
@@ -74,7 +75,6 @@ from orgwarden.observability.wiring import build_metrics, install_endpoint
 from orgwarden.server.state import DirectHandler
 from orgwarden.services.container import Services
 from orgwarden.services.credentials import CredentialService
-from orgwarden.services.scim import ScimService
 from orgwarden.services.user_access import UserTokenGrants
 from orgwarden.storage.engine import create_engine, session_factory
 from orgwarden.storage.files import StoredFiles
@@ -272,8 +272,14 @@ def create_app(settings: Settings) -> Dispatcher:
     if metrics is not None:
         admin_app = MetricsMiddleware(admin, metrics, "admin")
         telemetry = MetricsMiddleware(telemetry, metrics, "telemetry", lambda scope: scope["path"])
-    scim_app = scim.build(services.scim_tokens, ScimService(uow, services.users))
-    admin_app = scim.route_around(scim_app, admin_app)  # /scim/v2 answers SCIM's own errors
+
+    def scim_app() -> ASGIApp:  # on the first /scim/v2 request (scim_mount: slow to import)
+        from orgwarden.api import scim
+        from orgwarden.services.scim import ScimService
+
+        return scim.build(services.scim_tokens, ScimService(uow, services.users))
+
+    admin_app = ScimMount(scim_app, admin_app)  # /scim/v2 answers SCIM's own errors
     # The gateway gives its requests their ids itself (one wrapper less on the hot path).
     return Dispatcher(RequestIdMiddleware(admin_app), gateway, RequestIdMiddleware(telemetry))
 

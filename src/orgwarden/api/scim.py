@@ -33,9 +33,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orgwarden.api.routing import credential, source_ip
+from orgwarden.api.scim_mount import PREFIX
 from orgwarden.errors import OrgwardenError
 from orgwarden.identity import scim_models
 from orgwarden.identity.scim_models import GroupModel, UserModel
@@ -45,7 +45,6 @@ from orgwarden.services.scim_tokens import ScimTokenService
 from orgwarden.storage.failures import is_unavailable
 
 log = logging.getLogger("orgwarden.scim")
-PREFIX = "/scim/v2"
 MEDIA_TYPE = "application/scim+json"
 
 
@@ -379,18 +378,3 @@ def build(tokens: ScimTokenService, scim: ScimService) -> Starlette:
         Exception: _unexpected,
     }
     return Starlette(routes=routes, exception_handlers=handlers)
-
-
-class route_around:  # used like a function: ``route_around(scim_app, admin_app)``
-    """Send ``/scim/v2`` and below to the SCIM app, everything else to ``rest``."""
-
-    def __init__(self, scim: ASGIApp, rest: ASGIApp) -> None:
-        self.scim = scim
-        self.rest = rest
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        if scope["type"] == "http" and (path == PREFIX or path.startswith(PREFIX + "/")):
-            await self.scim({**scope, "root_path": PREFIX}, receive, send)
-        else:
-            await self.rest(scope, receive, send)
