@@ -10,7 +10,6 @@ import sys
 import threading
 from typing import Any
 
-import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orgwarden.api.scim_mount import ScimMount
@@ -76,7 +75,7 @@ def test_other_paths_never_build_it_and_concurrent_first_requests_share_one_buil
     assert scim.calls == [("/scim/v2/Users", "/scim/v2")] * 2 + [("/scim/v2", "/scim/v2")]
 
 
-def test_a_failed_build_is_tried_again_on_the_next_request() -> None:
+def test_a_failed_build_fails_its_waiters_and_is_tried_again_on_the_next_request() -> None:
     scim = Recorder("scim")
     attempts: list[int] = []
 
@@ -89,8 +88,10 @@ def test_a_failed_build_is_tried_again_on_the_next_request() -> None:
     mount = ScimMount(build, Recorder("rest"))
 
     async def run() -> None:
-        with pytest.raises(RuntimeError):
-            await mount(scope("/scim/v2/Users"), nothing, ignore)
+        failed = await asyncio.gather(
+            *(mount(scope("/scim/v2/Users"), nothing, ignore) for _ in range(2)), return_exceptions=True
+        )
+        assert [type(error) for error in failed] == [RuntimeError, RuntimeError]  # both waited on one build
         await mount(scope("/scim/v2/Users"), nothing, ignore)
 
     asyncio.run(run())

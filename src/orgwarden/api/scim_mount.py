@@ -36,13 +36,13 @@ class ScimMount:
             await self.rest(scope, receive, send)
 
     async def _built(self) -> ASGIApp:
-        if self._building is None:
-            loop = asyncio.get_running_loop()
-            self._building = loop.run_in_executor(None, self._build)
+        building = self._building
+        if building is None:
+            building = self._building = asyncio.get_running_loop().run_in_executor(None, self._build)
         try:
-            self._scim = await asyncio.shield(self._building)
+            self._scim = await asyncio.shield(building)
         except BaseException:
-            if self._building.done():  # failed: the next request tries again
+            if building.done() and self._building is building:  # failed: the next request tries again
                 self._building = None
             raise
         return self._scim

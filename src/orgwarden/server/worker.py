@@ -11,25 +11,18 @@ someone finds it. The check is the parent's pid, looked at every ``ORPHAN_CHECK_
 
 from __future__ import annotations
 
+import importlib
+import os
 import signal
+import socket
+import sys
+import threading
+import time
 
-# Caught before anything else is imported (which takes a while): a SIGTERM from the supervisor while
-# this worker starts must stop it gracefully once it has started, not kill it (``run`` takes over).
-_caught: list[int] = []
-for _signum in (signal.SIGTERM, signal.SIGINT):
-    signal.signal(_signum, lambda number, _frame: _caught.append(number))
-
-import importlib  # noqa: E402
-import os  # noqa: E402
-import socket  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-
-from orgwarden.config import load_settings  # noqa: E402
-from orgwarden.errors import ConfigError  # noqa: E402
-from orgwarden.server.options import ServerOptions  # noqa: E402
-from orgwarden.server.run import STARTUP_FAILED, catch_signals_early, serve  # noqa: E402
+from orgwarden.config import load_settings
+from orgwarden.errors import ConfigError
+from orgwarden.server.options import ServerOptions
+from orgwarden.server.run import STARTUP_FAILED, catch_signals_early, serve
 
 ORPHAN_CHECK_SECONDS = 1.0
 
@@ -49,7 +42,7 @@ def stop_when_orphaned(supervisor: int, interval: float = ORPHAN_CHECK_SECONDS) 
 
 def main(argv: list[str]) -> int:
     stop_when_orphaned(os.getppid())
-    catch_signals_early(_caught)  # a SIGTERM while the app is built stops the worker once it has started
+    catch_signals_early()  # a SIGTERM while the app is built stops the worker once it has started
     fd, factory = int(argv[1]), argv[2]
     sock = socket.socket(fileno=fd)
     try:
