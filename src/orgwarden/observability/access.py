@@ -34,27 +34,14 @@ FIELD_NAMES: Final = (
 _TEXT: Final = (
     "%s %s %s %d %sms key=%s workspace=%s model=%s stream=%s input=%d output=%d cache_write=%d cache_read=%d session=%s"
 )
-# Quoted forms of the strings seen (the same few paths and models on every line), bounded: the
-# strings are the client's. Only the log-writing thread formats lines.
-_QUOTED: dict[str, str] = {}
-_QUOTED_SIZE: Final = 4096
 
 
-def _quote(text: str) -> str:
+def _quoted(text: str) -> str:
     """``text`` as a JSON string: the quotes alone when nothing in it needs escaping (the usual path
     and model), ``json.dumps`` otherwise, so no control character or quote can forge a line."""
     if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
         return f'"{text}"'
     return json.dumps(text)
-
-
-def _quoted(text: str) -> str:
-    quoted = _QUOTED.get(text)
-    if quoted is None:
-        quoted = _quote(text)
-        if len(_QUOTED) < _QUOTED_SIZE:
-            _QUOTED[text] = quoted
-    return quoted
 
 
 def text_message(values: tuple[Any, ...]) -> str:

@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import uvloop
@@ -42,11 +41,9 @@ DEADLINE_PASSED = 1
 _early: list[int] = []  # signals that arrived before the server could handle them
 
 
-def catch_signals_early(already: Sequence[int] = ()) -> None:
+def catch_signals_early() -> None:
     """Remember SIGTERM/SIGINT from now on (while the app is built), instead of dying at once: the
-    server then stops as soon as it has started, gracefully. ``already``: signals a caller caught
-    before it could import this module."""
-    _early.extend(already)
+    server then stops as soon as it has started, gracefully."""
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, _frame: _early.append(number))
 
@@ -215,8 +212,8 @@ def serve_workers(factory: str, options: ServerOptions, workers: int) -> int:
         except subprocess.TimeoutExpired:
             child.kill()
             codes.append(child.wait())
-    # A worker the forwarded signal killed had not yet caught it (the interpreter was still starting):
-    # it never served, so it stopped with nothing to finish.
+    # A worker the forwarded signal killed had not yet caught it (its interpreter and imports were
+    # still starting, before catch_signals_early): it never served, so it stopped with nothing to finish.
     failed = [code for code in codes if code != 0 and not (stopping and code == -stopping[0])]
     if failed:
         log.error("workers exited with status %s", ", ".join(str(code) for code in failed))
