@@ -175,6 +175,7 @@ def serve_workers(factory: str, options: ServerOptions, workers: int) -> int:
     sock.set_inheritable(True)
     children: list[subprocess.Popen[bytes]] = []
     stopping: list[int] = []
+    signalled: set[int] = set()  # pids the stop signal was forwarded to
 
     def spawn() -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "orgwarden.server.worker", str(fd), factory]
@@ -186,6 +187,7 @@ def serve_workers(factory: str, options: ServerOptions, workers: int) -> int:
             for child in children:
                 if child.poll() is None:
                     child.send_signal(signum)
+                    signalled.add(child.pid)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -203,6 +205,11 @@ def serve_workers(factory: str, options: ServerOptions, workers: int) -> int:
             log.error("worker %d exited with status %s: starting another", child.pid, code)
             children[index] = spawn()
         time.sleep(0.2)
+    # The signal may have come while a replacement was being spawned, before it joined ``children``:
+    # it missed the forward above and would otherwise serve on until killed at the deadline.
+    for child in children:
+        if child.pid not in signalled and child.poll() is None:
+            child.send_signal(stopping[0])
     sock.close()  # the workers have stopped accepting: nothing should wait in a backlog nobody serves
     end = time.monotonic() + options.shutdown_timeout + 5
     codes = []
