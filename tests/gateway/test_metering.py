@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +212,8 @@ def test_the_recorders_direct_insert_stores_what_sqlalchemy_core_stores(server: 
     from sqlalchemy import insert, select, text
 
     key = create_key(server)
-    at = datetime.now(UTC).replace(microsecond=0) + timedelta(microseconds=5)  # a zero-padded fraction
+    whole = datetime.now(UTC).replace(microsecond=0)  # stored with its fraction, ".000000", as Core stores it
+    at = whole + timedelta(microseconds=5)  # a zero-padded fraction
     base: dict[str, Any] = dict(
         organization_id=server.organization["id"], workspace_id=key["scope"]["workspace_id"], api_key_id=key["id"],
         model=MODEL, service_tier="standard", inference_geo="global", context_window="0-200k", speed="standard",
@@ -221,12 +223,11 @@ def test_the_recorders_direct_insert_stores_what_sqlalchemy_core_stores(server: 
         cost_picodollars=10**18 + 7, status=499, latency_ms=12, created_at=at,
         claude_code_session_id="6f1b0c2e-session", claude_code_agent_id=None,
     )  # fmt: skip
-    direct, core = unique("req_direct"), unique("req_core")
 
-    async def write_and_read(uow: UnitOfWork) -> list[Any]:
+    async def write_and_read(uow: UnitOfWork, direct: str, core: str, row: dict[str, Any]) -> list[Any]:
         session = uow.usage.session
-        await uow.usage.insert_many([{"id": direct, **base}])
-        await session.execute(insert(UsageRecord), [{"id": core, **base}])
+        await uow.usage.insert_many([{"id": direct, **row}])
+        await session.execute(insert(UsageRecord), [{"id": core, **row}])
         await uow.commit()
         raw = await session.execute(
             text("SELECT * FROM usage_records WHERE id IN (:a, :b) ORDER BY id = :b"), {"a": direct, "b": core}
@@ -234,11 +235,15 @@ def test_the_recorders_direct_insert_stores_what_sqlalchemy_core_stores(server: 
         orm = await session.scalars(select(UsageRecord).where(UsageRecord.id.in_([direct, core])))
         return [[tuple(row)[1:] for row in raw], {row.id: row for row in orm}]
 
-    raw, orm = query_db(server.db, write_and_read)
-    assert raw[0] == raw[1]
-    columns = [c.name for c in UsageRecord.__table__.columns if c.name != "id"]
-    assert [getattr(orm[direct], c) for c in columns] == [getattr(orm[core], c) for c in columns]
-    assert orm[direct].created_at == at
+    for created_at in (at, whole):
+        direct, core = unique("req_direct"), unique("req_core")
+        raw, orm = query_db(
+            server.db, partial(write_and_read, direct=direct, core=core, row={**base, "created_at": created_at})
+        )
+        assert raw[0] == raw[1]
+        columns = [c.name for c in UsageRecord.__table__.columns if c.name != "id"]
+        assert [getattr(orm[direct], c) for c in columns] == [getattr(orm[core], c) for c in columns]
+        assert orm[direct].created_at == created_at
 
 
 def test_output_is_capped_by_max_tokens_and_metered_as_delivered(server: Server, key: dict[str, Any]) -> None:

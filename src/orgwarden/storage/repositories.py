@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Collection, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Boolean, ColumnElement, Select, Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +28,7 @@ from orgwarden.storage.tables import (
     Workspace,
     WorkspaceMember,
 )
+from orgwarden.storage.types import UTCDateTime
 
 
 class _Repo:
@@ -373,17 +374,40 @@ def _usage_insert(dialect: Dialect) -> _UsageInsert:
     """The INSERT of a whole usage record as the dialect's driver takes it: its SQL, a function that
     picks a record's values in the order of its positional parameters (an ``itemgetter``: one C call
     instead of a Python step per column), and the columns' own bind processors (``UTCDateTime`` to
-    naive UTC and, on SQLite, to SQLAlchemy's text form; booleans), compiled once per dialect."""
+    naive UTC and, on SQLite, to SQLAlchemy's text form; booleans, except on SQLite), compiled once
+    per dialect.
+
+    The processors are the dialect's own types' (what a compiled statement binds with), not the
+    generic types': on SQLite a time is then the text SQLAlchemy stores, fraction and all, not the
+    driver's (which has no fraction for a whole second, and so sorts before that second's bound)."""
     found = _usage_inserts.get(dialect.name)
     if found is None:
         table = cast(Table, UsageRecord.__table__)
         compiled = insert(table).compile(dialect=dialect)
         names = tuple(compiled.positiontup or ())
-        processors = tuple(
-            (i, process) for i, name in enumerate(names) if (process := table.c[name].type.bind_processor(dialect))
-        )
-        found = _usage_inserts[dialect.name] = (compiled.string, operator.itemgetter(*names), processors)
+        processors: list[tuple[int, Callable[[Any], Any]]] = []
+        for i, name in enumerate(names):
+            kind = table.c[name].type
+            process = kind.dialect_impl(dialect).bind_processor(dialect)
+            if process is None or (dialect.name == "sqlite" and isinstance(kind, Boolean)):
+                continue  # (the driver binds True and False as 1 and 0, as the processor would)
+            processors.append(
+                (i, _sqlite_time(process) if dialect.name == "sqlite" and isinstance(kind, UTCDateTime) else process)
+            )
+        found = _usage_inserts[dialect.name] = (compiled.string, operator.itemgetter(*names), tuple(processors))
     return found
+
+
+def _sqlite_time(general: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """SQLAlchemy's SQLite text of a UTC time (``2026-12-07 05:02:41.000000``) in one call for the
+    usual aware UTC value, a third of ``general``'s cost; ``general`` for anything else."""
+
+    def process(value: Any) -> Any:
+        if type(value) is datetime and value.tzinfo is UTC:
+            return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
+        return general(value)
+
+    return process
 
 
 class UsageRecords(_Repo):
