@@ -79,25 +79,20 @@ class Entry:
     inference_geo: str
 
 
-def _measures(entry: Entry) -> list[int]:
-    """``MEASURES`` of one record, in that order (spelled out: this runs once per metered request)."""
-    record, cost = entry.record, entry.cost
-    return [
-        1,
-        int(record["input_tokens"]),
-        int(record["output_tokens"]),
-        int(record["cache_creation_5m_tokens"]),
-        int(record["cache_creation_1h_tokens"]),
-        int(record["cache_read_tokens"]),
-        int(record["web_search_requests"]),
-        cost.input,
-        cost.output,
-        cost.cache_write_5m,
-        cost.cache_write_1h,
-        cost.cache_read,
-        cost.web_search,
-        1 if record.get("usage_estimated") else 0,
-    ]
+# One C call each per record: its dimensions (all but the report geo and the user, in DIMENSIONS'
+# order), its token counts and its cost per kind.
+_RECORD_DIMENSIONS = operator.itemgetter("workspace_id", "api_key_id", "model", "service_tier", "context_window")
+_RECORD_TOKENS = operator.itemgetter(*TOKENS)
+_COST_KINDS = operator.attrgetter("input", "output", "cache_write_5m", "cache_write_1h", "cache_read", "web_search")
+
+
+def _measures(group: list[Entry]) -> list[int]:
+    """``MEASURES`` summed over ``group``, in that order (per column, in C: this runs for every record)."""
+    records = [entry.record for entry in group]
+    tokens = [sum(column) for column in zip(*map(_RECORD_TOKENS, records), strict=True)]
+    costs = [sum(column) for column in zip(*map(_COST_KINDS, [entry.cost for entry in group]), strict=True)]
+    estimated = sum(1 for record in records if record.get("usage_estimated"))
+    return [len(group), *tokens, *costs, estimated]
 
 
 def _add(totals: dict[tuple[Any, ...], list[int]], key: tuple[Any, ...], measures: list[int]) -> None:
@@ -110,23 +105,26 @@ def fold(entries: Iterable[Entry]) -> list[dict[str, Any]]:
     """The rollup rows a batch adds: one per (width, bucket, dimensions), sorted by their key.
 
     Records are summed per minute first and the hour and day rows made from those sums: a batch
-    holds a few minutes of a few dimensions, so the per-record work is one key and one addition."""
-    minutes: dict[tuple[Any, ...], list[int]] = {}
+    holds a few minutes of a few dimensions, so the per-record work is one key and one append."""
+    # Records grouped by organization, minute (the instant's, as an integer: comparing aware times
+    # compares instants too) and dimensions; each group is summed once, column by column.
+    groups: dict[tuple[Any, ...], list[Entry]] = {}
     for entry in entries:
         record = entry.record
+        at = record["created_at"]
         key = (
-            str(record["organization_id"]),
-            floor(record["created_at"], "1m"),
-            str(record["workspace_id"]),
-            str(record["api_key_id"]),
-            str(record["model"]),
-            str(record["service_tier"]),
-            str(record["context_window"]),
-            entry.inference_geo,
-            str(record["speed"]),
-            record.get("user_id") or "",
-        )  # the order of DIMENSIONS
-        _add(minutes, key, _measures(entry))
+            record["organization_id"], at.timestamp() // 60, _RECORD_DIMENSIONS(record), entry.inference_geo,
+            record["speed"], record.get("user_id") or "",
+        )  # fmt: skip
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [entry]
+        else:
+            group.append(entry)
+    minutes: dict[tuple[Any, ...], list[int]] = {}
+    for (organization_id, _, dimensions, geo, speed, user), group in groups.items():
+        minute = floor(group[0].record["created_at"], "1m")
+        _add(minutes, (organization_id, minute, *dimensions, geo, speed, user), _measures(group))  # DIMENSIONS' order
     rows: dict[tuple[Any, ...], list[int]] = {}
     for (organization_id, minute, *dimensions), measures in minutes.items():
         for width in WIDTHS:
