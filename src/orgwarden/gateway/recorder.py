@@ -51,7 +51,7 @@ from orgwarden.storage.uow import UnitOfWorkFactory
 log = logging.getLogger("orgwarden.gateway")
 
 FLUSH_INTERVAL = 0.2
-BATCH = 500
+BATCH = 2000  # a loaded worker's interval (7,000 req/s x 0.2 s) in one: each batch costs ~1 ms of the loop
 QUEUE_SIZE = 50_000
 MAX_BACKOFF = 5.0
 REFUSED_ATTEMPTS = 3  # a lone row refused this often is dropped (a race on the audit chain is retried)

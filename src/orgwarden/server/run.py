@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -102,6 +103,11 @@ async def _serve(app: ASGIApp, options: ServerOptions, direct: DirectHandler | N
             with contextlib.suppress(LifespanFailed):
                 await lifespan.shutdown()
         return STARTUP_FAILED
+    # What start-up made (the app, its modules and caches) lives as long as the process: frozen, it
+    # is out of the collector's reach, so a full collection walks only what requests made since
+    # (tens of milliseconds less each, on the event loop). Cyclic garbage among it is never freed.
+    gc.collect()
+    gc.freeze()
     for bound in server.sockets:
         name = bound.getsockname()
         log.info("listening on %s://%s:%d (pid %d)", state.scheme, name[0], name[1], os.getpid())
