@@ -100,6 +100,20 @@ def test_a_head_that_does_not_arrive_in_time_gets_408(port: int) -> None:
     refusal(got, 408, "timeout_error", "request head did not arrive within 1 seconds")
 
 
+def test_a_head_gets_its_whole_time_out_never_less(port: int) -> None:
+    """The rest of a head sent 0.7 s into a 1 s time-out is answered. Deadlines were set with the
+    sweep's clock, up to a second old: the time-out then fired from nothing to a second early (a
+    fresh connection was closed without a word before its request was read). Four tries, each at
+    another point of the once-a-second sweep."""
+    for _ in range(4):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /json HTTP/1.1\r\nhost: test\r\n")
+            time.sleep(0.7)
+            sock.sendall(b"connection: close\r\n\r\n")
+            got = read_all(sock)
+        assert got.startswith(b"HTTP/1.1 200 "), got[:300]
+
+
 def test_a_stalled_body_gets_408(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(request("POST", "/echo", "content-length: 100") + b"x" * 10)

@@ -58,6 +58,10 @@ class _Stop(Exception):
 class HttpProtocol(asyncio.Protocol):
     def __init__(self, state: ServerState) -> None:
         self.state = state
+        # Deadlines are set with the loop's own clock (its time at this iteration: no system call)
+        # and swept once a second by ``ServerState.tick``: a time-out fires between its length and
+        # a second more, never before (the sweep's coarse ``now`` could be a second old).
+        self.clock = state.loop.time
         options = state.options
         self.max_head = options.max_header_bytes
         self.max_headers = options.max_headers
@@ -77,7 +81,7 @@ class HttpProtocol(asyncio.Protocol):
         self.current: Answer | None = None  # the request being answered
         self.queue: deque[Answer] = deque()
         self.phase = IDLE
-        self.deadline = state.now + options.header_timeout
+        self.deadline = self.clock() + options.header_timeout
         self.paused = 0
         self.write_paused = False
         self.drain_waiters: list[asyncio.Future[None]] = []
@@ -173,7 +177,7 @@ class HttpProtocol(asyncio.Protocol):
         self.head_size = 0
         self.expect_continue = False
         self.phase = HEAD
-        self.deadline = self.state.now + self.header_timeout
+        self.deadline = self.clock() + self.header_timeout
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -197,7 +201,7 @@ class HttpProtocol(asyncio.Protocol):
         parser = self.parser
         self.phase = BODY
         self.head_bytes = 0
-        self.deadline = state.now + self.body_timeout
+        self.deadline = self.clock() + self.body_timeout
         keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0" and not state.shutting_down
         if parser.should_upgrade():
             if any(name == b"upgrade" and value.strip().lower() == b"websocket" for name, value in self.headers):
@@ -240,7 +244,7 @@ class HttpProtocol(asyncio.Protocol):
             self._pause(PIPELINE)
 
     def on_body(self, body: bytes) -> None:
-        self.deadline = self.state.now + self.body_timeout
+        self.deadline = self.clock() + self.body_timeout
         receiving = self.receiving
         if receiving is not None:
             receiving.feed(body)
@@ -260,7 +264,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         self.phase = IDLE
         self.head_bytes = 0
-        self.deadline = self.state.now + self.keepalive_timeout
+        self.deadline = self.clock() + self.keepalive_timeout
 
     # -- answering -------------------------------------------------------------------------------
 
@@ -296,7 +300,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.phase == DONE:
             self._idle()
         elif self.phase == HEAD:  # a pipelined head was arriving meanwhile: its time starts now
-            self.deadline = state.now + self.header_timeout
+            self.deadline = self.clock() + self.header_timeout
 
     def pause_body(self) -> None:
         self._pause(BODY_FULL)
@@ -316,7 +320,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.transport.resume_reading()
                 if self.phase in (HEAD, BODY):  # waiting on the client again: its clock restarts
                     timeout = self.header_timeout if self.phase == HEAD else self.body_timeout
-                    self.deadline = self.state.now + timeout
+                    self.deadline = self.clock() + timeout
 
     def _refuse(self, status: int, kind: str, message: str) -> None:
         """Answer ``status`` with the error envelope and close; after the answer being sent, if any."""

@@ -48,13 +48,12 @@ class ServerState:
         self.tasks: set[asyncio.Task[None]] = set()
         self.lifespan_state: dict[str, Any] = {}
         self.shutting_down = False
-        self.now = loop.time()  # a coarse clock for deadlines: time-outs are whole seconds
         self.date = wire.date_line()  # the ``date`` header, made once a second
         self.access_log = logging.getLogger("orgwarden.access.http")  # requests answered through ASGI
 
     def tick(self) -> None:
-        """Once a second: the clock and ``date`` line, then every connection's deadline."""
-        self.now = now = self.loop.time()
+        """Once a second: the ``date`` line, then every connection's deadline (set with the loop's clock)."""
+        now = self.loop.time()
         self.date = wire.date_line()
         for connection in list(self.connections):
             if connection.deadline <= now:
