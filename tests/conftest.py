@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import socket
 import ssl
@@ -212,8 +213,27 @@ def sqlite_database(tmp_path: Path) -> Iterator[Database]:
     drop_database(db)
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port free now, for a server about to bind it. Picked at random below the ephemeral range
+    (which the kernel hands out for ``bind(0)`` and as outgoing connections' local ports): a port
+    from that range, let go, could become a connection's local port before the server binds it."""
+    low = _ephemeral_low()
+    for _ in range(100):
+        port = random.randrange(10_000, max(low, 10_001))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # below the range all taken: the kernel's choice
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
