@@ -297,30 +297,20 @@ def wait_until_healthy(
 def spawn_serve(env: dict[str, str], tmp: Path, *args: str, scheme: str = "http", **client: Any) -> Server:
     """Start ``orgwarden serve`` with ``env`` on a free port and wait for ``/health``.
 
-    The returned Server has no admin key or organization filled in; ``start_server`` adds them.
-    A port found free can be taken before the server binds it (by another test process's server,
-    or as a connection's local port): the server then exits saying so, and another port is tried."""
-    for attempt in range(3):
-        port = free_port()
-        log_path = tmp / f"server-{port}.log"
-        handle = log_path.open("w")
-        process = subprocess.Popen(
-            [ORGWARDEN, "serve", "--port", str(port), *args],
-            env={**os.environ, **env},
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        base_url = f"{scheme}://127.0.0.1:{port}"
-        try:
-            wait_until_healthy(process, base_url, log_path, **client)
-        except AssertionError:
-            process.wait(timeout=10)
-            if attempt < 2 and "address already in use" in log_path.read_text():
-                continue
-            raise
-        return Server(Database("", env), base_url, "", {}, {}, process, log_path)
-    raise AssertionError("unreachable")
+    The returned Server has no admin key or organization filled in; ``start_server`` adds them."""
+    port = free_port()
+    log_path = tmp / f"server-{port}.log"
+    handle = log_path.open("w")
+    process = subprocess.Popen(
+        [ORGWARDEN, "serve", "--port", str(port), *args],
+        env={**os.environ, **env},
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base_url = f"{scheme}://127.0.0.1:{port}"
+    wait_until_healthy(process, base_url, log_path, **client)
+    return Server(Database("", env), base_url, "", {}, {}, process, log_path)
 
 
 def start_server(db: Database, tmp: Path, *extra: str) -> Server:

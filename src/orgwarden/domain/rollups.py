@@ -87,7 +87,8 @@ _COST_KINDS = operator.attrgetter("input", "output", "cache_write_5m", "cache_wr
 
 
 def _measures(group: list[Entry]) -> list[int]:
-    """``MEASURES`` summed over ``group``, in that order (per column, in C: this runs for every record)."""
+    """``MEASURES`` summed over ``group``, in that order: per column, in C (zip and sum), since every
+    record of a batch passes through here."""
     records = [entry.record for entry in group]
     tokens = [sum(column) for column in zip(*map(_RECORD_TOKENS, records), strict=True)]
     costs = [sum(column) for column in zip(*map(_COST_KINDS, [entry.cost for entry in group]), strict=True)]
